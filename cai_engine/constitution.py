@@ -1,0 +1,520 @@
+"""Constitutions: principles plus few-shot banks, validated, content-hashed and diffable.
+
+A constitution is the user's text. It loads through pydantic models with `extra="forbid"`,
+so a misspelt key is an error, and every error names the file, the line and the field.
+A version's identity is the sha256 of its canonical JSON (defaults left out, keys sorted),
+so saving the same text twice adds nothing and adding an optional field later does not
+change the hashes of existing versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from cai_engine.errors import CaiError
+from cai_engine.files import decode_user_bytes, read_user_bytes
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_TEXT = 20_000  # characters in any one text field
+MAX_YAML_NODES = 200_000  # after alias expansion; stops "billion laughs" documents
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+Slug = Annotated[str, Field(pattern=SLUG)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="after")
+    def _no_blank_text(self):
+        for name, value in self:
+            if isinstance(value, str) and name in type(self)._required_text() and not value.strip():
+                raise ValueError(f"'{name}' must not be blank")
+        return self
+
+    @classmethod
+    def _required_text(cls) -> set[str]:
+        return {n for n, f in cls.model_fields.items() if f.annotation is str and f.is_required()}
+
+
+class Message(_Model):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class Principle(_Model):
+    id: Slug = Field(description="Stable slug, unique within the constitution.")
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    critique_request: Text = Field(description="Asks the model to critique its own last answer.")
+    revision_request: Text = Field(description="Asks the model to rewrite that answer.")
+    preference_question: Text = Field(description="The RL-CAI multiple-choice instruction.")
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+    enabled: bool = True
+    weight: float = Field(1.0, gt=0, description="Sampling weight; use enabled: false to drop one.")
+
+
+class FewShot(_Model):
+    """A critique→revision example: the conversation ends with the answer being critiqued."""
+
+    principle: Slug | None = None
+    conversation: list[Message] = Field(min_length=2)
+    critique: Text
+    revision: Text
+
+    @property
+    def answer(self) -> str:
+        return self.conversation[-1].content
+
+    @property
+    def no_change(self) -> bool:
+        """The paper's "no change needed" case: the revision keeps the answer as it was."""
+        return self.revision.strip() == self.answer.strip()
+
+
+class ComparisonFewShot(_Model):
+    """A labelled comparison for the feedback model; the conversation ends with a user turn."""
+
+    principle: Slug | None = None
+    conversation: list[Message] = Field(min_length=1)
+    response_a: Text
+    response_b: Text
+    preferred: Literal["A", "B"]
+    reasoning: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+
+
+class Constitution(_Model):
+    name: Slug
+    description: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+    principles: list[Principle] = Field(min_length=1)
+    few_shots: list[FewShot] = []
+    comparison_few_shots: list[ComparisonFewShot] = []
+
+    @model_validator(mode="after")
+    def _semantics(self, info: ValidationInfo):
+        if not (info.context or {}).get("defer_semantics"):
+            problems = semantic_problems(self)
+            if problems:
+                raise ValueError("; ".join(f"{p.where}: {p.message}" for p in problems))
+        return self
+
+    def principle(self, principle_id: str) -> Principle:
+        for p in self.principles:
+            if p.id == principle_id:
+                return p
+        raise KeyError(principle_id)
+
+    @property
+    def enabled_principles(self) -> list[Principle]:
+        return [p for p in self.principles if p.enabled]
+
+    def canonical_json(self) -> str:
+        return canonical_json(self)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    def warnings(self) -> list[str]:
+        """Advice that does not block saving."""
+        out = []
+        if not self.enabled_principles:
+            out.append("every principle is disabled; critique and label jobs will refuse it")
+        if self.few_shots and not any(f.no_change for f in self.few_shots):
+            out.append(
+                "no few-shot shows a 'no change needed' case (revision identical to the answer); "
+                "without one the model learns to always rewrite"
+            )
+        return out
+
+
+# Which model a location in the document refers to, with list indices removed.
+_MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
+    (): Constitution,
+    ("principles",): Principle,
+    ("few_shots",): FewShot,
+    ("few_shots", "conversation"): Message,
+    ("comparison_few_shots",): ComparisonFewShot,
+    ("comparison_few_shots", "conversation"): Message,
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # e.g. "principles[2].critique_request"
+    message: str
+    line: int | None = None
+
+
+class ConstitutionError(CaiError):
+    """A constitution that does not validate. `problems` lists every fault found."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        lines = []
+        for p in problems:
+            at = f"{source}:{p.line}" if p.line else source
+            where = f" {p.where}:" if p.where else ""
+            lines.append(f"{at}:{where} {p.message}")
+        super().__init__("\n".join(lines))
+
+
+def semantic_problems(c: Constitution) -> list[Problem]:
+    """Cross-field checks: unique principle ids, and few-shots that name real principles."""
+    problems = []
+    seen: dict[str, int] = {}
+    for i, p in enumerate(c.principles):
+        if p.id in seen:
+            problems.append(
+                Problem(
+                    f"principles[{i}].id",
+                    f"duplicate principle id '{p.id}' (also used by principles[{seen[p.id]}]); "
+                    "ids must be unique",
+                )
+            )
+        seen.setdefault(p.id, i)
+    for bank in ("few_shots", "comparison_few_shots"):
+        for i, shot in enumerate(getattr(c, bank)):
+            if shot.principle is not None and shot.principle not in seen:
+                problems.append(
+                    Problem(
+                        f"{bank}[{i}].principle",
+                        f"unknown principle '{shot.principle}'; known ids: {', '.join(seen)}",
+                    )
+                )
+    for i, shot in enumerate(c.few_shots):
+        if shot.conversation[-1].role != "assistant":
+            problems.append(
+                Problem(
+                    f"few_shots[{i}].conversation",
+                    "must end with the assistant answer that the critique is about",
+                )
+            )
+    for i, shot in enumerate(c.comparison_few_shots):
+        if shot.conversation[-1].role != "user":
+            problems.append(
+                Problem(
+                    f"comparison_few_shots[{i}].conversation",
+                    "must end with the user turn that both responses answer",
+                )
+            )
+    return problems
+
+
+def canonical_json(c: Constitution) -> str:
+    body = c.model_dump(mode="json", exclude_defaults=True)
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_of(node, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            child = next((v for k, v in node.value if k.value == part), None)
+            if child is None:  # an unknown key: point at the key itself
+                child = next((k for k, _ in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if 0 <= part < len(node.value) else None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return f"missing required key '{loc[-1]}'"
+    if kind == "extra_forbidden":
+        model = _MODEL_AT.get(tuple(p for p in loc[:-1] if isinstance(p, str)))
+        allowed = ", ".join(model.model_fields) if model else "see the docs"
+        return f"unknown key '{loc[-1]}'; allowed keys here: {allowed}"
+    if kind == "string_pattern_mismatch":
+        return (
+            "must be a slug: lowercase letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    if kind == "too_short" and loc and loc[-1] == "principles":
+        return "a constitution needs at least one principle"
+    if kind == "string_too_long":
+        return f"too long ({len(err['input'])} characters); {err['msg'].lower()}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    got = type(err.get("input")).__name__
+    if kind.endswith("_type"):
+        return f"{msg} (got {got})"
+    return msg
+
+
+def _expanded_size(node, memo: dict, depth: int = 0) -> int:
+    if depth > 200:
+        raise RecursionError
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1)
+            for k, v in node.value
+        )
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo, depth + 1) for v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
+def _parse_document(text: str, source: str):
+    """Parse YAML (JSON is a subset) into (data, node tree), with errors that name the line."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(text, Loader=loader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConstitutionError(
+                source,
+                [
+                    Problem(
+                        "",
+                        f"the document expands to over {MAX_YAML_NODES:,} nodes through "
+                        "YAML aliases; write the content out instead of using anchors",
+                    )
+                ],
+            )
+        data = yaml.load(text, Loader=loader)
+    except RecursionError:
+        raise ConstitutionError(
+            source, [Problem("", "the document is nested too deeply")]
+        ) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise ConstitutionError(source, [Problem("", f"YAML syntax error: {what}", line)]) from None
+    except yaml.YAMLError as e:
+        raise ConstitutionError(source, [Problem("", f"YAML error: {e}")]) from None
+    return data, node
+
+
+def parse_constitution(text: str, source: str = "<text>") -> Constitution:
+    """Validate a constitution written as YAML or JSON text.
+
+    Raises:
+        `ConstitutionError`: listing every problem with its line and field.
+    """
+    data, node = _parse_document(text, source)
+    return constitution_from_data(data, source, node)
+
+
+def constitution_from_data(data, source: str = "<data>", node=None) -> Constitution:
+    """Validate already-parsed data; `node` (a YAML node tree) adds line numbers to errors."""
+    if not isinstance(data, dict):
+        got = "nothing" if data is None else type(data).__name__
+        raise ConstitutionError(
+            source,
+            [
+                Problem(
+                    "",
+                    f"expected a mapping with keys name, description, principles, few_shots; got {got}",
+                )
+            ],
+        )
+    try:
+        c = Constitution.model_validate(data, context={"defer_semantics": True})
+    except ValidationError as e:
+        problems = [
+            Problem(
+                _format_loc(tuple(err["loc"])), _describe(err), _line_of(node, tuple(err["loc"]))
+            )
+            for err in e.errors()
+        ]
+        raise ConstitutionError(source, problems) from None
+    problems = semantic_problems(c)
+    if problems:
+        raise ConstitutionError(
+            source,
+            [Problem(p.where, p.message, _line_of(node, _parse_loc(p.where))) for p in problems],
+        )
+    return c
+
+
+def _parse_loc(where: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else x for x in re.findall(r"[A-Za-z_]+|\d+", where))
+
+
+def load_constitution(path) -> Constitution:
+    """Load and validate a constitution file (YAML or JSON, UTF-8, at most 10 MB)."""
+    return parse_constitution(decode_user_bytes(read_user_bytes(path), str(path)), str(path))
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def to_yaml(c: Constitution) -> str:
+    """The constitution as YAML, fields in schema order, defaults left out."""
+    body = c.model_dump(mode="json", exclude_defaults=True)
+    return yaml.dump(body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+# -- diffs --------------------------------------------------------------------------------
+
+
+@dataclass
+class ConstitutionDiff:
+    """What changed from `old` to `new`: principles by id, field by field; banks by content."""
+
+    added: list[str] = field(default_factory=list)  # principle ids
+    removed: list[str] = field(default_factory=list)
+    changed: dict[str, list[tuple[str, object, object]]] = field(default_factory=dict)
+    meta: list[tuple[str, object, object]] = field(default_factory=list)  # name, description
+    few_shots: tuple[int, int] = (0, 0)  # (added, removed)
+    comparison_few_shots: tuple[int, int] = (0, 0)
+    reordered: bool = False
+
+    @property
+    def is_empty(self) -> bool:
+        return not (
+            self.added
+            or self.removed
+            or self.changed
+            or self.meta
+            or self.reordered
+            or any(self.few_shots)
+            or any(self.comparison_few_shots)
+        )
+
+    def render(self) -> str:
+        if self.is_empty:
+            return "no differences"
+        out = []
+        for name, old, new in self.meta:
+            out.append(f"~ {name}: {old!r} -> {new!r}")
+        out += [f"+ principle '{pid}'" for pid in self.added]
+        out += [f"- principle '{pid}'" for pid in self.removed]
+        for pid, fields in self.changed.items():
+            out.append(f"~ principle '{pid}'")
+            for name, old, new in fields:
+                out.append(f"    {name}:")
+                out.append(f"      - {old}")
+                out.append(f"      + {new}")
+        if self.reordered:
+            out.append("~ principles reordered")
+        for label, (plus, minus) in (
+            ("few-shot", self.few_shots),
+            ("comparison few-shot", self.comparison_few_shots),
+        ):
+            if plus:
+                out.append(f"+ {plus} {label} example(s)")
+            if minus:
+                out.append(f"- {minus} {label} example(s)")
+        return "\n".join(out)
+
+
+def diff_constitutions(old: Constitution, new: Constitution) -> ConstitutionDiff:
+    d = ConstitutionDiff()
+    for name in ("name", "description"):
+        if getattr(old, name) != getattr(new, name):
+            d.meta.append((name, getattr(old, name), getattr(new, name)))
+    before = {p.id: p for p in old.principles}
+    after = {p.id: p for p in new.principles}
+    d.added = [pid for pid in after if pid not in before]
+    d.removed = [pid for pid in before if pid not in after]
+    for pid in after:
+        if pid in before and before[pid] != after[pid]:
+            a, b = before[pid].model_dump(), after[pid].model_dump()
+            d.changed[pid] = [(k, a[k], b[k]) for k in a if a[k] != b[k]]
+    common_old = [pid for pid in before if pid in after]
+    common_new = [pid for pid in after if pid in before]
+    d.reordered = common_old != common_new
+
+    def bank_delta(xs, ys) -> tuple[int, int]:
+        a = [x.model_dump_json() for x in xs]
+        b = [y.model_dump_json() for y in ys]
+        return sum(1 for y in b if y not in a), sum(1 for x in a if x not in b)
+
+    d.few_shots = bank_delta(old.few_shots, new.few_shots)
+    d.comparison_few_shots = bank_delta(old.comparison_few_shots, new.comparison_few_shots)
+    return d
+
+
+# -- versions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConstitutionVersion:
+    """One stored, immutable version of a named constitution."""
+
+    name: str
+    seq: int
+    hash: str
+    parent_hash: str | None
+    note: str | None
+    source: str
+    created_at: object  # datetime
+    body: str  # canonical JSON
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.seq}"
+
+    @property
+    def constitution(self) -> Constitution:
+        return Constitution.model_validate_json(self.body, context={"defer_semantics": True})
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split 'harmless', 'harmless@3', 'harmless@v3', 'harmless@1a2b3c' or 'harmless@latest'.
+
+    Returns `(name, selector)` where selector is None for the latest version.
+    """
+    name, _, selector = ref.strip().partition("@")
+    if not re.match(SLUG, name):
+        raise CaiError(
+            f"'{ref}' is not a constitution reference; use NAME, NAME@SEQ (e.g. harmless@2) "
+            "or NAME@HASHPREFIX"
+        )
+    selector = selector.strip() or None
+    if selector in (None, "latest"):
+        return name, None
+    return name, selector

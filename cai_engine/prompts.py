@@ -1,0 +1,422 @@
+"""Prompt sets: bundled red-team and helpful sets, seeded splits, and imports from files or datasets.
+
+A prompt is a conversation that ends with a user turn; a plain string is a one-turn
+conversation. Its id is a content hash, so importing the same file twice adds nothing.
+Imports are all-or-nothing by default: a file with bad rows reports every one of them by
+line and imports nothing unless the caller asks for the good rows (`allow_partial`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cai_engine.errors import CaiError
+from cai_engine.files import MAX_INPUT_BYTES, decode_user_bytes, read_user_bytes
+
+FORMATS = ("auto", "jsonl", "csv", "parquet", "hf")
+ROLES = ("system", "user", "assistant")
+MAX_PROMPT_CHARS = 100_000  # one prompt, all turns together
+DEFAULT_SPLIT_SEED = 1234
+DEFAULT_TEST_FRACTION = 0.2
+MAX_REPORTED_BAD_ROWS = 50
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    messages: list[dict]
+    category: str | None = None
+    split: str = "train"
+
+    @property
+    def text(self) -> str:
+        """The last user turn: what the prompt asks."""
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    where: str  # "line 7" or "row 7"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class ImportReport:
+    name: str
+    rows: int = 0  # rows read from the source
+    imported: int = 0  # new prompts written to the store
+    duplicates: int = 0  # exact duplicates within the source, dropped
+    already_present: int = 0  # prompts the set already had
+    bad_rows: list[BadRow] = field(default_factory=list)
+    skipped_bad: bool = False  # True when bad rows were skipped on request
+
+    def summary(self) -> str:
+        parts = [f"{self.imported} imported into '{self.name}'", f"{self.rows} rows read"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} exact duplicates removed")
+        if self.already_present:
+            parts.append(f"{self.already_present} already in the set")
+        if self.bad_rows:
+            parts.append(f"{len(self.bad_rows)} bad rows skipped")
+        return ", ".join(parts)
+
+
+class PromptImportError(CaiError):
+    """The source had bad rows (all listed) or could not be read at all; nothing was imported."""
+
+    def __init__(self, source: str, bad_rows: list[BadRow] | None = None, message: str = ""):
+        self.source = source
+        self.bad_rows = bad_rows or []
+        if not message:
+            shown = self.bad_rows[:MAX_REPORTED_BAD_ROWS]
+            more = len(self.bad_rows) - len(shown)
+            lines = [
+                f"{source}: {len(self.bad_rows)} bad rows; nothing was imported "
+                "(fix them, or import the good rows with --skip-bad):"
+            ]
+            lines += [f"  {source}: {b}" for b in shown]
+            if more:
+                lines.append(f"  ... and {more} more")
+            message = "\n".join(lines)
+        super().__init__(message)
+
+
+def prompt_id_for(messages: list[dict]) -> str:
+    canon = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+
+
+def assign_split(prompt_id: str, seed: int, test_fraction: float) -> str:
+    """A fixed, seeded split that does not move when other prompts are added or removed."""
+    h = int(hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()[:8], 16)
+    return "test" if h / 0x1_0000_0000 < test_fraction else "train"
+
+
+# -- reading sources ----------------------------------------------------------------------
+
+
+def detect_format(name: str) -> str:
+    lower = name.lower()
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+    ):
+        if lower.endswith(suffix):
+            return fmt
+    raise PromptImportError(
+        name,
+        message=f"{name}: cannot tell the format from the name; pass one of "
+        f"{', '.join(FORMATS[1:])}",
+    )
+
+
+def _rows_jsonl(text: str) -> Iterator[tuple[str, object]]:
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {n}", json.loads(line)
+        except json.JSONDecodeError as e:
+            yield f"line {n}", BadRow(f"line {n}", f"malformed JSON at column {e.colno}: {e.msg}")
+
+
+def _rows_csv(text: str) -> Iterator[tuple[str, object]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield f"line {start}", BadRow(f"line {start}", f"CSV error: {e}")
+            return  # the reader cannot recover its position after a quoting error
+        if None in row:
+            yield (
+                f"line {start}",
+                BadRow(f"line {start}", "more fields than the header has columns"),
+            )
+            continue
+        yield f"line {start}", row
+
+
+def _rows_table(records: list[dict], label: str = "row") -> Iterator[tuple[str, object]]:
+    for n, rec in enumerate(records, start=1):
+        yield f"{label} {n}", rec
+
+
+def _read_parquet(data: bytes, label: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    except Exception as e:  # pyarrow raises several unrelated types for bad files
+        raise PromptImportError(
+            label, message=f"{label}: not a readable Parquet file ({e})"
+        ) from None
+
+
+def _read_hf(source: str, split: str | None) -> list[dict]:
+    """A `save_to_disk` folder, or a hub id when online."""
+    import datasets
+
+    path = Path(source)
+    try:
+        if path.is_dir():
+            ds = datasets.load_from_disk(str(path))
+        else:
+            ds = datasets.load_dataset(source, split=split)
+    except Exception as e:
+        where = "folder" if path.is_dir() else "Hugging Face hub dataset (needs network access)"
+        raise PromptImportError(
+            source, message=f"{source}: cannot load as a {where}: {e}"
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split:
+            if split not in ds:
+                raise PromptImportError(
+                    source, message=f"{source}: no split '{split}'; it has {', '.join(ds)}"
+                )
+            return ds[split].to_list()
+        records = []
+        for name, part in ds.items():
+            records += [{**r, "__split__": name} for r in part.to_list()]
+        return records
+    return ds.to_list()
+
+
+def read_rows(
+    source: str | Path | tuple[str, bytes], fmt: str = "auto", hf_split: str | None = None
+) -> Iterator[tuple[str, object]]:
+    """Yield `(where, record_or_BadRow)` from a path, an uploaded `(filename, bytes)`, or a dataset."""
+    if fmt not in FORMATS:
+        raise PromptImportError(
+            str(source), message=f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}"
+        )
+    if isinstance(source, tuple):
+        label, data = source
+    else:
+        label = str(source)
+        if fmt == "hf" or (fmt == "auto" and Path(label).is_dir()):
+            yield from _rows_table(_read_hf(label, hf_split))
+            return
+        data = read_user_bytes(label, MAX_INPUT_BYTES)
+    if fmt == "auto":
+        fmt = detect_format(label)
+    if fmt == "parquet":
+        yield from _rows_table(_read_parquet(data, label))
+        return
+    if fmt == "hf":
+        raise PromptImportError(label, message=f"{label}: the hf format needs a folder or a hub id")
+    text = decode_user_bytes(data, label)
+    yield from (_rows_jsonl(text) if fmt == "jsonl" else _rows_csv(text))
+
+
+# -- normalising rows ---------------------------------------------------------------------
+
+
+def _messages_from(value) -> list[dict]:
+    """A prompt cell as a conversation; raises ValueError naming what is wrong."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            try:
+                parsed = json.loads(stripped)
+            except json.JSONDecodeError:
+                parsed = None
+            if (
+                isinstance(parsed, list)
+                and parsed
+                and all(isinstance(m, dict) and "role" in m for m in parsed)
+            ):
+                return _messages_from(parsed)
+        if not stripped:
+            raise ValueError("the prompt is empty")
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("the conversation is empty")
+        out = []
+        for i, m in enumerate(value):
+            if (
+                not isinstance(m, dict)
+                or set(m) - {"role", "content"}
+                or "role" not in m
+                or "content" not in m
+            ):
+                raise ValueError(f'turn {i + 1} must be {{"role": ..., "content": ...}}')
+            if m["role"] not in ROLES:
+                raise ValueError(
+                    f"turn {i + 1} has role '{m['role']}'; use one of {', '.join(ROLES)}"
+                )
+            if not isinstance(m["content"], str):
+                raise ValueError(
+                    f"turn {i + 1} content must be text, got {type(m['content']).__name__}"
+                )
+            out.append({"role": m["role"], "content": m["content"]})
+        if out[-1]["role"] != "user":
+            raise ValueError("a conversation prompt must end with a user turn")
+        if not out[-1]["content"].strip():
+            raise ValueError("the last user turn is empty")
+        return out
+    if value is None:
+        raise ValueError("the prompt is missing (null)")
+    raise ValueError(f"the prompt must be text or a list of messages, got {type(value).__name__}")
+
+
+def normalise_row(record, mapping: dict[str, str]) -> dict:
+    """Map a source record to `{messages, category, id, split}`; raises ValueError on bad rows."""
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"expected an object with a '{mapping['prompt']}' field, got {type(record).__name__}"
+        )
+    col = mapping["prompt"]
+    if col not in record:
+        present = ", ".join(k for k in record if k != "__split__") or "none"
+        raise ValueError(
+            f"missing column '{col}' (columns present: {present}); map it with --column prompt=NAME"
+        )
+    messages = _messages_from(record[col])
+    size = sum(len(m["content"]) for m in messages)
+    if size > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt is {size:,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+    out = {"messages": messages, "category": None, "id": None, "split": record.get("__split__")}
+    for key in ("category", "id", "split"):
+        src = mapping.get(key)
+        if src is None or src not in record or record[src] is None or record[src] == "":
+            continue
+        value = record[src]
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError(f"column '{src}' ({key}) must be text, got {type(value).__name__}")
+        out[key] = str(value).strip()
+    if out["split"] is not None and out["split"] not in ("train", "test"):
+        out["split"] = {"validation": "test", "eval": "test", "dev": "test"}.get(
+            out["split"], out["split"]
+        )
+        if out["split"] not in ("train", "test"):
+            raise ValueError(f"split '{out['split']}' is not 'train' or 'test'")
+    return out
+
+
+DEFAULT_MAPPING = {"prompt": "prompt", "category": "category", "id": "id", "split": "split"}
+
+
+def parse_prompts(
+    source: str | Path | tuple[str, bytes],
+    *,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    hf_split: str | None = None,
+) -> tuple[list[Prompt], ImportReport]:
+    """Read and validate a prompt source. Bad rows are collected in the report, not raised."""
+    mapping = {**DEFAULT_MAPPING, **(mapping or {})}
+    unknown = set(mapping) - set(DEFAULT_MAPPING)
+    if unknown:
+        raise PromptImportError(
+            str(source),
+            message=f"unknown mapping key(s) {', '.join(sorted(unknown))}; "
+            f"use {', '.join(DEFAULT_MAPPING)}",
+        )
+    report = ImportReport(name="")
+    prompts: dict[str, Prompt] = {}
+    for where, record in read_rows(source, fmt, hf_split):
+        report.rows += 1
+        if isinstance(record, BadRow):
+            report.bad_rows.append(record)
+            continue
+        try:
+            row = normalise_row(record, mapping)
+        except ValueError as e:
+            report.bad_rows.append(BadRow(where, str(e)))
+            continue
+        pid = row["id"] or prompt_id_for(row["messages"])
+        if pid in prompts:
+            report.duplicates += 1
+            continue
+        split = row["split"] or assign_split(pid, split_seed, test_fraction)
+        prompts[pid] = Prompt(pid, row["messages"], row["category"], split)
+    if report.rows == 0:
+        raise PromptImportError(
+            str(source[0] if isinstance(source, tuple) else source),
+            message=f"{source[0] if isinstance(source, tuple) else source}: no rows found",
+        )
+    return list(prompts.values()), report
+
+
+def import_prompt_set(
+    store,
+    source: str | Path | tuple[str, bytes],
+    name: str,
+    *,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    allow_partial: bool = False,
+    append: bool = False,
+    description: str = "",
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    hf_split: str | None = None,
+) -> ImportReport:
+    """Import prompts into the set `name`; see the module docstring for the all-or-nothing rule."""
+    import re
+
+    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", name or ""):
+        raise CaiError(
+            f"'{name}' is not a valid prompt set name; use lowercase letters, digits, '-' or '_'"
+        )
+    if not 0.0 <= test_fraction < 1.0:
+        raise CaiError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    label = source[0] if isinstance(source, tuple) else str(source)
+    exists = store.prompt_set_exists(name)
+    if exists and not append:
+        raise CaiError(f"prompt set '{name}' already exists; choose another name or append to it")
+    prompts, report = parse_prompts(
+        source,
+        fmt=fmt,
+        mapping=mapping,
+        split_seed=split_seed,
+        test_fraction=test_fraction,
+        hf_split=hf_split,
+    )
+    report.name = name
+    if report.bad_rows and not allow_partial:
+        raise PromptImportError(label, report.bad_rows)
+    report.skipped_bad = bool(report.bad_rows)
+    if not prompts:
+        raise PromptImportError(label, message=f"{label}: no valid prompts to import")
+    report.imported = store.add_prompts(
+        name,
+        prompts,
+        description=description,
+        source=label,
+        split_seed=split_seed,
+        test_fraction=test_fraction,
+    )
+    report.already_present = len(prompts) - report.imported
+    return report
+
+
+def parse_mapping(items: list[str] | None) -> dict[str, str]:
+    """Parse CLI `--column prompt=question` items into a mapping."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise CaiError(f"--column expects KEY=COLUMN (e.g. prompt=question), got '{item}'")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,40 @@
+"""The store: one DuckDB file under the data home, opened per unit of work.
+
+All SQL lives in this package, as parameterised queries grouped by domain.
+"""
+
+from __future__ import annotations
+
+from cai_engine.errors import StoreLockedError
+from cai_engine.store.constitutions import ConstitutionQueries, ConstitutionSummary
+from cai_engine.store.core import DEFAULT_LOCK_TIMEOUT, StoreCore, StoreError
+from cai_engine.store.prompts import PromptQueries, PromptSetSummary
+
+
+class Store(ConstitutionQueries, PromptQueries, StoreCore):
+    """The data home's DuckDB store. Safe to share between threads; holds no open connection."""
+
+    def counts(self) -> dict[str, int]:
+        """Headline counts for the Home page."""
+        with self.connect() as con:
+            row = con.one(
+                """
+                SELECT (SELECT count(DISTINCT name) FROM constitution_versions),
+                       (SELECT count(*) FROM constitution_versions),
+                       (SELECT count(*) FROM prompt_sets),
+                       (SELECT count(*) FROM prompts),
+                       (SELECT count(*) FROM jobs)
+                """
+            )
+        keys = ("constitutions", "versions", "prompt_sets", "prompts", "jobs")
+        return dict(zip(keys, row, strict=True))
+
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "ConstitutionSummary",
+    "PromptSetSummary",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+]

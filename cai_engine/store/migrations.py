@@ -1,0 +1,70 @@
+"""Numbered, append-only schema migrations, applied in order when the store opens.
+
+Never edit a migration that has shipped: add a new function and append it to `MIGRATIONS`.
+Each runs inside its own transaction together with the row that records it, so a crash
+mid-migration leaves the schema as it was before that migration.
+"""
+
+from __future__ import annotations
+
+
+def m001_initial(con) -> None:
+    con.rows(
+        """
+        CREATE TABLE constitution_versions (
+            hash         VARCHAR PRIMARY KEY,   -- sha256 of the canonical JSON body
+            name         VARCHAR NOT NULL,
+            seq          INTEGER NOT NULL,      -- 1, 2, 3 ... per name, for humans
+            parent_hash  VARCHAR,               -- the version this one was edited from
+            note         VARCHAR,
+            source       VARCHAR NOT NULL,      -- bundled | studio | cli | import:<format>
+            body         VARCHAR NOT NULL,      -- canonical JSON of the constitution
+            created_at   TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            UNIQUE (name, seq)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE prompt_sets (
+            name           VARCHAR PRIMARY KEY,
+            description    VARCHAR,
+            source         VARCHAR NOT NULL,
+            split_seed     INTEGER NOT NULL,
+            test_fraction  DOUBLE NOT NULL,
+            created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE prompts (
+            set_name   VARCHAR NOT NULL,
+            prompt_id  VARCHAR NOT NULL,      -- content hash of the messages, or the source's id
+            text       VARCHAR NOT NULL,      -- the last user turn, for display and search
+            messages   VARCHAR NOT NULL,      -- JSON list of {role, content}
+            category   VARCHAR,
+            split      VARCHAR NOT NULL,      -- train | test
+            PRIMARY KEY (set_name, prompt_id)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE jobs (
+            id           VARCHAR PRIMARY KEY,
+            kind         VARCHAR NOT NULL,
+            config       VARCHAR NOT NULL,
+            status       VARCHAR NOT NULL,
+            pid          INTEGER,
+            run_dir      VARCHAR,
+            created_at   TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            started_at   TIMESTAMP,
+            finished_at  TIMESTAMP,
+            error        VARCHAR
+        )
+        """
+    )
+
+
+MIGRATIONS = [m001_initial]
