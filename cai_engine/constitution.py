@@ -372,6 +372,51 @@ def load_constitution(path) -> Constitution:
     return parse_constitution(decode_user_bytes(read_user_bytes(path), str(path)), str(path))
 
 
+# -- tables (the studio's principle editor) -----------------------------------------------
+
+PRINCIPLE_COLUMNS = [
+    "id", "title", "critique_request", "revision_request", "preference_question",
+    "tags", "enabled", "weight",
+]  # fmt: skip
+
+
+def principles_to_rows(c: Constitution) -> list[dict]:
+    """One flat row per principle; tags as comma-separated text."""
+    return [{**p.model_dump(), "tags": ", ".join(p.tags)} for p in c.principles]
+
+
+def _cell(value):
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
+        value = value.item()
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def constitution_from_rows(
+    rows: list[dict], base: Constitution, *, description: str | None = None, source: str = "table"
+) -> Constitution:
+    """Rebuild `base` with its principles replaced by edited table rows.
+
+    Blank cells count as missing, so an empty required field reports "missing required key";
+    rows left entirely blank (a half-added row) are dropped.
+    """
+    principles = []
+    for row in rows:
+        p = {k: v for k, v in ((k, _cell(v)) for k, v in row.items()) if v is not None}
+        if "tags" in p:
+            p["tags"] = [t.strip() for t in str(p["tags"]).split(",") if t.strip()]
+        if p:
+            principles.append(p)
+    data = base.model_dump(mode="json", exclude_defaults=True)
+    data["principles"] = principles
+    if description is not None:
+        data["description"] = description
+    return constitution_from_data(data, source)
+
+
 # -- writing ------------------------------------------------------------------------------
 
 
