@@ -315,6 +315,8 @@ def _parse_document(text: str, source: str):
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         what = " ".join(x for x in (e.context, e.problem) if x)
+        if e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
+            what += f" (the construct starts on line {e.context_mark.line + 1})"
         raise ConstitutionError(source, [Problem("", f"YAML syntax error: {what}", line)]) from None
     except yaml.YAMLError as e:
         raise ConstitutionError(source, [Problem("", f"YAML error: {e}")]) from None

@@ -1,0 +1,130 @@
+"""The store: migrations, per-unit-of-work opening, and lock retry against a real second process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import duckdb
+import pytest
+
+from cai_engine.errors import StoreLockedError
+from cai_engine.store import Store
+from cai_engine.store.migrations import MIGRATIONS
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+    """
+)
+
+
+def hold_lock(path, seconds: float) -> subprocess.Popen:
+    """Start a real process that holds the DuckDB file read-write for `seconds`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_opening_a_new_home_applies_every_migration(store):
+    assert store.applied_migrations() == [m.__name__ for m in MIGRATIONS]
+    assert store.path == store.home / "cai.duckdb"
+    assert store.counts() == {"constitutions": 0, "versions": 0, "prompt_sets": 0, "prompts": 0, "jobs": 0}
+
+
+def test_migrating_twice_is_a_noop(store):
+    store.counts()  # first open migrates
+    with store.connect() as con:
+        assert Store.migrate(con) == []
+        assert con.scalar("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
+
+
+def test_the_store_holds_no_connection_between_units_of_work(store):
+    store.counts()
+    # Another process can open the file read-write right away: nothing here holds it.
+    out = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(store.path)!r}).close(); print('ok')"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_held_lock_is_retried_until_the_holder_lets_go(store):
+    store.counts()
+    holder = hold_lock(store.path, 1.5)
+    try:
+        started = time.monotonic()
+        counts = Store(store.home, lock_timeout=30).counts()
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(timeout=30)
+    assert counts["prompts"] == 0
+    assert waited > 0.5  # it really had to wait for the other process
+
+
+def test_a_lock_held_past_the_timeout_names_the_holder(store):
+    store.counts()
+    holder = hold_lock(store.path, 30)
+    try:
+        with pytest.raises(StoreLockedError) as err:
+            Store(store.home, lock_timeout=0.5).counts()
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(err.value)
+    assert f"PID {holder.pid}" in message
+    assert str(store.path) in message
+    assert "gave up after" in message
+
+
+def test_a_failed_unit_of_work_rolls_back_entirely(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction() as con:
+            con.rows(
+                "INSERT INTO prompt_sets (name, source, split_seed, test_fraction) VALUES (?, ?, ?, ?)",
+                ["half-done", "test", 1, 0.2],
+            )
+            raise RuntimeError("crash mid-transaction")
+    assert store.list_prompt_sets() == []
+
+
+def test_a_migration_that_fails_leaves_no_trace(store, monkeypatch):
+    store.counts()
+
+    def m999_broken(con):
+        con.rows("CREATE TABLE half_made (x INTEGER)")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("cai_engine.store.core.MIGRATIONS", [*MIGRATIONS, m999_broken])
+    with pytest.raises(RuntimeError, match="boom"):
+        store.counts()
+    monkeypatch.undo()
+    with duckdb.connect(str(store.path)) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        names = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+    assert "half_made" not in tables
+    assert "m999_broken" not in names
+
+
+def test_cai_home_moves_the_whole_data_home(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("CAI_HOME", str(elsewhere))
+    assert Store().path == elsewhere / "cai.duckdb"
+    explicit = tmp_path / "explicit"
+    assert Store(explicit).path == explicit / "cai.duckdb"  # an explicit home wins over CAI_HOME
+
+
+def test_threads_share_one_store(seeded_store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: seeded_store.counts()["prompts"], range(16)))
+    assert len(set(results)) == 1 and results[0] > 0
