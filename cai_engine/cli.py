@@ -115,11 +115,9 @@ def cmd_constitution_show(args) -> int:
 
 
 def cmd_constitution_history(args) -> int:
-    versions = _store(args).list_versions(args.name)
-    if not versions:
-        from cai_engine.errors import NotFoundError
-
-        raise NotFoundError(f"no constitution named '{args.name}'")
+    store = _store(args)
+    store.get_version(args.name)  # an unknown name raises, listing the known ones
+    versions = store.list_versions(args.name)
     rows = [
         [
             v.seq,
@@ -219,6 +217,7 @@ def cmd_constitution_diff(args) -> int:
     store = _store(args)
     if args.new is None:
         name = args.old.partition("@")[0]
+        store.get_version(name)  # an unknown name raises, listing the known ones
         versions = store.list_versions(name)
         if "@" in args.old:
             old = store.get_version(args.old)
@@ -247,8 +246,12 @@ def cmd_prompts_list(args) -> int:
 
 
 def cmd_prompts_show(args) -> int:
+    from cai_engine.errors import CaiError
+
     store = _store(args)
     name, _, split = args.name.partition(":")
+    if split and split not in ("train", "test"):
+        raise CaiError(f"'{args.name}': the split after ':' must be train or test, got '{split}'")
     prompts = store.get_prompts(
         name,
         split=split or args.split,

@@ -402,15 +402,16 @@ def constitution_from_rows(
 ) -> Constitution:
     """Rebuild `base` with its principles replaced by edited table rows.
 
-    Blank cells count as missing, so an empty required field reports "missing required key";
-    rows left entirely blank (a half-added row) are dropped.
+    Blank cells count as missing, so an empty required field reports "missing required key".
+    A row with no text at all (a freshly added row, whose checkbox and number cells hold the
+    editor's defaults) is dropped.
     """
     principles = []
     for row in rows:
         p = {k: v for k, v in ((k, _cell(v)) for k, v in row.items()) if v is not None}
         if "tags" in p:
             p["tags"] = [t.strip() for t in str(p["tags"]).split(",") if t.strip()]
-        if p:
+        if any(isinstance(v, str) or (k == "tags" and v) for k, v in p.items()):
             principles.append(p)
     data = base.model_dump(mode="json", exclude_defaults=True)
     data["principles"] = principles

@@ -387,7 +387,9 @@ def import_files(
             )
         by_kind[kind] = label
     if "critiques" not in by_kind:
-        given = ", ".join(f"{label} ({kind.replace('_', '-')} file)" for kind, label in by_kind.items())
+        given = ", ".join(
+            f"{label} ({kind.replace('_', '-')} file)" for kind, label in by_kind.items()
+        )
         raise PeerFormatError(
             "the Anthropic format needs the critique instructions file (CritiqueRevisionInstructions.json: "
             f'an object of {{"prompt": [...], "edit_request": ...}} entries); given: {given}'

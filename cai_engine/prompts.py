@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai_engine.errors import CaiError
-from cai_engine.files import MAX_INPUT_BYTES, decode_user_bytes, read_user_bytes
+from cai_engine.files import MAX_INPUT_BYTES, InputFileError, decode_user_bytes, read_user_bytes
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "hf")
 ROLES = ("system", "user", "assistant")
@@ -124,7 +124,9 @@ def detect_format(name: str) -> str:
 
 
 def _rows_jsonl(text: str) -> Iterator[tuple[str, object]]:
-    for n, line in enumerate(text.splitlines(), start=1):
+    # Not str.splitlines(): JSON strings may hold U+2028 and friends, which it also splits on.
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -135,6 +137,12 @@ def _rows_jsonl(text: str) -> Iterator[tuple[str, object]]:
 
 def _rows_csv(text: str) -> Iterator[tuple[str, object]]:
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        if reader.fieldnames is None:  # reads the header, so line_num counts from it
+            return
+    except csv.Error as e:
+        yield "line 1", BadRow("line 1", f"CSV error in the header: {e}")
+        return
     while True:
         start = reader.line_num + 1
         try:
@@ -208,6 +216,10 @@ def read_rows(
         )
     if isinstance(source, tuple):
         label, data = source
+        if len(data) > MAX_INPUT_BYTES:
+            raise InputFileError(
+                f"{label}: the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_INPUT_BYTES / 1e6:.0f} MB"
+            )
     else:
         label = str(source)
         if fmt == "hf" or (fmt == "auto" and Path(label).is_dir()):
@@ -334,6 +346,7 @@ def parse_prompts(
         )
     report = ImportReport(name="")
     prompts: dict[str, Prompt] = {}
+    first_seen: dict[str, str] = {}
     for where, record in read_rows(source, fmt, hf_split):
         report.rows += 1
         if isinstance(record, BadRow):
@@ -346,8 +359,17 @@ def parse_prompts(
             continue
         pid = row["id"] or prompt_id_for(row["messages"])
         if pid in prompts:
-            report.duplicates += 1
+            if prompts[pid].messages == row["messages"]:
+                report.duplicates += 1
+            else:
+                report.bad_rows.append(
+                    BadRow(
+                        where,
+                        f"id '{pid}' is already used by {first_seen[pid]} for a different prompt",
+                    )
+                )
             continue
+        first_seen[pid] = where
         split = row["split"] or assign_split(pid, split_seed, test_fraction)
         prompts[pid] = Prompt(pid, row["messages"], row["category"], split)
     if report.rows == 0:

@@ -76,7 +76,14 @@ def test_harmless_covers_the_papers_themes_and_discourages_preachiness():
     )
     for theme in ["illegal", "child", "manipulat", "empath", "racis", "gender", "honest", "crim"]:
         assert theme in text, theme
-    anti_preachy = ("preachy", "condescending", "accusatory", "over-reactive", "sanctimonious", "moralis")
+    anti_preachy = (
+        "preachy",
+        "condescending",
+        "accusatory",
+        "over-reactive",
+        "sanctimonious",
+        "moralis",
+    )
     discouraging = [
         p for p in c.principles if any(w in p.preference_question.lower() for w in anti_preachy)
     ]
@@ -131,7 +138,11 @@ def test_every_problem_is_reported_at_once():
     bad = TINY.replace("id: kind", "id: Not A Slug").replace("title: Kind", "title: ''")
     err = errors_of(bad.replace("    preference_question: Which response is kinder?\n", ""))
     wheres = {p.where for p in err.problems}
-    assert {"principles[0].id", "principles[0].title", "principles[0].preference_question"} <= wheres
+    assert {
+        "principles[0].id",
+        "principles[0].title",
+        "principles[0].preference_question",
+    } <= wheres
 
 
 def test_blank_text_is_refused():
@@ -277,7 +288,9 @@ def test_saving_the_same_constitution_twice_adds_nothing(store):
 
 def test_an_edit_creates_a_new_version_and_never_rewrites_the_old_one(store):
     v1, _ = store.save_constitution(parse_constitution(TINY))
-    v2, created = store.save_constitution(tiny(title="Kindness"), note="retitled", parent_hash=v1.hash)
+    v2, created = store.save_constitution(
+        tiny(title="Kindness"), note="retitled", parent_hash=v1.hash
+    )
     assert created and v2.seq == 2 and v2.parent_hash == v1.hash and v2.note == "retitled"
     assert store.get_version("tiny@1").constitution.principles[0].title == "Kind"
     assert store.get_version("tiny").constitution.principles[0].title == "Kindness"
@@ -290,7 +303,9 @@ def test_versions_resolve_by_number_hash_prefix_or_latest(store):
     assert store.get_version("tiny@v2") == v2
     assert store.get_version(f"tiny@{v1.hash[:8]}") == v1
     assert store.get_version("tiny@latest") == v2
-    with pytest.raises(NotFoundError, match=r"version '7' of 'tiny' does not exist; versions: 1 \("):
+    with pytest.raises(
+        NotFoundError, match=r"version '7' of 'tiny' does not exist; versions: 1 \("
+    ):
         store.get_version("tiny@7")
     with pytest.raises(NotFoundError, match="no constitution named 'nope'; known: tiny"):
         store.get_version("nope")

@@ -17,7 +17,11 @@ ENGINE_MODULES = [
 
 
 def loaded_after(imports: list[str]) -> set[str]:
-    code = "import sys\n" + "".join(f"import {m}\n" for m in imports) + "print('\\n'.join(sys.modules))"
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in imports)
+        + "print('\\n'.join(sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return set(out.stdout.split())
@@ -50,6 +54,8 @@ def test_no_ui_file_holds_sql_or_model_code():
     offenders = []
     for path in ui.rglob("*.py"):
         text = path.read_text()
-        if sql.search(text) or re.search(r"^\s*(import|from) (duckdb|torch|transformers|trl)\b", text, re.M):
+        if sql.search(text) or re.search(
+            r"^\s*(import|from) (duckdb|torch|transformers|trl)\b", text, re.M
+        ):
             offenders.append(str(path))
     assert offenders == []

@@ -100,7 +100,9 @@ def test_export_then_import_keeps_every_principle_and_few_shot(name):
 
 
 def test_a_yaml_file_is_detected_by_its_extension():
-    result = import_files([("harmless.yaml", (ROOT / "constitutions" / "harmless.yaml").read_bytes())])
+    result = import_files(
+        [("harmless.yaml", (ROOT / "constitutions" / "harmless.yaml").read_bytes())]
+    )
     assert result.format == "yaml" and result.constitution.name == "harmless"
 
 
@@ -110,10 +112,20 @@ def test_a_yaml_file_is_detected_by_its_extension():
         ({"constitutions": "nope"}, "llm-swarm", 'with "constitutions": \\[{"critic"'),
         ({"constitutions": [{"critic": "x"}]}, "llm-swarm", r"constitutions\[0\]: expected"),
         ({"harmful0": {"prompt": ["x"]}}, "anthropic", "not one of the Anthropic files"),
-        ({"harmful0": {"prompt": ["Critique me"], "edit_request": "x"}}, "anthropic", "expected text starting with 'CritiqueRequest:'"),
+        (
+            {"harmful0": {"prompt": ["Critique me"], "edit_request": "x"}},
+            "anthropic",
+            "expected text starting with 'CritiqueRequest:'",
+        ),
         (["Which is better?\n\nOptions:"], "anthropic", "needs the critique instructions file"),
-        ({"constitutions": [{"critic": "a", "revision": "b"}], "system_chat": [[{"role": "user", "content": "hi"}]]},
-         "llm-swarm", r"system_chat\[0\]: expected 6 messages"),
+        (
+            {
+                "constitutions": [{"critic": "a", "revision": "b"}],
+                "system_chat": [[{"role": "user", "content": "hi"}]],
+            },
+            "llm-swarm",
+            r"system_chat\[0\]: expected 6 messages",
+        ),
     ],
 )
 def test_json_of_the_wrong_shape_for_the_format_is_named(obj, fmt, message):

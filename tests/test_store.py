@@ -28,7 +28,9 @@ HOLD_LOCK = textwrap.dedent(
 def hold_lock(path, seconds: float) -> subprocess.Popen:
     """Start a real process that holds the DuckDB file read-write for `seconds`."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -37,7 +39,13 @@ def hold_lock(path, seconds: float) -> subprocess.Popen:
 def test_opening_a_new_home_applies_every_migration(store):
     assert store.applied_migrations() == [m.__name__ for m in MIGRATIONS]
     assert store.path == store.home / "cai.duckdb"
-    assert store.counts() == {"constitutions": 0, "versions": 0, "prompt_sets": 0, "prompts": 0, "jobs": 0}
+    assert store.counts() == {
+        "constitutions": 0,
+        "versions": 0,
+        "prompt_sets": 0,
+        "prompts": 0,
+        "jobs": 0,
+    }
 
 
 def test_migrating_twice_is_a_noop(store):
@@ -51,8 +59,14 @@ def test_the_store_holds_no_connection_between_units_of_work(store):
     store.counts()
     # Another process can open the file read-write right away: nothing here holds it.
     out = subprocess.run(
-        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(store.path)!r}).close(); print('ok')"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb; duckdb.connect({str(store.path)!r}).close(); print('ok')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -108,7 +122,9 @@ def test_a_migration_that_fails_leaves_no_trace(store, monkeypatch):
         store.counts()
     monkeypatch.undo()
     with duckdb.connect(str(store.path)) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         names = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
     assert "half_made" not in tables
     assert "m999_broken" not in names

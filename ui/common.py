@@ -13,7 +13,7 @@ from cai_engine.bundled import install_bundled
 from cai_engine.errors import CaiError
 from cai_engine.store import Store
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=])")
 
 
 @st.cache_resource(show_spinner=False)

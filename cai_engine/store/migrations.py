@@ -43,6 +43,7 @@ def m001_initial(con) -> None:
             prompt_id  VARCHAR NOT NULL,      -- content hash of the messages, or the source's id
             text       VARCHAR NOT NULL,      -- the last user turn, for display and search
             messages   VARCHAR NOT NULL,      -- JSON list of {role, content}
+            content    VARCHAR NOT NULL,      -- every turn's text, newline-joined, for search
             category   VARCHAR,
             split      VARCHAR NOT NULL,      -- train | test
             PRIMARY KEY (set_name, prompt_id)

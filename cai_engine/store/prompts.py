@@ -44,6 +44,7 @@ class PromptQueries:
                 "prompt_id": [p.prompt_id for p in prompts],
                 "text": [p.text for p in prompts],
                 "messages": [json.dumps(p.messages, ensure_ascii=False) for p in prompts],
+                "content": ["\n".join(m["content"] for m in p.messages) for p in prompts],
                 "category": [p.category for p in prompts],
                 "split": [p.split for p in prompts],
             }
@@ -58,8 +59,8 @@ class PromptQueries:
             before = con.scalar("SELECT count(*) FROM prompts WHERE set_name = ?", [name])
             con.register("incoming", frame)
             con.rows(
-                "INSERT INTO prompts (set_name, prompt_id, text, messages, category, split)"
-                " SELECT ?, prompt_id, text, messages, category, split FROM incoming"
+                "INSERT INTO prompts (set_name, prompt_id, text, messages, content, category, split)"
+                " SELECT ?, prompt_id, text, messages, content, category, split FROM incoming"
                 " ON CONFLICT (set_name, prompt_id) DO NOTHING",
                 [name],
             )
@@ -106,7 +107,7 @@ class PromptQueries:
                 WHERE set_name = ?
                   AND (? IS NULL OR split = ?)
                   AND (? IS NULL OR category = ?)
-                  AND (? IS NULL OR contains(lower(messages), lower(?)))
+                  AND (? IS NULL OR contains(lower(content), lower(?)))
                 ORDER BY prompt_id
                 LIMIT ?
                 """,

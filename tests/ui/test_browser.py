@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 
 from cai_engine.bundled import install_bundled
 from cai_engine.store import Store

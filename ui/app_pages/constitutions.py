@@ -53,15 +53,23 @@ def save(
     st.rerun()
 
 
-def show_problems(err: ConstitutionError) -> None:
-    st.error(f"Not saved: {len(err.problems)} problem(s). Your edits are kept below.", icon="⚠️")
+def _rows_from_one(text: str) -> str:
+    """In the table, say "row 3" where the engine says "principles[2]"."""
+    text = re.sub(r"principles\[(\d+)\]\.", lambda m: f"row {int(m[1]) + 1}, ", text)
+    return re.sub(r"principles\[(\d+)\]", lambda m: f"row {int(m[1]) + 1}", text)
+
+
+def show_problems(err: ConstitutionError, kept: str = "Your edits are kept below.") -> None:
+    st.error(f"Not saved: {len(err.problems)} problem(s). {kept}", icon="⚠️")
     for p in err.problems:
-        where = p.where
-        row = re.match(r"principles\[(\d+)\]\.?(.*)", where)
-        if row and err.source == "table":  # the table's rows count from 1
-            where = f"row {int(row[1]) + 1}" + (f", {row[2]}" if row[2] else "")
-        line = f"line {p.line}: " if p.line and err.source != "table" else ""
-        st.markdown(f"- {md_escape(line + (where + ': ' if where else '') + p.message)}")
+        text = (f"{p.where}: " if p.where else "") + p.message
+        if err.source == "table":
+            text = _rows_from_one(text)
+        elif p.line:
+            text = f"line {p.line}: {text}"
+        if err.source not in ("table", "YAML"):  # an uploaded file: say which one
+            text = f"{err.source}: {text}"
+        st.markdown(f"- {md_escape(text)}")
 
 
 if names:
@@ -77,8 +85,10 @@ if names:
         "Version",
         seqs,
         key=version_key,
-        format_func=lambda s: f"v{s} · {by_seq[s].short_hash} · {by_seq[s].created_at:%Y-%m-%d %H:%M}"
-        + (f" · {by_seq[s].note}" if by_seq[s].note else ""),
+        format_func=lambda s: (
+            f"v{s} · {by_seq[s].short_hash} · {by_seq[s].created_at:%Y-%m-%d %H:%M}"
+            + (f" · {by_seq[s].note}" if by_seq[s].note else "")
+        ),
     )
     version = by_seq[seq]
     constitution = version.constitution
@@ -109,13 +119,19 @@ if names:
                 "title": st.column_config.TextColumn("title", width=180, required=True),
                 "critique_request": st.column_config.TextColumn("critique_request", width=300),
                 "revision_request": st.column_config.TextColumn("revision_request", width=300),
-                "preference_question": st.column_config.TextColumn("preference_question", width=300),
+                "preference_question": st.column_config.TextColumn(
+                    "preference_question", width=300
+                ),
                 "tags": st.column_config.TextColumn("tags", width=120),
                 "enabled": st.column_config.CheckboxColumn("enabled", width=80, default=True),
-                "weight": st.column_config.NumberColumn("weight", width=80, default=1.0, min_value=0.0),
+                "weight": st.column_config.NumberColumn(
+                    "weight", width=80, default=1.0, min_value=0.0
+                ),
             },
         )
-        note = st.text_input("Note for the new version", key=f"note_{tag}", placeholder="what changed and why")
+        note = st.text_input(
+            "Note for the new version", key=f"note_{tag}", placeholder="what changed and why"
+        )
         if st.button("Save as new version", key="save_principles", type="primary"):
             try:
                 updated = constitution_from_rows(
@@ -132,7 +148,9 @@ if names:
             f"{len(constitution.comparison_few_shots)} labelled comparisons. Edit them in the YAML tab."
         )
         for i, shot in enumerate(constitution.few_shots):
-            label = f"#{i + 1} · {shot.principle or 'any principle'}" + (" · no change needed" if shot.no_change else "")
+            label = f"#{i + 1} · {shot.principle or 'any principle'}" + (
+                " · no change needed" if shot.no_change else ""
+            )
             with st.expander(label):
                 for m in shot.conversation:
                     with st.chat_message(m.role):
@@ -142,7 +160,9 @@ if names:
                 st.markdown("**Revision**")
                 st.text(shot.revision)
         for i, shot in enumerate(constitution.comparison_few_shots):
-            with st.expander(f"comparison #{i + 1} · {shot.principle or 'any principle'} · preferred {shot.preferred}"):
+            with st.expander(
+                f"comparison #{i + 1} · {shot.principle or 'any principle'} · preferred {shot.preferred}"
+            ):
                 for m in shot.conversation:
                     with st.chat_message(m.role):
                         st.text(m.content)
@@ -178,8 +198,14 @@ if names:
         st.dataframe(
             pd.DataFrame(
                 [
-                    {"version": v.seq, "hash": v.short_hash, "created": v.created_at, "source": v.source,
-                     "parent": (v.parent_hash or "")[:12], "note": v.note or ""}
+                    {
+                        "version": v.seq,
+                        "hash": v.short_hash,
+                        "created": v.created_at,
+                        "source": v.source,
+                        "parent": (v.parent_hash or "")[:12],
+                        "note": v.note or "",
+                    }
                     for v in reversed(versions)
                 ]
             ),
@@ -188,7 +214,12 @@ if names:
         )
         if len(versions) > 1:
             a, b = st.columns(2)
-            old_seq = a.selectbox("From", seqs, index=min(1, len(seqs) - 1), key=f"diff_old_{name}")
+            # A new version resets the pickers, so the diff shows the newest change.
+            if st.session_state.get(f"_diff_latest_{name}") != seqs[0]:
+                st.session_state.pop(f"diff_old_{name}", None)
+                st.session_state.pop(f"diff_new_{name}", None)
+                st.session_state[f"_diff_latest_{name}"] = seqs[0]
+            old_seq = a.selectbox("From", seqs, index=1, key=f"diff_old_{name}")
             new_seq = b.selectbox("To", seqs, index=0, key=f"diff_new_{name}")
             diff = diff_constitutions(by_seq[old_seq].constitution, by_seq[new_seq].constitution)
             m = st.columns(4)
@@ -204,20 +235,29 @@ if names:
         st.subheader("Download")
         d1, d2, d3 = st.columns(3)
         d1.download_button(
-            "YAML", to_yaml(constitution), file_name=f"{name}-v{seq}.yaml",
-            mime="application/x-yaml", key="dl_yaml",
+            "YAML",
+            to_yaml(constitution),
+            file_name=f"{name}-v{seq}.yaml",
+            mime="application/x-yaml",
+            key="dl_yaml",
         )
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
             for fname, obj in export_anthropic(constitution).items():
                 zf.writestr(fname, json.dumps(obj, indent=2, ensure_ascii=False))
         d2.download_button(
-            "Anthropic format (zip)", buf.getvalue(), file_name=f"{name}-v{seq}-anthropic.zip",
-            mime="application/zip", key="dl_anthropic",
+            "Anthropic format (zip)",
+            buf.getvalue(),
+            file_name=f"{name}-v{seq}-anthropic.zip",
+            mime="application/zip",
+            key="dl_anthropic",
         )
         d3.download_button(
-            "llm-swarm JSON", json.dumps(export_llm_swarm(constitution), indent=2, ensure_ascii=False),
-            file_name=f"{name}-v{seq}.llm-swarm.json", mime="application/json", key="dl_swarm",
+            "llm-swarm JSON",
+            json.dumps(export_llm_swarm(constitution), indent=2, ensure_ascii=False),
+            file_name=f"{name}-v{seq}.llm-swarm.json",
+            mime="application/json",
+            key="dl_swarm",
         )
 
 st.subheader("Import")
@@ -235,7 +275,9 @@ import_name = i2.text_input("Name (optional)", key="import_name", placeholder="f
 import_note = i3.text_input("Note (optional)", key="import_note")
 if st.button("Import", key="import_button", disabled=not uploads):
     try:
-        result = import_files([(f.name, f.getvalue()) for f in uploads], fmt, import_name.strip() or None)
+        result = import_files(
+            [(f.name, f.getvalue()) for f in uploads], fmt, import_name.strip() or None
+        )
         head = store.list_versions(result.constitution.name)
         save(
             result.constitution,
@@ -245,6 +287,6 @@ if st.button("Import", key="import_button", disabled=not uploads):
             notes=tuple(f"Note: {n}." for n in result.notes),
         )
     except ConstitutionError as e:
-        show_problems(e)
+        show_problems(e, kept="Nothing was imported.")
     except CaiError as e:
         show_error(e, "Not imported: ")

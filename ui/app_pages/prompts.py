@@ -21,12 +21,14 @@ if not sets:
     st.info("No prompt sets yet. Import one below, or run `cai init` for the bundled ones.")
 else:
     name = st.selectbox(
-        "Prompt set", list(sets), key="prompt_set",
+        "Prompt set",
+        list(sets),
+        key="prompt_set",
         format_func=lambda n: f"{n} ({sets[n].prompts} prompts)",
     )
     summary = sets[name]
     if summary.description:
-        st.caption(summary.description)
+        st.caption(md_escape(summary.description))
     m = st.columns(4)
     m[0].metric("Prompts", summary.prompts)
     m[1].metric("Train", summary.train)
@@ -53,11 +55,21 @@ else:
         search=search.strip() or None,
     )
     st.caption(f"{len(prompts)} matching prompts")
+    # A row selection must not outlive the rows it pointed at: new filters, new selection.
+    filters = (name, split, category, search.strip())
+    if st.session_state.get("_prompt_filters") != filters:
+        st.session_state.pop("prompt_table", None)
+        st.session_state["_prompt_filters"] = filters
     selection = st.dataframe(
         pd.DataFrame(
             [
-                {"id": p.prompt_id, "split": p.split, "category": p.category,
-                 "turns": len(p.messages), "prompt": p.text}
+                {
+                    "id": p.prompt_id,
+                    "split": p.split,
+                    "category": p.category,
+                    "turns": len(p.messages),
+                    "prompt": p.text,
+                }
                 for p in prompts
             ],
             columns=["id", "split", "category", "turns", "prompt"],
@@ -68,10 +80,10 @@ else:
         selection_mode="single-row",
         column_config={"prompt": st.column_config.TextColumn(width="large")},
     )
-    rows = selection.selection.rows if selection else []
+    rows = [r for r in (selection.selection.rows if selection else []) if r < len(prompts)]
     if rows:
         chosen = prompts[rows[0]]
-        st.subheader(f"Prompt {chosen.prompt_id}")
+        st.subheader(f"Prompt {md_escape(chosen.prompt_id)}")
         for message in chosen.messages:
             with st.chat_message(message["role"]):
                 st.text(message["content"])
@@ -88,9 +100,7 @@ dataset_path = st.text_input(
 )
 c1, c2, c3 = st.columns(3)
 set_name = c1.text_input("Set name", key="prompt_import_name", placeholder="my-prompts")
-test_fraction = c2.number_input(
-    "Test fraction", 0.0, 0.9, 0.2, 0.05, key="prompt_test_fraction"
-)
+test_fraction = c2.number_input("Test fraction", 0.0, 0.9, 0.2, 0.05, key="prompt_test_fraction")
 seed = c3.number_input("Split seed", value=DEFAULT_SPLIT_SEED, step=1, key="prompt_seed")
 m1, m2, m3, m4 = st.columns(4)
 col_prompt = m1.text_input("Prompt column", "prompt", key="col_prompt")
@@ -101,18 +111,39 @@ o1, o2 = st.columns(2)
 skip_bad = o1.checkbox("Skip bad rows (import the good ones)", key="prompt_skip_bad")
 append = o2.checkbox("Append to an existing set", key="prompt_append")
 
-if st.button("Import prompts", key="prompt_import_button", disabled=not (upload or dataset_path.strip())):
+if st.button(
+    "Import prompts", key="prompt_import_button", disabled=not (upload or dataset_path.strip())
+):
     source = (upload.name, upload.getvalue()) if upload else dataset_path.strip()
-    mapping = {k: v.strip() for k, v in
-               {"prompt": col_prompt, "category": col_category, "id": col_id, "split": col_split}.items()
-               if v.strip()}
+    mapping = {
+        k: v.strip()
+        for k, v in {
+            "prompt": col_prompt,
+            "category": col_category,
+            "id": col_id,
+            "split": col_split,
+        }.items()
+        if v.strip()
+    }
     try:
         report = import_prompt_set(
-            store, source, set_name.strip(), fmt="auto" if upload else "hf", mapping=mapping,
-            allow_partial=skip_bad, append=append, split_seed=int(seed), test_fraction=float(test_fraction),
+            store,
+            source,
+            set_name.strip(),
+            fmt="auto" if upload else "hf",
+            mapping=mapping,
+            allow_partial=skip_bad,
+            append=append,
+            split_seed=int(seed),
+            test_fraction=float(test_fraction),
         )
     except PromptImportError as e:
-        st.error(f"Nothing imported: {len(e.bad_rows)} bad row(s)." if e.bad_rows else "Nothing imported.", icon="⚠️")
+        st.error(
+            f"Nothing imported: {len(e.bad_rows)} bad row(s)."
+            if e.bad_rows
+            else "Nothing imported.",
+            icon="⚠️",
+        )
         st.code(str(e), language=None)
     except CaiError as e:
         show_error(e, "Nothing imported: ")

@@ -1,0 +1,586 @@
+"""The `cai` command line: help, init, constitutions and prompt sets, and how errors read."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cai_engine.bundled import install_bundled
+from cai_engine.cli import build_parser, main
+from cai_engine.constitution import ConstitutionError
+from cai_engine.prompts import assign_split
+from cai_engine.store import Store
+from tests.conftest import FIXTURES, ROOT
+
+PROMPTS = FIXTURES / "prompts"
+
+
+def cai(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `cai ARGS` in-process; return `(exit status, stdout, stderr)`."""
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def bundled_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("bundled") / "home"
+    install_bundled(Store(home, lock_timeout=5))
+    return home
+
+
+@pytest.fixture
+def initialised(cai_home, bundled_home) -> Path:
+    """A data home as `cai init` leaves it: a copy of one installed once per module."""
+    shutil.copytree(bundled_home, cai_home, dirs_exist_ok=True)
+    return cai_home
+
+
+# -- help ---------------------------------------------------------------------------------
+
+COMMANDS = [
+    ("init",),
+    ("studio",),
+    ("constitution",),
+    ("constitution", "list"),
+    ("constitution", "show"),
+    ("constitution", "history"),
+    ("constitution", "validate"),
+    ("constitution", "import"),
+    ("constitution", "export"),
+    ("constitution", "diff"),
+    ("prompts",),
+    ("prompts", "list"),
+    ("prompts", "show"),
+    ("prompts", "import"),
+]
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix: tuple = ()) -> list[tuple]:
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.append((*prefix, name))
+                paths += command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_cai_help_exits_zero_and_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cai ")
+    for command in ("init", "studio", "constitution", "prompts"):
+        assert f"    {command}" in out
+
+
+def test_the_command_tree_is_the_one_these_tests_cover():
+    assert sorted(command_paths(build_parser())) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_every_command_has_help(capsys, path):
+    with pytest.raises(SystemExit) as info:
+        main([*path, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: cai {' '.join(path)}")
+
+
+def test_cai_help_runs_as_a_module_in_a_fresh_interpreter(cai_home):
+    done = subprocess.run(
+        [sys.executable, "-m", "cai_engine.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CAI_HOME": str(cai_home)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: cai ")
+    assert done.stderr == ""
+
+
+def test_importing_the_cli_loads_no_heavy_module():
+    # what keeps `cai --help` instant: every heavy import waits inside a command handler
+    heavy = ["torch", "transformers", "streamlit", "pandas", "duckdb", "pydantic", "datasets"]
+    probe = ["argparse", *heavy]  # argparse is loaded: proof that the check itself works
+    code = f"import sys, cai_engine.cli\nprint(','.join(m for m in {probe!r} if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "argparse"
+
+
+def test_a_missing_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "the following arguments are required: COMMAND" in capsys.readouterr().err
+
+
+# -- init ---------------------------------------------------------------------------------
+
+
+def test_init_installs_the_bundled_sets_and_running_it_again_adds_nothing(capsys, cai_home, store):
+    rc, first, _ = cai(capsys, "init")
+    assert rc == 0
+    sizes = {s.name: s.prompts for s in store.list_prompt_sets()}
+    assert set(sizes) == {"helpful", "red-team"}
+    assert first.splitlines() == [
+        f"data home: {cai_home.resolve()}",
+        "constitutions: default@1, harmless@1; "
+        f"prompt sets: helpful +{sizes['helpful']}, red-team +{sizes['red-team']}",
+    ]
+    rc, again, _ = cai(capsys, "init")
+    assert rc == 0
+    assert again.splitlines()[1] == "constitutions: none new; prompt sets: helpful +0, red-team +0"
+    assert {s.name: s.prompts for s in store.list_prompt_sets()} == sizes
+    assert [c.versions for c in store.list_constitutions()] == [1, 1]
+
+
+def test_home_can_be_given_on_the_command_line(capsys, tmp_path, cai_home):
+    src = str(PROMPTS / "good.jsonl")
+    rc, out, _ = cai(
+        capsys, "--home", str(tmp_path / "elsewhere"), "prompts", "import", src, "--name", "mine"
+    )
+    assert (rc, out) == (0, "4 imported into 'mine', 4 rows read\n")
+    assert (tmp_path / "elsewhere" / "cai.duckdb").exists()
+    assert not cai_home.exists()  # $CAI_HOME was left alone
+
+
+# -- constitutions ------------------------------------------------------------------------
+
+
+def test_constitution_list_shows_each_constitution_with_its_latest_version(capsys, initialised):
+    rc, out, _ = cai(capsys, "constitution", "list")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "latest", "hash", "principles", "versions", "description"]
+    assert [line.split()[:2] for line in lines[2:]] == [["default", "1"], ["harmless", "1"]]
+
+
+def test_constitution_show_prints_yaml_that_validates(capsys, initialised, tmp_path):
+    rc, out, _ = cai(capsys, "constitution", "show", "harmless")
+    assert rc == 0
+    header, _, body = out.partition("\n")
+    assert header.startswith("# harmless@1 (") and ", bundled, " in header
+    (tmp_path / "shown.yaml").write_text(body)
+    rc, out, _ = cai(capsys, "constitution", "validate", str(tmp_path / "shown.yaml"))
+    assert rc == 0
+    assert f"{tmp_path / 'shown.yaml'}: ok - 'harmless', " in out
+
+
+def test_constitution_show_as_json(capsys, initialised, store):
+    rc, out, _ = cai(capsys, "constitution", "show", "harmless", "--format", "json")
+    assert rc == 0
+    data = json.loads(out)
+    assert data["name"] == "harmless"
+    c = store.get_version("harmless").constitution
+    assert [p["id"] for p in data["principles"]] == [p.id for p in c.principles]
+
+
+def test_an_edited_export_imports_as_version_2_and_version_1_is_kept(capsys, initialised, tmp_path):
+    path = tmp_path / "harmless.yaml"
+    rc, out, _ = cai(capsys, "constitution", "export", "harmless", "--out", str(path))
+    assert (rc, out) == (0, f"wrote {path}\n")
+    data = yaml.safe_load(path.read_text())
+    assert data["principles"][0]["title"] == "General harm"
+    data["principles"][0]["title"] = "Harm of any kind"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    rc, out, _ = cai(capsys, "constitution", "import", str(path))
+    assert rc == 0
+    assert out.startswith("imported harmless@2 (") and out.endswith(") from yaml format\n")
+
+    rc, out, _ = cai(capsys, "constitution", "history", "harmless")
+    rows = [line.split()[0] for line in out.splitlines()[2:]]
+    assert rows == ["1", "2"]
+    assert "imported from harmless.yaml" in out.splitlines()[3]
+
+    rc, out, _ = cai(capsys, "constitution", "diff", "harmless")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("--- harmless@1 (") and lines[1].startswith("+++ harmless@2 (")
+    assert lines[2:] == [
+        "~ principle 'general-harm'",
+        "    title:",
+        "      - General harm",
+        "      + Harm of any kind",
+    ]
+
+    rc, old, _ = cai(capsys, "constitution", "show", "harmless@1")
+    assert "title: General harm\n" in old and "Harm of any kind" not in old
+    rc, new, _ = cai(capsys, "constitution", "show", "harmless")
+    assert new.startswith("# harmless@2 (") and "title: Harm of any kind\n" in new
+
+    rc, out, _ = cai(capsys, "constitution", "import", str(path))
+    assert rc == 0
+    assert out.startswith("unchanged: identical to harmless@2 (")
+
+
+def test_diff_between_two_named_versions(capsys, initialised, tmp_path):
+    path = tmp_path / "h.yaml"
+    cai(capsys, "constitution", "export", "harmless", "--out", str(path))
+    data = yaml.safe_load(path.read_text())
+    data["description"] = "Shorter."
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cai(capsys, "constitution", "import", str(path))
+    rc, out, _ = cai(capsys, "constitution", "diff", "harmless@2", "harmless@1")
+    assert rc == 0
+    assert out.splitlines()[2].startswith("~ description: 'Shorter.' -> 'A harmlessness-focused")
+    rc, out, _ = cai(capsys, "constitution", "diff", "harmless@1", "harmless@1")
+    assert out.splitlines()[2:] == ["no differences"]
+
+
+def test_diff_of_a_constitution_with_one_version_says_so(capsys, initialised):
+    rc, _, err = cai(capsys, "constitution", "diff", "harmless")
+    assert rc == 1
+    assert err == "error: 'harmless' has 1 version(s); nothing to diff against\n"
+
+
+def test_export_to_the_anthropic_format_writes_three_files_that_import_back(
+    capsys, initialised, tmp_path, store
+):
+    folder = tmp_path / "anthropic"
+    rc, out, _ = cai(
+        capsys, "constitution", "export", "harmless", "--format", "anthropic", "--out", str(folder)
+    )
+    assert rc == 0
+    names = [
+        "CritiqueRevisionFewShotPrompts.json",
+        "CritiqueRevisionInstructions.json",
+        "RLMadisonInstructions.json",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == names
+    assert sorted(out.splitlines()) == [f"wrote {folder / n}" for n in names]
+
+    files = [str(folder / n) for n in names]
+    rc, out, _ = cai(capsys, "constitution", "import", *files, "--name", "harmless-anthropic")
+    assert rc == 0
+    assert out.splitlines()[-1].startswith("imported harmless-anthropic@1 (")
+    assert out.splitlines()[-1].endswith(") from anthropic format")
+    original = store.get_version("harmless").constitution
+    back = store.get_version("harmless-anthropic").constitution
+    fields = ("id", "critique_request", "revision_request", "preference_question")
+    assert [[getattr(p, f) for f in fields] for p in back.principles] == [
+        [getattr(p, f) for f in fields] for p in original.principles
+    ]
+    assert len(back.few_shots) == len(original.few_shots)
+
+
+def test_export_to_llm_swarm_writes_one_file_that_imports_back(
+    capsys, initialised, tmp_path, store
+):
+    path = tmp_path / "out" / "harmless.json"
+    rc, out, _ = cai(
+        capsys, "constitution", "export", "harmless", "--format", "llm-swarm", "--out", str(path)
+    )
+    assert (rc, out) == (0, f"wrote {path}\n")
+    assert list(path.parent.iterdir()) == [path]
+    rc, out, _ = cai(capsys, "constitution", "import", str(path), "--name", "harmless-swarm")
+    assert rc == 0
+    assert out.startswith("note: llm-swarm has no preference questions")
+    assert out.splitlines()[-1].startswith("imported harmless-swarm@1 (")
+    original = store.get_version("harmless").constitution
+    back = store.get_version("harmless-swarm").constitution
+    assert [p.critique_request for p in back.principles] == [
+        p.critique_request for p in original.principles
+    ]
+    assert [p.revision_request for p in back.principles] == [
+        p.revision_request for p in original.principles
+    ]
+    assert len(back.few_shots) == len(original.few_shots)
+
+
+def test_export_to_a_folder_names_the_llm_swarm_file_after_the_constitution(
+    capsys, initialised, tmp_path
+):
+    rc, out, _ = cai(
+        capsys, *"constitution export harmless --format llm-swarm --out".split(), str(tmp_path)
+    )
+    assert (rc, out) == (0, f"wrote {tmp_path / 'harmless.llm-swarm.json'}\n")
+
+
+def test_export_refuses_to_overwrite_a_file_without_force(capsys, initialised, tmp_path):
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "mine.yaml"
+    path.write_text("my own notes\n")
+    rc, out, err = cai(capsys, "constitution", "export", "harmless", "--out", str(path))
+    assert (rc, out) == (1, "")
+    assert err == f"error: {path} already exists; pass --force to overwrite it\n"
+    assert path.read_text() == "my own notes\n"
+
+    rc, out, _ = cai(capsys, "constitution", "export", "harmless", "--out", str(path), "--force")
+    assert (rc, out) == (0, f"wrote {path}\n")
+    assert path.read_text().startswith("name: harmless\n")
+    assert [p.name for p in path.parent.iterdir()] == ["mine.yaml"]  # no temporary file left
+
+
+def test_export_to_the_anthropic_format_refuses_to_overwrite_a_file_in_the_folder(
+    capsys, initialised, tmp_path
+):
+    (tmp_path / "CritiqueRevisionInstructions.json").write_text("{}\n")
+    rc, _, err = cai(
+        capsys, *"constitution export harmless --format anthropic --out".split(), str(tmp_path)
+    )
+    assert rc == 1
+    assert "CritiqueRevisionInstructions.json already exists; pass --force" in err
+    assert (tmp_path / "CritiqueRevisionInstructions.json").read_text() == "{}\n"
+
+
+def test_export_without_out_prints_yaml(capsys, initialised):
+    rc, out, _ = cai(capsys, "constitution", "export", "harmless")
+    assert rc == 0
+    assert yaml.safe_load(out)["name"] == "harmless"
+
+
+BAD_YAML = """\
+name: tiny
+principles:
+  - id: be-kind
+    title: Be kind
+    critique_request: Point out anything unkind.
+    revision_request: Rewrite it kindly.
+    preference_question: Which response is kinder?
+    enabeld: false
+"""
+
+
+def test_validate_accepts_a_good_file(capsys, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(BAD_YAML.replace("    enabeld: false\n", ""))
+    rc, out, err = cai(capsys, "constitution", "validate", str(path))
+    assert (rc, err) == (0, "")
+    assert out.startswith(f"{path}: ok - 'tiny', 1 principles, 0 few-shots, hash ")
+
+
+def test_validate_reports_a_bad_file_as_one_line_naming_the_file_and_line(capsys, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(BAD_YAML)
+    rc, out, err = cai(capsys, "constitution", "validate", str(path))
+    assert (rc, out) == (1, "")
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {path}:8: principles[0].enabeld: unknown key 'enabeld'; allowed keys here: "
+        "id, title, critique_request, revision_request, preference_question, tags, enabled, weight"
+    ]
+
+
+def test_validate_reports_a_yaml_syntax_error_with_its_line(capsys, tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: tiny\nprinciples:\n  - id: [unclosed\n")
+    rc, _, err = cai(capsys, "constitution", "validate", str(path))
+    assert rc == 1
+    assert err.startswith(f"error: {path}:")
+    assert "YAML syntax error" in err and "Traceback" not in err
+
+
+def test_with_debug_an_error_raises_instead_of_printing_one_line(capsys, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(BAD_YAML)
+    with pytest.raises(ConstitutionError, match="unknown key 'enabeld'"):
+        main(["--debug", "constitution", "validate", str(path)])
+
+
+def test_validating_a_missing_file_names_it(capsys, tmp_path):
+    rc, _, err = cai(capsys, "constitution", "validate", str(tmp_path / "nope.yaml"))
+    assert (rc, err) == (1, f"error: {tmp_path / 'nope.yaml'}: no such file\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["constitution", "show", "nope"],
+        ["constitution", "show", "nope@2"],
+        ["constitution", "export", "nope"],
+        ["constitution", "history", "nope"],
+        ["constitution", "diff", "nope"],
+    ],
+    ids=" ".join,
+)
+def test_an_unknown_constitution_is_an_error_listing_the_known_ones(capsys, initialised, args):
+    rc, out, err = cai(capsys, *args)
+    assert (rc, out) == (1, "")
+    assert err.startswith("error: no constitution named 'nope'")
+    assert err.endswith("known: default, harmless\n")
+
+
+def test_an_unknown_version_lists_the_versions_there_are(capsys, initialised):
+    rc, _, err = cai(capsys, "constitution", "show", "harmless@7")
+    assert rc == 1
+    assert err.startswith("error: version '7' of 'harmless' does not exist; versions: 1 (")
+
+
+# -- prompts ------------------------------------------------------------------------------
+
+
+def test_prompts_list_shows_each_set_with_its_split_sizes(capsys, initialised, store):
+    rc, out, _ = cai(capsys, "prompts", "list")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "prompts", "train", "test", "categories", "description"]
+    expected = [
+        [s.name, str(s.prompts), str(s.train), str(s.test), str(s.categories)]
+        for s in store.list_prompt_sets()
+    ]
+    assert [line.split()[:5] for line in lines[2:]] == expected
+    assert [row[0] for row in expected] == ["helpful", "red-team"]
+
+
+def test_prompts_show_name_colon_split_shows_only_that_split(capsys, initialised, store):
+    rc, out, _ = cai(
+        capsys, "prompts", "show", "red-team:test", "--format", "jsonl", "--limit", "1000"
+    )
+    assert rc == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["split"] for r in rows} == {"test"}
+    assert len(rows) == len(store.get_prompts("red-team", split="test"))
+    rc, same, _ = cai(
+        capsys, *"prompts show red-team --split test --format jsonl --limit 1000".split()
+    )
+    assert same == out
+
+
+def test_prompts_show_prints_a_table_of_at_most_limit_rows(capsys, initialised):
+    rc, out, _ = cai(capsys, "prompts", "show", "helpful", "--limit", "5")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["id", "split", "category", "turns", "prompt"]
+    assert len(lines) == 2 + 5  # header, rule, five prompts
+    rc, out, _ = cai(capsys, "prompts", "show", "helpful")
+    assert len(out.splitlines()) == 2 + 20  # the default limit is 20
+
+
+def test_prompts_show_search_and_category(capsys, initialised, store):
+    rc, out, _ = cai(
+        capsys, "prompts", "show", "red-team", "--search", "KNOCK", "--format", "jsonl"
+    )
+    assert rc == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows and all("knock" in json.dumps(r["prompt"]).lower() for r in rows)
+    assert len(rows) == len(store.get_prompts("red-team", search="knock"))
+    rc, out, _ = cai(
+        capsys, "prompts", "show", "helpful", "--category", "looks-risky", "--format", "jsonl"
+    )
+    assert {json.loads(line)["category"] for line in out.splitlines()} == {"looks-risky"}
+
+
+def test_prompts_show_jsonl_writes_conversations_as_message_lists(capsys, store):
+    assert cai(capsys, "prompts", "import", str(PROMPTS / "good.jsonl"), "--name", "mine")[0] == 0
+    rc, out, _ = cai(capsys, "prompts", "show", "mine", "--category", "travel", "--format", "jsonl")
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user"]
+    assert row["prompt"][-1]["content"] == "Make it rainy-day friendly."
+
+
+def test_prompts_shown_as_jsonl_import_back_as_the_same_prompts(
+    capsys, initialised, store, tmp_path
+):
+    rc, out, _ = cai(capsys, "prompts", "show", "red-team", "--format", "jsonl", "--limit", "1000")
+    (tmp_path / "copy.jsonl").write_text(out, "utf-8")
+    rc, out, _ = cai(capsys, "prompts", "import", str(tmp_path / "copy.jsonl"), "--name", "copy")
+    assert rc == 0
+    original = store.get_prompts("red-team")
+    assert out == f"{len(original)} imported into 'copy', {len(original)} rows read\n"
+    assert store.get_prompts("copy") == original  # same ids, messages, categories and splits
+
+
+def test_prompts_import_with_a_column_mapping(capsys, store):
+    rc, out, _ = cai(
+        capsys,
+        "prompts", "import", str(PROMPTS / "questions.csv"), "--name", "qs",
+        "--column", "prompt=question", "--column", "category=topic",
+        "--description", "quiz",
+    )  # fmt: skip
+    assert (rc, out) == (0, "3 imported into 'qs', 3 rows read\n")
+    assert {p.category for p in store.get_prompts("qs")} == {"math", "coding", "science"}
+    assert store.list_prompt_sets()[0].description == "quiz"
+
+
+def test_a_column_option_without_an_equals_sign_is_refused(capsys, store):
+    src = str(PROMPTS / "questions.csv")
+    rc, _, err = cai(capsys, "prompts", "import", src, "--name", "qs", "--column", "question")
+    assert rc == 1
+    assert err == "error: --column expects KEY=COLUMN (e.g. prompt=question), got 'question'\n"
+    assert store.list_prompt_sets() == []
+
+
+def test_prompts_import_of_a_file_with_a_bad_line_fails_and_names_the_line(capsys, store):
+    src = PROMPTS / "malformed_middle.jsonl"
+    rc, out, err = cai(capsys, "prompts", "import", str(src), "--name", "m")
+    assert (rc, out) == (1, "")
+    assert err.splitlines() == [
+        f"error: {src}: 1 bad rows; nothing was imported "
+        "(fix them, or import the good rows with --skip-bad):",
+        f"  {src}: line 3: malformed JSON at column 28: Expecting ',' delimiter",
+    ]
+    assert "Traceback" not in err
+    assert store.list_prompt_sets() == []
+
+
+def test_prompts_import_with_skip_bad_imports_the_good_rows_and_lists_the_bad(capsys, store):
+    src = PROMPTS / "malformed_middle.jsonl"
+    rc, out, err = cai(capsys, "prompts", "import", str(src), "--name", "m", "--skip-bad")
+    assert rc == 0
+    assert out == "4 imported into 'm', 5 rows read, 1 bad rows skipped\n"
+    assert err == f"skipped {src}: line 3: malformed JSON at column 28: Expecting ',' delimiter\n"
+    assert len(store.get_prompts("m")) == 4
+
+
+def test_prompts_import_into_an_existing_set_needs_append(capsys, store):
+    src = str(PROMPTS / "good.jsonl")
+    assert cai(capsys, "prompts", "import", src, "--name", "mine")[0] == 0
+    rc, _, err = cai(capsys, "prompts", "import", src, "--name", "mine")
+    assert rc == 1
+    assert err == "error: prompt set 'mine' already exists; choose another name or append to it\n"
+    rc, out, _ = cai(capsys, "prompts", "import", src, "--name", "mine", "--append")
+    assert (rc, out) == (0, "0 imported into 'mine', 4 rows read, 4 already in the set\n")
+
+
+def test_prompts_import_seed_and_test_fraction_set_the_split(capsys, store, tmp_path):
+    src = tmp_path / "many.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"Prompt {i}"}) + "\n" for i in range(50)))
+    rc, _, _ = cai(
+        capsys,
+        "prompts",
+        "import",
+        str(src),
+        "--name",
+        "half",
+        "--seed",
+        "7",
+        "--test-fraction",
+        "0.5",
+    )
+    assert rc == 0
+    prompts = store.get_prompts("half")
+    assert [p.split for p in prompts] == [assign_split(p.prompt_id, 7, 0.5) for p in prompts]
+    assert [p.split for p in prompts] != [assign_split(p.prompt_id, 1234, 0.5) for p in prompts]
+    rc, _, _ = cai(capsys, "prompts", "import", str(src), "--name", "none", "--test-fraction", "0")
+    assert {p.split for p in store.get_prompts("none")} == {"train"}
+
+
+@pytest.mark.parametrize(
+    "args", [["prompts", "show", "nope"], ["prompts", "show", "nope:test"]], ids=" ".join
+)
+def test_an_unknown_prompt_set_is_an_error_listing_the_known_ones(capsys, initialised, args):
+    rc, out, err = cai(capsys, *args)
+    assert (rc, out) == (1, "")
+    assert err == "error: no prompt set named 'nope'; known: helpful, red-team\n"
+
+
+def test_an_unknown_split_after_the_colon_is_an_error_naming_train_and_test(capsys, initialised):
+    rc, _, err = cai(capsys, "prompts", "show", "red-team:dev")
+    assert rc == 1
+    assert "train" in err and "test" in err
