@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -300,6 +301,188 @@ def cmd_prompts_import(args) -> int:
     return 0
 
 
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _progress_text(job) -> str:
+    if job.total:
+        return f"{job.done}/{job.total} ({100 * job.done / job.total:.0f}%)"
+    return str(job.done or "")
+
+
+def _parse_sets(items: list[str] | None) -> dict:
+    import yaml
+
+    from cai_engine.errors import CaiError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CaiError(f"--set expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def follow(store, job, stream=None) -> int:
+    """Show a job's progress until it ends; returns 0 if it succeeded, else 1."""
+    from cai_engine import jobs
+
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    started = time.monotonic()
+    last = [None]
+
+    def show(j):
+        elapsed = time.monotonic() - started
+        rate = f", {j.tokens / elapsed:.0f} tok/s" if j.tokens and elapsed > 0 else ""
+        bar = ""
+        if j.total:
+            filled = int(30 * j.done / j.total)
+            bar = "[" + "#" * filled + "." * (30 - filled) + "] "
+        line = f"{j.id} {j.status}: {bar}{_progress_text(j)}{rate}"
+        if tty:
+            print("\r" + line.ljust(100), end="", file=stream, flush=True)
+        elif line != last[0]:
+            print(line, file=stream, flush=True)
+        last[0] = line
+
+    try:
+        final = jobs.wait(store, job.id, poll=0.5, on_update=show)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; the job goes on. `cai jobs cancel {job.id}` stops it.",
+            file=stream,
+        )
+        return 130
+    if tty:
+        print(file=stream)
+    print(f"{final.id} {final.status}" + (f": {final.error}" if final.error else ""), file=stream)
+    return 0 if final.status == "succeeded" else 1
+
+
+def cmd_jobs_list(args) -> int:
+    from cai_engine import jobs
+
+    rows = [
+        [
+            j.id,
+            j.kind,
+            j.status,
+            _progress_text(j),
+            _duration(j.elapsed),
+            j.tokens or "",
+            j.label or "",
+        ]
+        for j in jobs.list_jobs(_store(args), kind=args.kind, limit=args.limit)
+    ]
+    print(_table(rows, ["id", "kind", "status", "progress", "elapsed", "tokens", "label"]))
+    return 0
+
+
+def cmd_jobs_show(args) -> int:
+    from cai_engine import jobs
+
+    store = _store(args)
+    jobs.reconcile(store)
+    j = jobs.get_job(store, args.job)
+    print(f"id:        {j.id}")
+    print(f"kind:      {j.kind}" + (f"  ({j.label})" if j.label else ""))
+    print(f"status:    {j.status}" + (f"  error: {j.error}" if j.error else ""))
+    print(
+        f"progress:  {_progress_text(j) or '-'}  tokens: {j.tokens}  elapsed: {_duration(j.elapsed) or '-'}"
+    )
+    print(f"pid:       {j.pid}  attempts: {j.attempts}")
+    print(f"created:   {j.created_at:%Y-%m-%d %H:%M:%S}")
+    print(f"run dir:   {j.run_dir}")
+    print("config:    " + json.dumps(j.config, sort_keys=True))
+    events = j.run.events(limit=args.events)
+    if events:
+        print("events:")
+        for e in events:
+            extra = {k: v for k, v in e.items() if k not in ("time", "event")}
+            stamp = time.strftime("%H:%M:%S", time.localtime(e["time"]))
+            print(
+                f"  {stamp} {e['event']}" + (f" {json.dumps(extra, default=str)}" if extra else "")
+            )
+    return 0
+
+
+def cmd_jobs_logs(args) -> int:
+    from cai_engine import jobs
+
+    store = _store(args)
+    j = jobs.get_job(store, args.job)
+    path = j.run.log_path
+    pos = 0
+    while True:
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+            if chunk:
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+        if not args.follow:
+            return 0
+        jobs.reconcile(store)
+        if jobs.get_job(store, args.job).status not in jobs.ACTIVE:
+            if path.exists() and path.stat().st_size > pos:
+                continue  # print what was written after the last read, then stop
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_jobs_cancel(args) -> int:
+    from cai_engine import jobs
+
+    j = jobs.cancel(_store(args), args.job, grace=args.grace)
+    print(f"{j.id} {j.status}")
+    return 0
+
+
+def cmd_jobs_resume(args) -> int:
+    from cai_engine import jobs
+
+    store = _store(args)
+    j = jobs.resume(store, args.job)
+    print(f"{j.id} resumed (attempt {j.attempts + 1})")
+    return follow(store, j) if args.wait else 0
+
+
+def cmd_jobs_submit(args) -> int:
+    import yaml
+
+    from cai_engine import jobs
+    from cai_engine.files import read_user_text
+
+    config = {}
+    if args.config:
+        loaded = yaml.safe_load(read_user_text(args.config))
+        if not isinstance(loaded, dict):
+            from cai_engine.errors import CaiError
+
+            raise CaiError(f"{args.config}: expected a mapping of config keys")
+        config.update(loaded)
+    config.update(_parse_sets(args.set))
+    store = _store(args)
+    j = jobs.submit(store, args.kind, config, label=args.label)
+    print(f"submitted {j.id}")
+    return follow(store, j) if args.wait else 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -399,6 +582,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hf-split", help="which split of a datasets source to read (default: all)")
     p.set_defaults(func=cmd_prompts_import)
+    jb = sub.add_parser("jobs", help="list, show, follow, cancel, resume and submit jobs")
+    jsub = jb.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = jsub.add_parser("list", help="jobs, newest first (settles jobs whose process is gone)")
+    p.add_argument("--kind")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_jobs_list)
+    p = jsub.add_parser("show", help="a job's state, config and recent events")
+    p.add_argument("job")
+    p.add_argument("--events", type=int, default=20, help="how many recent events to show")
+    p.set_defaults(func=cmd_jobs_show)
+    p = jsub.add_parser("logs", help="print a job's run.log")
+    p.add_argument("job")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    p.set_defaults(func=cmd_jobs_logs)
+    p = jsub.add_parser("cancel", help="SIGTERM the job, SIGKILL after a grace period")
+    p.add_argument("job")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL (default: 10)")
+    p.set_defaults(func=cmd_jobs_cancel)
+    p = jsub.add_parser(
+        "resume", help="restart a failed, cancelled or interrupted job where it stopped"
+    )
+    p.add_argument("job")
+    p.add_argument("--wait", action="store_true", help="follow it until it ends")
+    p.set_defaults(func=cmd_jobs_resume)
+    p = jsub.add_parser("submit", help="submit a job of any kind (e.g. tick, to check jobs work)")
+    p.add_argument("kind")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="a config value (repeatable)"
+    )
+    p.add_argument("--config", help="a YAML file of config values")
+    p.add_argument("--label")
+    p.add_argument("--wait", action="store_true", help="follow it until it ends")
+    p.set_defaults(func=cmd_jobs_submit)
     return parser
 
 

@@ -53,16 +53,39 @@ def m001_initial(con) -> None:
     con.rows(
         """
         CREATE TABLE jobs (
-            id           VARCHAR PRIMARY KEY,
+            id           VARCHAR PRIMARY KEY,   -- <kind>-<yyyymmdd-hhmmss>-<4 hex>
             kind         VARCHAR NOT NULL,
-            config       VARCHAR NOT NULL,
-            status       VARCHAR NOT NULL,
+            label        VARCHAR,
+            config       VARCHAR NOT NULL,      -- the validated config, JSON
+            status       VARCHAR NOT NULL,      -- queued | running | succeeded | failed | cancelled | interrupted
             pid          INTEGER,
-            run_dir      VARCHAR,
+            run_dir      VARCHAR NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
             created_at   TIMESTAMP NOT NULL DEFAULT current_timestamp,
             started_at   TIMESTAMP,
             finished_at  TIMESTAMP,
             error        VARCHAR
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE ingested_shards (
+            path         VARCHAR PRIMARY KEY,   -- relative to the data home
+            job_id       VARCHAR NOT NULL,
+            tbl          VARCHAR NOT NULL,
+            rows         INTEGER NOT NULL,
+            ingested_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE ticks (                  -- rows of the built-in `tick` job kind
+            job_id  VARCHAR NOT NULL,
+            i       INTEGER NOT NULL,
+            value   BIGINT NOT NULL,
+            PRIMARY KEY (job_id, i)
         )
         """
     )

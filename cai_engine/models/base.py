@@ -1,0 +1,88 @@
+"""The model interface every stage uses: batched chat generation and continuation scoring."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai_engine.errors import CaiError
+
+Conversation = list[dict]  # [{"role": "user" | "assistant" | "system", "content": str}, ...]
+
+
+class ModelError(CaiError):
+    """A model that cannot be loaded or a request that failed for good."""
+
+
+class ContextOverflowError(ModelError):
+    """A prompt longer than the model's context, with `truncation="error"`."""
+
+
+class SamplingParams(BaseModel):
+    """How to sample. The same seed and inputs give the same text on the same backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0, le=5, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(256, gt=0, le=32_768)
+    seed: int = Field(0, ge=0)
+    stop: list[str] = Field(
+        default_factory=list, description="Stop strings; not included in the text."
+    )
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) | "length" | "cancelled"
+    latency_s: float = 0.0  # wall time of the call that produced it, shared across its batch
+    truncated_tokens: int = 0  # prompt tokens dropped from the left to fit the context
+
+
+@dataclass
+class ModelInfo:
+    spec: str
+    backend: str
+    details: dict = field(default_factory=dict)  # dtype, device, context, batch size, ...
+
+
+class ChatModel(ABC):
+    """A loaded model. `chat` and `score` are batched: pass everything you have at once."""
+
+    spec: object  # ModelSpec
+
+    @abstractmethod
+    def chat(
+        self,
+        conversations: list[Conversation],
+        sampling: SamplingParams | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+    ) -> list[Completion]:
+        """Answer each conversation (its last turn is the user's) with one assistant turn.
+
+        `should_stop` is polled during generation; when it returns True the call returns early
+        and unfinished completions have finish_reason "cancelled". `on_batch(indices, done)` is
+        called as each internal batch finishes, so callers can save work as it completes.
+        """
+
+    @abstractmethod
+    def score(self, prompts: list[str | Conversation], continuations: list[str]) -> list[float]:
+        """Total log-probability of each continuation given its prompt.
+
+        A prompt that is a conversation is rendered with the model's chat template and the
+        assistant generation prompt, exactly as `chat` would see it.
+        """
+
+    @abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (threads, memory)."""

@@ -1,0 +1,326 @@
+"""The `local` backend: a transformers model in this process, batched for throughput.
+
+How it gets its speed on a CPU (numbers in bench/generation.py):
+1. bf16 weights where a measured bf16 matmul beats fp32 (about 6x with AMX);
+2. batches sorted by prompt length, so little padding is computed;
+3. left padding, so every row of a batch decodes in step;
+4. scoring keeps only the logits it needs (`logits_to_keep`), never a full vocab x length tensor.
+
+Sampling is seeded per batch, so the same inputs, seed and batch size give the same text.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cai_engine.models.base import (
+    ChatModel,
+    Completion,
+    ContextOverflowError,
+    Conversation,
+    ModelError,
+    ModelInfo,
+    SamplingParams,
+)
+from cai_engine.models.spec import ModelSpec
+
+CPU_BATCH = 32  # measured best on 2 cores for a 135M model (bench/generation.py)
+GPU_BATCH = 128
+TOKEN_BUDGET = {"cpu": 48 * 1024, "cuda": 512 * 1024}  # padded tokens per batch
+
+
+@functools.cache
+def bf16_speedup() -> float:
+    """How much faster a bf16 matmul runs than fp32 on this CPU (measured once per process)."""
+    import torch
+
+    a32, b32 = torch.randn(384, 384), torch.randn(384, 384)
+    a16, b16 = a32.bfloat16(), b32.bfloat16()
+
+    def best(a, b):
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(8):
+                a @ b
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    best(a16, b16)  # warm up both kernels
+    best(a32, b32)
+    return best(a32, b32) / max(best(a16, b16), 1e-9)
+
+
+def resolve_local_path(spec: ModelSpec, home: Path) -> str:
+    from cai_engine.home import models_dir
+    from cai_engine.models.embedded import ensure_embedded
+
+    if spec.kind == "embedded":
+        return str(ensure_embedded(home))
+    if spec.kind == "trained":
+        path = models_dir(home) / spec.model
+        if not (path / "config.json").exists():
+            known = sorted(
+                p.name for p in models_dir(home).glob("*") if (p / "config.json").exists()
+            )
+            raise ModelError(
+                f"no trained model named '{spec.model}' under {models_dir(home)}; known: {', '.join(known) or 'none'}"
+            )
+        return str(path)
+    return spec.model
+
+
+class LocalModel(ChatModel):
+    def __init__(self, spec: ModelSpec, home: Path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = spec
+        path = resolve_local_path(spec, home)
+        if spec.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            self.device = spec.device
+        self.dtype_reason = ""
+        if spec.dtype != "auto":
+            dtype = getattr(torch, spec.dtype)
+            self.dtype_reason = "as configured"
+        elif self.device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.dtype_reason = "GPU default"
+        else:
+            speedup = bf16_speedup()
+            dtype = torch.bfloat16 if speedup >= 1.5 else torch.float32
+            self.dtype_reason = f"bf16 matmul measured {speedup:.1f}x fp32"
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                path, padding_side="left", trust_remote_code=spec.trust_remote_code
+            )
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, trust_remote_code=spec.trust_remote_code
+            ).to(self.device)
+        except OSError as e:
+            where = (
+                "folder"
+                if Path(path).exists()
+                else "Hugging Face id (not cached; is the hub reachable?)"
+            )
+            raise ModelError(f"cannot load model '{spec}' as a {where}: {e}") from None
+        self.model.eval()
+        self.dtype = dtype
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not self.tokenizer.chat_template:
+            raise ModelError(f"model '{spec}' has no chat template; chat models need one")
+        cfg = self.model.config
+        self.max_context = spec.max_context or getattr(cfg, "max_position_embeddings", None) or 2048
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.eos_ids = set(eos) | (
+            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def render(self, conversation: Conversation) -> list[int]:
+        """Token ids of the conversation with the assistant generation prompt."""
+        out = self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True
+        )
+        if hasattr(out, "keys"):
+            out = out["input_ids"]
+        return list(out)
+
+    def _prompt_ids(self, prompt: str | Conversation) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        return self.render(prompt)
+
+    def batch_size_for(self, longest: int) -> int:
+        if self.spec.batch_size != "auto":
+            return int(self.spec.batch_size)
+        cap = CPU_BATCH if self.device == "cpu" else GPU_BATCH
+        budget = TOKEN_BUDGET["cpu" if self.device == "cpu" else "cuda"]
+        return max(1, min(cap, budget // max(1, longest)))
+
+    def _fit(self, ids: list[int], room: int) -> tuple[list[int], int]:
+        """Left-truncate `ids` to `room` tokens, or raise when truncation is 'error'."""
+        if len(ids) <= room:
+            return ids, 0
+        if self.spec.truncation == "error":
+            raise ContextOverflowError(
+                f"a prompt of {len(ids)} tokens does not fit the {self.max_context}-token context "
+                f"(room for {room}); shorten it or use truncation=left"
+            )
+        return ids[len(ids) - room :], len(ids) - room
+
+    def _batch(self, rows: list[list[int]]):
+        """Left-padded tensors for `rows`, with position ids that ignore the padding."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- chat -------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        conversations: list[Conversation],
+        sampling: SamplingParams | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+    ) -> list[Completion]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        sampling = sampling or SamplingParams()
+        room = self.max_context - sampling.max_new_tokens
+        if room < 1:
+            raise ContextOverflowError(
+                f"max_new_tokens={sampling.max_new_tokens} leaves no room in the {self.max_context}-token context"
+            )
+        prompts, dropped = [], []
+        for conv in conversations:
+            ids, cut = self._fit(self.render(conv), room)
+            prompts.append(ids)
+            dropped.append(cut)
+        order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+        results: list[Completion | None] = [None] * len(prompts)
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                stop = bool(should_stop and should_stop())
+                return torch.full(
+                    (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+                )
+
+        start = 0
+        batch_no = 0
+        while start < len(order):
+            size = self.batch_size_for(len(prompts[order[start]]) + sampling.max_new_tokens)
+            idx = order[start : start + size]
+            start += size
+            if should_stop and should_stop():
+                break
+            ids, mask = self._batch([prompts[i] for i in idx])
+            seed = int.from_bytes(
+                hashlib.sha256(f"{sampling.seed}:{batch_no}".encode()).digest()[:4], "big"
+            )
+            torch.manual_seed(seed)
+            batch_no += 1
+            greedy = sampling.temperature == 0
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=sampling.max_new_tokens,
+                    do_sample=not greedy,
+                    temperature=None if greedy else sampling.temperature,
+                    top_p=None if greedy else sampling.top_p,
+                    top_k=None,
+                    stop_strings=sampling.stop or None,
+                    tokenizer=self.tokenizer if sampling.stop else None,
+                    stopping_criteria=StoppingCriteriaList([_Stop()]) if should_stop else None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            latency = time.perf_counter() - t0
+            cancelled = bool(should_stop and should_stop())
+            done = []
+            for row, i in enumerate(idx):
+                gen = out[row, ids.shape[1] :].tolist()
+                results[i] = self._completion(
+                    gen, len(prompts[i]), sampling, latency, dropped[i], cancelled
+                )
+                done.append(results[i])
+            if on_batch:
+                on_batch(list(idx), done)
+        for i, r in enumerate(results):
+            if r is None:  # stopped before its batch ran
+                results[i] = Completion("", len(prompts[i]), 0, "cancelled", 0.0, dropped[i])
+        return results  # type: ignore[return-value]
+
+    def _completion(self, gen, prompt_tokens, sampling, latency, dropped, cancelled) -> Completion:
+        finish = "length"
+        n = len(gen)
+        for k, tok in enumerate(gen):
+            if tok in self.eos_ids:
+                n, finish = k, "stop"
+                break
+        text = self.tokenizer.decode(gen[:n], skip_special_tokens=True)
+        for stop in sampling.stop:
+            cut = text.find(stop)
+            if cut != -1:
+                text, finish = text[:cut], "stop"
+        if finish == "length" and cancelled and n < sampling.max_new_tokens:
+            finish = "cancelled"
+        used = n + (1 if finish == "stop" and n < len(gen) else 0)
+        return Completion(text, prompt_tokens, used, finish, latency, dropped)
+
+    # -- score ------------------------------------------------------------------------------
+
+    def score(self, prompts: list[str | Conversation], continuations: list[str]) -> list[float]:
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError("score needs one continuation per prompt")
+        rows, cont_lens = [], []
+        for prompt, cont in zip(prompts, continuations, strict=True):
+            c = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
+            if not c:
+                raise ModelError(f"the continuation {cont!r} has no tokens")
+            p, _ = self._fit(self._prompt_ids(prompt), self.max_context - len(c))
+            rows.append(p + c)
+            cont_lens.append(len(c))
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
+        scores = [0.0] * len(rows)
+        start = 0
+        while start < len(order):
+            size = self.batch_size_for(len(rows[order[start]]))
+            idx = order[start : start + size]
+            start += size
+            ids, mask = self._batch([rows[i] for i in idx])
+            keep = max(cont_lens[i] for i in idx) + 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                ).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)  # [batch, keep, vocab]
+            for row, i in enumerate(idx):
+                n = cont_lens[i]
+                targets = ids[row, -n:]
+                # logits at position t predict token t+1: the last `n` targets are predicted by
+                # the `n` positions before the final one.
+                lp = (
+                    logprobs[row, keep - n - 1 : keep - 1]
+                    .gather(-1, targets.unsqueeze(-1))
+                    .squeeze(-1)
+                )
+                scores[i] = float(lp.sum())
+        return scores
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            spec=str(self.spec),
+            backend="local",
+            details={
+                "device": self.device,
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "dtype_reason": self.dtype_reason,
+                "context": self.max_context,
+                "parameters": self.model.num_parameters(),
+                "batch_size": self.spec.batch_size,
+            },
+        )

@@ -1,0 +1,179 @@
+"""The job process: `python -m cai_engine.runner --home H --job ID`.
+
+It loads the job's config, runs its stage with a `JobContext`, and records the outcome. The
+stage reports through the context, which writes the run folder; the store is opened only
+for brief units of work (reading inputs, ingesting a finished shard, the final status).
+SIGTERM sets a flag that the stage checks between (or inside) batches, so a cancelled job
+stops cleanly with its finished shards kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from datetime import datetime
+
+from cai_engine.errors import CaiError, StoreLockedError
+from cai_engine.runs import RunFolder
+
+STATUS_EVERY = 0.5  # seconds between status.json rewrites for progress updates
+INGEST_LOCK_TIMEOUT = 5.0  # a job does not wait long for the store; readers ingest too
+
+
+class JobCancelled(Exception):
+    """Raised by `JobContext.check_cancelled` once SIGTERM has arrived."""
+
+
+class JobContext:
+    """What a running stage sees: its config, its run folder, progress and shard writers."""
+
+    def __init__(self, store, job, kind):
+        self.store = store
+        self.job = job
+        self.job_id = job.id
+        self.kind = kind
+        self.run = RunFolder(job.run_dir)
+        self.attempt = job.attempts
+        self._cancelled = False
+        previous = self.run.status()  # a resumed job keeps counting where it stopped
+        self._live = {
+            "state": "running",
+            "pid": os.getpid(),
+            "attempt": self.attempt,
+            "done": previous.get("done") or 0,
+            "total": previous.get("total"),
+            "tokens": previous.get("tokens") or 0,
+        }
+        self._last_status = 0.0
+
+    # -- cancellation ---------------------------------------------------------------------
+
+    def request_cancel(self, *_):
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self._cancelled:
+            raise JobCancelled()
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def progress(
+        self,
+        done: int | None = None,
+        total: int | None = None,
+        tokens: int | None = None,
+        force: bool = False,
+        **extra,
+    ) -> None:
+        """Update live progress; status.json is rewritten at most every STATUS_EVERY seconds."""
+        for key, value in (("done", done), ("total", total), ("tokens", tokens)):
+            if value is not None:
+                self._live[key] = value
+        self._live.update(extra)
+        now = time.monotonic()
+        if force or now - self._last_status >= STATUS_EVERY:
+            self.run.write_status(**self._live)
+            self._last_status = now
+
+    def add_tokens(self, n: int) -> None:
+        self._live["tokens"] = int(self._live.get("tokens") or 0) + n
+
+    def event(self, name: str, /, **data) -> None:
+        self.run.event(name, **data)
+
+    def metric(self, **values) -> None:
+        self.run.metric(**values)
+
+    def write_shard(self, table: str, rows: list[dict], schema=None):
+        """Write a complete shard, then try to ingest it (readers will if the store is busy)."""
+        path = self.run.write_shard(table, rows, schema)
+        self.try_ingest()
+        return path
+
+    def try_ingest(self) -> None:
+        from cai_engine.jobs import get_job, ingest
+        from cai_engine.store import Store
+
+        try:
+            quick = Store(self.store.home, lock_timeout=INGEST_LOCK_TIMEOUT)
+            ingest(quick, get_job(quick, self.job_id))
+        except StoreLockedError:
+            pass  # the next reader ingests it
+
+    def finish(self, state: str, error: str | None = None) -> None:
+        self._live.update(state=state, error=error)
+        self.run.write_status(**self._live)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cai_engine.runner")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args(argv)
+
+    from cai_engine.jobs import get_job, get_kind
+    from cai_engine.store import Store
+
+    store = Store(args.home)
+    job = get_job(store, args.job)
+    kind = get_kind(job.kind)
+    attempts = job.attempts + 1
+    store.update_job(
+        job.id,
+        status="running",
+        pid=os.getpid(),
+        attempts=attempts,
+        started_at=job.started_at or datetime.now(),
+        error=None,
+    )
+    job.attempts = attempts
+    ctx = JobContext(store, job, kind)
+    signal.signal(signal.SIGTERM, ctx.request_cancel)
+    ctx.progress(force=True)
+    ctx.event("started", pid=os.getpid(), attempt=attempts)
+    print(f"[{datetime.now():%H:%M:%S}] {job.id}: started (attempt {attempts})", flush=True)
+
+    state, error, code = "succeeded", None, 0
+    try:
+        kind.run(ctx, kind.config.model_validate(job.config))
+    except JobCancelled:
+        state = "cancelled"
+    except CaiError as e:
+        state, error, code = "failed", str(e), 1
+    except BaseException as e:  # noqa: BLE001 - every failure must be recorded
+        state, error, code = "failed", f"{type(e).__name__}: {e}", 1
+        traceback.print_exc()
+    ctx.finish(state, error)
+    ctx.event("finished", state=state, error=error)
+    print(
+        f"[{datetime.now():%H:%M:%S}] {job.id}: {state}" + (f": {error}" if error else ""),
+        flush=True,
+    )
+    try:
+        ctx.try_ingest()
+        store.update_job(job.id, status=state, error=error, finished_at=datetime.now())
+    except StoreLockedError:
+        pass  # status.json holds the outcome; reconcile copies it into the store
+    _destroy_process_group()
+    return code
+
+
+def _destroy_process_group() -> None:
+    """Under torchrun, rank 0 crashes on shutdown unless the process group is destroyed."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
