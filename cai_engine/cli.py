@@ -247,12 +247,10 @@ def cmd_prompts_list(args) -> int:
 
 
 def cmd_prompts_show(args) -> int:
-    from cai_engine.errors import CaiError
+    from cai_engine.prompts import parse_prompt_ref
 
     store = _store(args)
-    name, _, split = args.name.partition(":")
-    if split and split not in ("train", "test"):
-        raise CaiError(f"'{args.name}': the split after ':' must be train or test, got '{split}'")
+    name, split = parse_prompt_ref(args.name)
     prompts = store.get_prompts(
         name,
         split=split or args.split,
@@ -483,6 +481,134 @@ def cmd_jobs_submit(args) -> int:
     return follow(store, j) if args.wait else 0
 
 
+# -- models and generation ----------------------------------------------------------------
+
+
+def cmd_models_list(args) -> int:
+    from cai_engine.home import models_dir
+    from cai_engine.models import EMBEDDED
+    from cai_engine.models.embedded import gguf_path, is_converted
+
+    store = _store(args)
+    rows = []
+    try:
+        source = gguf_path().name
+    except Exception as e:  # the package is missing: say so in the table
+        source = f"missing ({e})"
+    state = "converted" if is_converted(store.home) else "not converted yet (`cai models pull`)"
+    rows.append([EMBEDDED, "embedded", state, source])
+    for path in sorted(models_dir(store.home).glob("*")):
+        if path.name != EMBEDDED and (path / "config.json").exists():
+            rows.append([f"model:{path.name}", "trained", "ready", str(path)])
+    print(_table(rows, ["spec", "kind", "state", "source"]))
+    print(
+        "\nAlso: hf:<hub id or path>, a local model folder, or "
+        "openai:<model>?base_url=<url>[&api_key_env=VAR] for any OpenAI-compatible server."
+    )
+    return 0
+
+
+def cmd_models_pull(args) -> int:
+    from cai_engine.models import parse_spec
+    from cai_engine.models.embedded import ensure_embedded
+
+    spec = parse_spec(args.spec)
+    store = _store(args)
+    if spec.kind == "embedded":
+        print(f"ready: {ensure_embedded(store.home)}")
+    elif spec.kind == "hf":
+        if Path(spec.model).exists():
+            print(f"ready: {spec.model} is a local folder")
+        else:
+            from huggingface_hub import snapshot_download
+
+            print(f"ready: {snapshot_download(spec.model)}")
+    elif spec.kind == "openai":
+        from cai_engine.models.openai_compat import OpenAIModel
+
+        model = OpenAIModel(spec)
+        print(f"reachable: {model.list_models()}")
+    else:
+        from cai_engine.models.local import resolve_local_path
+
+        print(f"ready: {resolve_local_path(spec, store.home)}")
+    return 0
+
+
+def cmd_models_chat(args) -> int:
+    from cai_engine.models import SamplingParams, load_model
+
+    store = _store(args)
+    model = load_model(args.model, store.home)
+    conversation = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.message}
+    ]
+    sampling = SamplingParams(
+        temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed
+    )
+    (c,) = model.chat([conversation], sampling)
+    print(c.text)
+    print(
+        f"\n[{model.info().spec}: {c.prompt_tokens} prompt + {c.completion_tokens} completion tokens, "
+        f"{c.finish_reason}, {c.latency_s:.2f}s]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from cai_engine import jobs
+
+    config = {
+        "prompts": args.prompts,
+        "model": args.model,
+        "limit": args.limit,
+        "samples": args.samples,
+        "sampling": {
+            "temperature": args.temperature,
+            "max_new_tokens": args.max_new_tokens,
+            "seed": args.seed,
+        },
+    }
+    store = _store(args)
+    j = jobs.submit(store, "generate", config, label=args.label)
+    print(f"submitted {j.id}")
+    return follow(store, j) if args.wait else 0
+
+
+def cmd_vllm_serve(args) -> int:
+    import subprocess
+
+    from cai_engine import vllm_server
+    from cai_engine.models import EMBEDDED, parse_spec
+    from cai_engine.models.local import resolve_local_path
+
+    store = _store(args)
+    spec = parse_spec(args.model)
+    if spec.backend != "local":
+        from cai_engine.errors import CaiError
+
+        raise CaiError(
+            "vllm serve needs a local model (the embedded one, hf:<path> or model:<name>)"
+        )
+    model_dir = resolve_local_path(spec, store.home)
+    name = args.name or (EMBEDDED if spec.kind == "embedded" else Path(spec.model).name)
+    print(
+        f"serving {model_dir} as '{name}'; use the model spec:\n  {vllm_server.spec_for(name, args.port, args.host)}",
+        flush=True,
+    )
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", vllm_server.KV_CACHE_GB),
+    }
+    try:
+        return subprocess.call(
+            vllm_server.command(Path(model_dir), name, args.port, args.host), env=env
+        )
+    except KeyboardInterrupt:
+        return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -615,6 +741,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label")
     p.add_argument("--wait", action="store_true", help="follow it until it ends")
     p.set_defaults(func=cmd_jobs_submit)
+    md = sub.add_parser("models", help="list, prepare and try models")
+    msub = md.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = msub.add_parser("list", help="the embedded and trained models, and the other spec forms")
+    p.set_defaults(func=cmd_models_list)
+    p = msub.add_parser(
+        "pull",
+        help="prepare a model: convert the embedded one, download an hf id, or check a server",
+    )
+    p.add_argument("spec", nargs="?", default="smollm2-135m-instruct")
+    p.set_defaults(func=cmd_models_pull)
+    p = msub.add_parser("chat", help="one quick chat turn, to check a model works")
+    p.add_argument("message")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec")
+    p.add_argument("--system", help="a system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_chat)
+
+    p = sub.add_parser("generate", help="answer a prompt set with a model, as a job")
+    p.add_argument("--prompts", required=True, help="NAME or NAME:SPLIT, e.g. red-team:test")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec")
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--samples", type=int, default=1, help="answers per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label")
+    p.add_argument("--wait", action="store_true", help="follow it until it ends")
+    p.set_defaults(func=cmd_generate)
+
+    vl = sub.add_parser("vllm", help="run a local vLLM (CPU) server for the openai backend")
+    vsub = vl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = vsub.add_parser(
+        "serve", help="serve a local model (default: the embedded one) in the foreground"
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct", help="a local model spec")
+    p.add_argument("--name", help="served model name (default: the model's name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_vllm_serve)
     return parser
 
 

@@ -433,6 +433,26 @@ def import_prompt_set(
     return report
 
 
+def parse_prompt_ref(ref: str) -> tuple[str, str | None]:
+    """'red-team' -> ('red-team', None); 'red-team:test' -> ('red-team', 'test')."""
+    name, _, split = ref.strip().partition(":")
+    if split and split not in ("train", "test"):
+        raise CaiError(f"'{ref}': the split after ':' must be train or test, got '{split}'")
+    return name, split or None
+
+
+def select_prompts(
+    store, ref: str, limit: int | None = None, category: str | None = None
+) -> list[Prompt]:
+    """The prompts a job config names, in a fixed order; an empty selection is an error."""
+    name, split = parse_prompt_ref(ref)
+    prompts = store.get_prompts(name, split=split, category=category, limit=limit)
+    if not prompts:
+        what = f"'{ref}'" + (f" in category '{category}'" if category else "")
+        raise CaiError(f"prompt set {what} is empty after filtering; nothing to do")
+    return prompts
+
+
 def parse_mapping(items: list[str] | None) -> dict[str, str]:
     """Parse CLI `--column prompt=question` items into a mapping."""
     out = {}

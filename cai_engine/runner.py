@@ -83,6 +83,10 @@ class JobContext:
             self.run.write_status(**self._live)
             self._last_status = now
 
+    @property
+    def tokens(self) -> int:
+        return int(self._live.get("tokens") or 0)
+
     def add_tokens(self, n: int) -> None:
         self._live["tokens"] = int(self._live.get("tokens") or 0) + n
 
@@ -98,6 +102,10 @@ class JobContext:
         self.try_ingest()
         return path
 
+    def buffer(self, table: str, flush_rows: int = 64, flush_s: float = 2.0) -> ShardBuffer:
+        """Collect rows and write them as a shard every `flush_rows` rows or `flush_s` seconds."""
+        return ShardBuffer(self, table, flush_rows, flush_s)
+
     def try_ingest(self) -> None:
         from cai_engine.jobs import get_job, ingest
         from cai_engine.store import Store
@@ -111,6 +119,28 @@ class JobContext:
     def finish(self, state: str, error: str | None = None) -> None:
         self._live.update(state=state, error=error)
         self.run.write_status(**self._live)
+
+
+class ShardBuffer:
+    """Rows waiting to become a shard. `flush()` writes them; call it before raising, too,
+    so that finished work survives a failure."""
+
+    def __init__(self, ctx: JobContext, table: str, flush_rows: int, flush_s: float):
+        self.ctx, self.table = ctx, table
+        self.flush_rows, self.flush_s = flush_rows, flush_s
+        self.rows: list[dict] = []
+        self._since = time.monotonic()
+
+    def add(self, rows: list[dict]) -> None:
+        self.rows += rows
+        if len(self.rows) >= self.flush_rows or time.monotonic() - self._since >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.ctx.write_shard(self.table, self.rows)
+            self.rows = []
+        self._since = time.monotonic()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,3 +30,17 @@ def seeded_store(store) -> Store:
     """A store with the bundled constitutions and prompt sets installed."""
     install_bundled(store)
     return store
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer and chat template, built once per session."""
+    from cai_engine.models.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model_dir) -> str:
+    """The tiny model as a model spec string; float32 so results do not depend on the CPU."""
+    return f"hf:{tiny_model_dir}?dtype=float32"

@@ -61,6 +61,20 @@ COMMANDS = [
     ("prompts", "list"),
     ("prompts", "show"),
     ("prompts", "import"),
+    ("jobs",),
+    ("jobs", "list"),
+    ("jobs", "show"),
+    ("jobs", "logs"),
+    ("jobs", "cancel"),
+    ("jobs", "resume"),
+    ("jobs", "submit"),
+    ("models",),
+    ("models", "list"),
+    ("models", "pull"),
+    ("models", "chat"),
+    ("generate",),
+    ("vllm",),
+    ("vllm", "serve"),
 ]
 
 

@@ -78,7 +78,9 @@ class LocalModel(ChatModel):
     def __init__(self, spec: ModelSpec, home: Path):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # job logs get lines, not progress-bar redraws
         self.spec = spec
         path = resolve_local_path(spec, home)
         if spec.device == "auto":

@@ -99,6 +99,18 @@ class OpenAIModel(ChatModel):
                     time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
         raise ServerError(f"{url} failed after {attempts} attempt(s): {last}")
 
+    def list_models(self) -> list[str]:
+        """The served model names (GET /models): a reachability check."""
+        req = urllib.request.Request(f"{self.base_url}/models")
+        if self._key:
+            req.add_header("Authorization", f"Bearer {self._key}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.spec.timeout) as resp:
+                payload = json.loads(resp.read())
+            return [m["id"] for m in payload.get("data", [])]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ServerError(f"{self.base_url}/models is not reachable: {e}") from None
+
     # -- chat -------------------------------------------------------------------------------
 
     def _chat_one(self, conversation: Conversation, sampling: SamplingParams) -> Completion:

