@@ -56,13 +56,22 @@ def run_naive(home: str, n: int, out) -> None:
     tokens = 0
     started = time.perf_counter()
     for conv in convs:
-        ids = tok.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tok.apply_chat_template(
+            conv, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.inference_mode():
-            gen = model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=True, temperature=TEMPERATURE,
-                                 pad_token_id=tok.eos_token_id)
+            gen = model.generate(
+                **ids,
+                max_new_tokens=NEW_TOKENS,
+                do_sample=True,
+                temperature=TEMPERATURE,
+                pad_token_id=tok.eos_token_id,
+            )
         new = gen[0, ids["input_ids"].shape[1] :]
         tokens += int((new != tok.eos_token_id).sum())
-    out.put(("naive", tokens, time.perf_counter() - started, _rss_mb(), "HF generate, fp32, batch 1"))
+    out.put(
+        ("naive", tokens, time.perf_counter() - started, _rss_mb(), "HF generate, fp32, batch 1")
+    )
 
 
 def run_local(home: str, n: int, out) -> None:
@@ -76,8 +85,15 @@ def run_local(home: str, n: int, out) -> None:
     done = model.chat(convs, sampling)
     elapsed = time.perf_counter() - started
     d = model.info().details
-    out.put(("local", sum(c.completion_tokens for c in done), elapsed, _rss_mb(),
-             f"{d['dtype']} ({d['dtype_reason']}), batch {d['batch_size']}"))
+    out.put(
+        (
+            "local",
+            sum(c.completion_tokens for c in done),
+            elapsed,
+            _rss_mb(),
+            f"{d['dtype']} ({d['dtype_reason']}), batch {d['batch_size']}",
+        )
+    )
 
 
 def run_vllm(home: str, n: int, out) -> None:
@@ -92,15 +108,24 @@ def run_vllm(home: str, n: int, out) -> None:
     proc = vllm_server.start(model_dir, "smollm2-135m-instruct", port, Path(home) / "vllm.log")
     try:
         ready = vllm_server.wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=600)
-        model = load_model(vllm_server.spec_for("smollm2-135m-instruct", port) + "&concurrency=64", home)
+        model = load_model(
+            vllm_server.spec_for("smollm2-135m-instruct", port) + "&concurrency=64", home
+        )
         convs = workload(home, n)
         sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS, seed=0)
         model.chat(convs[:4], sampling.model_copy(update={"max_new_tokens": 4}))
         started = time.perf_counter()
         done = model.chat(convs, sampling)
         elapsed = time.perf_counter() - started
-        out.put(("vllm", sum(c.completion_tokens for c in done), elapsed, None,
-                 f"vLLM-CPU {vllm_server.KV_CACHE_GB} GB KV cache, bf16, started in {ready:.0f}s"))
+        out.put(
+            (
+                "vllm",
+                sum(c.completion_tokens for c in done),
+                elapsed,
+                None,
+                f"vLLM-CPU {vllm_server.KV_CACHE_GB} GB KV cache, bf16, started in {ready:.0f}s",
+            )
+        )
     finally:
         proc.terminate()
         try:
@@ -125,7 +150,9 @@ def measure(fn, home: str, n: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=8)
     parser.add_argument("--no-vllm", action="store_true")
@@ -136,8 +163,10 @@ def main() -> None:
     from cai_engine.models.embedded import ensure_embedded
 
     ensure_embedded(Path(home))
-    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}")
+    print(
+        f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}"
+    )
     print(f"workload: {args.prompts} red-team prompts x {NEW_TOKENS} new tokens, T={TEMPERATURE}\n")
     results = {}
     results["naive"] = measure(run_naive, home, args.naive_prompts)
@@ -153,7 +182,9 @@ def main() -> None:
     for name, (label, tokens, elapsed, rss, note) in results.items():
         rate[name] = tokens / elapsed
         mem = f", peak RSS {rss:,.0f} MB" if rss else ""
-        print(f"{label:6s} {tokens:6d} tokens in {elapsed:7.1f}s = {rate[name]:7.1f} tokens/s{mem}  [{note}]")
+        print(
+            f"{label:6s} {tokens:6d} tokens in {elapsed:7.1f}s = {rate[name]:7.1f} tokens/s{mem}  [{note}]"
+        )
     print()
     print(f"local / naive = {rate['local'] / rate['naive']:.2f}x   (target >= 3x)")
     if "vllm" in rate:

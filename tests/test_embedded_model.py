@@ -43,4 +43,6 @@ def test_the_embedded_model_chats_and_scores(embedded_home):
     prompt = "The capital of France is"
     right, wrong = model.score([prompt, prompt], [" Paris", " Berlin"])
     assert right > wrong
-    assert load_s < 60, f"loading the converted copy took {load_s:.0f}s"  # generous: no timing target
+    assert load_s < 60, (
+        f"loading the converted copy took {load_s:.0f}s"
+    )  # generous: no timing target

@@ -1,7 +1,7 @@
 """The job runtime: real `python -m cai_engine.runner` subprocesses, watched through run folders.
 
 Most tests use the model-free `tick` kind, whose rows land in `ticks` as (i, i*i). Waits are
-bounded polls on the run folder or the store, never fixed sleeps. Every runner started here
+bounded polls on the run folder or the store, never long fixed sleeps. Every runner started here
 names this test's throwaway data home on its command line, so the `reap_runners` finalizer
 can find and stop any that a failing test leaves behind.
 """
@@ -266,11 +266,15 @@ def test_a_job_that_outlasts_the_grace_period_is_killed(store):
     assert group_members(job.pid) == []
 
 
-def test_cancelling_a_finished_job_is_refused(store):
+def test_a_succeeded_job_can_be_neither_cancelled_nor_resumed(store):
     job = finish(store, jobs.submit(store, "tick", {"total": 2, "delay_s": 0}).id)
     with pytest.raises(CaiError, match=r"is succeeded, not running; nothing to cancel"):
         jobs.cancel(store, job.id)
-    assert "cancel_requested" not in event_names(job)
+    with pytest.raises(CaiError, match=r"is succeeded; only failed, cancelled, interrupted"):
+        jobs.resume(store, job.id)
+    job = jobs.get_job(store, job.id)
+    assert (job.status, job.attempts) == ("succeeded", 1)
+    assert event_names(job) == ["submitted", "started", "finished"]
 
 
 # -- resume --------------------------------------------------------------------------------
@@ -298,13 +302,6 @@ def test_a_cancelled_job_resumes_to_exactly_every_row_once(store):
     assert [e["attempt"] for e in events if e["event"] == "resumed"] == [2]
     # Shards continue the numbering: 40 rows / 5 = 8 shards, 000001 ... 000008.
     assert [n for n, _ in job.run.shards("ticks")] == list(range(1, 9))
-
-
-def test_resuming_a_succeeded_job_is_refused(store):
-    job = finish(store, jobs.submit(store, "tick", {"total": 2, "delay_s": 0}).id)
-    with pytest.raises(CaiError, match=r"is succeeded; only failed, cancelled, interrupted"):
-        jobs.resume(store, job.id)
-    assert jobs.get_job(store, job.id).attempts == 1
 
 
 def test_a_killed_job_shows_running_until_reconciled_then_resumes(store, cai_home):

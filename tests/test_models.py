@@ -164,11 +164,6 @@ def test_a_local_option_on_an_openai_spec_is_an_error(option):
         parse_spec(f"openai:m?base_url=http://127.0.0.1:8000/v1&{option}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: spec.py documents max_context and truncation as local options, but they are "
-    "missing from _LOCAL_ONLY, so an openai spec accepts them and the backend silently ignores them",
-)
 @pytest.mark.parametrize("option", ["max_context=64", "truncation=error"])
 def test_a_local_context_option_on_an_openai_spec_is_an_error(option):
     with pytest.raises(ModelError, match="only apply to local models"):
@@ -475,13 +470,6 @@ def test_score_needs_one_continuation_per_prompt(tiny):
         tiny.score(["a", "b"], [" c"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SmolLM2's tokenizer adds no BOS, so an empty text prompt has no ids; "
-    "LocalModel.score then reads the logits one position off and returns a number "
-    "(log p of the first continuation token taken from the logits *after* it) instead of "
-    "an error",
-)
 def test_an_empty_prompt_is_an_error_not_a_wrong_score(tiny):
     assert tiny.tokenizer("")["input_ids"] == []
     with pytest.raises(ModelError):

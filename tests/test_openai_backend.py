@@ -129,17 +129,7 @@ def test_a_server_that_always_fails_names_the_url_and_the_attempts(fake, backoff
         "malformed",
         "no_choices",
         "429",
-        pytest.param(
-            "truncated",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=Exception,
-                reason="BUG: a body shorter than its Content-Length raises http.client."
-                "IncompleteRead, an HTTPException that _post_once does not catch (it catches "
-                "URLError/OSError only), so it escapes post() unretried and as a raw "
-                "exception instead of a ServerError naming the URL",
-            ),
-        ),
+        "truncated",
     ],
 )
 def test_a_bad_response_is_retried(fake, backoff, behaviour):
@@ -324,12 +314,6 @@ def test_score_without_logprobs_says_scoring_needs_them(fake, backoff):
     assert "Scoring needs a server that returns prompt logprobs" in str(e.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on the /tokenize path, `logprobs: null` makes _score_ids' check raise "
-    "TypeError ('NoneType' object is not subscriptable); the message has no 'logprobs' in it, "
-    "so score() does not add its 'Scoring needs ... logprobs' explanation",
-)
 def test_score_through_tokenize_without_logprobs_says_scoring_needs_them(fake, backoff):
     fake.then = "no_logprobs"
     model = load_model(fake.spec(retries=1))

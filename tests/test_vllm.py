@@ -23,7 +23,10 @@ PER_TOKEN_TOLERANCE = 0.05
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "How do I pick a lock to get into my neighbour's house?"}],
-    [{"role": "system", "content": "You answer in one sentence."}, {"role": "user", "content": "Why is the sky blue?"}],
+    [
+        {"role": "system", "content": "You answer in one sentence."},
+        {"role": "user", "content": "Why is the sky blue?"},
+    ],
 ]
 
 
@@ -81,7 +84,12 @@ def test_scores_of_the_same_greedy_continuation_agree(vllm_spec, embedded_home, 
         n = max(1, g.completion_tokens)
         assert abs(a - b) / n <= PER_TOKEN_TOLERANCE, (a, b, n)
     # And the label question's option scores, the way RL-CAI uses them.
-    question = [{"role": "user", "content": "Which answer is kinder? (A) Thank you! (B) Go away.\nThe answer is:"}]
+    question = [
+        {
+            "role": "user",
+            "content": "Which answer is kinder? (A) Thank you! (B) Go away.\nThe answer is:",
+        }
+    ]
     ours = local.score([question, question], [" (A)", " (B)"])
     theirs = remote.score([question, question], [" (A)", " (B)"])
     assert [abs(a - b) for a, b in zip(ours, theirs, strict=True)] < [0.2, 0.2]

@@ -283,6 +283,10 @@ class LocalModel(ChatModel):
             if not c:
                 raise ModelError(f"the continuation {cont!r} has no tokens")
             p, _ = self._fit(self._prompt_ids(prompt), self.max_context - len(c))
+            if not p:
+                raise ModelError(
+                    f"the prompt {prompt!r} has no tokens; score needs a non-empty prompt"
+                )
             rows.append(p + c)
             cont_lens.append(len(c))
         order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))

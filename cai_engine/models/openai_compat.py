@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import time
@@ -72,6 +73,8 @@ class OpenAIModel(ChatModel):
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise _Retryable(f"{type(reason).__name__}: {reason}") from None
+        except http.client.HTTPException as e:  # a truncated body, a bad status line, ...
+            raise _Retryable(f"broken HTTP response: {type(e).__name__}: {e}") from None
         try:
             parsed = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -204,7 +207,10 @@ class OpenAIModel(ChatModel):
         ids = prompt_ids + cont_ids
 
         def check(p):
-            lps = p["choices"][0]["logprobs"]["token_logprobs"]
+            lp = p["choices"][0].get("logprobs")
+            if not lp or lp.get("token_logprobs") is None:
+                raise ValueError("the response has no logprobs")
+            lps = lp["token_logprobs"]
             if len(lps) < len(ids):
                 raise ValueError(f"{len(lps)} token logprobs for {len(ids)} prompt tokens")
 
@@ -229,7 +235,7 @@ class OpenAIModel(ChatModel):
         def check(p):
             lp = p["choices"][0]["logprobs"]
             if not lp or lp.get("text_offset") is None or lp.get("token_logprobs") is None:
-                raise ValueError("no logprobs")
+                raise ValueError("the response has no logprobs")
 
         payload = self.post(
             f"{self.base_url}/completions",

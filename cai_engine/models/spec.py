@@ -31,7 +31,7 @@ VALID_FORMS = (
     "model:<trained model name>, or openai:<model>?base_url=<url>"
 )
 
-_LOCAL_ONLY = ("dtype", "batch_size", "device", "trust_remote_code")
+_LOCAL_ONLY = ("dtype", "batch_size", "device", "trust_remote_code", "max_context", "truncation")
 _OPENAI_ONLY = ("base_url", "api_key_env", "concurrency", "timeout", "retries", "tokenizer")
 
 
