@@ -34,9 +34,12 @@ def run(ctx, config: GenerateConfig) -> None:
 
     prompts = select_prompts(ctx.store, config.prompts, config.limit)
     set_name, _ = parse_prompt_ref(config.prompts)
-    done = {(r["prompt_id"], r["sample"]) for r in ctx.run.read_shard_rows("generations")}
+    previous = ctx.run.read_shard_rows("generations")
+    done = {(r["prompt_id"], r["sample"]) for r in previous}
     total = len(prompts) * config.samples
-    ctx.progress(done=len(done), total=total, force=True)
+    # Counts come from the shards, not from status.json, which can lag them after a crash.
+    tokens = sum(r["completion_tokens"] for r in previous)
+    ctx.progress(done=len(done), total=total, tokens=tokens, force=True)
     todo = [(p, k) for k in range(config.samples) for p in prompts if (p.prompt_id, k) not in done]
     if not todo:
         return

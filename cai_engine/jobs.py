@@ -225,6 +225,15 @@ def reconcile(store) -> list[str]:
             if age < START_TIMEOUT:
                 continue  # being started right now
         final = job.live.get("state")
+        if not job.run.path.exists():
+            store.update_job(
+                job.id,
+                status="failed",
+                finished_at=datetime.now(),
+                error=f"its run folder {job.run_dir} is gone; submit the job again",
+            )
+            changed.append(job.id)
+            continue
         if final in ("succeeded", "failed", "cancelled"):
             fields = {"status": final, "error": job.live.get("error")}
         else:
@@ -283,6 +292,11 @@ def cancel(store, job_id: str, grace: float = CANCEL_GRACE) -> Job:
             job.run.event("killed", after_s=grace)
             while _process_is_job(job.pid, job.id):
                 time.sleep(0.05)
+        else:
+            try:  # the leader is gone; stragglers it started (data loaders, ranks) go too
+                os.killpg(job.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     live = job.run.status()
     if live.get("state") not in ("cancelled", "succeeded", "failed"):
         job.run.write_status(**{**live, "state": "cancelled"})

@@ -28,7 +28,8 @@ def run(ctx, config: TickConfig) -> None:
     start = max(done) + 1 if done else 0
     if start:
         ctx.event("resumed_from", rows=start)
-    ctx.progress(done=start, total=config.total, force=True)
+    # Counts come from the shards, not from status.json, which can lag them after a crash.
+    ctx.progress(done=start, total=config.total, tokens=len(done), force=True)
     batch: list[dict] = []
     for i in range(start, config.total):
         ctx.check_cancelled()  # abandons the unfinished batch: its rows were never written
