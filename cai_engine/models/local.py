@@ -6,13 +6,17 @@ How it gets its speed on a CPU (numbers in bench/generation.py):
 3. left padding, so every row of a batch decodes in step;
 4. scoring keeps only the logits it needs (`logits_to_keep`), never a full vocab x length tensor.
 
-Sampling is seeded per batch, so the same inputs, seed and batch size give the same text.
+Each conversation samples from its own generator, seeded by the call's seed and the
+conversation's content, so the same conversation and seed give the same text in any batch
+and after a resume. Decoding is our own loop
+(`decode.py`): it shares prompt prefixes and beats `generate` on a CPU.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +32,16 @@ from cai_engine.models.base import (
 )
 from cai_engine.models.spec import ModelSpec
 
-CPU_BATCH = 32  # measured best on 2 cores for a 135M model (bench/generation.py)
+CPU_BATCH = 64  # measured best on 2 cores for a 135M model (bench/generation.py)
 GPU_BATCH = 128
 TOKEN_BUDGET = {"cpu": 48 * 1024, "cuda": 512 * 1024}  # padded tokens per batch
+
+
+def row_seed(seed: int, conversation: Conversation) -> int:
+    """A conversation's own sampling seed, from the call's seed and its content: the same
+    conversation and seed give the same text in any batch, at any position, after a resume."""
+    key = f"{seed}:" + json.dumps(conversation, sort_keys=True, ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
 @functools.cache
@@ -183,8 +194,7 @@ class LocalModel(ChatModel):
         should_stop: Callable[[], bool] | None = None,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
     ) -> list[Completion]:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from cai_engine.models.decode import decode
 
         sampling = sampling or SamplingParams()
         room = self.max_context - sampling.max_new_tokens
@@ -199,52 +209,31 @@ class LocalModel(ChatModel):
             dropped.append(cut)
         order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
         results: list[Completion | None] = [None] * len(prompts)
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                stop = bool(should_stop and should_stop())
-                return torch.full(
-                    (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
-                )
-
+        stop_check = self._stop_check(sampling.stop) if sampling.stop else None
         start = 0
-        batch_no = 0
         while start < len(order):
             size = self.batch_size_for(len(prompts[order[start]]) + sampling.max_new_tokens)
             idx = order[start : start + size]
             start += size
             if should_stop and should_stop():
                 break
-            ids, mask = self._batch([prompts[i] for i in idx])
-            seed = int.from_bytes(
-                hashlib.sha256(f"{sampling.seed}:{batch_no}".encode()).digest()[:4], "big"
-            )
-            torch.manual_seed(seed)
-            batch_no += 1
-            greedy = sampling.temperature == 0
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=sampling.max_new_tokens,
-                    do_sample=not greedy,
-                    temperature=None if greedy else sampling.temperature,
-                    top_p=None if greedy else sampling.top_p,
-                    top_k=None,
-                    stop_strings=sampling.stop or None,
-                    tokenizer=self.tokenizer if sampling.stop else None,
-                    stopping_criteria=StoppingCriteriaList([_Stop()]) if should_stop else None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
+            decoded = decode(
+                self.model,
+                [prompts[i] for i in idx],
+                max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                seeds=[row_seed(sampling.seed, conversations[i]) for i in idx],
+                eos_ids=self.eos_ids,
+                pad_id=self.tokenizer.pad_token_id,
+                stop_check=stop_check,
+                should_stop=should_stop,
+            )
             latency = time.perf_counter() - t0
-            cancelled = bool(should_stop and should_stop())
             done = []
-            for row, i in enumerate(idx):
-                gen = out[row, ids.shape[1] :].tolist()
-                results[i] = self._completion(
-                    gen, len(prompts[i]), sampling, latency, dropped[i], cancelled
-                )
+            for i, d in zip(idx, decoded, strict=True):
+                results[i] = self._completion(d, len(prompts[i]), sampling, latency, dropped[i])
                 done.append(results[i])
             if on_batch:
                 on_batch(list(idx), done)
@@ -253,22 +242,27 @@ class LocalModel(ChatModel):
                 results[i] = Completion("", len(prompts[i]), 0, "cancelled", 0.0, dropped[i])
         return results  # type: ignore[return-value]
 
-    def _completion(self, gen, prompt_tokens, sampling, latency, dropped, cancelled) -> Completion:
-        finish = "length"
-        n = len(gen)
-        for k, tok in enumerate(gen):
-            if tok in self.eos_ids:
-                n, finish = k, "stop"
-                break
-        text = self.tokenizer.decode(gen[:n], skip_special_tokens=True)
+    def _stop_check(self, stops: list[str]):
+        """True once any stop string appears in the last few decoded tokens of a row."""
+        window = max(len(s) for s in stops) + 8  # tokens: each decodes to at least one char
+
+        def check(tokens: list[int]) -> bool:
+            tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+            return any(s in tail for s in stops)
+
+        return check
+
+    def _completion(self, d, prompt_tokens, sampling, latency, dropped) -> Completion:
+        tokens, finish = d.tokens, d.finish
+        n = len(tokens)
+        if tokens and tokens[-1] in self.eos_ids:
+            n -= 1  # the end-of-sequence token is counted, not shown
+        text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
         for stop in sampling.stop:
             cut = text.find(stop)
             if cut != -1:
                 text, finish = text[:cut], "stop"
-        if finish == "length" and cancelled and n < sampling.max_new_tokens:
-            finish = "cancelled"
-        used = n + (1 if finish == "stop" and n < len(gen) else 0)
-        return Completion(text, prompt_tokens, used, finish, latency, dropped)
+        return Completion(text, prompt_tokens, len(tokens), finish, latency, dropped)
 
     # -- score ------------------------------------------------------------------------------
 

@@ -1,0 +1,213 @@
+"""Our batched decode loop for transformers causal LMs; faster than `generate` on a CPU.
+
+Measured on 2 cores with SmolLM2-135M in bf16 (bench/generation.py), `generate` spends a
+large share of each step outside the model: a multinomial draw over the 49k vocabulary,
+cache concatenation, logits processors. This loop keeps only what we need:
+1. a shared prompt prefix (the system prompt, few-shot turns) is prefilled once and copied
+   into every row of the KV cache; rows are laid out [prefix | padding | own tokens], and
+   the attention mask hides the padding;
+2. the KV cache grows by doubling, not by concatenating every step;
+3. each row samples with its own seeded generator by inverse CDF, so a row's text does not
+   depend on which other rows share its batch;
+4. finished rows are dropped from the batch once enough of them have finished.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+MIN_SHARED_PREFIX = 8  # tokens; shorter common prefixes are not worth a separate prefill
+COMPACT_FRACTION = 8  # drop finished rows once 1/8 of the batch has finished
+
+
+class GrowingLayer(DynamicLayer):
+    """A KV-cache layer backed by a buffer that doubles when full (amortised O(1) appends)."""
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        self.device, self.dtype = key_states.device, key_states.dtype
+        self.length = 0
+        self._alloc(max(64, 2 * key_states.shape[-2]), key_states)
+        self.is_initialized = True
+
+    def _alloc(self, capacity: int, like) -> None:
+        shape = (*like.shape[:2], capacity, like.shape[-1])
+        keys = torch.empty(shape, dtype=self.dtype, device=self.device)
+        values = torch.empty(shape, dtype=self.dtype, device=self.device)
+        if getattr(self, "kbuf", None) is not None and self.length:
+            keys[:, :, : self.length] = self.kbuf[:, :, : self.length]
+            values[:, :, : self.length] = self.vbuf[:, :, : self.length]
+        self.kbuf, self.vbuf = keys, values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[-2]
+        if self.length + n > self.kbuf.shape[-2]:
+            self._alloc(max(2 * self.kbuf.shape[-2], self.length + n), self.kbuf)
+        self.kbuf[:, :, self.length : self.length + n] = key_states
+        self.vbuf[:, :, self.length : self.length + n] = value_states
+        self.length += n
+        self.keys = self.kbuf[:, :, : self.length]
+        self.values = self.vbuf[:, :, : self.length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def batch_select_indices(self, indices) -> None:
+        if self.is_initialized:
+            self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+            self.keys, self.values = self.kbuf[:, :, : self.length], self.vbuf[:, :, : self.length]
+
+    def expand_batch(self, size: int) -> None:
+        """Copy a batch-1 cache (a shared prefix) into `size` rows."""
+        if self.is_initialized:
+            self.kbuf = self.kbuf.expand(size, -1, -1, -1).contiguous()
+            self.vbuf = self.vbuf.expand(size, -1, -1, -1).contiguous()
+            self.keys, self.values = self.kbuf[:, :, : self.length], self.vbuf[:, :, : self.length]
+
+
+@dataclass
+class Decoded:
+    tokens: list[int]  # generated ids, up to and including the first end-of-sequence id
+    finish: str  # "stop" | "length" | "cancelled"
+
+
+def _cache_kwarg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        t = first[i]
+        if any(r[i] != t for r in rows):
+            return i
+    return n
+
+
+def sample(
+    logits, temperature: float, top_p: float, generators: list[torch.Generator]
+) -> torch.Tensor:
+    """One token per row. Each row draws from its own generator (inverse CDF)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    u = torch.cat([torch.rand(1, generator=g) for g in generators]).unsqueeze(-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        cdf = sorted_probs.cumsum(-1)
+        sorted_probs[(cdf - sorted_probs) > top_p] = 0.0  # keep the smallest set reaching top_p
+        cdf = sorted_probs.cumsum(-1)
+        pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1)
+        return order.gather(-1, pick).squeeze(-1)
+    cdf = probs.cumsum(-1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1).squeeze(-1)
+
+
+def decode(
+    model,
+    rows: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seeds: list[int],
+    eos_ids: set[int],
+    pad_id: int,
+    stop_check: Callable[[list[int]], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Decoded]:
+    """Generate for a batch of prompt token lists. `seeds[i]` seeds row i's sampling.
+
+    `stop_check(tokens)` is called with a row's generated tokens after each step and returns
+    True when a stop string has appeared.
+    """
+    device = next(model.parameters()).device
+    key = _cache_kwarg(model)
+    size = len(rows)
+    cache = Cache(layer_class_to_replicate=GrowingLayer)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    out: list[list[int]] = [[] for _ in range(size)]
+    finish = ["length"] * size
+
+    # 1) the shared prefix, once; then each row's own tokens after padding.
+    shared = common_prefix(rows) if size > 1 else 0
+    shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps at least one own token
+    with torch.inference_mode():
+        if shared > 0:
+            prefix = torch.tensor([rows[0][:shared]], device=device)
+            model(
+                input_ids=prefix,
+                position_ids=torch.arange(shared, device=device)[None],
+                use_cache=True,
+                logits_to_keep=1,
+                **{key: cache},
+            )
+            for layer in cache.layers:
+                layer.expand_batch(size)
+        tails = [r[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        ids = torch.full((size, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((size, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, t in enumerate(tails):
+            ids[i, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+            mask[i, shared + width - len(t) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{key: cache},
+        ).logits[:, -1]
+        batch = list(range(size))  # original row index of each batch row
+        done = [False] * size
+        last_pos = positions[:, -1:]
+
+        # 2) decode until every row has stopped.
+        for step in range(max_new_tokens):
+            if should_stop and should_stop():
+                for a in batch:
+                    if not done[a]:
+                        finish[a] = "cancelled"
+                break
+            nxt = sample(logits, temperature, top_p, [generators[a] for a in batch])
+            for j, a in enumerate(batch):
+                if done[a]:
+                    continue  # finished earlier, still in the batch until the next compaction
+                tok = int(nxt[j])
+                out[a].append(tok)
+                if tok in eos_ids or (stop_check and stop_check(out[a])):
+                    finish[a], done[a] = "stop", True
+            live = [j for j, a in enumerate(batch) if not done[a]]
+            if not live or step == max_new_tokens - 1:
+                break
+            if (len(batch) - len(live)) * COMPACT_FRACTION >= len(batch):
+                index = torch.tensor(live, device=device)
+                cache.batch_select_indices(index)
+                mask, last_pos, nxt = mask[index], last_pos[index], nxt[index]
+                batch = [batch[j] for j in live]
+            mask = torch.cat(
+                [mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1
+            )
+            last_pos = last_pos + 1
+            logits = model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=last_pos,
+                use_cache=True,
+                **{key: cache},
+            ).logits[:, -1]
+    return [Decoded(out[i], finish[i]) for i in range(size)]
