@@ -213,12 +213,14 @@ def reconcile(store) -> list[str]:
     """Settle jobs marked queued/running whose process is gone. Returns the ids changed.
 
     A job whose status.json reached a final state gets that state. Otherwise it becomes
-    `interrupted` when its kind can resume, else `failed`. Pending shards are ingested.
+    `interrupted` when its kind can resume, else `failed`. Every active job's finished
+    shards are ingested on the way, so whoever reads next sees them.
     """
     changed = []
     for row in store.job_rows(statuses=list(ACTIVE)):
         job = Job.from_row(row)
         if _process_is_job(job.pid, job.id):
+            ingest(store, job)  # readers ingest what a busy job could not: views stay live
             continue
         if job.status == "queued" and not job.pid:
             age = (datetime.now() - job.created_at).total_seconds()

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from cai_engine.errors import CaiError
 from cai_engine.home import db_path, runs_dir
 from cai_engine.jobs import JobConfigError
 from cai_engine.models import parse_spec
+from cai_engine.prompts import Prompt
 from cai_engine.runs import RunFolder
 
 DEADLINE = 30.0  # seconds any one wait may take before the test fails
@@ -621,3 +623,49 @@ def test_status_of_a_missing_or_half_written_file_is_empty(tmp_path):
     assert run.status() == {}
     run.write_status(state="running", done=3)
     assert run.status()["done"] == 3
+
+
+def test_shards_written_while_the_store_is_locked_are_ingested_by_the_next_reader(store, cai_home):
+    job = jobs.submit(store, "tick", {"total": 40, "shard_size": 5, "delay_s": 0.1})
+    wait_started(job)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('ok', flush=True); time.sleep(60)",
+         str(db_path(cai_home))],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        wait_shards(job, 2)  # the job goes on writing shards; it cannot ingest them
+    finally:
+        holder.kill()
+        holder.wait()
+    jobs.list_jobs(store)  # a reader: ingests whatever complete shards exist right now
+    rows = store.ticks(job.id)
+    assert len(rows) >= 10 and len(rows) % 5 == 0  # whole shards only
+    assert rows == squares(len(rows))
+    assert finish(store, job.id).status == "succeeded"
+    assert store.ticks(job.id) == squares(40)
+
+
+def test_a_prompt_longer_than_the_context_is_truncated_with_an_event(seeded_store, tiny_model_dir):
+    long = "Please read this carefully. " * 60  # about 360 tokens
+    seeded_store.add_prompts(
+        "long",
+        [Prompt("p-long", [{"role": "user", "content": long}])],
+        split_seed=1,
+        test_fraction=0.0,
+    )
+    spec = f"hf:{tiny_model_dir}?dtype=float32&max_context=128"
+    job = jobs.submit(
+        seeded_store,
+        "generate",
+        {"prompts": "long", "model": spec, "sampling": {"max_new_tokens": 8}},
+    )
+    job = finish(seeded_store, job.id)
+    assert job.status == "succeeded", job.error
+    (row,) = seeded_store.generations(job.id)
+    assert row["prompt_tokens"] == 120  # 128 - 8 new tokens
+    truncated = [e for e in job.run.events() if e["event"] == "truncated"]
+    assert truncated and truncated[0]["prompt_id"] == "p-long"
+    assert truncated[0]["tokens"] == row["truncated_tokens"] > 200

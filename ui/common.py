@@ -19,8 +19,11 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=])")
 @st.cache_resource(show_spinner=False)
 def get_store() -> Store:
     """One store object per studio process; it holds no connection between page runs."""
+    from cai_engine.jobs import reconcile
+
     store = Store()
     install_bundled(store)
+    reconcile(store)  # nothing left over from before a restart shows as running
     return store
 
 
