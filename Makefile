@@ -27,6 +27,7 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/cai init
+	$(VENV)/bin/cai models pull    # converts the embedded model once (about 30 s)
 	$(VENV)/bin/cai studio --port $(PORT)
 
 test: install
