@@ -38,6 +38,7 @@ START_TIMEOUT = 60.0  # a queued job with no process after this long never start
 
 # kind -> module that defines `JOB: JobKind`; imported only when that kind is used.
 KIND_MODULES: dict[str, str] = {
+    "critique": "cai_engine.critique",
     "generate": "cai_engine.generate",
     "tick": "cai_engine.tick",
 }

@@ -84,5 +84,14 @@ class ChatModel(ABC):
     @abstractmethod
     def info(self) -> ModelInfo: ...
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model can attend to, when known."""
+        return None
+
+    def count_tokens(self, conversation: Conversation) -> int | None:
+        """Prompt tokens of `conversation` with the generation prompt, when the backend can tell."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, memory)."""

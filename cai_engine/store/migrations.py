@@ -101,6 +101,33 @@ def m001_initial(con) -> None:
     )
     con.rows(
         """
+        CREATE TABLE traces (                 -- rows of `critique` jobs: one per step of a trace
+            job_id              VARCHAR NOT NULL,
+            prompt_set          VARCHAR NOT NULL,
+            prompt_id           VARCHAR NOT NULL,
+            sample              INTEGER NOT NULL,
+            round               INTEGER NOT NULL,  -- 0 for the initial answer, then 1..rounds
+            step                VARCHAR NOT NULL,  -- initial | critique | revision
+            principle_id        VARCHAR,           -- the principle drawn for this round
+            constitution        VARCHAR NOT NULL,  -- name
+            constitution_hash   VARCHAR NOT NULL,  -- the exact version
+            model               VARCHAR NOT NULL,
+            sampling            VARCHAR NOT NULL,  -- JSON of SamplingParams
+            seed                BIGINT NOT NULL,
+            text                VARCHAR NOT NULL,
+            prompt_tokens       INTEGER NOT NULL,
+            completion_tokens   INTEGER NOT NULL,
+            latency_s           DOUBLE NOT NULL,
+            finish_reason       VARCHAR NOT NULL,
+            truncated_tokens    INTEGER NOT NULL,
+            few_shots_dropped   INTEGER NOT NULL,  -- oldest few-shots left out to fit the context
+            flags               VARCHAR NOT NULL,  -- comma-separated: empty, skipped
+            PRIMARY KEY (job_id, prompt_id, sample, round, step)
+        )
+        """
+    )
+    con.rows(
+        """
         CREATE TABLE ticks (                  -- rows of the built-in `tick` job kind
             job_id  VARCHAR NOT NULL,
             i       INTEGER NOT NULL,
