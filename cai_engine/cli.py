@@ -576,6 +576,74 @@ def cmd_generate(args) -> int:
     return follow(store, j) if args.wait else 0
 
 
+def cmd_critique(args) -> int:
+    config = {
+        "constitution": args.constitution,
+        "prompts": args.prompts,
+        "model": args.model,
+        "rounds": args.rounds,
+        "limit": args.limit,
+        "samples": args.samples,
+        "seed": args.seed,
+        "few_shots": args.few_shots,
+        "skip_unchanged": args.skip_unchanged,
+        "principle_sampling": "per_prompt" if args.per_prompt else "per_round",
+        "principle": args.principle,
+        "sampling": {
+            "temperature": args.temperature,
+            "max_new_tokens": args.max_new_tokens,
+            "seed": args.seed,
+        },
+    }
+    from cai_engine.critique import submit
+
+    store = _store(args)
+    j = submit(store, config, args.label)
+    print(f"submitted {j.id}")
+    return follow(store, j) if args.wait else 0
+
+
+def cmd_export_sft(args) -> int:
+    from cai_engine.export import export_sft
+    from cai_engine.home import resolve_home
+
+    out = Path(args.out) if args.out else resolve_home(args.home) / "exports" / f"{args.job}-sft"
+    result = export_sft(
+        _store(args),
+        args.job,
+        out,
+        all_rounds=args.all_rounds,
+        fmt=args.format,
+        command=" ".join(["cai", *sys.argv[1:]]),
+        force=args.force,
+    )
+    print(result.summary())
+    return 0
+
+
+def cmd_export_prefs(args) -> int:
+    from cai_engine.errors import CaiError
+    from cai_engine.export import export_prefs_from_revisions
+    from cai_engine.home import resolve_home
+
+    if not args.from_revisions:
+        raise CaiError(
+            "say where preferences come from: --from-revisions (chosen = final revision, "
+            "rejected = initial answer)"
+        )
+    out = Path(args.out) if args.out else resolve_home(args.home) / "exports" / f"{args.job}-prefs"
+    result = export_prefs_from_revisions(
+        _store(args),
+        args.job,
+        out,
+        fmt=args.format,
+        command=" ".join(["cai", *sys.argv[1:]]),
+        force=args.force,
+    )
+    print(result.summary())
+    return 0
+
+
 def cmd_vllm_serve(args) -> int:
     import subprocess
 
@@ -771,6 +839,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label")
     p.add_argument("--wait", action="store_true", help="follow it until it ends")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "critique", help="SL-CAI: answer, critique and revise under a constitution, as a job"
+    )
+    p.add_argument("--constitution", required=True, help="NAME or NAME@VERSION, e.g. harmless@2")
+    p.add_argument("--prompts", required=True, help="NAME or NAME:SPLIT, e.g. red-team:train")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="critique→revision rounds (default: 2; the paper used 4)",
+    )
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--samples", type=int, default=1, help="traces per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--few-shots", type=int, default=2, help="few-shot examples to prepend (0 for none)"
+    )
+    p.add_argument(
+        "--per-prompt", action="store_true", help="one principle for all rounds of a prompt"
+    )
+    p.add_argument("--principle", help="use only this principle id")
+    p.add_argument(
+        "--skip-unchanged",
+        action="store_true",
+        help="skip the revision when the critique says no change is needed",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--label")
+    p.add_argument(
+        "--wait", action="store_true", help="follow it with a progress bar until it ends"
+    )
+    p.set_defaults(func=cmd_critique)
+
+    ex = sub.add_parser("export", help="write training data in TRL's formats, with a manifest")
+    esub = ex.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = esub.add_parser("sft", help='{"messages": [...]} with the final revision as the answer')
+    p.add_argument("--job", required=True, help="a critique job")
+    p.add_argument("--all-rounds", action="store_true", help="one example per round's revision")
+    p.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
+    p.add_argument("--out", help="output folder (default: <home>/exports/<job>-sft)")
+    p.add_argument("--force", action="store_true", help="replace an existing export folder")
+    p.set_defaults(func=cmd_export_sft)
+    p = esub.add_parser("prefs", help='{"prompt", "chosen", "rejected"} preference data')
+    p.add_argument("--job", required=True, help="a critique job")
+    p.add_argument(
+        "--from-revisions",
+        action="store_true",
+        help="chosen = final revision, rejected = initial answer",
+    )
+    p.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
+    p.add_argument("--out", help="output folder (default: <home>/exports/<job>-prefs)")
+    p.add_argument("--force", action="store_true", help="replace an existing export folder")
+    p.set_defaults(func=cmd_export_prefs)
 
     vl = sub.add_parser("vllm", help="run a local vLLM (CPU) server for the openai backend")
     vsub = vl.add_subparsers(dest="action", required=True, metavar="ACTION")

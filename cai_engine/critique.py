@@ -349,6 +349,23 @@ def _public(row: dict) -> dict:
 # -- the job --------------------------------------------------------------------------------
 
 
+def submit(store, config: dict, label: str | None = None):
+    """Check a critique config against the store, pin the constitution version, and submit.
+
+    Everything that can be checked before a process starts is: the config's keys and values,
+    the constitution (and that it has a principle to draw), and a non-empty prompt selection.
+    """
+    from cai_engine import jobs
+    from cai_engine.prompts import select_prompts
+
+    cfg = jobs.validate_config("critique", config)
+    version = store.get_version(cfg.constitution)
+    check_constitution(version.constitution, cfg)
+    select_prompts(store, cfg.prompts, cfg.limit)
+    pinned = {**config, "constitution": f"{version.name}@{version.hash[:12]}"}
+    return jobs.submit(store, "critique", pinned, label=label)
+
+
 def run(ctx, config: CritiqueConfig) -> None:
     from cai_engine.models import load_model
     from cai_engine.prompts import parse_prompt_ref, select_prompts

@@ -75,6 +75,10 @@ COMMANDS = [
     ("generate",),
     ("vllm",),
     ("vllm", "serve"),
+    ("critique",),
+    ("export",),
+    ("export", "sft"),
+    ("export", "prefs"),
 ]
 
 

@@ -18,6 +18,7 @@ nav = st.navigation(
         st.Page(PAGES / "home.py", title="Home", icon="🏠", default=True),
         st.Page(PAGES / "constitutions.py", title="Constitutions", icon="📜"),
         st.Page(PAGES / "prompts.py", title="Prompts", icon="💬"),
+        st.Page(PAGES / "traces.py", title="Traces", icon="🔁"),
         st.Page(PAGES / "jobs.py", title="Jobs", icon="⚙️"),
     ]
 )

@@ -1,0 +1,232 @@
+"""Exports: training data in TRL's formats, each with a manifest saying where it came from.
+
+- SFT: `{"messages": [...]}`, the prompt's turns then the final revision as the assistant
+  turn (`all_rounds`: one example per round's revision, as the paper trained on).
+- Preferences from revisions (the Hugging Face recipe's shortcut): `{"prompt": [...],
+  "chosen": [final revision], "rejected": [initial answer]}`.
+Formats: `jsonl` (data.jsonl), `parquet` (data.parquet) or `hf` (a `datasets` folder made
+with `save_to_disk`). `manifest.json` records the job, the constitution version hash, the
+model, the counts and the command that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cai_engine.errors import CaiError
+
+FORMATS = ("jsonl", "parquet", "hf")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    kind: str
+    examples: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{n} {why}" for why, n in self.skipped.items() if n)
+        return f"{self.examples} {self.kind} examples in {self.out}" + (
+            f" (skipped: {skipped})" if skipped else ""
+        )
+
+
+def _traces_by_key(rows: list[dict]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[(r["prompt_id"], r["sample"])].append(r)
+    return out
+
+
+def _critique_rows(store, job_id: str) -> tuple[object, list[dict]]:
+    from cai_engine import jobs
+
+    job = jobs.get_job(store, job_id)
+    if job.kind != "critique":
+        raise CaiError(f"job {job_id} is a {job.kind} job; this export needs a critique job")
+    jobs.ingest(store, job)
+    rows = store.traces(job_id)
+    if not rows:
+        raise CaiError(f"critique job {job_id} has no traces yet ({job.status})")
+    return job, rows
+
+
+def sft_examples(rows: list[dict], all_rounds: bool = False) -> tuple[list[dict], dict[str, int]]:
+    examples, skipped = [], {"incomplete traces": 0, "empty revisions": 0}
+    for trace in _traces_by_key(rows).values():
+        revisions = [r for r in trace if r["step"] == "revision"]
+        if not revisions:
+            skipped["incomplete traces"] += 1
+            continue
+        chosen = revisions if all_rounds else [max(revisions, key=lambda r: r["round"])]
+        for r in chosen:
+            if not r["text"].strip():
+                skipped["empty revisions"] += 1
+                continue
+            examples.append(
+                {
+                    "messages": r["prompt_messages"]
+                    + [{"role": "assistant", "content": r["text"]}],
+                    "prompt_id": r["prompt_id"],
+                    "round": int(r["round"]),
+                    "principle_id": r["principle_id"],
+                }
+            )
+    return examples, skipped
+
+
+def prefs_from_revisions(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    examples, skipped = [], {"incomplete traces": 0, "unchanged or empty": 0}
+    for trace in _traces_by_key(rows).values():
+        initial = next((r for r in trace if r["step"] == "initial"), None)
+        revisions = [r for r in trace if r["step"] == "revision"]
+        if initial is None or not revisions:
+            skipped["incomplete traces"] += 1
+            continue
+        final = max(revisions, key=lambda r: r["round"])
+        if (
+            not final["text"].strip()
+            or not initial["text"].strip()
+            or final["text"] == initial["text"]
+        ):
+            skipped["unchanged or empty"] += 1
+            continue
+        examples.append(
+            {
+                "prompt": initial["prompt_messages"],
+                "chosen": [{"role": "assistant", "content": final["text"]}],
+                "rejected": [{"role": "assistant", "content": initial["text"]}],
+                "prompt_id": initial["prompt_id"],
+                "principles": ",".join(r["principle_id"] for r in revisions if r["principle_id"]),
+            }
+        )
+    return examples, skipped
+
+
+def write_examples(
+    examples: list[dict], out: Path, fmt: str, manifest: dict, force: bool = False
+) -> list[str]:
+    if fmt not in FORMATS:
+        raise CaiError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise CaiError(
+                f"{out} already exists and is not empty; choose another --out or pass --force"
+            )
+        shutil.rmtree(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if fmt == "jsonl":
+        with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:
+            for e in examples:
+                f.write(json.dumps(e, ensure_ascii=False) + "\n")
+        files = ["data.jsonl"]
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(examples), tmp / "data.parquet")
+        files = ["data.parquet"]
+    else:
+        import datasets
+
+        datasets.Dataset.from_list(examples).save_to_disk(str(tmp / "dataset"))
+        files = ["dataset/"]
+    (tmp / "manifest.json").write_text(
+        json.dumps({**manifest, "files": files, "format": fmt}, indent=2)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)  # the export appears whole or not at all
+    return files
+
+
+def _manifest(
+    kind: str, job, rows: list[dict], examples: list[dict], skipped: dict, command: str, **extra
+) -> dict:
+    first = rows[0]
+    return {
+        "kind": kind,
+        "job": job.id,
+        "constitution": first["constitution"],
+        "constitution_hash": first["constitution_hash"],
+        "model": first["model"],
+        "prompt_set": first["prompt_set"],
+        "counts": {
+            "examples": len(examples),
+            "traces": len(_traces_by_key(rows)),
+            **{f"skipped {k}": v for k, v in skipped.items()},
+        },
+        "command": command,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def export_sft(
+    store, job_id: str, out: Path, *, all_rounds=False, fmt="jsonl", command="", force=False
+) -> ExportResult:
+    job, rows = _critique_rows(store, job_id)
+    examples, skipped = sft_examples(rows, all_rounds)
+    if not examples:
+        raise CaiError(f"critique job {job_id} has no finished revisions to export")
+    manifest = _manifest("sft", job, rows, examples, skipped, command, all_rounds=all_rounds)
+    write_examples(examples, Path(out), fmt, manifest, force)
+    return ExportResult(Path(out), "sft", len(examples), skipped, manifest)
+
+
+def export_prefs_from_revisions(
+    store, job_id: str, out: Path, *, fmt="jsonl", command="", force=False
+) -> ExportResult:
+    job, rows = _critique_rows(store, job_id)
+    examples, skipped = prefs_from_revisions(rows)
+    if not examples:
+        raise CaiError(f"critique job {job_id} has no revised traces to turn into preferences")
+    manifest = _manifest(
+        "prefs",
+        job,
+        rows,
+        examples,
+        skipped,
+        command,
+        source="revisions",
+        chosen="final revision",
+        rejected="initial answer",
+    )
+    write_examples(examples, Path(out), fmt, manifest, force)
+    return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
+
+
+def bundle(store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
+    """A zip of data.jsonl and manifest.json, for a download button."""
+    import io
+    import zipfile
+
+    job, rows = _critique_rows(store, job_id)
+    if kind == "sft":
+        examples, skipped = sft_examples(rows, all_rounds)
+        manifest = _manifest(
+            "sft", job, rows, examples, skipped, "studio download", all_rounds=all_rounds
+        )
+    else:
+        examples, skipped = prefs_from_revisions(rows)
+        manifest = _manifest(
+            "prefs", job, rows, examples, skipped, "studio download", source="revisions"
+        )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(
+            "data.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
+        )
+        zf.writestr(
+            "manifest.json",
+            json.dumps({**manifest, "files": ["data.jsonl"], "format": "jsonl"}, indent=2),
+        )
+    return buf.getvalue()

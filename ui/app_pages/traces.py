@@ -1,0 +1,285 @@
+"""Traces: launch critique jobs and watch the model critique and revise itself, live."""
+
+import pandas as pd
+import streamlit as st
+
+from cai_engine import critique, export, jobs, traces
+from cai_engine.errors import CaiError
+from cai_engine.models import EMBEDDED
+from ui.common import flash, get_store, md_escape, show_error, show_flash
+
+REFRESH_S = 2.0
+REWRITE = 0.6  # above this share of changed words a word diff is noise: show the new text
+store = get_store()
+
+pending = st.session_state.pop("_select_critique", None)
+if pending:
+    st.session_state["trace_job"] = pending
+
+st.title("Traces")
+show_flash()
+
+# -- launch ---------------------------------------------------------------------------------
+
+summaries = store.list_constitutions()
+sets = store.list_prompt_sets()
+with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="critique", limit=1)):
+    with st.form("critique_form"):
+        c1, c2 = st.columns(2)
+        con_name = c1.selectbox(
+            "Constitution", [s.name for s in summaries], key="crit_constitution"
+        )
+        versions = store.list_versions(con_name) if con_name else []
+        con_version = c2.selectbox(
+            "Version",
+            [v.seq for v in reversed(versions)],
+            key="crit_version",
+            help="The version is pinned in the job, so later edits do not change it.",
+        )
+        p1, p2 = st.columns(2)
+        set_name = p1.selectbox(
+            "Prompt set",
+            [s.name for s in sets],
+            key="crit_prompts",
+            index=[s.name for s in sets].index("red-team")
+            if any(s.name == "red-team" for s in sets)
+            else 0,
+        )
+        split = p2.selectbox("Split", ["train", "test", "all"], key="crit_split")
+        n1, n2, n3, n4 = st.columns(4)
+        rounds = n1.number_input("Rounds", 1, 16, 2, key="crit_rounds")
+        limit = n2.number_input("Limit (0 = all)", 0, 100_000, 16, key="crit_limit")
+        seed = n3.number_input("Seed", 0, 2**31 - 1, 0, key="crit_seed")
+        few_shots = n4.number_input("Few-shots", 0, 32, 2, key="crit_few_shots")
+        m1, m2 = st.columns([3, 1])
+        model = m1.text_input(
+            "Model", EMBEDDED, key="crit_model", help="A model spec; see `cai models list`."
+        )
+        max_new = m2.number_input("Max new tokens", 8, 4096, 160, key="crit_max_new")
+        submitted = st.form_submit_button("Start critique job", type="primary")
+    if submitted:
+        config = {
+            "constitution": f"{con_name}@{con_version}",
+            "prompts": set_name if split == "all" else f"{set_name}:{split}",
+            "model": model.strip(),
+            "rounds": int(rounds),
+            "limit": int(limit) or None,
+            "seed": int(seed),
+            "few_shots": int(few_shots),
+            "sampling": {"max_new_tokens": int(max_new), "seed": int(seed)},
+        }
+        try:
+            job = critique.submit(store, config)
+        except CaiError as e:
+            show_error(e, "Not started: ")
+        else:
+            flash(f"Started {job.id}.")
+            st.session_state["_select_critique"] = job.id
+            st.rerun()
+
+# -- pick a job -----------------------------------------------------------------------------
+
+critique_jobs = jobs.list_jobs(store, kind="critique")
+if not critique_jobs:
+    st.info("No critique jobs yet. Start one above, or with `cai critique`.")
+    st.stop()
+by_id = {j.id: j for j in critique_jobs}
+if st.session_state.get("trace_job") not in by_id:
+    st.session_state["trace_job"] = critique_jobs[0].id
+job_id = st.selectbox(
+    "Critique job",
+    list(by_id),
+    key="trace_job",
+    format_func=lambda i: (
+        f"{i} · {by_id[i].status} · {by_id[i].config.get('constitution')} · {by_id[i].config.get('prompts')}"
+    ),
+)
+running = by_id[job_id].status in jobs.ACTIVE
+
+
+@st.fragment(run_every=REFRESH_S if running else None)
+def live_traces(job_id: str) -> None:
+    jobs.reconcile(store)  # also ingests the shards the job has finished since last time
+    job = jobs.get_job(store, job_id)
+    if job.total:
+        rate = f" · {job.tokens / job.elapsed:.0f} tokens/s" if job.elapsed and job.tokens else ""
+        st.progress(
+            min(1.0, job.done / job.total), text=f"{job.status}: {job.done}/{job.total} steps{rate}"
+        )
+    if job.error:
+        st.error(md_escape(job.error), icon="⚠️")
+    if running and job.status not in jobs.ACTIVE:
+        st.rerun()  # finished: stop refreshing
+
+    all_traces = traces.group_traces(store.traces(job_id))
+    if not all_traces:
+        st.caption("No steps finished yet; they appear here as the job writes them.")
+        return
+
+    f1, f2, f3, f4 = st.columns([2, 1, 2, 3])
+    principles = sorted({p for t in all_traces for p in t.principles})
+    principle = f1.selectbox("Principle", ["all", *principles], key="trace_principle")
+    max_round = max((t.rounds_done for t in all_traces), default=0)
+    round_ = f2.selectbox("Round", ["all", *range(1, max(max_round, 1) + 1)], key="trace_round")
+    categories = sorted({t.category for t in all_traces if t.category})
+    category = f3.selectbox("Category", ["all", *categories], key="trace_category")
+    search = f4.text_input(
+        "Search", key="trace_search", placeholder="text in the prompt or any step"
+    )
+    shown = traces.filter_traces(
+        all_traces,
+        principle=None if principle == "all" else principle,
+        round_=None if round_ == "all" else int(round_),
+        category=None if category == "all" else category,
+        search=search or None,
+    )
+    st.caption(f"{len(shown)} of {len(all_traces)} traces")
+    table = pd.DataFrame(
+        [
+            {
+                "prompt": t.prompt_text,
+                "category": t.category,
+                "sample": t.sample,
+                "rounds": t.rounds_done,
+                "principles": ", ".join(t.principles),
+                "changed": t.changed,
+                "final answer": t.answers[-1]["text"] if t.answers else "",
+                "flags": ", ".join(sorted(t.flags)),
+            }
+            for t in shown
+        ],
+        columns=[
+            "prompt",
+            "category",
+            "sample",
+            "rounds",
+            "principles",
+            "changed",
+            "final answer",
+            "flags",
+        ],
+    )
+    picked = st.dataframe(
+        table,
+        hide_index=True,
+        key="trace_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "prompt": st.column_config.TextColumn(width="large"),
+            "final answer": st.column_config.TextColumn(width="large"),
+        },
+    )
+    rows = [r for r in (picked.selection.rows if picked else []) if r < len(shown)]
+    trace = shown[rows[0]] if rows else (shown[0] if shown else None)
+    if trace is not None:
+        show_trace(trace)
+
+    with st.expander("Per-principle statistics"):
+        st.dataframe(
+            pd.DataFrame(traces.principle_stats(all_traces)),
+            hide_index=True,
+            key="principle_stats",
+            column_config={
+                "changed_rate": st.column_config.NumberColumn("changed rate", format="percent"),
+                "mean_edit_size": st.column_config.NumberColumn(
+                    "mean edit size", format="%.2f", help="share of words changed"
+                ),
+            },
+        )
+
+
+def diff_markdown(old: str, new: str) -> str:
+    """Words removed in red and struck through, words added in green; all text escaped."""
+    parts = []
+    for op, text in traces.word_diff(old, new):
+        if op == "equal":
+            parts.append(md_escape(text))
+        elif text.strip():
+            body = md_escape(text.strip())
+            parts.append(
+                f":red-background[~~{body}~~] " if op == "delete" else f":green-background[{body}] "
+            )
+    return "".join(parts)
+
+
+def show_trace(trace) -> None:
+    st.subheader("Trace")
+    for m in trace.prompt:
+        with st.chat_message(m["role"]):
+            st.text(m["content"])
+    previous = None
+    for step in trace.steps:
+        if step["step"] == "initial":
+            st.markdown("**Initial answer**")
+            st.text(step["text"] or "(empty)")
+        elif step["step"] == "critique":
+            st.markdown(
+                f"**Round {step['round']} · critique** · principle `{step['principle_id']}`"
+            )  # a slug
+            st.text(step["text"] or "(empty)")
+        else:
+            skipped = "skipped" in (step.get("flags") or "")
+            note = " · skipped: the critique said no change was needed" if skipped else ""
+            st.markdown(f"**Round {step['round']} · revision**{note}")
+            size = traces.edit_size(previous, step["text"]) if previous is not None else 0.0
+            if previous is not None and step["text"] != previous and size <= REWRITE:
+                st.markdown(diff_markdown(previous, step["text"]))
+                st.caption(f"{size:.0%} of words changed (red: removed, green: added)")
+            else:
+                st.text(step["text"] or "(empty)")
+                if size > REWRITE:
+                    st.caption(f"rewritten: {size:.0%} of words changed")
+        if step["step"] in ("initial", "revision"):
+            previous = step["text"]
+        flags = [f for f in (step.get("flags") or "").split(",") if f and f != "skipped"]
+        if flags or step.get("few_shots_dropped") or step.get("truncated_tokens"):
+            st.caption(
+                ", ".join(
+                    flags
+                    + (
+                        [f"{step['few_shots_dropped']} few-shots dropped to fit"]
+                        if step.get("few_shots_dropped")
+                        else []
+                    )
+                    + (
+                        [f"{step['truncated_tokens']} prompt tokens truncated"]
+                        if step.get("truncated_tokens")
+                        else []
+                    )
+                )
+            )
+
+
+live_traces(job_id)
+
+st.subheader("Export")
+st.caption(
+    "TRL's conversational formats, each with a manifest (job, constitution hash, model, counts). "
+    "`cai export sft|prefs` writes JSONL, Parquet or a datasets folder."
+)
+e1, e2, e3 = st.columns(3)
+try:
+    e1.download_button(
+        "SFT (final revisions)",
+        export.bundle(store, job_id, "sft"),
+        file_name=f"{job_id}-sft.zip",
+        mime="application/zip",
+        key="dl_sft",
+    )
+    e2.download_button(
+        "SFT (every round)",
+        export.bundle(store, job_id, "sft", all_rounds=True),
+        file_name=f"{job_id}-sft-all-rounds.zip",
+        mime="application/zip",
+        key="dl_sft_all",
+    )
+    e3.download_button(
+        "Preferences (revision vs initial)",
+        export.bundle(store, job_id, "prefs"),
+        file_name=f"{job_id}-prefs.zip",
+        mime="application/zip",
+        key="dl_prefs",
+    )
+except CaiError as e:
+    st.caption(md_escape(f"Nothing to export yet: {e}"))
