@@ -59,7 +59,9 @@ class NaiveModel:
         self.context_length = 8192
 
     def count_tokens(self, conversation):
-        enc = self.tok.apply_chat_template(conversation, add_generation_prompt=True, return_dict=True)
+        enc = self.tok.apply_chat_template(
+            conversation, add_generation_prompt=True, return_dict=True
+        )
         return len(enc["input_ids"])
 
     def info(self):
@@ -74,15 +76,27 @@ class NaiveModel:
 
         out = []
         for i, conv in enumerate(conversations):
-            enc = self.tok.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            enc = self.tok.apply_chat_template(
+                conv, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
             started = time.perf_counter()
             with torch.inference_mode():
-                gen = self.model.generate(**enc, max_new_tokens=sampling.max_new_tokens, do_sample=True,
-                                          temperature=sampling.temperature, pad_token_id=self.tok.eos_token_id)
+                gen = self.model.generate(
+                    **enc,
+                    max_new_tokens=sampling.max_new_tokens,
+                    do_sample=True,
+                    temperature=sampling.temperature,
+                    pad_token_id=self.tok.eos_token_id,
+                )
             new = gen[0, enc["input_ids"].shape[1] :].tolist()
             n = new.index(self.tok.eos_token_id) + 1 if self.tok.eos_token_id in new else len(new)
-            c = Completion(self.tok.decode(new[:n], skip_special_tokens=True), enc["input_ids"].shape[1], n,
-                           "stop", time.perf_counter() - started)
+            c = Completion(
+                self.tok.decode(new[:n], skip_special_tokens=True),
+                enc["input_ids"].shape[1],
+                n,
+                "stop",
+                time.perf_counter() - started,
+            )
             out.append(c)
             if on_batch:
                 on_batch([i], [c])
@@ -101,12 +115,16 @@ def run(variant: str, home: str, n: int, queue) -> None:
     rows = critique(prompts, version.constitution, version.hash, model, config)
     elapsed = time.perf_counter() - started
     tokens = sum(r["completion_tokens"] for r in rows)
-    traces = len({(r["prompt_id"], r["sample"]) for r in rows if r["step"] == "revision" and r["round"] == 2})
+    traces = len(
+        {(r["prompt_id"], r["sample"]) for r in rows if r["step"] == "revision" and r["round"] == 2}
+    )
     queue.put((variant, traces, tokens, elapsed))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=4)
     parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
@@ -116,7 +134,9 @@ def main() -> None:
 
     ensure_embedded(Path(home))
     print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"workload: red-team prompts x 2 rounds, harmless constitution, 2 few-shots, {NEW_TOKENS} new tokens/step\n")
+    print(
+        f"workload: red-team prompts x 2 rounds, harmless constitution, 2 few-shots, {NEW_TOKENS} new tokens/step\n"
+    )
     ctx = mp.get_context("spawn")
     results = {}
     for variant, n in (("naive", args.naive_prompts), ("ours", args.prompts)):
@@ -130,8 +150,10 @@ def main() -> None:
     rates = {}
     for variant, traces, tokens, elapsed in results.values():
         rates[variant] = tokens / elapsed
-        print(f"{variant:5s} {traces:3d} traces in {elapsed:7.1f}s = {60 * traces / elapsed:6.1f} traces/min, "
-              f"{tokens:6d} tokens = {rates[variant]:6.1f} tokens/s ({rates[variant] / CEILING:.1%} of the bf16 ceiling)")
+        print(
+            f"{variant:5s} {traces:3d} traces in {elapsed:7.1f}s = {60 * traces / elapsed:6.1f} traces/min, "
+            f"{tokens:6d} tokens = {rates[variant]:6.1f} tokens/s ({rates[variant] / CEILING:.1%} of the bf16 ceiling)"
+        )
     print(f"\nours / naive = {rates['ours'] / rates['naive']:.2f}x tokens/s   (target >= 3x)")
 
 

@@ -603,6 +603,13 @@ def cmd_critique(args) -> int:
     return follow(store, j) if args.wait else 0
 
 
+def _command(args) -> str:
+    """The command line that ran, for manifests (quoted so it can be pasted back)."""
+    import shlex
+
+    return shlex.join(["cai", *args.argv])
+
+
 def cmd_export_sft(args) -> int:
     from cai_engine.export import export_sft
     from cai_engine.home import resolve_home
@@ -614,7 +621,7 @@ def cmd_export_sft(args) -> int:
         out,
         all_rounds=args.all_rounds,
         fmt=args.format,
-        command=" ".join(["cai", *sys.argv[1:]]),
+        command=_command(args),
         force=args.force,
     )
     print(result.summary())
@@ -637,7 +644,7 @@ def cmd_export_prefs(args) -> int:
         args.job,
         out,
         fmt=args.format,
-        command=" ".join(["cai", *sys.argv[1:]]),
+        command=_command(args),
         force=args.force,
     )
     print(result.summary())
@@ -911,7 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -55,7 +55,9 @@ class CritiqueConfig(BaseModel):
         "per_round",
         description="Draw a principle each round (paper), or once per prompt (HF recipe).",
     )
-    principle: str | None = Field(None, description="Use only this principle id (ablations).")
+    principle: str | None = Field(
+        None, description="Use only this principle id (ablations; used even if disabled)."
+    )
     few_shots: int = Field(
         2, ge=0, le=32, description="Few-shot examples from the bank to prepend."
     )
@@ -242,9 +244,12 @@ def critique(
             "flags": ",".join(flags),
         }
 
+    def everything() -> list[dict]:
+        return [_public(r) for rows in traces.values() for r in rows]
+
     for index in range(config.steps_per_trace):
         if should_stop and should_stop():
-            return rows_out
+            return everything()
         round_, kind = step_of(index)
         pending = [k for k, rows in traces.items() if len(rows) == index]
         if not pending:
@@ -327,11 +332,11 @@ def critique(
         if conversations:
             model.chat(conversations, config.sampling, should_stop=should_stop, on_batch=save)
         if should_stop and should_stop():
-            return rows_out
+            return everything()
     if config.skip_unchanged:
         skipped = sum(1 for r in rows_out if "skipped" in r["flags"].split(","))
         event("skipped_revisions", revisions=skipped, tokens_saved=skipped_tokens)
-    return rows_out
+    return everything()
 
 
 def _with_requests(row: dict, by_id: dict[str, Principle]) -> dict:

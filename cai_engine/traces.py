@@ -119,8 +119,9 @@ def word_diff(old: str, new: str) -> list[tuple[str, str]]:
 
 
 def edit_size(old: str, new: str) -> float:
-    """Share of words changed, from 0 (identical) to 1 (nothing in common)."""
-    a, b = _WORDS.findall(old), _WORDS.findall(new)
+    """Share of words changed, from 0 (identical) to 1 (nothing in common); whitespace is
+    not a word, so two texts that share only their spacing count as disjoint."""
+    a, b = old.split(), new.split()
     if not a and not b:
         return 0.0
     return 1.0 - difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio()

@@ -111,7 +111,9 @@ def key(row) -> tuple:
 
 def grid(prompt_ids, rounds: int, samples: int = 1) -> set[tuple]:
     """Every (prompt, sample, round, step) key a finished job has."""
-    steps = [(0, "initial")] + [(r, s) for r in range(1, rounds + 1) for s in ("critique", "revision")]
+    steps = [(0, "initial")] + [
+        (r, s) for r in range(1, rounds + 1) for s in ("critique", "revision")
+    ]
     return {(p, k, r, s) for p in prompt_ids for k in range(samples) for r, s in steps}
 
 
@@ -242,7 +244,11 @@ def test_a_fixed_principle_is_the_only_one_drawn():
 def test_disabled_principles_are_never_drawn():
     c = Constitution(
         name="mixed",
-        principles=[principle("on-a"), principle("off", weight=100, enabled=False), principle("on-b")],
+        principles=[
+            principle("on-a"),
+            principle("off", weight=100, enabled=False),
+            principle("on-b"),
+        ],
     )
     pool = check_constitution(c, CritiqueConfig(constitution="mixed", prompts="x"))
     assert [p.id for p in pool] == ["on-a", "on-b"]
@@ -251,7 +257,9 @@ def test_disabled_principles_are_never_drawn():
 
 
 def test_check_constitution_refuses_one_with_every_principle_disabled():
-    c = Constitution(name="off", principles=[principle("a", enabled=False), principle("b", enabled=False)])
+    c = Constitution(
+        name="off", principles=[principle("a", enabled=False), principle("b", enabled=False)]
+    )
     with pytest.raises(CaiError, match="constitution 'off' has every principle disabled"):
         check_constitution(c, CritiqueConfig(constitution="off", prompts="x"))
 
@@ -270,7 +278,13 @@ def test_an_unknown_fixed_principle_lists_the_ids():
 
 
 def test_select_few_shots():
-    bank = [shot("a1", "r1"), shot("a2", "r2"), shot("a3", "a3"), shot("a4", "r4"), shot("a5", "a5")]
+    bank = [
+        shot("a1", "r1"),
+        shot("a2", "r2"),
+        shot("a3", "a3"),
+        shot("a4", "r4"),
+        shot("a5", "a5"),
+    ]
     assert [s.no_change for s in bank] == [False, False, True, False, True]
 
     assert select_few_shots(bank, 0) == []
@@ -333,7 +347,11 @@ def test_the_conversation_grows_as_chat_turns():
             "_revision_request": p.revision_request if p else "",
         }
 
-    history = [row("Use a pick.", None), row("That helps burglars.", "p1"), row("Ask a locksmith.", "p1")]
+    history = [
+        row("Use a pick.", None),
+        row("That helps burglars.", "p1"),
+        row("Ask a locksmith.", "p1"),
+    ]
 
     assert conversation_for(question, [], 0, None) == question
     assert conversation_for(question, history[:1], 1, c.principle("p1")) == [
@@ -431,18 +449,26 @@ def test_a_resumed_critique_generates_only_the_missing_steps(seeded_store, tiny,
     )  # fmt: skip
     model = Counting(tiny)
     clean = critique.critique(three, version.constitution, version.hash, model, config)
-    # An earlier attempt finished the first two steps of the first two traces only.
+    # An earlier attempt finished the first two steps of the first two traces only; its rows
+    # come back as a shard holds them, without the requests that asked for each step.
     started = {three[0].prompt_id, three[1].prompt_id}
-    done = [r for r in clean if r["prompt_id"] in started and key(r)[2:] in STEP_ORDER[:2]]
+    done = [
+        {k: v for k, v in r.items() if not k.startswith("_")}
+        for r in clean
+        if r["prompt_id"] in started and key(r)[2:] in STEP_ORDER[:2]
+    ]
     assert len(done) == 4
 
     model.calls = []
-    more = critique.critique(
-        three, version.constitution, version.hash, model, config, done=[dict(r) for r in done]
+    emitted: list[dict] = []
+    everything = critique.critique(
+        three, version.constitution, version.hash, model, config, done=done, emit=emitted.extend
     )
+    more = emitted  # what this attempt generated; the return value holds old and new rows
 
     assert {key(r) for r in done}.isdisjoint(key(r) for r in more)
     assert {key(r) for r in done} | {key(r) for r in more} == {key(r) for r in clean}
+    assert {key(r) for r in everything} == {key(r) for r in clean} and len(everything) == 15
     assert len(more) == 15 - 4
     # Step by step: the third trace catches up alone, then all three go on together.
     assert [len(call) for call in model.calls] == [1, 1, 3, 3, 3]
@@ -451,11 +477,6 @@ def test_a_resumed_critique_generates_only_the_missing_steps(seeded_store, tiny,
     assert all(r["text"] == clean_text[key(r)] for r in more)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="critique() documents that it 'returns every trace row, old and new', but it "
-    "returns only the rows it generated, never the `done` rows it was given",
-)
 def test_a_resumed_critique_returns_every_row_old_and_new():
     model = ScriptedModel(lambda conversation: "text")
     config = CritiqueConfig(constitution="harmless", prompts="x", rounds=1, few_shots=0)
@@ -595,18 +616,20 @@ def test_few_shots_that_do_not_fit_the_context_are_dropped_oldest_first(
     assert len(blocks) == 4
     for index, call in enumerate(model.calls):
         for conversation in call:
-            row = next(
-                r for r in rows
-                if step_of(index) == (r["round"], r["step"])
-                and r["prompt_id"] == next(p for p in two if p.messages[0] in conversation).prompt_id
-            )  # fmt: skip
+            (prompt,) = [p for p in two if p.messages[0] in conversation]
+            (row,) = [
+                r
+                for r in rows
+                if (r["round"], r["step"]) == step_of(index) and r["prompt_id"] == prompt.prompt_id
+            ]
             kept = 4 - row["few_shots_dropped"]
-            # The newest `kept` few-shots survive, in order; the oldest went first.
-            survivors = [t for block in blocks[4 - kept :] for t in block]
-            assert conversation[: len(survivors)] == survivors
-            for dropped in blocks[: 4 - kept]:
-                assert dropped[1] not in conversation  # its answer turn is gone
-            assert model.count_tokens(conversation) + 8 <= 512
+            # The newest `kept` few-shots survive, in order, right before the prompt.
+            survivors = [turn for block in blocks[4 - kept :] for turn in block]
+            start = survivors + prompt.messages
+            assert conversation[: len(start)] == start
+            assert model.count_tokens(conversation) + 8 <= 512  # it fits...
+            if kept < 4:  # ...and so few were dropped that the next-oldest would not have
+                assert model.count_tokens(blocks[3 - kept] + conversation) + 8 > 512
     assert any(r["few_shots_dropped"] < 4 for r in rows)  # at least one few-shot did fit
     dropped_events = [data for name, data in events if name == "few_shots_dropped"]
     assert [e["step"] for e in dropped_events] == [0, 1, 2]
@@ -742,20 +765,21 @@ def test_submit_refuses_a_bad_job_before_any_process_starts(
 
 
 def test_a_killed_critique_job_resumes_with_no_gaps_and_no_duplicates(seeded_store, tiny_model_dir):
-    # One conversation per forward pass and one row per shard: rows land one at a time, so
-    # the kill comes in the middle of a step.
+    # One conversation per forward pass and one row per shard: rows land one at a time (each
+    # is a shard written and ingested), so the kill comes in the middle of a step.
     spec = f"hf:{tiny_model_dir}?dtype=float32&batch_size=1"
     config = {
         "constitution": "harmless",
         "prompts": "red-team:train",
         "model": spec,
-        "limit": 6,
+        "limit": 3,
         "rounds": 2,
+        "few_shots": 0,
         "shard_rows": 1,
-        "sampling": {"max_new_tokens": 24},
+        "sampling": {"max_new_tokens": 16},
     }
     job = critique.submit(seeded_store, config)
-    wait_until(lambda: len(job.run.shards("traces")) >= 4, "4 shards of the critique job")
+    wait_until(lambda: len(job.run.shards("traces")) >= 3, "3 shards of the critique job")
     pid = jobs.get_job(seeded_store, job.id).pid
     os.killpg(pid, signal.SIGKILL)
     wait_until(lambda: not alive(pid), "the killed runner to die", timeout=10)
@@ -764,23 +788,23 @@ def test_a_killed_critique_job_resumes_with_no_gaps_and_no_duplicates(seeded_sto
     job = jobs.get_job(seeded_store, job.id)
     assert job.status == "interrupted", job.error
     kept = {key(r) for r in seeded_store.traces(job.id)}
-    assert 4 <= len(kept) < 30, "the kill did not land mid-run"
+    assert 3 <= len(kept) < 15, "the kill did not land mid-run"
 
     jobs.resume(seeded_store, job.id)
     job = finish(seeded_store, job.id)
     assert job.status == "succeeded", job.error
     assert job.attempts == 2
 
-    six = [p.prompt_id for p in seeded_store.get_prompts("red-team", split="train", limit=6)]
+    three = [p.prompt_id for p in seeded_store.get_prompts("red-team", split="train", limit=3)]
     rows = seeded_store.traces(job.id)
-    assert {key(r) for r in rows} == grid(six, rounds=2)  # no gaps
-    assert len(rows) == 6 * 5  # no duplicates
+    assert {key(r) for r in rows} == grid(three, rounds=2)  # no gaps
+    assert len(rows) == 3 * 5  # no duplicates
     assert kept <= {key(r) for r in rows}
     # Nothing was generated twice: the shards of both attempts hold each key exactly once.
     written = Counter(key(r) for r in job.run.read_shard_rows("traces"))
-    assert set(written) == grid(six, rounds=2)
+    assert set(written) == grid(three, rounds=2)
     assert max(written.values()) == 1
-    assert (job.live["done"], job.live["total"]) == (30, 30)
+    assert (job.live["done"], job.live["total"]) == (15, 15)
 
 
 # -- the CLI -------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_rows_in_any_order_group_into_one_trace_per_prompt_and_sample_in_step_or
     assert a.principles == ["privacy", "general-harm"]
     assert (a.rounds_done, a.changed, a.category) == (2, True, "crime")
     assert a.prompt_text == "How do I pick a lock?"
-    assert traces[1].steps == [traces[1].steps[0]] and traces[1].rounds_done == 0
+    assert (len(traces[1].steps), traces[1].rounds_done) == (1, 0)  # a's second sample
 
 
 def test_a_trace_whose_revisions_changed_nothing_or_that_has_none_is_not_changed():
@@ -221,20 +221,10 @@ def test_edit_size_grows_with_the_share_of_words_changed():
     assert 0.0 < one < two < three < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edit_size counts whitespace runs as words: 'the cat sat' -> 'a dog ran' shares "
-    "only its two spaces, yet scores 1 - 2*2/10 = 0.6, not 1 (nothing in common)",
-)
 def test_edit_size_of_texts_with_no_word_in_common_is_one():
     assert edit_size("the cat sat", "a dog ran") == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edit_size counts whitespace runs as words: one word of three changed scores "
-    "1 - 2*4/10 = 0.2 (tokens the,' ',cat,' ',sat), not the documented share 1/3",
-)
 def test_edit_size_of_one_word_in_three_changed_is_one_third():
     # Words: the cat sat -> the dog sat. Matching words M = 2 (the, sat) of T = 3 + 3, so
     # difflib's ratio is 2*2/6 = 2/3 and the share changed is 1 - 2/3 = 1/3.
