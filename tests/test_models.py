@@ -487,8 +487,9 @@ def test_dtype_auto_measures_and_says_why(tiny_model_dir, home):
     model = load_model(f"hf:{tiny_model_dir}", home)
     details = model.info().details
     native = cpu_has_bf16()
-    # bf16 when the CPU has bf16 instructions and bf16 is not slower, or when it is 1.5x faster.
-    expected = "bfloat16" if (native and speedup >= 1.0) or speedup >= 1.5 else "float32"
+    # bf16 when the CPU has bf16 instructions and bf16 is not clearly slower (0.7x), or when
+    # it is 1.5x faster.
+    expected = "bfloat16" if (native and speedup >= 0.7) or speedup >= 1.5 else "float32"
     assert details["dtype"] == expected
     assert details["dtype_reason"].startswith(f"bf16 matmul measured {speedup:.1f}x fp32")
     assert details["device"] == "cpu" or details["device"].startswith("cuda")
