@@ -212,11 +212,15 @@ def bundle(store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
     job, rows = _critique_rows(store, job_id)
     if kind == "sft":
         examples, skipped = sft_examples(rows, all_rounds)
+        if not examples:
+            raise CaiError(f"critique job {job_id} has no finished revisions to export")
         manifest = _manifest(
             "sft", job, rows, examples, skipped, "studio download", all_rounds=all_rounds
         )
     else:
         examples, skipped = prefs_from_revisions(rows)
+        if not examples:
+            raise CaiError(f"critique job {job_id} has no revised traces to turn into preferences")
         manifest = _manifest(
             "prefs", job, rows, examples, skipped, "studio download", source="revisions"
         )

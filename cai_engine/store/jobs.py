@@ -15,6 +15,11 @@ _UPDATABLE = {"status", "pid", "attempts", "started_at", "finished_at", "error"}
 INGESTIBLE_TABLES = frozenset({"ticks", "generations", "traces"})
 
 
+def _none_for_nan(value):
+    """pandas turns a missing value beside present ones into NaN; callers expect None."""
+    return None if isinstance(value, float) and value != value else value
+
+
 class JobQueries:
     def insert_job(
         self, job_id: str, kind: str, config: dict, run_dir: str, label: str | None
@@ -121,7 +126,7 @@ class JobQueries:
                 """,
                 [job_id],
             )
-        rows = frame.to_dict("records")
+        rows = [{k: _none_for_nan(v) for k, v in r.items()} for r in frame.to_dict("records")]
         for r in rows:
             r["prompt_messages"] = json.loads(r["prompt_messages"]) if r["prompt_messages"] else []
         return rows

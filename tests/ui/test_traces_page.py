@@ -159,6 +159,11 @@ def successes(at: AppTest) -> list[str]:
     return [md_unescape(s.value) for s in at.success]
 
 
+def tokens_rate(job: jobs.Job) -> str:
+    """The progress text's rate suffix, as the page computes it from the same job."""
+    return f" · {job.tokens / job.elapsed:.0f} tokens/s" if job.elapsed and job.tokens else ""
+
+
 # -- launching ------------------------------------------------------------------------------
 
 
@@ -173,9 +178,7 @@ def test_with_no_critique_jobs_the_form_is_open_and_the_page_says_so(store):
     assert len(at.download_button) == 0
 
 
-def test_submitting_the_form_starts_a_pinned_job_selects_it_and_shows_its_traces(
-    store, tiny_spec
-):
+def test_submitting_the_form_starts_a_pinned_job_selects_it_and_shows_its_traces(store, tiny_spec):
     at = run_page()
     fill_form(
         at,
@@ -224,11 +227,6 @@ def test_submitting_the_form_starts_a_pinned_job_selects_it_and_shows_its_traces
     assert [b.label for b in at.download_button] == DOWNLOADS
 
 
-def tokens_rate(job: jobs.Job) -> str:
-    """The progress text's rate suffix, as the page computes it from the same job."""
-    return f" · {job.tokens / job.elapsed:.0f} tokens/s" if job.elapsed and job.tokens else ""
-
-
 @pytest.mark.parametrize(
     ("model", "problem"),
     [
@@ -252,7 +250,6 @@ def test_a_bad_model_spec_shows_an_error_and_starts_nothing(store, model, proble
 def test_a_prompt_split_with_nothing_in_it_starts_nothing(store):
     import_prompt_set(store, ("one.jsonl", b'{"prompt": "Hello.", "split": "train"}\n'), "one")
     at = run_page()
-    at.run()  # so the picker offers the new set
     fill_form(at, prompts="one", split="test", model="hf:whatever")
     submit_form(at)
 
@@ -423,25 +420,24 @@ def test_model_text_is_shown_as_text_not_markup(store, fake):
 
     # The revision differs from the initial answer in its last word only, so it is shown as
     # a word diff in markdown. Words: answer, to:, Say, <script>alert(1)</script>, <img,
-    # src=x, onerror=alert(1)>, **bold**, please|again = 9 words + 8 spaces = 17 pieces a
-    # side, 16 equal: ratio 2*16/34 = 0.941, so 1 - 0.941 = 6% of words changed.
-    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=])", r"\\\1", f"answer to: Say {PAYLOAD} ")
-    diff = escaped + ":red-background[~~please~~] :green-background[again]"  # st.markdown strips
+    # src=x, onerror=alert(1)>, **bold**, please|again = 9 a side, 8 equal: ratio
+    # 2*8/18 = 0.889, so 1 - 0.889 = 11% of words changed.
+    # Equal words are escaped; the changed ones are struck through or highlighted.
+    assert PAYLOAD == "<script>alert(1)</script> <img src=x onerror=alert(1)> **bold**"
+    diff = (
+        r"answer to\: Say \<script\>alert\(1\)\</script\> \<img src\=x onerror\=alert\(1\)\>"
+        r" \*\*bold\*\* :red-background[~~please~~] :green-background[again]"
+    )
     assert diff in [m.value for m in at.markdown]
-    assert "6% of words changed (red: removed, green: added)" in [c.value for c in at.caption]
+    assert "11% of words changed (red: removed, green: added)" in [c.value for c in at.caption]
     assert [s for s in markdown_strings(at) if UNESCAPED.search(s)] == []
 
 
 # -- known bugs -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Constitution and Version sit in one st.form, so picking a constitution does not "
-    "rerun the page: Version keeps offering the previously shown constitution's versions, "
-    "and a newer version of the picked one cannot be chosen before a job is started",
-)
-def test_choosing_a_constitution_in_the_form_offers_its_versions(store, tiny_spec):
+def test_choosing_a_constitution_in_the_form_offers_its_versions(seeded_store, tiny_spec):
+    store = seeded_store
     harmless = store.get_version("harmless@1")
     retitled = harmless.constitution.model_copy(update={"description": "Harmless, v2."})
     v2, created = store.save_constitution(retitled, parent_hash=harmless.hash, note="v2")
@@ -469,12 +465,6 @@ def _import_and_run(store, fake, set_name: str, lines: list[dict], **config) -> 
     return finish(store, job.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.traces() reads categories through a pandas frame, where a missing category "
-    "next to present ones is NaN, not None; NaN is truthy, so the page's "
-    "sorted({t.category ... if t.category}) compares float with str and raises TypeError",
-)
 def test_a_prompt_set_with_some_uncategorised_prompts_shows_its_traces(store, fake):
     install_bundled(store)
     prompts = [
@@ -491,12 +481,6 @@ def test_a_prompt_set_with_some_uncategorised_prompts_shows_its_traces(store, fa
     assert count_caption(at) == "1 of 2 traces"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export.bundle() raises only when a job has no trace rows at all; with initial "
-    "answers but no revision it returns zips of 0 examples, so the page offers three empty "
-    "downloads where `cai export` says 'no finished revisions to export'",
-)
 def test_a_job_with_no_revision_yet_offers_nothing_to_export(store, fake):
     install_bundled(store)
     fake.plan = ["ok"]  # the initial answer; then every request (the critique) fails

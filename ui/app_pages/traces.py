@@ -24,18 +24,17 @@ show_flash()
 summaries = store.list_constitutions()
 sets = store.list_prompt_sets()
 with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="critique", limit=1)):
+    # Outside the form: picking a constitution must update the versions offered.
+    c1, c2 = st.columns(2)
+    con_name = c1.selectbox("Constitution", [s.name for s in summaries], key="crit_constitution")
+    versions = store.list_versions(con_name) if con_name else []
+    con_version = c2.selectbox(
+        "Version",
+        [v.seq for v in reversed(versions)],
+        key="crit_version",
+        help="The version is pinned in the job, so later edits do not change it.",
+    )
     with st.form("critique_form"):
-        c1, c2 = st.columns(2)
-        con_name = c1.selectbox(
-            "Constitution", [s.name for s in summaries], key="crit_constitution"
-        )
-        versions = store.list_versions(con_name) if con_name else []
-        con_version = c2.selectbox(
-            "Version",
-            [v.seq for v in reversed(versions)],
-            key="crit_version",
-            help="The version is pinned in the job, so later edits do not change it.",
-        )
         p1, p2 = st.columns(2)
         set_name = p1.selectbox(
             "Prompt set",
@@ -114,6 +113,7 @@ def live_traces(job_id: str) -> None:
     all_traces = traces.group_traces(store.traces(job_id))
     if not all_traces:
         st.caption("No steps finished yet; they appear here as the job writes them.")
+        export_section(job_id)
         return
 
     f1, f2, f3, f4 = st.columns([2, 1, 2, 3])
@@ -187,6 +187,34 @@ def live_traces(job_id: str) -> None:
                 ),
             },
         )
+    export_section(job_id)
+
+
+def export_section(job_id: str) -> None:
+    """Downloads of what the job has finished so far (redrawn with the traces while it runs)."""
+    st.subheader("Export")
+    st.caption(
+        "TRL's conversational formats, each with a manifest (job, constitution hash, model, counts). "
+        "`cai export sft|prefs` writes JSONL, Parquet or a datasets folder."
+    )
+    columns = st.columns(3)
+    offers = [
+        ("SFT (final revisions)", "sft", False, "sft", "dl_sft"),
+        ("SFT (every round)", "sft", True, "sft-all-rounds", "dl_sft_all"),
+        ("Preferences (revision vs initial)", "prefs", False, "prefs", "dl_prefs"),
+    ]
+    missing = []
+    for column, (label, kind, all_rounds, suffix, key) in zip(columns, offers, strict=True):
+        try:
+            data = export.bundle(store, job_id, kind, all_rounds=all_rounds)
+        except CaiError as e:
+            missing.append(str(e))
+            continue
+        column.download_button(
+            label, data, file_name=f"{job_id}-{suffix}.zip", mime="application/zip", key=key
+        )
+    if missing:
+        st.caption(md_escape(f"Nothing to export yet: {missing[0]}"))
 
 
 def diff_markdown(old: str, new: str) -> str:
@@ -252,34 +280,3 @@ def show_trace(trace) -> None:
 
 
 live_traces(job_id)
-
-st.subheader("Export")
-st.caption(
-    "TRL's conversational formats, each with a manifest (job, constitution hash, model, counts). "
-    "`cai export sft|prefs` writes JSONL, Parquet or a datasets folder."
-)
-e1, e2, e3 = st.columns(3)
-try:
-    e1.download_button(
-        "SFT (final revisions)",
-        export.bundle(store, job_id, "sft"),
-        file_name=f"{job_id}-sft.zip",
-        mime="application/zip",
-        key="dl_sft",
-    )
-    e2.download_button(
-        "SFT (every round)",
-        export.bundle(store, job_id, "sft", all_rounds=True),
-        file_name=f"{job_id}-sft-all-rounds.zip",
-        mime="application/zip",
-        key="dl_sft_all",
-    )
-    e3.download_button(
-        "Preferences (revision vs initial)",
-        export.bundle(store, job_id, "prefs"),
-        file_name=f"{job_id}-prefs.zip",
-        mime="application/zip",
-        key="dl_prefs",
-    )
-except CaiError as e:
-    st.caption(md_escape(f"Nothing to export yet: {e}"))
