@@ -97,7 +97,8 @@ def test_a_job_started_from_the_form_fills_the_page_while_it_runs(studio, cai_ho
         wait_for_app(page)
         page.get_by_text(f"Round {ROUNDS} · revision", exact=True).wait_for()
         assert traces_caption(page) == f"{LIMIT} of {LIMIT} traces"
-        page.get_by_role("button", name="SFT (final revisions)").wait_for()
+        # .first: while a fragment rerun replaces its elements, the old button can linger a moment
+        page.get_by_role("button", name="SFT (final revisions)").first.wait_for()
 
     store = Store(cai_home)
     (row,) = store.job_rows()
@@ -144,6 +145,11 @@ def test_exports_follow_the_traces_while_the_job_runs(studio, cai_home, fake):
         page.wait_for_timeout(5_000)  # two more polls of the fragment
         # 1 prompt, 2 rounds: 5 steps, of which round 1 is 3; the 4th is held by the server.
         page.get_by_text(re.compile(r"^running: 3/5 steps")).wait_for(timeout=1_000)
-        downloads = page.get_by_role("button", name="SFT (final revisions)").count()
+        # Wait out a rerun that is replacing the section (old and new copies side by side).
+        for _ in range(50):
+            downloads = page.get_by_role("button", name="SFT (final revisions)").count()
+            if downloads <= 1:
+                break
+            page.wait_for_timeout(100)
         stale = page.get_by_text("no traces yet (running)").count()
         assert (downloads, stale) == (1, 0)
