@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -36,6 +34,7 @@ from cai_engine.home import BUNDLED_CONSTITUTIONS, runs_dir
 from cai_engine.jobs import JobConfigError
 from cai_engine.models import Completion, ModelInfo, load_model, parse_spec
 from cai_engine.prompts import Prompt
+from tests.runners import alive, kill_runners, runner_pids, wait_until
 
 DEADLINE = 90.0  # seconds any one wait on a job may take before the test fails
 HARMLESS = load_constitution(BUNDLED_CONSTITUTIONS / "harmless.yaml")
@@ -45,57 +44,10 @@ STEP_ORDER = [(0, "initial"), (1, "critique"), (1, "revision"), (2, "critique"),
 # -- helpers (the runner-reaping pattern of test_jobs.py) ----------------------------------
 
 
-def wait_until(predicate, what: str, timeout: float = DEADLINE, poll: float = 0.02):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
-
-
 def finish(store, job_id: str, timeout: float = DEADLINE) -> jobs.Job:
     job = jobs.wait(store, job_id, timeout=timeout, poll=0.2)
     assert job.status not in jobs.ACTIVE, f"{job_id} still {job.status} after {timeout:.0f}s"
     return job
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def runner_pids(home: Path) -> list[int]:
-    """Live runner processes working for data home `home` (its path is on their cmdline)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if b"cai_engine.runner" in argv and str(home).encode() in argv and alive(int(name)):
-            found.append(int(name))
-    return found
-
-
-def kill_runners(home: Path) -> None:
-    for pid in runner_pids(home):
-        try:
-            if os.getpgid(pid) == pid:  # its own session (start_new_session): only its group
-                os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not runner_pids(home), "leftover runners to die", timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import time
 import zipfile
 from pathlib import Path
 
@@ -24,40 +22,9 @@ from cai_engine.cli import main
 from cai_engine.errors import CaiError, NotFoundError
 from cai_engine.models import parse_spec
 from cai_engine.store import Store
+from tests.runners import kill_runners
 
 DEADLINE = 90.0
-
-
-def runner_pids(home: Path) -> list[int]:
-    """Live runner processes working for data home `home` (its path is on their cmdline)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if b"cai_engine.runner" in argv and str(home).encode() in argv and not zombie:
-            found.append(int(name))
-    return found
-
-
-def kill_runners(home: Path) -> None:
-    """SIGKILL the process group of every runner still working for `home`, and wait."""
-    for pid in runner_pids(home):
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    end = time.monotonic() + 10
-    while runner_pids(home):
-        assert time.monotonic() < end, "leftover runners did not die"
-        time.sleep(0.05)
 
 
 def finish(store, job_id: str) -> jobs.Job:
