@@ -9,29 +9,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from cai_engine import jobs
-from tests.test_jobs import finish, kill_runners, squares, wait_shards
+from tests.test_jobs import finish, squares, wait_shards
 
 PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "jobs.py"
-
-
-@pytest.fixture(autouse=True)
-def fresh_store_cache():
-    """`get_store` is an `st.cache_resource`; each test has its own CAI_HOME, so drop the old store."""
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-
-
-@pytest.fixture(autouse=True)
-def reap_runners(cai_home):
-    """No job process started by a test (or by the page) outlives it."""
-    yield
-    kill_runners(cai_home)
 
 
 def run_page() -> AppTest:

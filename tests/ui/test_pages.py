@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import (
@@ -36,14 +35,6 @@ PAGES = ROOT / "ui" / "app_pages"
 PAYLOAD = "<script>alert(1)</script> <img src=x onerror=alert(1)> **bold**"
 # Any of these in a string handed to the markdown renderer means the payload was not escaped.
 UNESCAPED = re.compile(r"(?<!\\)<(?:script|img)|(?<!\\)\*\*bold")
-
-
-@pytest.fixture(autouse=True)
-def fresh_store_cache():
-    """`get_store` is an `st.cache_resource`; each test has its own CAI_HOME, so drop the old store."""
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
 
 
 def run_page(page: str) -> AppTest:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from cai_engine import critique, jobs, traces
@@ -32,21 +31,6 @@ from tests.ui.test_pages import PAYLOAD, UNESCAPED, markdown_strings, md_unescap
 PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "traces.py"
 NO_JOBS = "No critique jobs yet. Start one above, or with `cai critique`."
 DOWNLOADS = ["SFT (final revisions)", "SFT (every round)", "Preferences (revision vs initial)"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_store_cache():
-    """`get_store` is an `st.cache_resource`; each test has its own CAI_HOME, so drop the old store."""
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-
-
-@pytest.fixture(autouse=True)
-def reap_runners(cai_home):
-    """No job process started by a test (or by the page) outlives it."""
-    yield
-    kill_runners(cai_home)
 
 
 @pytest.fixture(scope="module")
