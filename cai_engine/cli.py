@@ -603,6 +603,129 @@ def cmd_critique(args) -> int:
     return follow(store, j) if args.wait else 0
 
 
+def cmd_pairs(args) -> int:
+    from cai_engine.feedback import submit_pairs
+
+    config = {
+        "prompts": args.prompts,
+        "from_critique": args.from_critique,
+        "model": args.model,
+        "samples": args.samples,
+        "limit": args.limit,
+        "seed": args.seed,
+        "sampling": {
+            "temperature": args.temperature,
+            "max_new_tokens": args.max_new_tokens,
+            "seed": args.seed,
+        },
+    }
+    store = _store(args)
+    j = submit_pairs(store, config, args.label)
+    print(f"submitted {j.id}")
+    return follow(store, j) if args.wait else 0
+
+
+def cmd_label(args) -> int:
+    from cai_engine.feedback import submit_labels
+
+    config = {
+        "pairs": args.pairs,
+        "constitution": args.constitution,
+        "model": args.model,
+        "both_orders": args.both_orders,
+        "cot": args.cot,
+        "few_shots": args.few_shots,
+        "principle": args.principle,
+        "limit": args.limit,
+        "seed": args.seed,
+    }
+    if args.clamp:
+        config["clamp"] = _clamp_arg(args.clamp)
+    store = _store(args)
+    j = submit_labels(store, config, args.label)
+    print(f"submitted {j.id}")
+    return follow(store, j) if args.wait else 0
+
+
+def _clamp_arg(text: str) -> list[float]:
+    from cai_engine.errors import CaiError
+
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise CaiError(f"--clamp takes LOW,HIGH such as 0.4,0.6, not '{text}'") from None
+    return [lo, hi]
+
+
+def _label_job_rows(store, job_id: str):
+    from cai_engine import jobs
+    from cai_engine.errors import CaiError
+
+    job = jobs.get_job(store, job_id)
+    if job.kind != "label":
+        raise CaiError(f"job {job_id} is a {job.kind} job; --labels needs a label job")
+    jobs.ingest(store, job)
+    return job, store.labels(job_id)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def cmd_review_stats(args) -> int:
+    from cai_engine import review
+
+    store = _store(args)
+    job, labels = _label_job_rows(store, args.labels)
+    a = review.agreement(labels, store.reviews(job.id))
+    kappa = "–" if a.kappa is None else f"{a.kappa:.3f}"
+    print(f"label job {job.id} ({job.status}): {len(labels)} labels")
+    print(
+        f"position consistency: {_pct(a.consistency_rate)}; first-shown response won "
+        f"{_pct(a.first_position_rate)} of orders"
+        + ("  ** position bias detected **" if a.position_bias else "")
+    )
+    print(
+        f"reviewed: {a.reviews} verdicts ({a.ties} tie, {a.both_bad} both bad, "
+        f"{a.ai_ties} on AI ties); decisive: {a.decisive}"
+    )
+    print(f"agreement with the AI: {_pct(a.rate)} ({a.agree}/{a.decisive}); Cohen's kappa: {kappa}")
+    if a.by_principle:
+        print("\nby principle:")
+        rows = [
+            [r["principle"], r["reviewed"], r["agree"], _pct(r["rate"])] for r in a.by_principle
+        ]
+        print(_table(rows, ["principle", "decisive", "agree", "rate"]))
+    print("\ncalibration (AI confidence vs human agreement):")
+    rows = [[r["confidence"], r["reviewed"], _pct(r["agreement"])] for r in a.calibration]
+    print(_table(rows, ["confidence", "decisive", "agreement"]))
+    print("\nper principle:")
+    rows = [[r["principle"], r["labels"], r["reviewed"], r["remaining"]] for r in a.strata]
+    print(_table(rows, ["principle", "labels", "reviewed", "remaining"]))
+    return 0
+
+
+def cmd_review_add(args) -> int:
+    from cai_engine import review
+
+    store = _store(args)
+    _label_job_rows(store, args.labels)
+    review_id = review.record(
+        store,
+        args.labels,
+        args.prompt_id,
+        args.pair,
+        args.reviewer,
+        args.verdict,
+        "AB",
+        args.note,
+    )
+    print(
+        f"recorded {args.verdict} on {args.prompt_id}/{args.pair} by {args.reviewer} ({review_id})"
+    )
+    return 0
+
+
 def _command(args) -> str:
     """The command line that ran, for manifests (quoted so it can be pasted back)."""
     import shlex
@@ -630,13 +753,36 @@ def cmd_export_sft(args) -> int:
 
 def cmd_export_prefs(args) -> int:
     from cai_engine.errors import CaiError
-    from cai_engine.export import export_prefs_from_revisions
+    from cai_engine.export import PrefFilters, export_prefs_from_labels, export_prefs_from_revisions
     from cai_engine.home import resolve_home
 
+    if bool(args.labels) == bool(args.job):
+        raise CaiError(
+            "say where preferences come from: --labels <label job> (AI labels, human verdicts "
+            "override them), or --job <critique job> --from-revisions"
+        )
+    if args.labels:
+        if args.from_revisions:
+            raise CaiError("--from-revisions goes with --job (a critique job), not --labels")
+        if not 0.0 <= args.min_confidence <= 1.0:
+            raise CaiError(f"--min-confidence must be between 0 and 1, not {args.min_confidence}")
+        name = f"{args.labels}-prefs"
+        out = Path(args.out) if args.out else resolve_home(args.home) / "exports" / name
+        result = export_prefs_from_labels(
+            _store(args),
+            args.labels,
+            out,
+            filters=PrefFilters(args.drop_ties, args.drop_inconsistent, args.min_confidence),
+            fmt=args.format,
+            command=_command(args),
+            force=args.force,
+        )
+        print(result.summary())
+        return 0
     if not args.from_revisions:
         raise CaiError(
             "say where preferences come from: --from-revisions (chosen = final revision, "
-            "rejected = initial answer)"
+            "rejected = initial answer), or --labels <label job>"
         )
     out = Path(args.out) if args.out else resolve_home(args.home) / "exports" / f"{args.job}-prefs"
     result = export_prefs_from_revisions(
@@ -882,6 +1028,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_critique)
 
+    p = sub.add_parser("pairs", help="RL-CAI: pairs of answers to label, as a job")
+    p.add_argument("--prompts", help="NAME or NAME:SPLIT to sample answers for")
+    p.add_argument(
+        "--from-critique", metavar="JOB", help="pair each trace's initial answer with its revision"
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec that answers")
+    p.add_argument(
+        "--samples", type=int, default=2, help="answers per prompt; every two form a pair"
+    )
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label")
+    p.add_argument("--wait", action="store_true", help="follow it until it ends")
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("label", help="RL-CAI: soft AI preference labels for a pairs job, as a job")
+    p.add_argument("--pairs", required=True, metavar="JOB", help="the pairs job to label")
+    p.add_argument("--constitution", required=True, help="NAME or NAME@VERSION")
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="feedback model spec (local or openai)"
+    )
+    p.add_argument(
+        "--both-orders",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score each pair as given and swapped (default), or --no-both-orders",
+    )
+    p.add_argument(
+        "--one-order", dest="both_orders", action="store_false", help="score only as given"
+    )
+    p.add_argument("--cot", action="store_true", help="reason step by step before answering")
+    p.add_argument("--clamp", help="clamp chain-of-thought probabilities (default: 0.4,0.6)")
+    p.add_argument(
+        "--few-shots", type=int, default=2, help="labelled comparisons to prepend (0 for none)"
+    )
+    p.add_argument("--principle", help="use only this principle id")
+    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label")
+    p.add_argument("--wait", action="store_true", help="follow it until it ends")
+    p.set_defaults(func=cmd_label)
+
+    rv = sub.add_parser("review", help="human spot-checks of AI labels")
+    rsub = rv.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = rsub.add_parser("stats", help="agreement, kappa, calibration and position consistency")
+    p.add_argument("--labels", required=True, metavar="JOB", help="a label job")
+    p.set_defaults(func=cmd_review_stats)
+    p = rsub.add_parser("add", help="record a verdict (appended; earlier ones are kept)")
+    p.add_argument("--labels", required=True, metavar="JOB", help="a label job")
+    p.add_argument("--prompt-id", required=True)
+    p.add_argument("--pair", type=int, required=True)
+    p.add_argument("--verdict", required=True, choices=["A", "B", "tie", "both_bad", "skip"])
+    p.add_argument("--reviewer", required=True)
+    p.add_argument("--note")
+    p.set_defaults(func=cmd_review_add)
+
     ex = sub.add_parser("export", help="write training data in TRL's formats, with a manifest")
     esub = ex.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = esub.add_parser("sft", help='{"messages": [...]} with the final revision as the answer')
@@ -891,12 +1095,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <home>/exports/<job>-sft)")
     p.add_argument("--force", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export_sft)
-    p = esub.add_parser("prefs", help='{"prompt", "chosen", "rejected"} preference data')
-    p.add_argument("--job", required=True, help="a critique job")
+    p = esub.add_parser("prefs", help='{"prompt", "chosen", "rejected", "score"} preference data')
+    p.add_argument("--labels", help="a label job: AI labels, human verdicts override them")
+    p.add_argument("--job", help="a critique job (with --from-revisions)")
     p.add_argument(
         "--from-revisions",
         action="store_true",
         help="chosen = final revision, rejected = initial answer",
+    )
+    p.add_argument(
+        "--drop-ties", action="store_true", help="leave out ties (otherwise kept with score 0.5)"
+    )
+    p.add_argument(
+        "--drop-inconsistent",
+        action="store_true",
+        help="leave out AI labels whose two orders disagree",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        help="leave out AI labels below this confidence, |p - 0.5| x 2 (default: 0)",
     )
     p.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
     p.add_argument("--out", help="output folder (default: <home>/exports/<job>-prefs)")

@@ -206,9 +206,6 @@ def export_prefs_from_revisions(
 
 def bundle(store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
     """A zip of data.jsonl and manifest.json, for a download button."""
-    import io
-    import zipfile
-
     job, rows = _critique_rows(store, job_id)
     if kind == "sft":
         examples, skipped = sft_examples(rows, all_rounds)
@@ -224,6 +221,152 @@ def bundle(store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
         manifest = _manifest(
             "prefs", job, rows, examples, skipped, "studio download", source="revisions"
         )
+    return zip_examples(examples, manifest)
+
+
+# -- preferences from AI labels (RL-CAI) ----------------------------------------------------
+
+
+@dataclass
+class PrefFilters:
+    drop_ties: bool = False  # AI ties (soft label 0.5) and human tie / both-bad verdicts
+    drop_inconsistent: bool = False  # AI labels whose two orders disagree (unless reviewed)
+    min_confidence: float = 0.0  # AI labels below this confidence (unless reviewed)
+
+
+def prefs_from_labels(
+    labels: list[dict], reviews: list[dict], filters: PrefFilters | None = None
+) -> tuple[list[dict], dict[str, int]]:
+    """TRL preference rows from AI labels, with human verdicts overriding the AI.
+
+    `score` is the probability that `chosen` is the better response: max(p, 1 - p) of the
+    AI's soft label p, or 1.0 for a human A/B verdict. A tie (an AI soft label of exactly
+    0.5, or a human "tie" or "both bad") is kept with score 0.5 and response A as `chosen`,
+    which a soft-label loss reads as "equally good"; `drop_ties` leaves ties out. The
+    confidence and consistency filters apply to AI labels only: a human verdict is kept.
+    """
+    from cai_engine.review import human_verdicts
+
+    filters = filters or PrefFilters()
+    human = human_verdicts(reviews)
+    examples = []
+    skipped = {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 0}
+    for r in labels:
+        verdict = human.get((r["prompt_id"], int(r["pair"])))
+        if verdict is not None:
+            source = "human"
+            winner = verdict["verdict"] if verdict["verdict"] in ("A", "B") else "tie"
+            score = 1.0 if winner != "tie" else 0.5
+        else:
+            if r["soft_label"] is None:
+                skipped["unscored"] += 1
+                continue
+            if filters.drop_inconsistent and r["consistent"] is False:
+                skipped["inconsistent"] += 1
+                continue
+            if r["confidence"] < filters.min_confidence:
+                skipped["below confidence"] += 1
+                continue
+            source, winner = "ai", r["winner"]
+            score = max(r["soft_label"], 1.0 - r["soft_label"])
+        if winner == "tie" and filters.drop_ties:
+            skipped["ties"] += 1
+            continue
+        chosen, rejected = (
+            (r["response_b"], r["response_a"])
+            if winner == "B"
+            else (r["response_a"], r["response_b"])
+        )
+        examples.append(
+            {
+                "prompt": r["prompt_messages"],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "score": float(score),
+                "label_source": source,
+                "principle_id": r["principle_id"],
+                "consistent": r["consistent"],
+                "prompt_id": r["prompt_id"],
+                "pair": int(r["pair"]),
+            }
+        )
+    return examples, skipped
+
+
+def _label_rows(store, job_id: str) -> tuple[object, list[dict]]:
+    from cai_engine import jobs
+
+    job = jobs.get_job(store, job_id)
+    if job.kind != "label":
+        raise CaiError(f"job {job_id} is a {job.kind} job; --labels needs a label job")
+    jobs.ingest(store, job)
+    rows = store.labels(job_id)
+    if not rows:
+        raise CaiError(f"label job {job_id} has no labels yet ({job.status})")
+    return job, rows
+
+
+def _labels_manifest(job, rows, examples, skipped, filters, command) -> dict:
+    first = rows[0]
+    return {
+        "kind": "prefs",
+        "source": "labels",
+        "job": job.id,
+        "pairs_job": first["pairs_job"],
+        "constitution": first["constitution"],
+        "constitution_hash": first["constitution_hash"],
+        "feedback_model": first["model"],
+        "policy_model": first.get("pair_model"),
+        "mode": first["mode"],
+        "prompt_set": first["prompt_set"],
+        "filters": {
+            "drop_ties": filters.drop_ties,
+            "drop_inconsistent": filters.drop_inconsistent,
+            "min_confidence": filters.min_confidence,
+        },
+        "counts": {
+            "examples": len(examples),
+            "labels": len(rows),
+            "human": sum(e["label_source"] == "human" for e in examples),
+            **{f"skipped {k}": v for k, v in skipped.items()},
+        },
+        "score": "probability that chosen is better (soft label; 1.0 for a human verdict)",
+        "command": command,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def labelled_prefs(store, job_id: str, filters: PrefFilters | None = None, command: str = ""):
+    """(examples, manifest) for a label job's preference export."""
+    filters = filters or PrefFilters()
+    job, rows = _label_rows(store, job_id)
+    examples, skipped = prefs_from_labels(rows, store.reviews(job_id), filters)
+    if not examples:
+        dropped = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+        raise CaiError(
+            f"label job {job_id} leaves no preference pairs to export (dropped: {dropped})"
+        )
+    return examples, _labels_manifest(job, rows, examples, skipped, filters, command)
+
+
+def export_prefs_from_labels(
+    store, job_id: str, out: Path, *, filters=None, fmt="jsonl", command="", force=False
+) -> ExportResult:
+    examples, manifest = labelled_prefs(store, job_id, filters, command)
+    write_examples(examples, Path(out), fmt, manifest, force)
+    skipped = {
+        k.removeprefix("skipped "): v
+        for k, v in manifest["counts"].items()
+        if k.startswith("skipped ")
+    }
+    return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
+
+
+def zip_examples(examples: list[dict], manifest: dict) -> bytes:
+    """A zip of data.jsonl and manifest.json, for a download button."""
+    import io
+    import zipfile
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(

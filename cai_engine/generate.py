@@ -29,32 +29,33 @@ class GenerateConfig(BaseModel):
         return str(parse_spec(value))
 
 
-def run(ctx, config: GenerateConfig) -> None:
-    from cai_engine.prompts import parse_prompt_ref, select_prompts
-
-    prompts = select_prompts(ctx.store, config.prompts, config.limit)
-    set_name, _ = parse_prompt_ref(config.prompts)
+def generate_answers(
+    ctx, prompts: list, set_name: str, model_spec: str, sampling, samples: int, shard_rows: int
+) -> list[dict]:
+    """Answer `prompts` `samples` times into the job's `generations` shards, continuing from
+    what the shards already hold; returns every row, old and new. Progress counts answers."""
     previous = ctx.run.read_shard_rows("generations")
     done = {(r["prompt_id"], r["sample"]) for r in previous}
-    total = len(prompts) * config.samples
+    total = len(prompts) * samples
     # Counts come from the shards, not from status.json, which can lag them after a crash.
     tokens = sum(r["completion_tokens"] for r in previous)
     ctx.progress(done=len(done), total=total, tokens=tokens, force=True)
-    todo = [(p, k) for k in range(config.samples) for p in prompts if (p.prompt_id, k) not in done]
+    todo = [(p, k) for k in range(samples) for p in prompts if (p.prompt_id, k) not in done]
     if not todo:
-        return
-    model = load_model(config.model, ctx.store.home)
+        return previous
+    model = load_model(model_spec, ctx.store.home)
     ctx.event("model_loaded", **model.info().details)
-    out = ctx.buffer("generations", flush_rows=config.shard_rows)
+    out = ctx.buffer("generations", flush_rows=shard_rows)
+    new_rows: list[dict] = []
     finished = len(done)
     try:
-        for k in range(config.samples):
+        for k in range(samples):
             batch = [p for p, s in todo if s == k]
             if not batch:
                 continue
-            sampling = config.sampling.model_copy(update={"seed": config.sampling.seed + k})
+            params = sampling.model_copy(update={"seed": sampling.seed + k})
 
-            def save(indices, completions, batch=batch, sampling=sampling, k=k):
+            def save(indices, completions, batch=batch, params=params, k=k):
                 nonlocal finished
                 rows = []
                 for i, c in zip(indices, completions, strict=True):
@@ -70,9 +71,9 @@ def run(ctx, config: GenerateConfig) -> None:
                             "prompt_set": set_name,
                             "prompt_id": batch[i].prompt_id,
                             "sample": k,
-                            "model": config.model,
-                            "sampling": sampling.model_dump_json(),
-                            "seed": sampling.seed,
+                            "model": model_spec,
+                            "sampling": params.model_dump_json(),
+                            "seed": params.seed,
                             "text": c.text,
                             "prompt_tokens": c.prompt_tokens,
                             "completion_tokens": c.completion_tokens,
@@ -83,12 +84,13 @@ def run(ctx, config: GenerateConfig) -> None:
                     )
                     ctx.add_tokens(c.completion_tokens)
                 out.add(rows)
+                new_rows.extend(rows)
                 finished += len(rows)
                 ctx.progress(done=finished)
 
             model.chat(
                 [p.messages for p in batch],
-                sampling,
+                params,
                 should_stop=lambda: ctx.cancelled,
                 on_batch=save,
             )
@@ -96,7 +98,19 @@ def run(ctx, config: GenerateConfig) -> None:
     finally:
         out.flush()  # whatever finished is kept, also when the model or server fails
         ctx.progress(done=finished, force=True)
-    ctx.metric(generated=finished, tokens=ctx.tokens)
+        model.close()
+    return previous + new_rows
+
+
+def run(ctx, config: GenerateConfig) -> None:
+    from cai_engine.prompts import parse_prompt_ref, select_prompts
+
+    prompts = select_prompts(ctx.store, config.prompts, config.limit)
+    set_name, _ = parse_prompt_ref(config.prompts)
+    rows = generate_answers(
+        ctx, prompts, set_name, config.model, config.sampling, config.samples, config.shard_rows
+    )
+    ctx.metric(generated=len(rows), tokens=ctx.tokens)
 
 
 JOB = JobKind(

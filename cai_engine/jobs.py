@@ -36,10 +36,13 @@ RESUMABLE = ("failed", "cancelled", "interrupted")
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 START_TIMEOUT = 60.0  # a queued job with no process after this long never started
 
-# kind -> module that defines `JOB: JobKind`; imported only when that kind is used.
+# kind -> "module" that defines `JOB: JobKind` (or "module:NAME" for another name);
+# imported only when that kind is used.
 KIND_MODULES: dict[str, str] = {
     "critique": "cai_engine.critique",
     "generate": "cai_engine.generate",
+    "label": "cai_engine.feedback:LABEL_JOB",
+    "pairs": "cai_engine.feedback:PAIRS_JOB",
     "tick": "cai_engine.tick",
 }
 
@@ -63,7 +66,8 @@ class JobKind:
 def get_kind(name: str) -> JobKind:
     if name not in KIND_MODULES:
         raise CaiError(f"unknown job kind '{name}'; known kinds: {', '.join(sorted(KIND_MODULES))}")
-    return importlib.import_module(KIND_MODULES[name]).JOB
+    module, _, attr = KIND_MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "JOB")
 
 
 def validate_config(kind: str, config: dict) -> BaseModel:

@@ -13,6 +13,11 @@ from cai_engine.errors import CaiError
 Conversation = list[dict]  # [{"role": "user" | "assistant" | "system", "content": str}, ...]
 
 
+def is_prefill(conversation: Conversation) -> bool:
+    """A conversation ending with an assistant turn asks the model to continue that turn."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
 class ModelError(CaiError):
     """A model that cannot be loaded or a request that failed for good."""
 
@@ -78,8 +83,23 @@ class ChatModel(ABC):
         """Total log-probability of each continuation given its prompt.
 
         A prompt that is a conversation is rendered with the model's chat template and the
-        assistant generation prompt, exactly as `chat` would see it.
+        assistant generation prompt, exactly as `chat` would see it; one that ends with an
+        assistant turn is continued from that turn's text (a prefill).
         """
+
+    def score_choices(
+        self, prompts: list[str | Conversation], choices: list[str]
+    ) -> list[list[float]]:
+        """For each prompt, the total log-probability of each of the same few `choices`.
+
+        The default scores every (prompt, choice) with `score`; backends that can share the
+        prompt's computation across choices override it.
+        """
+        flat = self.score(
+            [p for p in prompts for _ in choices], [c for _ in prompts for c in choices]
+        )
+        k = len(choices)
+        return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     @abstractmethod
     def info(self) -> ModelInfo: ...

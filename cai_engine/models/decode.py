@@ -112,6 +112,112 @@ def sample(
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1).squeeze(-1)
 
 
+def prefill(model, rows: list[list[int]], cache, pad_id: int, keep: int = 1):
+    """Run the prompts `rows` through `model` into `cache`; returns (logits, mask, positions).
+
+    A common prefix of at least MIN_SHARED_PREFIX tokens is computed once and copied into
+    every row. The rest is left-padded, so row i's last `keep` logits are `logits[i, -keep:]`.
+    `mask` and `positions` cover the prefix and the padded tails.
+    """
+    device = next(model.parameters()).device
+    key = _cache_kwarg(model)
+    size = len(rows)
+    shared = common_prefix(rows) if size > 1 else 0
+    shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    shared = min(shared, min(len(r) for r in rows) - keep)  # each row keeps `keep` own tokens
+    shared = max(shared, 0)
+    if shared > 0:
+        prefix = torch.tensor([rows[0][:shared]], device=device)
+        model(
+            input_ids=prefix,
+            position_ids=torch.arange(shared, device=device)[None],
+            use_cache=True,
+            logits_to_keep=1,
+            **{key: cache},
+        )
+        for layer in cache.layers:
+            layer.expand_batch(size)
+    tails = [r[shared:] for r in rows]
+    width = max(len(t) for t in tails)
+    ids = torch.full((size, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((size, shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for i, t in enumerate(tails):
+        ids[i, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+        mask[i, shared + width - len(t) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=keep,
+        **{key: cache},
+    ).logits
+    return logits, mask, positions
+
+
+def choice_logprobs(
+    model, rows: list[list[int]], choices: list[list[int]], pad_id: int
+) -> list[list[float]]:
+    """Total log-probability of each choice (token ids) after each prompt row, exactly.
+
+    Choices usually share leading tokens (" (" in " (A)" and " (B)"). The prompts plus that
+    common part go through the model once, with a cache; the logits at the end give each
+    choice's first own token. Choices longer than one own token continue from a copy of the
+    cache, a few tokens per row, so a pair costs about one prompt pass, not one per choice.
+    """
+    k = len(choices)
+    common = common_prefix(choices) if k > 1 else len(choices[0]) - 1
+    common = min(common, min(len(c) for c in choices) - 1)  # each choice keeps an own token
+    head = choices[0][:common]
+    tails = [c[common:] for c in choices]
+    device = next(model.parameters()).device
+    key = _cache_kwarg(model)
+    size = len(rows)
+    cache = Cache(layer_class_to_replicate=GrowingLayer)
+    with torch.inference_mode():
+        logits, mask, positions = prefill(
+            model, [r + head for r in rows], cache, pad_id, keep=common + 1
+        )
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # [size, common + 1, vocab]
+        base = torch.zeros(size, device=device)
+        if common:
+            target = torch.tensor(head, device=device)[None, :, None].expand(size, -1, -1)
+            base = logprobs[:, :common].gather(-1, target).squeeze(-1).sum(-1)
+        last = logprobs[:, -1]  # predicts each choice's first own token
+        out = torch.stack([base + last[:, t[0]] for t in tails], dim=1)  # [size, k]
+        longest = max(len(t) for t in tails)
+        if longest > 1:
+            # rows x choices, each fed its own tokens but the last, after the shared cache.
+            index = torch.arange(size, device=device).repeat_interleave(k)
+            for layer in cache.layers:
+                layer.batch_select_indices(index)
+            width = longest - 1
+            ids = torch.full((size * k, width), pad_id, dtype=torch.long)
+            for j, t in enumerate(tails):
+                if len(t) > 1:
+                    ids[j::k, : len(t) - 1] = torch.tensor(t[:-1], dtype=torch.long)
+            ids = ids.to(device)
+            mask2 = torch.cat(
+                [mask[index], torch.ones((size * k, width), dtype=mask.dtype, device=device)], 1
+            )
+            pos2 = positions[index, -1:] + torch.arange(1, width + 1, device=device)[None]
+            more = model(
+                input_ids=ids,
+                attention_mask=mask2,
+                position_ids=pos2,
+                use_cache=True,
+                **{key: cache},
+            ).logits.float()
+            more = torch.log_softmax(more, dim=-1)  # [size * k, width, vocab]
+            for j, t in enumerate(tails):
+                for step, tok in enumerate(t[1:]):
+                    out[:, j] += more[j::k, step, tok]
+    return out.tolist()
+
+
 def decode(
     model,
     rows: list[list[int]],
@@ -139,39 +245,9 @@ def decode(
     finish = ["length"] * size
 
     # 1) the shared prefix, once; then each row's own tokens after padding.
-    shared = common_prefix(rows) if size > 1 else 0
-    shared = shared if shared >= MIN_SHARED_PREFIX else 0
-    shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps at least one own token
     with torch.inference_mode():
-        if shared > 0:
-            prefix = torch.tensor([rows[0][:shared]], device=device)
-            model(
-                input_ids=prefix,
-                position_ids=torch.arange(shared, device=device)[None],
-                use_cache=True,
-                logits_to_keep=1,
-                **{key: cache},
-            )
-            for layer in cache.layers:
-                layer.expand_batch(size)
-        tails = [r[shared:] for r in rows]
-        width = max(len(t) for t in tails)
-        ids = torch.full((size, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((size, shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for i, t in enumerate(tails):
-            ids[i, width - len(t) :] = torch.tensor(t, dtype=torch.long)
-            mask[i, shared + width - len(t) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **{key: cache},
-        ).logits[:, -1]
+        logits, mask, positions = prefill(model, rows, cache, pad_id)
+        logits = logits[:, -1]
         batch = list(range(size))  # original row index of each batch row
         done = [False] * size
         last_pos = positions[:, -1:]

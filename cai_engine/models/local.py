@@ -29,6 +29,7 @@ from cai_engine.models.base import (
     ModelError,
     ModelInfo,
     SamplingParams,
+    is_prefill,
 )
 from cai_engine.models.spec import ModelSpec
 
@@ -169,9 +170,14 @@ class LocalModel(ChatModel):
     # -- helpers ----------------------------------------------------------------------------
 
     def render(self, conversation: Conversation) -> list[int]:
-        """Token ids of the conversation with the assistant generation prompt."""
+        """Token ids of the conversation with the assistant generation prompt; a conversation
+        that ends with an assistant turn is a prefill, and the model continues that turn."""
+        prefill = is_prefill(conversation)
         out = self.tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=True
+            conversation,
+            add_generation_prompt=not prefill,
+            continue_final_message=prefill,
+            tokenize=True,
         )
         if hasattr(out, "keys"):
             out = out["input_ids"]
@@ -346,6 +352,37 @@ class LocalModel(ChatModel):
                 )
                 scores[i] = float(lp.sum())
         return scores
+
+    def score_choices(
+        self, prompts: list[str | Conversation], choices: list[str]
+    ) -> list[list[float]]:
+        """One prompt pass per prompt for all choices (see `decode.choice_logprobs`)."""
+        from cai_engine.models.decode import choice_logprobs
+
+        tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        for c, t in zip(choices, tokens, strict=True):
+            if not t:
+                raise ModelError(f"the choice {c!r} has no tokens")
+        longest = max(len(t) for t in tokens)
+        rows = []
+        for prompt in prompts:
+            ids, _ = self._fit(self._prompt_ids(prompt), self.max_context - longest)
+            if not ids:
+                raise ModelError(f"the prompt {prompt!r} has no tokens; scoring needs one")
+            rows.append(ids)
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
+        out: list[list[float]] = [[] for _ in rows]
+        start = 0
+        while start < len(order):
+            size = self.batch_size_for(len(rows[order[start]]) + longest)
+            idx = order[start : start + size]
+            start += size
+            scored = choice_logprobs(
+                self.model, [rows[i] for i in idx], tokens, self.tokenizer.pad_token_id
+            )
+            for i, s in zip(idx, scored, strict=True):
+                out[i] = s
+        return out
 
     def info(self) -> ModelInfo:
         return ModelInfo(

@@ -30,6 +30,7 @@ from cai_engine.models.base import (
     ModelError,
     ModelInfo,
     SamplingParams,
+    is_prefill,
 )
 from cai_engine.models.spec import ModelSpec
 
@@ -127,6 +128,9 @@ class OpenAIModel(ChatModel):
         }
         if sampling.stop:
             body["stop"] = sampling.stop
+        if is_prefill(conversation):  # continue the assistant turn (vLLM and SGLang accept this)
+            body["add_generation_prompt"] = False
+            body["continue_final_message"] = True
 
         def check(p):
             choice = p["choices"][0]
@@ -277,12 +281,23 @@ class OpenAIModel(ChatModel):
                 if isinstance(prompt, str):
                     p_ids = self._tokenize({"prompt": prompt, "add_special_tokens": True})
                 else:
-                    p_ids = self._tokenize({"messages": prompt, "add_generation_prompt": True})
+                    prefill = is_prefill(prompt)
+                    p_ids = self._tokenize(
+                        {
+                            "messages": prompt,
+                            "add_generation_prompt": not prefill,
+                            "continue_final_message": prefill,
+                        }
+                    )
                 c_ids = self._tokenize({"prompt": cont, "add_special_tokens": False})
                 return self._score_ids(p_ids, c_ids)
             if not isinstance(prompt, str):
+                prefill = is_prefill(prompt)
                 prompt = self._local_tokenizer().apply_chat_template(
-                    prompt, add_generation_prompt=True, tokenize=False
+                    prompt,
+                    add_generation_prompt=not prefill,
+                    continue_final_message=prefill,
+                    tokenize=False,
                 )
             return self._score_text(prompt, cont)
 

@@ -138,4 +138,77 @@ def m001_initial(con) -> None:
     )
 
 
-MIGRATIONS = [m001_initial]
+def m002_feedback(con) -> None:
+    """RL-CAI: pairs of answers, the feedback model's soft labels, and human reviews."""
+    con.rows(
+        """
+        CREATE TABLE pairs (                  -- rows of `pairs` jobs: two answers to compare
+            job_id        VARCHAR NOT NULL,
+            prompt_set    VARCHAR NOT NULL,
+            prompt_id     VARCHAR NOT NULL,
+            pair          INTEGER NOT NULL,   -- 0, 1, ... per prompt
+            source        VARCHAR NOT NULL,   -- samples | critique
+            source_job    VARCHAR,            -- the critique job the answers came from
+            a_ref         VARCHAR NOT NULL,   -- where response A came from: sample 0, initial, ...
+            b_ref         VARCHAR NOT NULL,
+            response_a    VARCHAR NOT NULL,
+            response_b    VARCHAR NOT NULL,
+            model         VARCHAR NOT NULL,   -- the model spec that wrote both answers
+            sampling      VARCHAR NOT NULL,   -- JSON of SamplingParams
+            seed_a        BIGINT NOT NULL,
+            seed_b        BIGINT NOT NULL,
+            constitution_hash VARCHAR,        -- critique pairs: the constitution of the traces
+            flags         VARCHAR NOT NULL,   -- comma-separated: identical, empty
+            PRIMARY KEY (job_id, prompt_id, pair)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE labels (                 -- rows of `label` jobs: one AI label per pair
+            job_id             VARCHAR NOT NULL,
+            pairs_job          VARCHAR NOT NULL,
+            prompt_set         VARCHAR NOT NULL,
+            prompt_id          VARCHAR NOT NULL,
+            pair               INTEGER NOT NULL,
+            principle_id       VARCHAR NOT NULL,  -- drawn at random for this comparison
+            constitution       VARCHAR NOT NULL,
+            constitution_hash  VARCHAR NOT NULL,
+            model              VARCHAR NOT NULL,  -- the feedback model spec
+            mode               VARCHAR NOT NULL,  -- logprob | cot
+            few_shots          INTEGER NOT NULL,  -- labelled comparisons prepended
+            p_a_ab             DOUBLE,            -- P(A better), shown in the order A, B
+            p_a_ba             DOUBLE,            -- P(A better), shown swapped (B first); NULL: one order
+            soft_label         DOUBLE,            -- P(A better), averaged over the orders scored
+            winner             VARCHAR,           -- A | B | tie
+            confidence         DOUBLE,            -- |soft_label - 0.5| * 2
+            consistent         BOOLEAN,           -- both orders prefer the same response
+            cot_ab             VARCHAR,           -- chain-of-thought text per order (cot mode)
+            cot_ba             VARCHAR,
+            prompt_tokens      INTEGER NOT NULL,  -- tokens the feedback model read
+            cot_tokens         INTEGER NOT NULL,  -- tokens it wrote (cot mode)
+            latency_s          DOUBLE NOT NULL,   -- this label's share of its batch's wall time
+            truncated_turns    INTEGER NOT NULL,  -- middle conversation turns left out to fit
+            flags              VARCHAR NOT NULL,  -- identical, empty, truncated, clamped, overflow
+            PRIMARY KEY (job_id, prompt_id, pair)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE reviews (                -- human spot-checks; appended, never updated
+            id             VARCHAR PRIMARY KEY,
+            labels_job     VARCHAR NOT NULL,
+            prompt_id      VARCHAR NOT NULL,
+            pair           INTEGER NOT NULL,
+            reviewer       VARCHAR NOT NULL,
+            verdict        VARCHAR NOT NULL,  -- A | B | tie | both_bad | skip (about A, B as stored)
+            display_order  VARCHAR NOT NULL,  -- AB | BA: what the reviewer saw first
+            note           VARCHAR,
+            created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+MIGRATIONS = [m001_initial, m002_feedback]

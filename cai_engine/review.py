@@ -1,0 +1,293 @@
+"""Human spot-checks of AI preference labels, and how often people agree with the AI.
+
+A reviewer works through a queue of a label job's pairs, drawn by one of four strategies:
+- `random`: a seeded shuffle;
+- `stratified`: round-robin over principles, so the first N cover every principle evenly;
+- `least_confident`: the AI's least confident labels first;
+- `inconsistent`: position-inconsistent labels first (the two orders disagreed), then the
+  rest, least confident first.
+Each pair is shown with its responses in a display order drawn per (pair, reviewer), and the
+verdict is stored about the responses as stored (A, B), with the order that was shown.
+Verdicts are appended, never updated: a re-review adds a row, and the latest counts.
+
+Agreement (how `agreement()` treats ties, documented for users):
+- Only *decisive* comparisons count: the human said A or B, and the AI's soft label was not
+  exactly 0.5. A human "tie" or "both bad" states no preference, so it is reported as a
+  count, not as a disagreement; an AI tie (identical responses) likewise.
+- Cohen's kappa is computed on the 2x2 table of those decisive comparisons, so it measures
+  agreement on *which* response is better beyond what each side's A/B rates give by chance.
+- Each (pair, reviewer) counts once, with that reviewer's latest verdict other than skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from cai_engine.errors import CaiError
+
+STRATEGIES = {
+    "random": "Random",
+    "stratified": "Stratified by principle",
+    "least_confident": "Least confident first",
+    "inconsistent": "Position-inconsistent first",
+}
+VERDICTS = ("A", "B", "tie", "both_bad", "skip")
+VERDICT_NAMES = {
+    "A": "A is better",
+    "B": "B is better",
+    "tie": "Tie",
+    "both_bad": "Both bad",
+    "skip": "Skip",
+}
+CALIBRATION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def _rng(*parts) -> random.Random:
+    key = ":".join(str(p) for p in parts)
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+def key_of(row: dict) -> tuple[str, int]:
+    return (row["prompt_id"], int(row["pair"]))
+
+
+def reviewable(labels: list[dict]) -> list[dict]:
+    """Labels a person can check: scored ones (an overflowed pair has no AI label)."""
+    return [r for r in labels if r.get("soft_label") is not None]
+
+
+def order_queue(labels: list[dict], strategy: str, seed: int = 0) -> list[dict]:
+    """The label rows in the order a reviewer sees them under `strategy`."""
+    if strategy not in STRATEGIES:
+        raise CaiError(f"unknown strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
+    rows = sorted(reviewable(labels), key=key_of)
+    _rng(seed, "queue").shuffle(rows)  # a seeded base order; ties below keep it
+    if strategy == "least_confident":
+        rows.sort(key=lambda r: r["confidence"])
+    elif strategy == "inconsistent":
+        rows.sort(key=lambda r: (r["consistent"] is not False, r["confidence"]))
+    elif strategy == "stratified":
+        by_principle: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            by_principle[r["principle_id"]].append(r)
+        buckets = [by_principle[p] for p in sorted(by_principle)]
+        rows = [
+            b[i] for i in range(max(map(len, buckets), default=0)) for b in buckets if i < len(b)
+        ]
+    return rows
+
+
+def display_order(row: dict, reviewer: str) -> str:
+    """ "AB" or "BA": which response this reviewer sees first, fixed per pair and reviewer."""
+    return "AB" if _rng("display", row["prompt_id"], row["pair"], reviewer).random() < 0.5 else "BA"
+
+
+def to_stored(verdict_shown: str, order: str) -> str:
+    """Map a verdict about the shown positions (A = shown first) to the stored responses."""
+    if verdict_shown in ("A", "B") and order == "BA":
+        return "B" if verdict_shown == "A" else "A"
+    return verdict_shown
+
+
+def latest_verdicts(reviews: list[dict], include_skips: bool = False) -> dict[tuple, dict]:
+    """(prompt_id, pair, reviewer) -> that reviewer's latest verdict on the pair."""
+    out: dict[tuple, dict] = {}
+    for r in reviews:  # oldest first
+        if r["verdict"] == "skip" and not include_skips:
+            continue
+        out[(r["prompt_id"], int(r["pair"]), r["reviewer"])] = r
+    return out
+
+
+def human_verdicts(reviews: list[dict]) -> dict[tuple[str, int], dict]:
+    """(prompt_id, pair) -> the most recent verdict by anyone, other than skip."""
+    out: dict[tuple[str, int], dict] = {}
+    for r in reviews:
+        if r["verdict"] != "skip":
+            out[(r["prompt_id"], int(r["pair"]))] = r
+    return out
+
+
+@dataclass
+class Progress:
+    reviewed: int  # pairs of the session this reviewer has given a verdict (skip included)
+    total: int  # pairs in the session
+
+
+def session(
+    labels: list[dict], reviews: list[dict], reviewer: str, strategy: str, size: int, seed: int = 0
+) -> tuple[list[dict], Progress]:
+    """A reviewer's session: the first `size` pairs of the queue and those still to do."""
+    queue = order_queue(labels, strategy, seed)[:size]
+    seen = {k[:2] for k in latest_verdicts(reviews, include_skips=True) if k[2] == reviewer}
+    todo = [r for r in queue if key_of(r) not in seen]
+    return todo, Progress(len(queue) - len(todo), len(queue))
+
+
+def record(
+    store,
+    labels_job: str,
+    prompt_id: str,
+    pair: int,
+    reviewer: str,
+    verdict: str,
+    display: str,
+    note: str | None = None,
+) -> str:
+    """Check and append one verdict (about the stored responses A and B)."""
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise CaiError("a reviewer name is needed; type one in (there are no accounts)")
+    if len(reviewer) > 100:
+        raise CaiError("a reviewer name has at most 100 characters")
+    if verdict not in VERDICTS:
+        raise CaiError(f"unknown verdict '{verdict}'; use one of {', '.join(VERDICTS)}")
+    if display not in ("AB", "BA"):
+        raise CaiError(f"display order must be AB or BA, not '{display}'")
+    if note is not None and len(note) > 10_000:
+        raise CaiError("a note has at most 10,000 characters")
+    if not store.label_exists(labels_job, prompt_id, pair):
+        raise CaiError(f"label job {labels_job} has no label for prompt {prompt_id} pair {pair}")
+    return store.add_review(
+        labels_job, prompt_id, pair, reviewer, verdict, display, (note or "").strip() or None
+    )
+
+
+# -- agreement ------------------------------------------------------------------------------
+
+
+def cohen_kappa(table: dict[tuple[str, str], int]) -> float | None:
+    """Cohen's kappa from counts keyed (human, ai); None when chance agreement is certain."""
+    n = sum(table.values())
+    if n == 0:
+        return None
+    cats = sorted({c for k in table for c in k})
+    observed = sum(v for (h, a), v in table.items() if h == a) / n
+    human = Counter()
+    ai = Counter()
+    for (h, a), v in table.items():
+        human[h] += v
+        ai[a] += v
+    expected = sum(human[c] * ai[c] for c in cats) / (n * n)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)
+
+
+@dataclass
+class Agreement:
+    reviews: int  # (pair, reviewer) verdicts counted, skips excluded
+    decisive: int  # of those, human said A or B and the AI was not a tie
+    agree: int
+    rate: float | None
+    kappa: float | None
+    table: dict[tuple[str, str], int]  # (human, ai) -> count, decisive only
+    ties: int  # human tie verdicts
+    both_bad: int
+    ai_ties: int  # decisive human verdicts on pairs the AI called a tie
+    by_principle: list[dict] = field(default_factory=list)
+    calibration: list[dict] = field(default_factory=list)
+    consistency_rate: float | None = None  # labels scored in both orders that agree
+    first_position_rate: float | None = None  # orders in which the first-shown response won
+    position_bias: bool = False
+    soft_labels: list[float] = field(default_factory=list)
+    strata: list[dict] = field(default_factory=list)  # per principle: labels, reviewed, left
+
+
+def agreement(labels: list[dict], reviews: list[dict]) -> Agreement:
+    """Compare human verdicts with the AI's hard labels; see the module docstring for ties."""
+    by_key = {key_of(r): r for r in reviewable(labels)}
+    table: Counter = Counter()
+    counted = ties = both_bad = ai_ties = 0
+    per_principle: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # [decisive, agree]
+    bins = [[0, 0] for _ in CALIBRATION_BINS[:-1]]
+    for (prompt_id, pair, _reviewer), rev in latest_verdicts(reviews).items():
+        label = by_key.get((prompt_id, pair))
+        if label is None:
+            continue
+        counted += 1
+        verdict = rev["verdict"]
+        if verdict == "tie":
+            ties += 1
+            continue
+        if verdict == "both_bad":
+            both_bad += 1
+            continue
+        if label["winner"] == "tie":
+            ai_ties += 1
+            continue
+        table[(verdict, label["winner"])] += 1
+        hit = int(verdict == label["winner"])
+        per_principle[label["principle_id"]][0] += 1
+        per_principle[label["principle_id"]][1] += hit
+        b = min(int(label["confidence"] / 0.2), len(bins) - 1)
+        bins[b][0] += 1
+        bins[b][1] += hit
+    decisive = sum(table.values())
+    agree = table[("A", "A")] + table[("B", "B")]
+    result = Agreement(
+        reviews=counted,
+        decisive=decisive,
+        agree=agree,
+        rate=agree / decisive if decisive else None,
+        kappa=cohen_kappa(dict(table)),
+        table=dict(table),
+        ties=ties,
+        both_bad=both_bad,
+        ai_ties=ai_ties,
+    )
+    result.by_principle = [
+        {"principle": p, "reviewed": n, "agree": k, "rate": k / n}
+        for p, (n, k) in sorted(per_principle.items())
+    ]
+    result.calibration = [
+        {
+            "confidence": f"{lo:.1f}–{hi:.1f}",
+            "low": lo,
+            "high": hi,
+            "reviewed": n,
+            "agreement": k / n if n else None,
+        }
+        for (lo, hi), (n, k) in zip(
+            zip(CALIBRATION_BINS[:-1], CALIBRATION_BINS[1:], strict=True), bins, strict=True
+        )
+    ]
+    scored = reviewable(labels)
+    both = [
+        r for r in scored if r.get("p_a_ba") is not None and "identical" not in (r["flags"] or "")
+    ]
+    if both:
+        result.consistency_rate = sum(bool(r["consistent"]) for r in both) / len(both)
+        firsts = [r["p_a_ab"] > 0.5 for r in both] + [r["p_a_ba"] < 0.5 for r in both]
+        decided = [r for r in both if r["p_a_ab"] != 0.5 and r["p_a_ba"] != 0.5]
+        result.first_position_rate = sum(firsts) / len(firsts)
+        result.position_bias = position_biased(decided)
+    result.soft_labels = [float(r["soft_label"]) for r in scored]
+    seen = {k[:2] for k in latest_verdicts(reviews)}
+    strata: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in scored:
+        strata[r["principle_id"]][0] += 1
+        strata[r["principle_id"]][1] += key_of(r) in seen
+    result.strata = [
+        {"principle": p, "labels": n, "reviewed": k, "remaining": n - k}
+        for p, (n, k) in sorted(strata.items())
+    ]
+    return result
+
+
+def position_biased(labels: list[dict], z: float = 2.58) -> bool:
+    """True when the judge favours one display slot beyond what chance allows.
+
+    A pair scored in both orders is inconsistent when the same *slot* wins both times:
+    first-biased (the first-shown response won twice) or second-biased. A judge without
+    position bias errs towards either slot equally, so among m inconsistent pairs the
+    first-biased count f is Binomial(m, 1/2); a sign test flags |f - s| > z·sqrt(m)
+    (z = 2.58: two-sided p < 0.01).
+    """
+    first = sum(r["p_a_ab"] > 0.5 and r["p_a_ba"] < 0.5 for r in labels)
+    second = sum(r["p_a_ab"] < 0.5 and r["p_a_ba"] > 0.5 for r in labels)
+    m = first + second
+    return m >= 6 and abs(first - second) > z * m**0.5
