@@ -223,7 +223,9 @@ def agreement(labels: list[dict], reviews: list[dict]) -> Agreement:
         hit = int(verdict == label["winner"])
         per_principle[label["principle_id"]][0] += 1
         per_principle[label["principle_id"]][1] += hit
-        b = min(int(label["confidence"] / 0.2), len(bins) - 1)
+        # 1e-9 keeps confidences that are exactly on a bin edge (0.6 from p = 0.2 or 0.8)
+        # in one bin despite float error
+        b = min(int(label["confidence"] * (len(bins)) + 1e-9), len(bins) - 1)
         bins[b][0] += 1
         bins[b][1] += hit
     decisive = sum(table.values())

@@ -76,6 +76,11 @@ COMMANDS = [
     ("vllm",),
     ("vllm", "serve"),
     ("critique",),
+    ("pairs",),
+    ("label",),
+    ("review",),
+    ("review", "stats"),
+    ("review", "add"),
     ("export",),
     ("export", "sft"),
     ("export", "prefs"),
@@ -602,3 +607,264 @@ def test_an_unknown_split_after_the_colon_is_an_error_naming_train_and_test(caps
     rc, _, err = cai(capsys, "prompts", "show", "red-team:dev")
     assert rc == 1
     assert "train" in err and "test" in err
+
+
+# -- RL-CAI: pairs, labels, reviews and preference exports -----------------------------------
+
+
+class RlCai:
+    """A data home with a finished `cai pairs` and `cai label` job, run through the CLI."""
+
+    def __init__(self, home: Path, outputs: dict[str, tuple[int, str, str]]):
+        self.home, self.outputs = home, outputs
+        self.store = Store(home, lock_timeout=10)
+        self.pairs_job = outputs["pairs"][1].splitlines()[0].removeprefix("submitted ")
+        self.labels_job = outputs["label"][1].splitlines()[0].removeprefix("submitted ")
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """`cai ARGS` in-process without capsys (module fixtures cannot use it)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def rlcai(tmp_path_factory, tiny_spec) -> RlCai:
+    from tests.runners import kill_runners
+
+    home = tmp_path_factory.mktemp("rlcai") / "home"
+    install_bundled(Store(home, lock_timeout=5))
+    h = ["--home", str(home)]
+    outputs = {}
+    try:
+        outputs["pairs"] = run_cli(
+            *h, "pairs", "--prompts", "red-team:train", "--model", tiny_spec, "--limit", "4",
+            "--max-new-tokens", "8", "--wait",
+        )  # fmt: skip
+        assert outputs["pairs"][0] == 0, outputs["pairs"]
+        pairs_job = outputs["pairs"][1].splitlines()[0].removeprefix("submitted ")
+        outputs["label"] = run_cli(
+            *h, "label", "--pairs", pairs_job, "--constitution", "harmless",
+            "--model", tiny_spec, "--wait",
+        )  # fmt: skip
+    finally:
+        kill_runners(home)
+    return RlCai(home, outputs)
+
+
+@pytest.fixture
+def rl(rlcai):
+    """The module's label job; verdicts a test records are removed after it."""
+    yield rlcai
+    with rlcai.store.connect() as con:
+        con.rows("DELETE FROM reviews")
+
+
+def test_cai_pairs_and_label_run_end_to_end(rl, tiny_spec):
+    from cai_engine import jobs
+
+    rc, out, err = rl.outputs["pairs"]
+    assert (rc, err) == (0, "")
+    assert rl.pairs_job.startswith("pairs-")
+    assert out.splitlines()[-1] == f"{rl.pairs_job} succeeded"
+    rc, out, err = rl.outputs["label"]
+    assert (rc, err) == (0, ""), out
+    assert rl.labels_job.startswith("label-")
+    assert out.splitlines()[-1] == f"{rl.labels_job} succeeded"
+
+    # 4 prompts, 2 answers each: one pair per prompt, each labelled in both orders
+    assert len(rl.store.pairs(rl.pairs_job)) == 4
+    config = jobs.get_job(rl.store, rl.labels_job).config
+    assert config["both_orders"] is True and config["pairs"] == rl.pairs_job
+    assert config["constitution"].startswith("harmless@")  # pinned to a version
+    jobs.ingest(rl.store, jobs.get_job(rl.store, rl.labels_job))
+    labels = rl.store.labels(rl.labels_job)
+    assert len(labels) == 4
+    assert all(r["p_a_ab"] is not None and r["p_a_ba"] is not None for r in labels)
+    assert all(r["pairs_job"] == rl.pairs_job for r in labels)
+
+
+def test_review_stats_prints_agreement_kappa_calibration_and_principles(capsys, rl):
+    rc, out, err = cai(capsys, "--home", str(rl.home), "review", "stats", "--labels", rl.labels_job)
+    assert (rc, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"label job {rl.labels_job} (succeeded): 4 labels"
+    assert lines[1].startswith("position consistency: ")
+    assert "first-shown response won " in lines[1]
+    assert lines[2] == "reviewed: 0 verdicts (0 tie, 0 both bad, 0 on AI ties); decisive: 0"
+    assert lines[3] == "agreement with the AI: – (0/0); Cohen's kappa: –"
+    assert "by principle:" not in out  # no decisive verdicts yet
+    assert "calibration (AI confidence vs human agreement):" in out
+    assert "0.0–0.2" in out and "0.8–1.0" in out
+    assert "per principle:" in out
+    principles = {r["principle_id"] for r in rl.store.labels(rl.labels_job)}
+    tail = out.split("per principle:")[1]
+    assert all(p in tail for p in principles)
+
+
+def test_review_add_records_a_verdict_that_stats_then_count(capsys, rl):
+    labels = rl.store.labels(rl.labels_job)
+    row = next(r for r in labels if r["winner"] in ("A", "B"))
+    h = ["--home", str(rl.home)]
+    rc, out, err = cai(
+        capsys, *h, "review", "add", "--labels", rl.labels_job, "--prompt-id", row["prompt_id"],
+        "--pair", str(row["pair"]), "--verdict", row["winner"], "--reviewer", "ann",
+        "--note", "<b>agree</b>",
+    )  # fmt: skip
+    assert (rc, err) == (0, "")
+    (stored,) = rl.store.reviews(rl.labels_job)
+    assert out == (
+        f"recorded {row['winner']} on {row['prompt_id']}/{row['pair']} by ann ({stored['id']})\n"
+    )
+    assert (stored["verdict"], stored["reviewer"], stored["note"]) == (
+        row["winner"],
+        "ann",
+        "<b>agree</b>",
+    )
+
+    rc, out, err = cai(capsys, *h, "review", "stats", "--labels", rl.labels_job)
+    assert (rc, err) == (0, "")
+    assert "reviewed: 1 verdicts (0 tie, 0 both bad, 0 on AI ties); decisive: 1" in out
+    assert "agreement with the AI: 100.0% (1/1); Cohen's kappa: –" in out
+    assert "by principle:" in out
+    assert f"{row['principle_id']}" in out.split("by principle:")[1].split("calibration")[0]
+
+    # a second reviewer disagrees: two decisive verdicts on one pair
+    other = "B" if row["winner"] == "A" else "A"
+    rc, _, _ = cai(
+        capsys, *h, "review", "add", "--labels", rl.labels_job, "--prompt-id", row["prompt_id"],
+        "--pair", str(row["pair"]), "--verdict", other, "--reviewer", "bob",
+    )  # fmt: skip
+    assert rc == 0
+    rc, out, _ = cai(capsys, *h, "review", "stats", "--labels", rl.labels_job)
+    assert "agreement with the AI: 50.0% (1/2)" in out
+
+
+def test_review_add_of_a_pair_without_a_label_is_a_one_line_error(capsys, rl):
+    rc, out, err = cai(
+        capsys, "--home", str(rl.home), "review", "add", "--labels", rl.labels_job,
+        "--prompt-id", "nope", "--pair", "0", "--verdict", "A", "--reviewer", "ann",
+    )  # fmt: skip
+    assert (rc, out) == (1, "")
+    assert err == f"error: label job {rl.labels_job} has no label for prompt nope pair 0\n"
+    assert rl.store.reviews(rl.labels_job) == []
+
+
+def test_cai_export_prefs_from_labels(capsys, rl, tmp_path):
+    out_dir = tmp_path / "prefs"
+    args = [
+        "--home", str(rl.home), "export", "prefs", "--labels", rl.labels_job, "--drop-ties",
+        "--min-confidence", "0.0", "--out", str(out_dir),
+    ]  # fmt: skip
+    rc, out, err = cai(capsys, *args)
+    assert (rc, err) == (0, "")
+    rows = [json.loads(line) for line in (out_dir / "data.jsonl").read_text().splitlines()]
+    ties = sum(r["winner"] == "tie" for r in rl.store.labels(rl.labels_job))
+    assert len(rows) == 4 - ties
+    assert out.startswith(f"{4 - ties} prefs examples in {out_dir}")
+    assert all(set(r) >= {"prompt", "chosen", "rejected", "score"} for r in rows)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["job"] == rl.labels_job and manifest["pairs_job"] == rl.pairs_job
+    assert manifest["filters"] == {
+        "drop_ties": True,
+        "drop_inconsistent": False,
+        "min_confidence": 0.0,
+    }
+    assert manifest["command"] == " ".join(["cai", *args])
+
+    # the default folder is <home>/exports/<job>-prefs
+    rc, _, err = cai(capsys, "--home", str(rl.home), "export", "prefs", "--labels", rl.labels_job)
+    assert (rc, err) == (0, "")
+    assert (rl.home / "exports" / f"{rl.labels_job}-prefs" / "data.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["export", "prefs"],
+            "say where preferences come from: --labels <label job> (AI labels, human "
+            "verdicts override them), or --job <critique job> --from-revisions",
+        ),
+        (
+            ["export", "prefs", "--labels", "label-x", "--job", "critique-x"],
+            "say where preferences come from: --labels <label job>",
+        ),
+        (
+            ["export", "prefs", "--labels", "label-x", "--from-revisions"],
+            "--from-revisions goes with --job (a critique job), not --labels",
+        ),
+        (
+            ["export", "prefs", "--labels", "label-x", "--min-confidence", "2"],
+            "--min-confidence must be between 0 and 1, not 2.0",
+        ),
+        (
+            ["export", "prefs", "--labels", "label-x", "--min-confidence", "-0.1"],
+            "--min-confidence must be between 0 and 1, not -0.1",
+        ),
+        (
+            ["label", "--pairs", "pairs-x", "--constitution", "harmless", "--clamp", "abc"],
+            "--clamp takes LOW,HIGH such as 0.4,0.6, not 'abc'",
+        ),
+        (
+            ["label", "--pairs", "pairs-x", "--constitution", "harmless", "--clamp", "0.1,0.2,0.3"],
+            "--clamp takes LOW,HIGH such as 0.4,0.6, not '0.1,0.2,0.3'",
+        ),
+        (["review", "stats", "--labels", "label-nope"], "no job 'label-nope'"),
+    ],
+)
+def test_rlcai_refusals_are_one_line_errors(capsys, initialised, tmp_path, args, message):
+    rc, out, err = cai(capsys, *args)
+    assert (rc, out) == (1, "")
+    assert err.startswith(f"error: {message}")
+    assert err.count("\n") == 1
+    assert not (initialised / "exports").exists()
+
+
+def test_review_stats_of_a_pairs_job_is_a_one_line_error(capsys, rl):
+    rc, out, err = cai(capsys, "--home", str(rl.home), "review", "stats", "--labels", rl.pairs_job)
+    assert (rc, out) == (1, "")
+    assert err == f"error: job {rl.pairs_job} is a pairs job; --labels needs a label job\n"
+    rc, out, err = cai(
+        capsys, "--home", str(rl.home), "export", "prefs", "--labels", rl.pairs_job,
+        "--out", str(rl.home / "x"),
+    )  # fmt: skip
+    assert (rc, out) == (1, "")
+    assert err == f"error: job {rl.pairs_job} is a pairs job; --labels needs a label job\n"
+
+
+def test_label_of_a_job_that_is_not_a_pairs_job_is_refused(capsys, rl):
+    rc, out, err = cai(
+        capsys, "--home", str(rl.home), "label", "--pairs", rl.labels_job,
+        "--constitution", "harmless",
+    )  # fmt: skip
+    assert (rc, out) == (1, "")
+    assert err == f"error: job {rl.labels_job} is a label job; --pairs needs a pairs job\n"
+
+
+@pytest.mark.parametrize("flag", ["--one-order", "--no-both-orders"])
+def test_one_order_flags_turn_both_orders_off(capsys, rl, tiny_spec, flag):
+    from cai_engine import jobs
+    from tests.runners import kill_runners
+
+    rc, out, err = cai(
+        capsys, "--home", str(rl.home), "label", "--pairs", rl.pairs_job,
+        "--constitution", "harmless", "--model", tiny_spec, "--limit", "1", flag,
+    )  # fmt: skip
+    try:
+        assert (rc, err) == (0, "")
+        job_id = out.strip().removeprefix("submitted ")
+        job = jobs.get_job(rl.store, job_id)
+        assert job.kind == "label"
+        assert job.config["both_orders"] is False
+        assert job.config["limit"] == 1
+    finally:
+        for j in jobs.list_jobs(rl.store, kind="label"):
+            if j.status in jobs.ACTIVE:
+                jobs.cancel(rl.store, j.id, grace=5)
+        kill_runners(rl.home)

@@ -413,7 +413,7 @@ def test_cli_export_refusals_are_one_line_errors(finished, tmp_path, capsys):
     assert (rc, out) == (1, "")
     assert err == (
         "error: say where preferences come from: --from-revisions (chosen = final revision, "
-        "rejected = initial answer)\n"
+        "rejected = initial answer), or --labels <label job>\n"
     )
     assert not (tmp_path / "p").exists()
 
@@ -440,3 +440,384 @@ def test_cli_export_records_the_command_it_was_given(finished, tmp_path, capsys)
     assert main(args) == 0
     capsys.readouterr()
     assert json.loads((out / "manifest.json").read_text())["command"] == " ".join(["cai", *args])
+
+
+# -- preferences from AI labels (RL-CAI) ---------------------------------------------------
+
+
+def ai_label(prompt_id, pair, p_ab, p_ba=None, principle="harm") -> dict:
+    """A label row as `store.labels` returns it; `p_ab=None` is an unscored (overflow) pair."""
+    from cai_engine.feedback import combine
+
+    c = combine(p_ab, p_ba) if p_ab is not None else None
+    return {
+        "job_id": "label-x",
+        "pairs_job": "pairs-x",
+        "prompt_set": "red-team",
+        "prompt_id": prompt_id,
+        "pair": pair,
+        "principle_id": principle,
+        "constitution": "harmless",
+        "constitution_hash": "0" * 64,
+        "model": "hf:tiny",
+        "mode": "logprob",
+        "p_a_ab": p_ab,
+        "p_a_ba": p_ba,
+        "soft_label": c.soft_label if c else None,
+        "winner": c.winner if c else None,
+        "confidence": c.confidence if c else None,
+        "consistent": c.consistent if c else None,
+        "flags": "" if c else "overflow",
+        "response_a": f"answer A to {prompt_id}/{pair}",
+        "response_b": f"answer B to {prompt_id}/{pair}",
+        "prompt_messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"question {prompt_id}?"},
+        ],
+    }
+
+
+def human(prompt_id, pair, verdict, reviewer="ann") -> dict:
+    return {"prompt_id": prompt_id, "pair": pair, "reviewer": reviewer, "verdict": verdict}
+
+
+def by_key(examples: list[dict]) -> dict[tuple[str, int], dict]:
+    return {(e["prompt_id"], e["pair"]): e for e in examples}
+
+
+def sides(e: dict) -> tuple[str, str]:
+    return e["chosen"][0]["content"], e["rejected"][0]["content"]
+
+
+def test_prefs_from_ai_labels_choose_the_ai_winner_with_its_probability(tokenizer):
+    from trl.data_utils import apply_chat_template, is_conversational, maybe_apply_chat_template
+
+    labels = [ai_label("p1", 0, 0.9, 0.7), ai_label("p2", 0, 0.2, 0.3, principle="honest")]
+    examples, skipped = export.prefs_from_labels(labels, [])
+    assert skipped == {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 0}
+    a, b = examples
+    assert sides(a) == ("answer A to p1/0", "answer B to p1/0")
+    assert sides(b) == ("answer B to p2/0", "answer A to p2/0")  # the AI preferred B
+    assert a["score"] == pytest.approx(0.8) and b["score"] == pytest.approx(0.75)
+    assert a == {
+        "prompt": labels[0]["prompt_messages"],
+        "chosen": [{"role": "assistant", "content": "answer A to p1/0"}],
+        "rejected": [{"role": "assistant", "content": "answer B to p1/0"}],
+        "score": a["score"],
+        "label_source": "ai",
+        "principle_id": "harm",
+        "consistent": True,
+        "prompt_id": "p1",
+        "pair": 0,
+    }
+    assert b["principle_id"] == "honest"
+
+    for e in examples:
+        assert is_conversational(e)
+        rendered = maybe_apply_chat_template(e, tokenizer)
+        assert rendered == apply_chat_template(e, tokenizer)
+        assert set(rendered) == {"prompt", "chosen", "rejected"}
+        assert rendered["prompt"].startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+        assert rendered["prompt"].endswith("<|im_start|>assistant\n")
+        chosen, rejected = sides(e)
+        assert (rendered["chosen"], rendered["rejected"]) == (
+            f"{chosen}<|im_end|>\n",
+            f"{rejected}<|im_end|>\n",
+        )
+
+
+def test_a_human_verdict_overrides_the_ai_label():
+    labels = [
+        ai_label("agree", 0, 0.9, 0.9),
+        ai_label("flip", 0, 0.9, 0.9),  # AI: A; the human says B
+        ai_label("flip", 1, 0.1, 0.1),  # AI: B; the human says A
+        ai_label("latest", 0, 0.6, 0.6),
+        ai_label("skipped", 0, 0.6, 0.6),
+        ai_label("untouched", 0, 0.3, 0.3),
+    ]
+    reviews = [
+        human("agree", 0, "A"),
+        human("flip", 0, "B"),
+        human("flip", 1, "A"),
+        human("latest", 0, "A"),
+        human("latest", 0, "B", reviewer="bob"),  # the most recent verdict by anyone counts
+        human("skipped", 0, "skip"),  # a skip is no verdict: the AI label stays
+    ]
+    examples, _ = export.prefs_from_labels(labels, reviews)
+    got = by_key(examples)
+    assert len(examples) == 6
+    for key, chosen_side in [
+        (("agree", 0), "A"),
+        (("flip", 0), "B"),
+        (("flip", 1), "A"),
+        (("latest", 0), "B"),
+    ]:
+        e = got[key]
+        assert (e["label_source"], e["score"]) == ("human", 1.0), key
+        assert sides(e)[0] == f"answer {chosen_side} to {key[0]}/{key[1]}", key
+    for key, score in [(("skipped", 0), 0.6), (("untouched", 0), 0.7)]:
+        assert (got[key]["label_source"], got[key]["score"]) == ("ai", pytest.approx(score))
+
+
+def test_ties_are_kept_with_score_one_half_or_dropped():
+    labels = [
+        ai_label("ai-tie", 0, 0.5, 0.5),  # the AI's soft label is exactly 0.5
+        ai_label("human-tie", 0, 0.9, 0.9),
+        ai_label("both-bad", 0, 0.1, 0.1),
+        ai_label("decided", 0, 0.9, 0.9),
+    ]
+    reviews = [human("human-tie", 0, "tie"), human("both-bad", 0, "both_bad")]
+    examples, skipped = export.prefs_from_labels(labels, reviews)
+    got = by_key(examples)
+    assert len(examples) == 4 and skipped["ties"] == 0
+    for prompt_id, source in [("ai-tie", "ai"), ("human-tie", "human"), ("both-bad", "human")]:
+        e = got[(prompt_id, 0)]
+        assert (e["score"], e["label_source"]) == (0.5, source)
+        assert sides(e) == (f"answer A to {prompt_id}/0", f"answer B to {prompt_id}/0")
+
+    examples, skipped = export.prefs_from_labels(
+        labels, reviews, export.PrefFilters(drop_ties=True)
+    )
+    assert [e["prompt_id"] for e in examples] == ["decided"]
+    assert skipped == {"unscored": 0, "ties": 3, "inconsistent": 0, "below confidence": 0}
+
+
+def test_the_consistency_and_confidence_filters_apply_to_ai_labels_only():
+    labels = [
+        ai_label("inconsistent", 0, 0.9, 0.3),
+        ai_label("inconsistent-reviewed", 0, 0.9, 0.3),
+        ai_label("one-order", 0, 0.95),  # consistency unknown: kept
+        ai_label("unsure", 0, 0.55, 0.55),  # confidence 0.1
+        ai_label("unsure-reviewed", 0, 0.45, 0.45),
+        ai_label("sure", 0, 0.1, 0.1),  # confidence 0.8
+    ]
+    reviews = [human("inconsistent-reviewed", 0, "B"), human("unsure-reviewed", 0, "A")]
+
+    examples, skipped = export.prefs_from_labels(
+        labels, reviews, export.PrefFilters(drop_inconsistent=True)
+    )
+    assert {e["prompt_id"] for e in examples} == {r["prompt_id"] for r in labels} - {"inconsistent"}
+    assert skipped == {"unscored": 0, "ties": 0, "inconsistent": 1, "below confidence": 0}
+    e = by_key(examples)[("inconsistent-reviewed", 0)]
+    assert (e["label_source"], e["consistent"], sides(e)[0]) == (
+        "human",
+        False,
+        "answer B to inconsistent-reviewed/0",
+    )
+
+    examples, skipped = export.prefs_from_labels(
+        labels, reviews, export.PrefFilters(min_confidence=0.5)
+    )
+    assert {e["prompt_id"] for e in examples} == {
+        "inconsistent-reviewed",
+        "one-order",
+        "unsure-reviewed",
+        "sure",
+    }
+    assert skipped == {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 2}
+    assert all(e["score"] >= 0.75 for e in examples)
+
+    _, skipped = export.prefs_from_labels(
+        labels, reviews, export.PrefFilters(drop_inconsistent=True, min_confidence=0.5)
+    )
+    assert skipped == {"unscored": 0, "ties": 0, "inconsistent": 1, "below confidence": 1}
+
+
+def test_the_score_is_the_probability_that_chosen_is_better():
+    for p in (0.0, 0.01, 0.3, 0.5, 0.51, 0.99, 1.0):
+        ((e,), _) = export.prefs_from_labels([ai_label("p", 0, p)], [])
+        assert e["score"] == pytest.approx(max(p, 1 - p))
+        assert 0.5 <= e["score"] <= 1.0
+
+
+def test_unscored_labels_are_skipped_and_counted():
+    labels = [ai_label("over", 0, None), ai_label("over", 1, None), ai_label("ok", 0, 0.8)]
+    examples, skipped = export.prefs_from_labels(labels, [])
+    assert [e["prompt_id"] for e in examples] == ["ok"]
+    assert skipped == {"unscored": 2, "ties": 0, "inconsistent": 0, "below confidence": 0}
+
+
+class Labelled:
+    """The module's finished pairs and label jobs (tiny model, 4 prompts, 2 answers each)."""
+
+    def __init__(self, store: Store, pairs_job: str, labels_job: str):
+        self.store, self.home = store, store.home
+        self.pairs_job, self.labels_job = pairs_job, labels_job
+        self.labels = store.labels(labels_job)
+
+
+@pytest.fixture(scope="module")
+def labelled_jobs(tmp_path_factory, tiny_spec) -> Labelled:
+    from cai_engine import feedback
+
+    home = tmp_path_factory.mktemp("labels-home")
+    store = Store(home, lock_timeout=5)
+    install_bundled(store)
+    try:
+        pairs = finish(
+            store,
+            feedback.submit_pairs(
+                store,
+                {
+                    "prompts": "red-team:train",
+                    "model": tiny_spec,
+                    "limit": 4,
+                    "sampling": {"max_new_tokens": 8},
+                },
+            ).id,
+        )
+        assert pairs.status == "succeeded", pairs.error
+        labels = finish(
+            store,
+            feedback.submit_labels(
+                store, {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec}
+            ).id,
+        )
+    finally:
+        kill_runners(home)
+    assert labels.status == "succeeded", labels.error
+    jobs.ingest(store, labels)
+    return Labelled(store, pairs.id, labels.id)
+
+
+@pytest.fixture
+def labelled(labelled_jobs):
+    """The module's label job; verdicts a test records are removed after it."""
+    yield labelled_jobs
+    with labelled_jobs.store.connect() as con:
+        con.rows("DELETE FROM reviews")
+
+
+def test_export_of_a_label_job_writes_data_and_a_manifest(labelled, tmp_path, tiny_spec, tokenizer):
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    from cai_engine import review
+
+    store, job = labelled.store, labelled.labels_job
+    assert len(labelled.labels) == 4
+    assert all(r["soft_label"] is not None and r["response_a"] for r in labelled.labels)
+    # a human disagrees with the AI on one pair
+    first = labelled.labels[0]
+    flipped = "B" if first["winner"] == "A" else "A"
+    review.record(store, job, first["prompt_id"], first["pair"], "ann", flipped, "AB")
+
+    out = tmp_path / "prefs"
+    result = export.export_prefs_from_labels(store, job, out, command="cai export prefs x")
+    assert (result.kind, result.examples, result.out) == ("prefs", 4, out)
+    assert result.skipped == {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 0}
+    assert sorted(os.listdir(out)) == ["data.jsonl", "manifest.json"]
+
+    rows = read_jsonl(out / "data.jsonl")
+    expected, _ = export.prefs_from_labels(labelled.labels, store.reviews(job))
+    assert rows == expected
+    got = by_key(rows)[(first["prompt_id"], first["pair"])]
+    assert (got["label_source"], got["score"]) == ("human", 1.0)
+    assert sides(got)[0] == first[f"response_{flipped.lower()}"]
+    for e in rows:
+        assert is_conversational(e)
+        rendered = maybe_apply_chat_template(e, tokenizer)
+        assert set(rendered) == {"prompt", "chosen", "rejected"}
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    version = store.get_version("harmless")
+    assert manifest == result.manifest | {"files": ["data.jsonl"], "format": "jsonl"}
+    assert (manifest["kind"], manifest["source"]) == ("prefs", "labels")
+    assert (manifest["job"], manifest["pairs_job"]) == (job, labelled.pairs_job)
+    assert (manifest["constitution"], manifest["constitution_hash"]) == ("harmless", version.hash)
+    assert manifest["feedback_model"] == str(parse_spec(tiny_spec))
+    assert manifest["policy_model"] == str(parse_spec(tiny_spec))
+    assert (manifest["mode"], manifest["prompt_set"]) == ("logprob", "red-team")
+    assert manifest["filters"] == {
+        "drop_ties": False,
+        "drop_inconsistent": False,
+        "min_confidence": 0.0,
+    }
+    assert manifest["counts"] == {
+        "examples": 4,
+        "labels": 4,
+        "human": 1,
+        "skipped unscored": 0,
+        "skipped ties": 0,
+        "skipped inconsistent": 0,
+        "skipped below confidence": 0,
+    }
+    assert manifest["command"] == "cai export prefs x"
+    assert manifest["created_at"]
+
+
+def test_export_of_labels_in_parquet_reads_back_with_datasets(labelled, tmp_path):
+    from cai_engine import review
+
+    store, job = labelled.store, labelled.labels_job
+    first, rest = labelled.labels[0], labelled.labels[1:]
+    review.record(store, job, first["prompt_id"], first["pair"], "ann", "A", "AB")
+    out = tmp_path / "p"
+    filters = export.PrefFilters(drop_inconsistent=True)
+    result = export.export_prefs_from_labels(store, job, out, filters=filters, fmt="parquet")
+    # the reviewed pair is kept whatever the AI's consistency; the others only if consistent
+    inconsistent = sum(r["consistent"] is False for r in rest)
+    assert result.examples == 4 - inconsistent
+    assert result.skipped["inconsistent"] == inconsistent
+    examples = load(out, "parquet", tmp_path / "hf-cache")
+    assert len(examples) == result.examples
+    got = by_key(examples)
+    assert got.pop((first["prompt_id"], first["pair"]))["label_source"] == "human"
+    assert all(e["consistent"] is True and e["label_source"] == "ai" for e in got.values())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["filters"]["drop_inconsistent"] is True
+    assert manifest["counts"]["skipped inconsistent"] == inconsistent
+    assert (manifest["format"], manifest["files"]) == ("parquet", ["data.parquet"])
+
+
+def test_export_of_labels_refuses_a_non_empty_folder_without_force(labelled, tmp_path):
+    store, job = labelled.store, labelled.labels_job
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    with pytest.raises(CaiError, match="already exists and is not empty; choose another --out"):
+        export.export_prefs_from_labels(store, job, out)
+    assert os.listdir(out) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert sorted(os.listdir(tmp_path)) == ["mine"]
+
+    export.export_prefs_from_labels(store, job, out, force=True)
+    assert sorted(os.listdir(out)) == ["data.jsonl", "manifest.json"]
+
+
+def test_export_of_labels_refuses_a_job_that_is_not_a_label_job(labelled, tmp_path):
+    pairs = labelled.pairs_job
+    with pytest.raises(CaiError) as info:
+        export.export_prefs_from_labels(labelled.store, pairs, tmp_path / "x")
+    assert str(info.value) == f"job {pairs} is a pairs job; --labels needs a label job"
+    with pytest.raises(CaiError, match="is a pairs job"):
+        export.labelled_prefs(labelled.store, pairs)
+    with pytest.raises(NotFoundError, match="no job 'label-nope'"):
+        export.export_prefs_from_labels(labelled.store, "label-nope", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_export_that_filters_out_everything_says_what_was_dropped(labelled, tmp_path):
+    job = labelled.labels_job
+    # the tiny random model is never confident: every label is below confidence 1
+    assert all(r["confidence"] < 1.0 for r in labelled.labels)
+    with pytest.raises(CaiError) as info:
+        export.export_prefs_from_labels(
+            labelled.store, job, tmp_path / "x", filters=export.PrefFilters(min_confidence=1.0)
+        )
+    assert str(info.value) == (
+        f"label job {job} leaves no preference pairs to export (dropped: 4 below confidence)"
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_labelled_prefs_zip_for_a_download(labelled):
+    examples, manifest = export.labelled_prefs(
+        labelled.store, labelled.labels_job, export.PrefFilters(), command="studio download"
+    )
+    with zipfile.ZipFile(io.BytesIO(export.zip_examples(examples, manifest))) as zf:
+        assert sorted(zf.namelist()) == ["data.jsonl", "manifest.json"]
+        lines = zf.read("data.jsonl").decode("utf-8").splitlines()
+        zipped = json.loads(zf.read("manifest.json"))
+    assert [json.loads(line) for line in lines] == examples
+    assert zipped == manifest | {"files": ["data.jsonl"], "format": "jsonl"}
+    assert (zipped["job"], zipped["command"]) == (labelled.labels_job, "studio download")

@@ -19,6 +19,7 @@ nav = st.navigation(
         st.Page(PAGES / "constitutions.py", title="Constitutions", icon="📜"),
         st.Page(PAGES / "prompts.py", title="Prompts", icon="💬"),
         st.Page(PAGES / "traces.py", title="Traces", icon="🔁"),
+        st.Page(PAGES / "labels.py", title="Labels", icon="🏷️"),
         st.Page(PAGES / "jobs.py", title="Jobs", icon="⚙️"),
     ]
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from cai_engine.store.jobs import _none_for_nan
@@ -69,7 +70,8 @@ class FeedbackQueries:
         note: str | None = None,
     ) -> str:
         """Append a human verdict; earlier verdicts are kept. Returns the review's id."""
-        review_id = uuid.uuid4().hex
+        # time-ordered, so `ORDER BY created_at, id` is the order verdicts were given
+        review_id = f"{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
         with self.connect() as con:
             con.rows(
                 "INSERT INTO reviews"

@@ -1,0 +1,215 @@
+"""Benchmark: AI preference labels by batched log-probs against a generate-and-parse judge.
+
+Workload: 64 pairs (two sampled answers each to 64 red-team prompts, 96 new tokens, T=1)
+from the embedded model, labelled with the `harmless` constitution, 2 labelled few-shot
+comparisons, both orders. Measured in one run, in this process:
+1. ours: `feedback.label_pairs` — one batched forward pass per order for every pair, the
+   soft label read from the log-probabilities of " (A)" and " (B)";
+2. baseline: a generate-and-parse judge, one pair (and order) at a time: HF `generate`
+   in fp32 (what a user writes first), greedy, 8 new tokens, and the first "A" or "B" in
+   the text is the answer;
+3. for reference, the same generate-and-parse judge on our model object (bf16, our decode
+   loop), still one pair at a time: it shows how much comes from batching and scoring
+   rather than from the dtype.
+Prints labels/s, the ratios, and how often the two methods pick the same response.
+
+    .venv/bin/python bench/labels.py [--pairs 64] [--baseline-pairs 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LETTER = re.compile(r"\b([AB])\b")
+
+
+def make_pairs(store, model, n: int) -> list[dict]:
+    from cai_engine.feedback import pairs_from_samples
+    from cai_engine.models import SamplingParams
+
+    prompts = store.get_prompts("red-team")[:n]
+    rows = []
+    for k in range(2):
+        sampling = SamplingParams(temperature=1.0, max_new_tokens=96, seed=k)
+        completions = model.chat([p.messages for p in prompts], sampling)
+        for p, c in zip(prompts, completions, strict=True):
+            rows.append(
+                {
+                    "prompt_set": "red-team", "prompt_id": p.prompt_id, "sample": k,
+                    "text": c.text, "model": "embedded", "sampling": "", "seed": k,
+                }
+            )  # fmt: skip
+    pairs = pairs_from_samples(rows, "bench")
+    messages = {p.prompt_id: p.messages for p in prompts}
+    for pair in pairs:
+        pair["prompt_messages"] = messages[pair["prompt_id"]]
+    return pairs
+
+
+def baseline_questions(pairs, constitution, config):
+    """The exact conversations our judge scores, each ending with the "The answer is:" prefill."""
+    from cai_engine import feedback
+
+    shots = feedback.few_shot_turns(
+        feedback.select_comparison_shots(constitution.comparison_few_shots, config.few_shots),
+        constitution,
+        cot=False,
+    )
+    prefix = [t for block in shots for t in block]
+    principles = feedback.check_constitution(constitution, config)
+    out = []
+    for pair in pairs:
+        principle = feedback.draw_principle(principles, pair["prompt_id"], pair["pair"], 0)
+        for a, b in (
+            (pair["response_a"], pair["response_b"]),
+            (pair["response_b"], pair["response_a"]),
+        ):
+            question = feedback.question_text(
+                pair["prompt_messages"], principle.preference_question, a, b
+            )
+            out.append(
+                prefix
+                + [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": feedback.ANSWER_PREFIX},
+                ]
+            )
+    return out
+
+
+def parse(text: str) -> str | None:
+    m = LETTER.search(text)
+    return m.group(1) if m else None
+
+
+def hf_generate_judge(path: str, conversations: list) -> list[str | None]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    answers = []
+    for conv in conversations:
+        enc = tok.apply_chat_template(
+            conv, continue_final_message=True, return_tensors="pt", return_dict=True
+        )
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id
+            )
+        answers.append(parse(tok.decode(out[0, enc["input_ids"].shape[1] :])))
+    return answers
+
+
+def our_generate_judge(model, conversations: list) -> list[str | None]:
+    from cai_engine.models import SamplingParams
+
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
+    return [parse(model.chat([conv], greedy)[0].text) for conv in conversations]
+
+
+def verdicts(answers: list[str | None]) -> list[tuple[str | None, str | None]]:
+    """Per pair: the response each order preferred ("A"/"B" about the stored responses)."""
+    out = []
+    for i in range(0, len(answers), 2):
+        ab, ba = answers[i], answers[i + 1]
+        swapped = {"A": "B", "B": "A"}.get(ba) if ba else None
+        out.append((ab, swapped))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--baseline-pairs", type=int, default=64)
+    args = ap.parse_args()
+
+    from cai_engine import feedback
+    from cai_engine.bundled import install_bundled
+    from cai_engine.models import load_model
+    from cai_engine.models.embedded import ensure_embedded
+    from cai_engine.store import Store
+
+    home = Path(tempfile.mkdtemp(prefix="cai-bench-labels-"))
+    os.environ["CAI_HOME"] = str(home)
+    store = Store(home)
+    install_bundled(store)
+    path = str(ensure_embedded(home, log=lambda *_: None))
+    model = load_model("smollm2-135m-instruct", home)
+    version = store.get_version("harmless")
+    config = feedback.LabelConfig(
+        pairs="bench", constitution="harmless", few_shots=2, batch_pairs=args.pairs
+    )
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    print(f"model: {model.info().details}")
+
+    t = time.perf_counter()
+    pairs = make_pairs(store, model, args.pairs)[: args.pairs]
+    print(f"made {len(pairs)} pairs in {time.perf_counter() - t:.1f}s")
+
+    feedback.label_pairs(pairs[:2], version.constitution, version.hash, model, config)  # warm-up
+    t = time.perf_counter()
+    ours = feedback.label_pairs(pairs, version.constitution, version.hash, model, config)
+    ours_s = time.perf_counter() - t
+    ours_rate = len(ours) / ours_s
+    consistent = sum(bool(r["consistent"]) for r in ours) / len(ours)
+    print(
+        f"ours:     {len(ours)} labels (both orders) in {ours_s:.1f}s = {ours_rate:.2f} labels/s; "
+        f"position-consistent {consistent:.0%}"
+    )
+
+    subset = pairs[: args.baseline_pairs]
+    conversations = baseline_questions(subset, version.constitution, config)
+    t = time.perf_counter()
+    hf_answers = hf_generate_judge(path, conversations)
+    hf_s = time.perf_counter() - t
+    hf_rate = len(subset) / hf_s
+    print(
+        f"baseline: {len(subset)} labels (both orders, HF generate fp32, one at a time) in "
+        f"{hf_s:.1f}s = {hf_rate:.2f} labels/s"
+    )
+    t = time.perf_counter()
+    our_generate_judge(model, conversations)
+    gen_s = time.perf_counter() - t
+    gen_rate = len(subset) / gen_s
+    print(
+        f"reference: generate-and-parse on our bf16 model, one at a time: {gen_rate:.2f} labels/s"
+    )
+
+    ratio = ours_rate / hf_rate
+    print(f"\nratio (ours / baseline): {ratio:.1f}x  [target >= 10x]")
+    print(f"ratio (ours / generate-and-parse on our model): {ours_rate / gen_rate:.1f}x")
+
+    base = verdicts(hf_answers)
+    unparsed = sum(a is None for a in hf_answers)
+    per_order = agree = both = 0
+    for label, (ab, ba) in zip(ours, base, strict=False):
+        mine_ab = "A" if label["p_a_ab"] > 0.5 else "B"
+        mine_ba = "A" if label["p_a_ba"] > 0.5 else "B"
+        per_order += (ab == mine_ab) + (ba == mine_ba)
+        if ab is not None and ab == ba:
+            both += 1
+            agree += ab == label["winner"]
+    n = len(base)
+    print(
+        f"agreement: per order {per_order / (2 * n):.0%} of {2 * n} answers "
+        f"({unparsed} unparsed by the baseline); on the {both} pairs where the baseline's two "
+        f"orders agree, {agree / both if both else 0:.0%} pick the same response"
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+"""Labels: make pairs, label them with the feedback model, spot-check the labels, and see
+how often people agree with the AI before training on it."""
+
+import pandas as pd
+import streamlit as st
+
+from cai_engine import export, feedback, jobs, review
+from cai_engine.errors import CaiError
+from cai_engine.models import EMBEDDED
+from ui.common import flash, get_store, md_escape, show_error, show_flash
+
+REFRESH_S = 2.0
+store = get_store()
+
+pending = st.session_state.pop("_select_labels", None)
+if pending:
+    st.session_state["label_job"] = pending
+
+st.title("Labels")
+show_flash()
+
+# -- launch ---------------------------------------------------------------------------------
+
+
+def pairs_form() -> None:
+    sets = [s.name for s in store.list_prompt_sets()]
+    critiques = [j.id for j in jobs.list_jobs(store, kind="critique") if j.status == "succeeded"]
+    source = st.radio(
+        "Answers",
+        ["Sample answers", "From a critique job"],
+        horizontal=True,
+        key="pairs_source",
+        help="k answers per prompt (every two form a pair), or each trace's initial answer "
+        "against its final revision.",
+    )
+    with st.form("pairs_form"):
+        if source == "Sample answers":
+            c1, c2, c3, c4 = st.columns(4)
+            set_name = c1.selectbox(
+                "Prompt set",
+                sets,
+                index=sets.index("red-team") if "red-team" in sets else 0,
+                key="pairs_set",
+            )
+            split = c2.selectbox("Split", ["train", "test", "all"], key="pairs_split")
+            samples = c3.number_input("Answers per prompt", 2, 8, 2, key="pairs_samples")
+            limit = c4.number_input("Limit (0 = all)", 0, 100_000, 16, key="pairs_limit")
+            m1, m2, m3 = st.columns([3, 1, 1])
+            model = m1.text_input("Model", EMBEDDED, key="pairs_model")
+            max_new = m2.number_input("Max new tokens", 8, 4096, 160, key="pairs_max_new")
+            temperature = m3.number_input(
+                "Temperature", 0.0, 2.0, 1.0, step=0.1, key="pairs_temperature"
+            )
+        else:
+            critique_job = st.selectbox("Critique job", critiques or ["(none finished)"])
+        go = st.form_submit_button("Start pairs job", type="primary")
+    if not go:
+        return
+    if source == "Sample answers":
+        config = {
+            "prompts": set_name if split == "all" else f"{set_name}:{split}",
+            "model": model.strip(),
+            "samples": int(samples),
+            "limit": int(limit) or None,
+            "sampling": {"temperature": float(temperature), "max_new_tokens": int(max_new)},
+        }
+    else:
+        config = {"from_critique": critique_job}
+    try:
+        job = feedback.submit_pairs(store, config)
+    except CaiError as e:
+        show_error(e, "Not started: ")
+    else:
+        flash(f"Started {job.id}. Label its pairs when it finishes.")
+        st.rerun()
+
+
+def label_form() -> None:
+    pair_jobs = jobs.list_jobs(store, kind="pairs")
+    if not pair_jobs:
+        st.caption("Make a pairs job first.")
+        return
+    names = [s.name for s in store.list_constitutions()]
+    c1, c2, c3 = st.columns([2, 2, 1])
+    pairs_job = c1.selectbox(
+        "Pairs job",
+        [j.id for j in pair_jobs],
+        format_func=lambda i: f"{i} · {next(j.status for j in pair_jobs if j.id == i)}",
+        key="label_pairs_job",
+    )
+    con_name = c2.selectbox(
+        "Constitution",
+        names,
+        index=names.index("harmless") if "harmless" in names else 0,
+        key="label_constitution",
+    )
+    versions = store.list_versions(con_name) if con_name else []
+    con_version = c3.selectbox("Version", [v.seq for v in reversed(versions)], key="label_version")
+    with st.form("label_form"):
+        model = st.text_input(
+            "Feedback model", EMBEDDED, key="label_model", help="Local or openai: model spec."
+        )
+        o1, o2, o3, o4 = st.columns(4)
+        both = o1.checkbox(
+            "Both orders", True, key="label_both", help="Score as given and swapped, and average."
+        )
+        cot = o2.checkbox(
+            "Chain of thought",
+            False,
+            key="label_cot",
+            help="Reason first; probabilities are clamped to 40–60%.",
+        )
+        few_shots = o3.number_input("Few-shots", 0, 16, 2, key="label_few_shots")
+        limit = o4.number_input("Limit (0 = all)", 0, 1_000_000, 0, key="label_limit")
+        go = st.form_submit_button("Start label job", type="primary")
+    if not go:
+        return
+    config = {
+        "pairs": pairs_job,
+        "constitution": f"{con_name}@{con_version}",
+        "model": model.strip(),
+        "both_orders": both,
+        "cot": cot,
+        "few_shots": int(few_shots),
+        "limit": int(limit) or None,
+    }
+    try:
+        job = feedback.submit_labels(store, config)
+    except CaiError as e:
+        show_error(e, "Not started: ")
+    else:
+        flash(f"Started {job.id}.")
+        st.session_state["_select_labels"] = job.id
+        st.rerun()
+
+
+label_jobs = jobs.list_jobs(store, kind="label")
+with st.expander("New pairs or labels", expanded=not label_jobs):
+    t1, t2 = st.tabs(["Pairs", "Labels"])
+    with t1:
+        pairs_form()
+    with t2:
+        label_form()
+
+if not label_jobs:
+    st.info(
+        "No label jobs yet. Make pairs and label them above, or with `cai pairs` and `cai label`."
+    )
+    st.stop()
+
+by_id = {j.id: j for j in label_jobs}
+if st.session_state.get("label_job") not in by_id:
+    st.session_state["label_job"] = label_jobs[0].id
+job_id = st.selectbox(
+    "Label job",
+    list(by_id),
+    key="label_job",
+    format_func=lambda i: (
+        f"{i} · {by_id[i].status} · {by_id[i].config.get('constitution')} · "
+        f"{'CoT' if by_id[i].config.get('cot') else 'log-prob'}"
+    ),
+)
+running = by_id[job_id].status in jobs.ACTIVE
+
+
+labels = store.labels(job_id)
+
+
+@st.fragment(run_every=REFRESH_S if running else None)
+def job_progress(job_id: str, shown: int) -> None:
+    jobs.reconcile(store)  # also ingests the batches the job has scored since last time
+    job = jobs.get_job(store, job_id)
+    if job.status in jobs.ACTIVE and job.total:
+        st.progress(
+            min(1.0, job.done / job.total), text=f"{job.status}: {job.done}/{job.total} pairs"
+        )
+    if job.error:
+        st.error(md_escape(job.error), icon="⚠️")
+    if running and (job.status not in jobs.ACTIVE or (not shown and job.done)):
+        st.rerun(scope="app")  # finished, or its first labels arrived: redraw the page
+
+
+job_progress(job_id, len(labels))
+if not labels:
+    st.caption("No labels yet; they appear as the job scores each batch of pairs.")
+    st.stop()
+
+review_tab, agreement_tab, labels_tab, export_tab = st.tabs(
+    ["Review", "Agreement", "All labels", "Export"]
+)
+
+# -- review ---------------------------------------------------------------------------------
+
+VERDICT_BUTTONS = [
+    ("A is better", "A", "A"),
+    ("B is better", "B", "B"),
+    ("Tie", "tie", "T"),
+    ("Both bad", "both_bad", "X"),
+    ("Skip", "skip", "S"),
+]
+
+
+def reveal_text(reveal: dict) -> str:
+    """What the AI said about the pair just reviewed, in the positions the reviewer saw."""
+    p_first = reveal["soft"] if reveal["order"] == "AB" else 1 - reveal["soft"]
+    ai_shown = "A" if p_first > 0.5 else "B" if p_first < 0.5 else "tie"
+    said = review.VERDICT_NAMES[reveal["shown"]]
+    parts = [
+        f"You said **{said}**. The AI gave **{p_first:.1%}** to A and **{1 - p_first:.1%}** "
+        f"to B (as you saw them): **{ai_shown if ai_shown == 'tie' else ai_shown + ' is better'}**"
+    ]
+    if reveal["shown"] in ("A", "B") and ai_shown != "tie":
+        parts.append("— you agree." if reveal["shown"] == ai_shown else "— you disagree.")
+    if reveal["consistent"] is False:
+        parts.append("Its two orders disagreed (position-inconsistent).")
+    return " ".join(parts)
+
+
+def commit(label_row: dict, order: str, shown_verdict: str, reviewer: str, note_key: str):
+    verdict = review.to_stored(shown_verdict, order)
+    try:
+        review.record(
+            store,
+            job_id,
+            label_row["prompt_id"],
+            label_row["pair"],
+            reviewer,
+            verdict,
+            order,
+            st.session_state.get(note_key) or None,
+        )
+    except CaiError as e:
+        st.session_state["_review_error"] = str(e)
+        return
+    st.session_state["_reveal"] = {
+        "shown": shown_verdict,
+        "order": order,
+        "soft": label_row["soft_label"],
+        "consistent": label_row["consistent"],
+    }
+
+
+with review_tab:
+    r1, r2, r3 = st.columns([2, 2, 1])
+    reviewer = r1.text_input("Reviewer", key="reviewer", placeholder="your name").strip()
+    strategy = r2.selectbox(
+        "Which pairs first",
+        list(review.STRATEGIES),
+        format_func=review.STRATEGIES.get,
+        key="review_strategy",
+    )
+    scored = review.reviewable(labels)
+    size = r3.number_input(
+        "Pairs to review", 1, max(1, len(scored)), min(20, max(1, len(scored))), key="review_size"
+    )
+    reviews = store.reviews(job_id)
+    todo, progress = review.session(labels, reviews, reviewer, strategy, int(size))
+    stats = review.agreement(labels, reviews)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Reviewed", f"{progress.reviewed} of {progress.total}")
+    m2.metric("Agreement with AI", "–" if stats.rate is None else f"{stats.rate:.0%}")
+    m3.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.2f}")
+    m4.metric("Decisive verdicts", stats.decisive)
+    st.progress(progress.reviewed / max(1, progress.total))
+    error = st.session_state.pop("_review_error", None)
+    if error:
+        show_error(error, "Not saved: ")
+    reveal = st.session_state.pop("_reveal", None)
+    if reveal:
+        st.info(reveal_text(reveal), icon="🔎")  # numbers and verdict names only
+    if not reviewer:
+        st.info("Type your name above to start reviewing; verdicts are stored under it.")
+    elif not todo:
+        st.success(
+            f"Done: you reviewed all {progress.total} pairs of this session. "
+            "Raise the number of pairs or pick another order to go on."
+        )
+    else:
+        row = todo[0]
+        order = review.display_order(row, reviewer)
+        first, second = (
+            (row["response_a"], row["response_b"])
+            if order == "AB"
+            else (row["response_b"], row["response_a"])
+        )
+        version = store.get_version(f"{row['constitution']}@{row['constitution_hash'][:12]}")
+        principle = version.constitution.principle(row["principle_id"])
+        st.markdown(f"**Principle:** {md_escape(principle.title)}")
+        st.caption(md_escape(principle.preference_question))
+        for m in row["prompt_messages"]:
+            with st.chat_message(m["role"]):
+                st.text(m["content"])
+        c1, c2 = st.columns(2)
+        with c1.container(border=True):
+            st.markdown("**A**")
+            st.text(first or "(empty)")
+        with c2.container(border=True):
+            st.markdown("**B**")
+            st.text(second or "(empty)")
+        note_key = f"note_{job_id}_{row['prompt_id']}_{row['pair']}"
+        st.text_input("Note (optional)", key=note_key)
+        buttons = st.columns(len(VERDICT_BUTTONS))
+        for column, (text, verdict, key) in zip(buttons, VERDICT_BUTTONS, strict=True):
+            column.button(
+                text,
+                key=f"verdict_{verdict}",
+                shortcut=key,
+                on_click=commit,
+                args=(row, order, verdict, reviewer, note_key),
+                type="primary" if verdict in ("A", "B") else "secondary",
+                width="stretch",
+            )
+        st.caption(
+            "Keys: A, B, T (tie), X (both bad), S (skip). The AI's label shows after your verdict."
+        )
+
+# -- agreement ------------------------------------------------------------------------------
+
+with agreement_tab:
+    stats = review.agreement(labels, store.reviews(job_id))
+    a1, a2, a3, a4 = st.columns(4)
+    a1.metric("Agreement", "–" if stats.rate is None else f"{stats.rate:.1%}")
+    a2.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.3f}")
+    a3.metric(
+        "Position consistency",
+        "–" if stats.consistency_rate is None else f"{stats.consistency_rate:.1%}",
+        help="Labels scored in both orders whose two orders prefer the same response.",
+    )
+    a4.metric(
+        "First-shown wins",
+        "–" if stats.first_position_rate is None else f"{stats.first_position_rate:.1%}",
+        help="An unbiased judge is at 50%.",
+    )
+    if stats.position_bias:
+        st.warning(
+            "Position bias: this judge prefers one display slot far more often than chance. "
+            "Use both orders, and drop inconsistent pairs when exporting.",
+            icon="⚠️",
+        )
+    st.caption(
+        f"{stats.reviews} verdicts counted (latest per reviewer and pair, skips left out): "
+        f"{stats.decisive} decisive, {stats.ties} tie, {stats.both_bad} both bad, "
+        f"{stats.ai_ties} on pairs the AI called a tie. Agreement and κ use decisive verdicts "
+        "only: a tie or 'both bad' states no preference to agree with."
+    )
+    g1, g2 = st.columns(2)
+    with g1:
+        st.markdown("**Calibration**: AI confidence against human agreement")
+        calib = pd.DataFrame(stats.calibration)
+        calib["expected"] = (1 + (calib["low"] + calib["high"]) / 2) / 2
+        st.line_chart(calib.set_index("confidence")[["agreement", "expected"]], y_label="agreement")
+        st.dataframe(calib[["confidence", "reviewed", "agreement"]], hide_index=True)
+    with g2:
+        st.markdown("**Soft labels**: P(A better)")
+        hist = pd.cut(
+            pd.Series(stats.soft_labels), bins=[i / 10 for i in range(11)], include_lowest=True
+        )
+        counts = hist.value_counts(sort=False)
+        st.bar_chart(pd.DataFrame({"labels": counts.values}, index=[str(i) for i in counts.index]))
+    b1, b2 = st.columns(2)
+    with b1:
+        st.markdown("**Agreement by principle**")
+        if stats.by_principle:
+            st.dataframe(
+                pd.DataFrame(stats.by_principle),
+                hide_index=True,
+                column_config={"rate": st.column_config.NumberColumn(format="percent")},
+            )
+        else:
+            st.caption("No decisive verdicts yet.")
+    with b2:
+        st.markdown("**Reviewed and remaining per principle**")
+        st.dataframe(pd.DataFrame(stats.strata), hide_index=True)
+
+# -- all labels -----------------------------------------------------------------------------
+
+with labels_tab:
+    f1, f2 = st.columns([1, 2])
+    only_inconsistent = f1.checkbox("Position-inconsistent only", key="labels_inconsistent")
+    principles = sorted({r["principle_id"] for r in labels})
+    principle = f2.selectbox("Principle", ["all", *principles], key="labels_principle")
+    shown = [
+        r
+        for r in labels
+        if (not only_inconsistent or r["consistent"] is False)
+        and (principle == "all" or r["principle_id"] == principle)
+    ]
+    st.caption(f"{len(shown)} of {len(labels)} labels")
+    table = pd.DataFrame(
+        [
+            {
+                "prompt": r["prompt_messages"][-1]["content"] if r["prompt_messages"] else "",
+                "principle": r["principle_id"],
+                "P(A) as given": r["p_a_ab"],
+                "P(A) swapped": r["p_a_ba"],
+                "soft label": r["soft_label"],
+                "winner": r["winner"],
+                "confidence": r["confidence"],
+                "consistent": r["consistent"],
+                "flags": r["flags"],
+            }
+            for r in shown
+        ]
+    )
+    picked = st.dataframe(
+        table,
+        hide_index=True,
+        key="labels_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "prompt": st.column_config.TextColumn(width="large"),
+            "P(A) as given": st.column_config.NumberColumn(format="%.3f"),
+            "P(A) swapped": st.column_config.NumberColumn(format="%.3f"),
+            "soft label": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="%.3f"
+            ),
+            "confidence": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    rows = [i for i in (picked.selection.rows if picked else []) if i < len(shown)]
+    if rows:
+        r = shown[rows[0]]
+        d1, d2 = st.columns(2)
+        for column, side, ref in ((d1, "a", r["a_ref"]), (d2, "b", r["b_ref"])):
+            with column.container(border=True):
+                st.markdown(f"**{side.upper()}** · {md_escape(ref or '')}")
+                st.text(r[f"response_{side}"] or "(empty)")
+        for order, key in (("as given", "cot_ab"), ("swapped", "cot_ba")):
+            if r.get(key):
+                st.markdown(f"**Reasoning ({order})**")
+                st.text(r[key])
+
+# -- export ---------------------------------------------------------------------------------
+
+with export_tab:
+    st.caption(
+        "TRL preference rows (prompt, chosen, rejected) with `score`, the probability that "
+        "chosen is better. A human verdict overrides the AI label. `cai export prefs --labels` "
+        "writes JSONL, Parquet or a datasets folder."
+    )
+    e1, e2, e3 = st.columns(3)
+    drop_ties = e1.checkbox("Drop ties", key="export_drop_ties")
+    drop_inconsistent = e2.checkbox("Drop position-inconsistent", key="export_drop_inconsistent")
+    min_conf = e3.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="export_min_conf")
+    try:
+        examples, manifest = export.labelled_prefs(
+            store,
+            job_id,
+            export.PrefFilters(drop_ties, drop_inconsistent, float(min_conf)),
+            command="studio download",
+        )
+    except CaiError as e:
+        show_error(e)
+    else:
+        counts = manifest["counts"]
+        st.caption(
+            f"{counts['examples']} examples ({counts['human']} from human verdicts) of "
+            f"{counts['labels']} labels"
+        )
+        st.download_button(
+            "Download preferences",
+            export.zip_examples(examples, manifest),
+            file_name=f"{job_id}-prefs.zip",
+            mime="application/zip",
+            key="dl_label_prefs",
+        )
