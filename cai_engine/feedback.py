@@ -291,11 +291,14 @@ def select_comparison_shots(bank: list[ComparisonFewShot], n: int) -> list[Compa
     return chosen
 
 
+MIN_KEEP = 64  # characters a cut turn keeps at least (half from its start, half from its end)
+
+
 def fit_conversation(
     messages: list[dict], budget_chars: Callable[[list[dict]], int]
 ) -> tuple[list[dict], int]:
     """Shorten `messages` until `budget_chars(messages)` is >= 0: first drop middle turns
-    (keeping the first turn and the last), then cut the middle of the longest remaining turn.
+    (keeping the first turn and the last), then cut the middle out of the longest turns.
 
     `budget_chars` returns the spare room in characters (negative when over). Returns the
     shortened messages and the number of turns left out; raises OverflowError when even
@@ -310,25 +313,34 @@ def fit_conversation(
             msgs.insert(1, {"role": "system", "content": ""})
         dropped += 1
         msgs[1]["content"] = OMITTED.format(n=dropped)
-    for _ in range(8):
+    marker = 1 if dropped else None
+    originals = {i: m["content"] for i, m in enumerate(msgs) if i != marker}
+    kept = {i: len(text) for i, text in originals.items()}
+    overhead = len(CUT) + 16  # the marker a turn gets on its first cut
+    for _ in range(64):
         over = -budget_chars(msgs)
         if over <= 0:
             return msgs, dropped
-        longest = max(
-            (i for i in range(len(msgs)) if not msgs[i]["content"].startswith("[")),
-            key=lambda i: len(msgs[i]["content"]),
-            default=None,
-        )
-        if longest is None:
+        cuttable = sorted((i for i in kept if kept[i] > MIN_KEEP), key=lambda i: -kept[i])
+        if not cuttable:
             break
-        text = msgs[longest]["content"]
-        cut = over + len(CUT) + 16
-        if cut >= len(text):
-            break
-        keep = (len(text) - cut) // 2
-        msgs[longest]["content"] = (
-            text[:keep] + CUT.format(n=len(text) - 2 * keep) + text[len(text) - keep :]
-        )
+        # Water-filling: cut the longest turns down to one common length, so that no turn is
+        # cut to a stub while another keeps much more.
+        for k in range(1, len(cuttable) + 1):
+            top = cuttable[:k]
+            extra = sum(overhead for i in top if kept[i] == len(originals[i]))
+            level = (sum(kept[i] for i in top) - over - extra) / k
+            if k == len(cuttable) or level >= kept[cuttable[k]]:
+                break
+        for i in top:
+            text = originals[i]
+            kept[i] = max(MIN_KEEP, min(kept[i] - 1, int(level)))
+            head = kept[i] // 2
+            msgs[i]["content"] = (
+                text[:head]
+                + CUT.format(n=len(text) - kept[i])
+                + text[len(text) - (kept[i] - head) :]
+            )
     if budget_chars(msgs) >= 0:
         return msgs, dropped
     raise OverflowError("the options alone do not fit the feedback model's context")
@@ -450,6 +462,7 @@ class _Question:
     truncated_turns: int
     flags: list[str]
     prompt_tokens: int = 0
+    few_shots: int = 0  # labelled comparisons prepended (the oldest go first when too long)
 
 
 def label_pairs(
@@ -475,7 +488,6 @@ def label_pairs(
         constitution,
         config.cot,
     )
-    prefix = [t for block in shots for t in block]
     context = model.context_length
     # room the answer needs after the question: the prefill, the options, the reasoning
     reserve = 16 + (config.cot_sampling.max_new_tokens + 8 if config.cot else 0)
@@ -487,7 +499,7 @@ def label_pairs(
         t0 = time.perf_counter()
         questions, rows = [], []
         for pair in batch:
-            q = _question(pair, principles, prefix, model, context, reserve, config)
+            q = _question(pair, principles, shots, model, context, reserve, config)
             if q is None:
                 rows.append(_row(job_id, pair, None, config, constitution, constitution_hash))
                 event("pair_overflow", prompt_id=pair["prompt_id"], pair=pair["pair"])
@@ -526,15 +538,20 @@ def label_pairs(
     return out
 
 
-def _question(pair, principles, prefix, model, context, reserve, config) -> _Question | None:
+def _question(pair, principles, shots, model, context, reserve, config) -> _Question | None:
+    """The question(s) for one pair, made to fit the context: first the oldest few-shots go,
+    then the conversation's middle turns, then the middle of its longest turns; never the
+    options. None when even the options alone do not fit."""
     principle = draw_principle(principles, pair["prompt_id"], pair["pair"], config.seed)
     messages = pair["prompt_messages"]
     flags = [f for f in pair["flags"].split(",") if f == "empty"]
     orders = [(pair["response_a"], pair["response_b"])]
     if config.both_orders:
         orders.append((pair["response_b"], pair["response_a"]))
+    blocks = list(shots)
 
     def build(msgs) -> list[list[dict]]:
+        prefix = [t for block in blocks for t in block]
         return [
             prefix
             + [
@@ -546,30 +563,34 @@ def _question(pair, principles, prefix, model, context, reserve, config) -> _Que
             for a, b in orders
         ]
 
+    longest = max(range(len(orders)), key=lambda i: len("".join(orders[i])))
+
+    def spare_tokens(msgs) -> int | None:
+        n = model.count_tokens(build(msgs)[longest]) if context else None
+        return None if n is None else context - reserve - n
+
+    def spare_chars(msgs) -> int:
+        spare = spare_tokens(msgs)
+        if spare is None or spare >= 0:
+            return 0 if spare is None else spare
+        turns = build(msgs)[longest]
+        # characters per token over everything the model reads turns tokens into text
+        ratio = sum(len(t["content"]) for t in turns) / max(1, context - reserve - spare)
+        return int(spare * max(1.0, ratio)) - 1
+
+    while blocks and (spare_tokens(messages) or 0) < 0:
+        blocks.pop(0)  # the oldest few-shot goes first
     truncated = 0
     if context:
-        longest_order = max(range(len(orders)), key=lambda i: len("".join(orders[i])))
-        measured = {}
-
-        def spare_chars(msgs) -> int:
-            turns = build(msgs)[longest_order]
-            n = model.count_tokens(turns)
-            if n is None:
-                return 0
-            measured["tokens"] = n
-            spare_tokens = context - reserve - n
-            # characters per token, measured on this text, converts the token excess to text
-            ratio = max(1.0, len(turns[-1]["content"]) / max(1, n))
-            return int(spare_tokens * ratio) if spare_tokens < 0 else spare_tokens
-
         try:
-            messages, truncated = fit_conversation(messages, spare_chars)
+            fitted, truncated = fit_conversation(messages, spare_chars)
         except OverflowError:
             return None
-        if truncated or messages != pair["prompt_messages"]:
+        if fitted != messages:
             flags.append("truncated")
+        messages = fitted
     q = _Question(pair, principle, build(messages), truncated, flags)
-    q.prompt_tokens = 0
+    q.few_shots = len(blocks)
     return q
 
 
@@ -608,7 +629,7 @@ def _score(questions: list[_Question], model, config: LabelConfig, should_stop):
             p_first = [clamp(p, config.clamp) for p in p_first]
         p_ab = p_first[0]
         p_ba = 1.0 - p_first[1] if n_orders == 2 else None  # swapped: option (B) is response A
-        texts = cots[i * n_orders : (i + 1) * n_orders]
+        texts = cots[i * n_orders : (i + 1) * n_orders] if config.cot else []
         tokens = sum(cot_tokens[i * n_orders : (i + 1) * n_orders])
         out.append((p_ab, p_ba, texts, tokens))
     return out
@@ -642,7 +663,7 @@ def _row(
         "constitution_hash": constitution_hash,
         "model": config.model,
         "mode": "cot" if config.cot else "logprob",
-        "few_shots": config.few_shots if config.few_shots else 0,
+        "few_shots": q.few_shots if q else 0,
         "p_a_ab": p_ab,
         "p_a_ba": p_ba if config.both_orders else None,
         "soft_label": combined.soft_label if combined else None,

@@ -282,13 +282,10 @@ class OpenAIModel(ChatModel):
                     p_ids = self._tokenize({"prompt": prompt, "add_special_tokens": True})
                 else:
                     prefill = is_prefill(prompt)
-                    p_ids = self._tokenize(
-                        {
-                            "messages": prompt,
-                            "add_generation_prompt": not prefill,
-                            "continue_final_message": prefill,
-                        }
-                    )
+                    body = {"messages": prompt, "add_generation_prompt": not prefill}
+                    if prefill:  # only then: servers without the field still score the rest
+                        body["continue_final_message"] = True
+                    p_ids = self._tokenize(body)
                 c_ids = self._tokenize({"prompt": cont, "add_special_tokens": False})
                 return self._score_ids(p_ids, c_ids)
             if not isinstance(prompt, str):
