@@ -3,17 +3,19 @@
 Workload: 64 pairs (two sampled answers each to 64 red-team prompts, 96 new tokens, T=1)
 from the embedded model, labelled with the `harmless` constitution, 2 labelled few-shot
 comparisons, both orders. Measured in one run, in this process:
-1. ours: `feedback.label_pairs` — one batched forward pass per order for every pair, the
+1. ours: `feedback.label_pairs`: one batched forward pass per order for every pair, the
    soft label read from the log-probabilities of " (A)" and " (B)";
-2. baseline: a generate-and-parse judge, one pair (and order) at a time: HF `generate`
-   in fp32 (what a user writes first), greedy, 8 new tokens, and the first "A" or "B" in
-   the text is the answer;
-3. for reference, the same generate-and-parse judge on our model object (bf16, our decode
-   loop), still one pair at a time: it shows how much comes from batching and scoring
-   rather than from the dtype.
-Prints labels/s, the ratios, and how often the two methods pick the same response.
+2. baseline: the judge a user writes first, one pair (and order) at a time: the same
+   question as the user turn (ending "The answer is:"), HF `generate` in fp32, greedy, up to
+   16 new tokens, and the first "(A)" or "(B)" (else a bare A or B) in the text is the answer;
+3. for reference, a lean generate-and-parse judge on our model object (bf16, our decode
+   loop, "The answer is:" as an assistant prefill, 4 new tokens), still one pair at a time:
+   the best a one-at-a-time generating judge does here, so it shows what batching and
+   scoring add by themselves.
+Both generating judges score both orders too, so every method gives the same information.
+Prints labels/s, the ratios, and how often the methods pick the same response.
 
-    .venv/bin/python bench/labels.py [--pairs 64] [--baseline-pairs 64]
+    .venv/bin/python bench/labels.py [--pairs 64] [--baseline-pairs 24]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LETTER = re.compile(r"\b([AB])\b")
+LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 
 
 def make_pairs(store, model, n: int) -> list[dict]:
@@ -90,10 +92,12 @@ def baseline_questions(pairs, constitution, config):
 
 def parse(text: str) -> str | None:
     m = LETTER.search(text)
-    return m.group(1) if m else None
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def hf_generate_judge(path: str, conversations: list) -> list[str | None]:
+    """The first judge a user writes: the whole question (ending "The answer is:") as the user
+    turn, `generate` in fp32, greedy, and parse the letter out of the reply."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,21 +105,27 @@ def hf_generate_judge(path: str, conversations: list) -> list[str | None]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     answers = []
     for conv in conversations:
+        *turns, question, prefill = conv
+        asked = [
+            *turns,
+            {"role": "user", "content": f"{question['content']}\n{prefill['content']}"},
+        ]
         enc = tok.apply_chat_template(
-            conv, continue_final_message=True, return_tensors="pt", return_dict=True
+            asked, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         with torch.inference_mode():
             out = model.generate(
-                **enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id
+                **enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id
             )
         answers.append(parse(tok.decode(out[0, enc["input_ids"].shape[1] :])))
     return answers
 
 
 def our_generate_judge(model, conversations: list) -> list[str | None]:
+    """Lean: the prefill leaves only " (A)" to write, on our bf16 model and decode loop."""
     from cai_engine.models import SamplingParams
 
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=4)
     return [parse(model.chat([conv], greedy)[0].text) for conv in conversations]
 
 
@@ -129,10 +139,31 @@ def verdicts(answers: list[str | None]) -> list[tuple[str | None, str | None]]:
     return out
 
 
+def agreement(name: str, ours: list[dict], answers: list[str | None]) -> None:
+    """Per order: does the judge pick the response our log-probs prefer? Per pair: where
+    the judge's two orders agree, is that our winner?"""
+    base = verdicts(answers)
+    unparsed = sum(a is None for a in answers)
+    per_order = agree = both = 0
+    for label, (ab, ba) in zip(ours, base, strict=False):
+        mine_ab = "A" if label["p_a_ab"] > 0.5 else "B"
+        mine_ba = "A" if label["p_a_ba"] > 0.5 else "B"
+        per_order += (ab == mine_ab) + (ba == mine_ba)
+        if ab is not None and ab == ba:
+            both += 1
+            agree += ab == label["winner"]
+    n = len(base)
+    print(
+        f"agreement with {name}: {per_order / (2 * n):.0%} of {2 * n} answers per order "
+        f"({unparsed} unparsed); {both} of {n} pairs position-consistent there, "
+        f"{agree} of them with our winner"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=64)
-    ap.add_argument("--baseline-pairs", type=int, default=64)
+    ap.add_argument("--baseline-pairs", type=int, default=24)
     args = ap.parse_args()
 
     from cai_engine import feedback
@@ -180,33 +211,22 @@ def main() -> None:
         f"{hf_s:.1f}s = {hf_rate:.2f} labels/s"
     )
     t = time.perf_counter()
-    our_generate_judge(model, conversations)
+    lean_answers = our_generate_judge(model, conversations)
     gen_s = time.perf_counter() - t
     gen_rate = len(subset) / gen_s
     print(
-        f"reference: generate-and-parse on our bf16 model, one at a time: {gen_rate:.2f} labels/s"
+        f"reference: lean generate-and-parse (bf16, prefill, 4 tokens), one at a time: "
+        f"{gen_rate:.2f} labels/s"
     )
 
     ratio = ours_rate / hf_rate
     print(f"\nratio (ours / baseline): {ratio:.1f}x  [target >= 10x]")
     print(f"ratio (ours / generate-and-parse on our model): {ours_rate / gen_rate:.1f}x")
 
-    base = verdicts(hf_answers)
-    unparsed = sum(a is None for a in hf_answers)
-    per_order = agree = both = 0
-    for label, (ab, ba) in zip(ours, base, strict=False):
-        mine_ab = "A" if label["p_a_ab"] > 0.5 else "B"
-        mine_ba = "A" if label["p_a_ba"] > 0.5 else "B"
-        per_order += (ab == mine_ab) + (ba == mine_ba)
-        if ab is not None and ab == ba:
-            both += 1
-            agree += ab == label["winner"]
-    n = len(base)
-    print(
-        f"agreement: per order {per_order / (2 * n):.0%} of {2 * n} answers "
-        f"({unparsed} unparsed by the baseline); on the {both} pairs where the baseline's two "
-        f"orders agree, {agree / both if both else 0:.0%} pick the same response"
-    )
+    for name, answers in (("baseline", hf_answers), ("lean", lean_answers)):
+        agreement(name, ours, answers)
+    first = sum(r["p_a_ab"] > 0.5 for r in ours) + sum(r["p_a_ba"] < 0.5 for r in ours)
+    print(f"ours: the first-shown response won {first / (2 * len(ours)):.0%} of orders")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MB")
 

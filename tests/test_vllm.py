@@ -93,3 +93,28 @@ def test_scores_of_the_same_greedy_continuation_agree(vllm_spec, embedded_home, 
     ours = local.score([question, question], [" (A)", " (B)"])
     theirs = remote.score([question, question], [" (A)", " (B)"])
     assert [abs(a - b) for a, b in zip(ours, theirs, strict=True)] < [0.2, 0.2]
+
+
+def test_soft_labels_through_vllm_match_the_local_backend(vllm_spec, embedded_home, local):
+    """The label question with its "The answer is:" prefill: vLLM renders the prefill with
+    `continue_final_message` on /tokenize, so both backends score the same tokens."""
+    from cai_engine.feedback import OPTIONS, soft_label
+
+    remote = load_model(vllm_spec, embedded_home)
+    questions = [
+        [
+            {"role": "user", "content": f"Which answer is kinder?\nOptions:\n(A) {a}\n(B) {b}"},
+            {"role": "assistant", "content": "The answer is:"},
+        ]
+        for a, b in [("Thank you!", "Go away."), ("Go away.", "Thank you!")]
+    ]
+    ours = local.score_choices(questions, list(OPTIONS))
+    theirs = remote.score_choices(questions, list(OPTIONS))
+    for a, b in zip(ours, theirs, strict=True):
+        assert abs(soft_label(*a) - soft_label(*b)) < 0.05, (a, b)
+        assert [abs(x - y) for x, y in zip(a, b, strict=True)] < [0.2, 0.2]
+    # The prefill is continued, not answered: the tokens end with "The answer is:".
+    ids = remote._tokenize(
+        {"messages": questions[0], "add_generation_prompt": False, "continue_final_message": True}
+    )
+    assert ids[-len(local.render(questions[0])) :] == local.render(questions[0])

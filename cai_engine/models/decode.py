@@ -100,7 +100,9 @@ def sample(
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # CPU generators: the same draws on any device, so a seed gives the same text on a GPU
     u = torch.cat([torch.rand(1, generator=g) for g in generators]).unsqueeze(-1)
+    u = u.to(logits.device)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         cdf = sorted_probs.cumsum(-1)
