@@ -40,9 +40,13 @@ START_TIMEOUT = 60.0  # a queued job with no process after this long never start
 # imported only when that kind is used.
 KIND_MODULES: dict[str, str] = {
     "critique": "cai_engine.critique",
+    "dpo": "cai_engine.training.jobs:DPO_JOB",
     "generate": "cai_engine.generate",
     "label": "cai_engine.feedback:LABEL_JOB",
     "pairs": "cai_engine.feedback:PAIRS_JOB",
+    "reward": "cai_engine.training.jobs:REWARD_JOB",
+    "rl": "cai_engine.training.jobs:RL_JOB",
+    "sft": "cai_engine.training.jobs:SFT_JOB",
     "tick": "cai_engine.tick",
 }
 
@@ -61,6 +65,8 @@ class JobKind:
     description: str = ""
     tables: tuple[str, ...] = ()
     resumable: bool = True
+    cancel_grace: float = CANCEL_GRACE  # seconds from SIGTERM to SIGKILL (training checkpoints)
+    launcher: Callable | None = None  # launcher(config: dict) -> argv prefix before the module
 
 
 def get_kind(name: str) -> JobKind:
@@ -166,11 +172,13 @@ def _process_is_job(pid: int | None, job_id: str) -> bool:
     return state != b"Z" and job_id.encode() in cmdline
 
 
-def _launch(store, job_id: str, run: RunFolder) -> int:
+def _launch(store, job_id: str, run: RunFolder, kind: str) -> int:
+    spec = get_kind(kind)
+    prefix = spec.launcher(run.config()) if spec.launcher else [sys.executable, "-m"]
     log = open(run.log_path, "ab")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cai_engine.runner", "--home", str(store.home), "--job", job_id],
+            [*prefix, "cai_engine.runner", "--home", str(store.home), "--job", job_id],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -197,7 +205,7 @@ def submit(store, kind: str, config: dict, *, label: str | None = None) -> Job:
     run.write_status(state="queued")
     store.insert_job(job_id, kind, clean, str(run.path), label)
     run.event("submitted", kind=kind, config=clean)
-    pid = _launch(store, job_id, run)
+    pid = _launch(store, job_id, run, kind)
     store.update_job(job_id, pid=pid)
     return get_job(store, job_id)
 
@@ -283,9 +291,12 @@ def ingest(store, job: Job) -> int:
     return added
 
 
-def cancel(store, job_id: str, grace: float = CANCEL_GRACE) -> Job:
-    """SIGTERM the job's process group; SIGKILL it if it has not exited after `grace` seconds."""
+def cancel(store, job_id: str, grace: float | None = None) -> Job:
+    """SIGTERM the job's process group; SIGKILL it if it has not exited after `grace` seconds
+    (default: the kind's grace, which gives training time to write a checkpoint)."""
     job = get_job(store, job_id)
+    if grace is None:
+        grace = get_kind(job.kind).cancel_grace if job.kind in KIND_MODULES else CANCEL_GRACE
     if job.status not in ACTIVE:
         raise CaiError(f"job {job_id} is {job.status}, not running; nothing to cancel")
     job.run.event("cancel_requested")
@@ -325,7 +336,7 @@ def resume(store, job_id: str) -> Job:
     job.run.write_status(**{**job.live, "state": "queued", "error": None})
     store.update_job(job_id, status="queued", error=None, finished_at=None)
     job.run.event("resumed", attempt=job.attempts + 1)
-    pid = _launch(store, job_id, job.run)
+    pid = _launch(store, job_id, job.run, job.kind)
     store.update_job(job_id, pid=pid)
     return get_job(store, job_id)
 

@@ -31,11 +31,12 @@ class JobCancelled(Exception):
 class JobContext:
     """What a running stage sees: its config, its run folder, progress and shard writers."""
 
-    def __init__(self, store, job, kind):
+    def __init__(self, store, job, kind, lead: bool = True):
         self.store = store
         self.job = job
         self.job_id = job.id
         self.kind = kind
+        self.lead = lead  # rank 0 of a multi-process launch (or the only process) reports
         self.run = RunFolder(job.run_dir)
         self.attempt = job.attempts
         self._cancelled = False
@@ -79,6 +80,8 @@ class JobContext:
                 self._live[key] = value
         self._live.update(extra)
         now = time.monotonic()
+        if not self.lead:
+            return
         if force or now - self._last_status >= STATUS_EVERY:
             self.run.write_status(**self._live)
             self._last_status = now
@@ -91,10 +94,12 @@ class JobContext:
         self._live["tokens"] = int(self._live.get("tokens") or 0) + n
 
     def event(self, name: str, /, **data) -> None:
-        self.run.event(name, **data)
+        if self.lead:
+            self.run.event(name, **data)
 
     def metric(self, **values) -> None:
-        self.run.metric(**values)
+        if self.lead:
+            self.run.metric(**values)
 
     def write_shard(self, table: str, rows: list[dict], schema=None):
         """Write a complete shard, then try to ingest it (readers will if the store is busy)."""
@@ -118,7 +123,8 @@ class JobContext:
 
     def finish(self, state: str, error: str | None = None) -> None:
         self._live.update(state=state, error=error)
-        self.run.write_status(**self._live)
+        if self.lead:
+            self.run.write_status(**self._live)
 
 
 class ShardBuffer:
@@ -155,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(args.home)
     job = get_job(store, args.job)
     kind = get_kind(job.kind)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return _follow(store, job, kind)
     attempts = job.attempts + 1
     store.update_job(
         job.id,
@@ -192,6 +200,22 @@ def main(argv: list[str] | None = None) -> int:
         store.update_job(job.id, status=state, error=error, finished_at=datetime.now())
     except StoreLockedError:
         pass  # status.json holds the outcome; reconcile copies it into the store
+    _destroy_process_group()
+    return code
+
+
+def _follow(store, job, kind) -> int:
+    """A rank other than 0 under torchrun or accelerate: it trains, and rank 0 reports."""
+    ctx = JobContext(store, job, kind, lead=False)
+    signal.signal(signal.SIGTERM, ctx.request_cancel)
+    code = 0
+    try:
+        kind.run(ctx, kind.config.model_validate(job.config))
+    except JobCancelled:
+        pass
+    except BaseException:  # noqa: BLE001 - rank 0 records the job's outcome
+        traceback.print_exc()
+        code = 1
     _destroy_process_group()
     return code
 

@@ -98,6 +98,15 @@ class RunFolder:
     def metric(self, **values) -> None:
         self._append(self.metrics_path, values)
 
+    def truncate_metrics(self, after_step: int) -> int:
+        """Drop metric rows logged after `after_step` (a resume redoes those steps), so the
+        curves stay contiguous; rows without a step are kept. Returns the rows kept."""
+        rows = _read_jsonl(self.metrics_path)
+        kept = [r for r in rows if not isinstance(r.get("step"), int) or r["step"] <= after_step]
+        body = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in kept)
+        _atomic_write(self.metrics_path, body.encode())
+        return len(kept)
+
     def write_shard(self, table: str, rows: list[dict], schema=None) -> Path:
         """Write `rows` as the next shard of `table`; returns its final path."""
         import pyarrow as pa

@@ -211,4 +211,23 @@ def m002_feedback(con) -> None:
     )
 
 
-MIGRATIONS = [m001_initial, m002_feedback]
+def m003_models(con) -> None:
+    """Trained models, with where they came from."""
+    con.rows(
+        """
+        CREATE TABLE models (
+            name        VARCHAR PRIMARY KEY,   -- use as model:<name>
+            kind        VARCHAR NOT NULL,      -- sft | reward | dpo | rl
+            job_id      VARCHAR NOT NULL,
+            path        VARCHAR NOT NULL,
+            base_model  VARCHAR NOT NULL,
+            data        VARCHAR,               -- the export folder or prompt set trained on
+            constitution_hash VARCHAR,         -- from the data's manifest, when it has one
+            lineage     VARCHAR NOT NULL,      -- JSON: config, manifest, final metrics
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+MIGRATIONS = [m001_initial, m002_feedback, m003_models]

@@ -1,0 +1,373 @@
+"""The training job body: data, model, trainer, live metrics, checkpoints and the artifact.
+
+Any launcher may start it (python, torchrun, accelerate launch): ranks come from the
+environment, only rank 0 writes the run folder and the store, and cancellation is agreed
+across ranks so every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from cai_engine.errors import CaiError
+from cai_engine.runner import JobCancelled
+from cai_engine.training import data as training_data
+
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples.jsonl"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# -- precision --------------------------------------------------------------------------------
+
+
+def decide_precision(precision: str) -> tuple[bool, str]:
+    """(bf16?, why). bf16 means autocast with fp32 master weights, as TRL does it."""
+    if precision == "bf16":
+        return True, "bf16 as configured"
+    if precision == "fp32":
+        return False, "fp32 as configured"
+    if torch.cuda.is_available():
+        ok = torch.cuda.is_bf16_supported()
+        return ok, "GPU with bf16" if ok else "GPU without bf16: fp32"
+    from cai_engine.models.local import choose_cpu_dtype
+
+    name, reason = choose_cpu_dtype()
+    return name == "bfloat16", reason
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints whose trainer_state.json (written last) exists, oldest first."""
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").exists():
+            found.append((int(step), path))
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
+
+
+# -- callbacks ------------------------------------------------------------------------------
+
+
+class JobCallback(TrainerCallback):
+    """Rank 0 streams every log to metrics.jsonl and progress to status.json; every rank
+    stops (after a checkpoint) once SIGTERM has reached any of them."""
+
+    def __init__(self, ctx, sampler=None, sample_every: int = 0):
+        self.ctx = ctx
+        self.sampler = sampler
+        self.sample_every = sample_every
+        self.stopped = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.ctx.progress(done=state.global_step, total=state.max_steps, force=True)
+            if self.sampler and state.global_step == 0:
+                self.sampler(0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        values = {"epoch": round(state.epoch or 0.0, 4)}
+        values.update({k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
+        self.ctx.metric(step=state.global_step, **values)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.ctx.progress(done=state.global_step, total=state.max_steps)
+        if self._cancel_agreed():
+            self.stopped = True
+            control.should_save = True
+            control.should_training_stop = True
+            return
+        if (
+            self.sampler
+            and self.sample_every
+            and state.global_step % self.sample_every == 0
+            and state.is_world_process_zero
+        ):
+            self.sampler(state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.sampler and state.is_world_process_zero and not self.stopped:
+            self.sampler(state.global_step)
+
+    def _cancel_agreed(self) -> bool:
+        flag = self.ctx.cancelled
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([1.0 if flag else 0.0])
+            if torch.distributed.get_backend() == "nccl":
+                t = t.cuda()
+            torch.distributed.all_reduce(t)  # any rank's SIGTERM stops all of them
+            flag = bool(t.item())
+        return flag
+
+
+class Sampler:
+    """Greedy completions for a few fixed held-out prompts, written to samples.jsonl."""
+
+    def __init__(
+        self, run_path: Path, model_getter, tokenizer, prompts: list[list[dict]], tokens: int
+    ):
+        self.path = run_path / SAMPLES
+        self.model_getter = model_getter
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.tokens = tokens
+
+    def __call__(self, step: int) -> None:
+        if not self.prompts:
+            return
+        model = self.model_getter()
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        rows = []
+        try:
+            for prompt in self.prompts:
+                enc = self.tokenizer.apply_chat_template(
+                    prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+                ).to(device)
+                with torch.inference_mode():
+                    out = model.generate(
+                        **enc,
+                        max_new_tokens=self.tokens,
+                        do_sample=False,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                    )
+                text = self.tokenizer.decode(
+                    out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
+                )
+                rows.append({"step": step, "prompt": prompt[-1]["content"], "completion": text})
+        finally:
+            model.train(was_training)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read_samples(run_path: Path) -> list[dict]:
+    path = Path(run_path) / SAMPLES
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return out
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+def train(ctx, config, kind: str) -> None:
+    """Train `kind` ("sft", "reward", "dpo" or "rl") as the job `ctx` describes."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from cai_engine.models import parse_spec
+    from cai_engine.models.local import resolve_local_path
+
+    lead = rank() == 0
+    home = ctx.store.home
+    run_path = Path(ctx.run.path)
+    base_path = resolve_local_path(parse_spec(config.model), home)
+    if kind == "rl":
+        from cai_engine.training.rl import rl_dataset
+
+        examples, manifest, source = rl_dataset(ctx.store, config)
+    else:
+        data = _data_for_rank(ctx, config.data, kind, run_path, lead)
+        examples, manifest, source = data.examples, data.manifest, data.source
+    human_rows = []
+    if kind == "reward":  # human-reviewed pairs are held out: the gold check of the model
+        human_rows = [e for e in examples if e.get("label_source") == "human"]
+        examples = [e for e in examples if e.get("label_source") != "human"] or examples
+    train_rows, eval_rows = training_data.split(examples, config.eval_fraction, config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bf16, why = decide_precision(config.precision)
+    max_length = config.max_length or _length_for(tokenizer, examples, kind)
+    out_dir = run_path / CHECKPOINTS
+    resume_from = None
+    done = complete_checkpoints(out_dir)
+    if done:
+        resume_from = done[-1]
+        if lead:
+            step = checkpoint_step(resume_from)
+            kept = ctx.run.truncate_metrics(step)  # the steps after it will be redone
+            ctx.event("resuming", checkpoint=resume_from.name, step=step, metrics_kept=kept)
+    if lead:
+        ctx.event(
+            "training_setup",
+            kind=kind,
+            base=config.model,
+            data=source,
+            train_examples=len(train_rows),
+            eval_examples=len(eval_rows),
+            bf16=bf16,
+            precision_reason=why,
+            max_length=max_length,
+            world_size=world_size(),
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
+    common = {
+        "output_dir": str(out_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "no",
+        "bf16": bf16,
+        "use_cpu": not torch.cuda.is_available(),
+        "report_to": "none",
+        "seed": config.seed,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "logging_first_step": True,
+    }
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            target_modules="all-linear",
+            task_type="SEQ_CLS" if kind == "reward" else "CAUSAL_LM",
+        )
+    from cai_engine.training import trainers
+
+    trainer = trainers.build(
+        kind,
+        config,
+        base_path=base_path,
+        tokenizer=tokenizer,
+        train=Dataset.from_list(train_rows),
+        evals=Dataset.from_list(eval_rows) if eval_rows else None,
+        common=common,
+        max_length=max_length,
+        peft_config=peft_config,
+        home=home,
+    )
+    sampler = None
+    if kind != "reward" and config.sample_prompts and lead:
+        held = eval_rows or train_rows
+        prompts = [r["prompt"] for r in held[: config.sample_prompts]]
+        sampler = Sampler(run_path, lambda: trainer.model, tokenizer, prompts, config.sample_tokens)
+    callback = JobCallback(ctx, sampler, config.sample_every)
+    trainer.add_callback(callback)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if callback.stopped:
+        if lead:
+            ctx.event("checkpointed_on_cancel", step=trainer.state.global_step)
+        raise JobCancelled()
+    final = {"train_loss": result.training_loss, "train_seconds": time.perf_counter() - started}
+    final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
+    if eval_rows:
+        final.update(trainers.evaluate(trainer, kind, ctx, config))
+    if kind == "reward" and lead:
+        final.update(trainers.human_accuracy(trainer, tokenizer, eval_rows, human_rows))
+    if lead:
+        ctx.metric(step=trainer.state.global_step, final=True, **final)
+        name = config.name or ctx.job_id
+        lineage = {
+            "name": name,
+            "kind": kind,
+            "job": ctx.job_id,
+            "base_model": config.model,
+            "data": source,
+            "data_manifest": manifest,
+            "constitution_hash": manifest.get("constitution_hash"),
+            "config": config.model_dump(mode="json"),
+            "metrics": final,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        path = save_artifact(trainer, tokenizer, name, home, lineage)
+        ctx.store.register_model(name, kind, ctx.job_id, str(path), lineage)
+        ctx.event("model_registered", name=name, spec=f"model:{name}", path=str(path))
+
+
+def _data_for_rank(ctx, data: str, kind: str, run_path: Path, lead: bool):
+    """Rank 0 exports a job's data into the run folder; the other ranks wait for it."""
+    if lead or Path(data).expanduser().is_dir():
+        return training_data.resolve(
+            ctx.store, data, kind, run_path, f"train {kind} job {ctx.job_id}"
+        )
+    deadline = time.monotonic() + 600
+    while not (run_path / "data" / "manifest.json").exists():
+        if time.monotonic() > deadline:
+            raise CaiError("rank 0 did not export the training data within 10 minutes")
+        time.sleep(0.5)
+    return training_data.resolve(ctx.store, str(run_path / "data"), kind, run_path)
+
+
+def _length_for(tokenizer, examples: list[dict], kind: str) -> int:
+    """The longest example in tokens, rounded up to a multiple of 64 (capped at 2048)."""
+    longest = 16
+    for e in examples:
+        if kind == "sft":
+            turns = [e["prompt"] + e["completion"]]
+        elif kind == "rl":
+            continue
+        else:
+            turns = [e["prompt"] + e["chosen"], e["prompt"] + e["rejected"]]
+        for t in turns:
+            ids = tokenizer.apply_chat_template(t, tokenize=True)
+            if hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            longest = max(longest, len(ids))
+    return min(2048, -(-longest // 64) * 64)
+
+
+def save_artifact(trainer, tokenizer, name: str, home: Path, lineage: dict) -> Path:
+    """Save the trained model to <home>/models/<name>, whole or not at all; never overwrite."""
+    from cai_engine.home import models_dir
+
+    target = models_dir(home) / name
+    if target.exists():
+        raise CaiError(
+            f"a model named '{name}' already exists at {target}; the trained weights are kept in "
+            f"the job's checkpoints; resume with another name or remove the old model"
+        )
+    tmp = target.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):  # LoRA: save a plain model with the adapters merged
+        model = model.merge_and_unload()
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
+    tmp.rename(target)
+    return target

@@ -1,0 +1,141 @@
+"""TRL trainers configured for our jobs: SFT, reward, DPO, and GRPO/RLOO."""
+
+from __future__ import annotations
+
+import torch
+import trl
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from cai_engine.training.soft import (
+    DPOScoreCollator,
+    RewardScoreCollator,
+    SoftDPOTrainer,
+    SoftRewardTrainer,
+)
+
+
+def _without(dataset, *columns):
+    if dataset is None:
+        return None
+    drop = [c for c in columns if c in dataset.column_names]
+    return dataset.remove_columns(drop) if drop else dataset
+
+
+def build(
+    kind, config, *, base_path, tokenizer, train, evals, common, max_length, peft_config, home
+):
+    if kind == "sft":
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        args = trl.SFTConfig(**common, max_length=max_length, completion_only_loss=True)
+        return trl.SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=evals,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    if kind == "reward":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_path, num_labels=1, dtype=torch.float32
+        )
+        model.config.pad_token_id = tokenizer.pad_token_id
+        args = trl.RewardConfig(
+            **common, max_length=max_length, center_rewards_coefficient=config.center_rewards
+        )
+        if config.soft_labels:
+            return SoftRewardTrainer(
+                model=model,
+                args=args,
+                train_dataset=train,
+                eval_dataset=evals,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                data_collator=RewardScoreCollator(pad_token_id=tokenizer.pad_token_id),
+            )
+        return trl.RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=_without(train, "score"),
+            eval_dataset=_without(evals, "score"),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    if kind == "dpo":
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        args = trl.DPOConfig(
+            **common,
+            beta=config.beta,
+            max_length=max_length,
+            precompute_ref_log_probs=config.soft_labels,
+        )
+        if config.soft_labels:
+            return SoftDPOTrainer(
+                model=model,
+                args=args,
+                train_dataset=train,
+                eval_dataset=evals,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                data_collator=DPOScoreCollator(
+                    pad_token_id=tokenizer.pad_token_id, max_length=max_length
+                ),
+            )
+        return trl.DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=_without(train, "score"),
+            eval_dataset=_without(evals, "score"),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    if kind == "rl":
+        from cai_engine.training.rl import build_rl
+
+        return build_rl(
+            config,
+            base_path=base_path,
+            tokenizer=tokenizer,
+            train=train,
+            common=common,
+            peft_config=peft_config,
+            home=home,
+        )
+    raise ValueError(f"unknown trainer kind {kind}")
+
+
+def evaluate(trainer, kind, ctx, config) -> dict:
+    """Held-out metrics (eval_ prefix): loss, and reward or DPO accuracy and margins."""
+    if kind == "rl":
+        return {}
+    metrics = trainer.evaluate()
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def pair_accuracy(trainer, tokenizer, rows: list[dict]) -> tuple[float, int]:
+    """(share of pairs whose chosen response gets the higher reward, pairs) for a reward model."""
+    model = trainer.model
+    model.eval()
+    device = next(model.parameters()).device
+    hits = 0
+    with torch.inference_mode():
+        for r in rows:
+            scores = []
+            for side in ("chosen", "rejected"):
+                ids = tokenizer.apply_chat_template(
+                    r["prompt"] + r[side], return_tensors="pt", return_dict=True
+                ).to(device)
+                scores.append(float(model(**ids).logits.squeeze()))
+            hits += scores[0] > scores[1]
+    return (hits / len(rows) if rows else 0.0), len(rows)
+
+
+def human_accuracy(trainer, tokenizer, eval_rows: list[dict], human_rows: list[dict]) -> dict:
+    """A reward model's accuracy on held-out AI labels and, separately, on the human-reviewed
+    pairs (which are always held out of training)."""
+    out = {}
+    for name, rows in (("ai_heldout", eval_rows), ("human", human_rows)):
+        if rows:
+            acc, n = pair_accuracy(trainer, tokenizer, rows)
+            out[f"{name}_accuracy"], out[f"{name}_pairs"] = acc, n
+    return out
