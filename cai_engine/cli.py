@@ -726,6 +726,66 @@ def cmd_review_add(args) -> int:
     return 0
 
 
+TRAIN_KINDS = ("sft", "reward", "dpo", "rl")
+
+
+def add_config_flags(parser, model_cls) -> None:
+    """One flag per config field, with the field's description as its help (one source)."""
+    import types
+    import typing
+
+    for name, field in model_cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if any(flag in a.option_strings for a in parser._actions):
+            continue
+        annotation = field.annotation
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(a for a in args if a is not type(None))
+            args = typing.get_args(annotation)
+        if field.is_required():
+            helptext = (field.description or "") + " (required)"
+        else:
+            default = field.get_default(call_default_factory=True)
+            shown = f" (default: {default})" if default is not None else ""
+            helptext = (field.description or "") + shown
+        if annotation is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                help=helptext,
+            )  # fmt: skip
+        elif typing.get_origin(annotation) is typing.Literal:
+            parser.add_argument(flag, choices=list(args), default=argparse.SUPPRESS, help=helptext)
+        elif annotation in (int, float):
+            parser.add_argument(flag, type=annotation, default=argparse.SUPPRESS, help=helptext)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, help=helptext)
+
+
+def cmd_train(args) -> int:
+    import yaml
+
+    from cai_engine.errors import CaiError
+    from cai_engine.files import read_user_text
+    from cai_engine.training.config import CONFIGS
+    from cai_engine.training.jobs import submit
+
+    config = {}
+    if args.config:
+        loaded = yaml.safe_load(read_user_text(args.config))
+        if not isinstance(loaded, dict):
+            raise CaiError(f"{args.config}: expected a mapping of {args.trainer} config keys")
+        config.update(loaded)
+    for name in CONFIGS[args.trainer].model_fields:
+        if hasattr(args, name):
+            config[name] = getattr(args, name)
+    config.update(_parse_sets(args.set))
+    store = _store(args)
+    j = submit(store, args.trainer, config, label=args.label)
+    print(f"submitted {j.id}")
+    return follow(store, j) if args.wait else 0
+
+
 def _command(args) -> str:
     """The command line that ran, for manifests (quoted so it can be pasted back)."""
     import shlex
@@ -833,7 +893,9 @@ def cmd_vllm_serve(args) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI. Training flags come from the training configs, which are imported only when
+    the command line is a `train` one (so `cai --help` stays fast)."""
     parser = argparse.ArgumentParser(
         prog="cai", description="CAI Studio: a Constitutional AI workbench."
     )
@@ -1122,6 +1184,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export_prefs)
 
+    tr = sub.add_parser(
+        "train", help="train on the pipeline's data: sft, reward, dpo or rl (GRPO/RLOO), as a job"
+    )
+    tsub = tr.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
+    wants_train = bool(argv) and "train" in argv[:3]
+    for kind, text in [
+        ("sft", "supervised fine-tuning on revisions (TRL SFTTrainer)"),
+        ("reward", "a soft-label reward model on preferences (TRL RewardTrainer)"),
+        ("dpo", "direct preference optimisation with soft labels (TRL DPOTrainer)"),
+        ("rl", "online RL against a reward model (TRL GRPOTrainer or RLOOTrainer)"),
+    ]:
+        p = tsub.add_parser(kind, help=text, description=text)
+        p.add_argument("--config", help="a YAML file of config keys (flags override it)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a config key")
+        p.add_argument("--label")
+        p.add_argument("--wait", action="store_true", help="follow it until it ends")
+        if wants_train:
+            from cai_engine.training.config import CONFIGS
+
+            add_config_flags(p, CONFIGS[kind])
+        p.set_defaults(func=cmd_train)
+
     vl = sub.add_parser("vllm", help="run a local vLLM (CPU) server for the openai backend")
     vsub = vl.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = vsub.add_parser(
@@ -1136,8 +1220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv
     try:
