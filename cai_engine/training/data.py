@@ -175,3 +175,45 @@ def split(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict],
     train = [e for i, e in enumerate(examples) if i not in held]
     evals = [e for i, e in enumerate(examples) if i in held]
     return train, evals
+
+
+def preview(store, data: str, kind: str) -> list[dict]:
+    """The examples `data` would give `kind`, in TRL's format, without writing anything
+    (for the estimate shown before a launch). Raises CaiError like a launch would."""
+    fmt = "sft" if kind == "sft" else "prefs"
+    folder = Path(data).expanduser()
+    if folder.is_dir():
+        examples, _ = read_export(folder)
+        return to_trl(examples, fmt, str(folder))
+    from cai_engine import export, jobs
+
+    try:
+        job = jobs.get_job(store, data)
+    except NotFoundError:
+        raise CaiError(f"'{data}' is neither an export folder nor a job") from None
+    if fmt == "sft" and job.kind == "critique":
+        examples, _ = export.sft_examples(store.traces(job.id))
+    elif fmt == "prefs" and job.kind == "label":
+        examples, _ = export.prefs_from_labels(store.labels(job.id), store.reviews(job.id))
+    elif fmt == "prefs" and job.kind == "critique":
+        examples, _ = export.prefs_from_revisions(store.traces(job.id))
+    else:
+        raise CaiError(f"{data} is a {job.kind} job, which gives no {kind} training data")
+    return to_trl(examples, fmt, data)
+
+
+def model_parameters(spec: str, home) -> int:
+    """About how many parameters a local model has, from its weight files' sizes."""
+    from cai_engine.models import parse_spec
+    from cai_engine.models.local import resolve_local_path
+
+    path = Path(resolve_local_path(parse_spec(spec), home))
+    if not path.is_dir():
+        return 135_000_000  # a hub id not on disk: assume a small model
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    width = 4 if "32" in dtype else 2
+    size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(
+        f.stat().st_size for f in path.glob("*.bin")
+    )
+    return max(1, size // width)

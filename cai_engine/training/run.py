@@ -19,9 +19,9 @@ from transformers import TrainerCallback
 from cai_engine.errors import CaiError
 from cai_engine.runner import JobCancelled
 from cai_engine.training import data as training_data
+from cai_engine.training.monitor import SAMPLES
 
 CHECKPOINTS = "checkpoints"
-SAMPLES = "samples.jsonl"
 
 
 def rank() -> int:
@@ -165,19 +165,6 @@ class Sampler:
         with open(self.path, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def read_samples(run_path: Path) -> list[dict]:
-    path = Path(run_path) / SAMPLES
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-    return out
 
 
 # -- the job --------------------------------------------------------------------------------

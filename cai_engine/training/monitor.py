@@ -1,0 +1,101 @@
+"""What a training job shows while it runs: curves, progress with an ETA, sample completions,
+and a rough estimate before launch. Light: no torch here, so the studio can import it."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLES = "samples.jsonl"
+
+# Curves per trainer kind: (chart title, metric keys). Loss and learning rate come first.
+CHARTS = {
+    "common": [("Loss", ["loss", "eval_loss"]), ("Learning rate", ["learning_rate"])],
+    "sft": [("Token accuracy", ["mean_token_accuracy"])],
+    "reward": [("Reward accuracy", ["accuracy"]), ("Reward margin", ["margin"])],
+    "dpo": [
+        ("DPO reward margins", ["rewards/margins"]),
+        ("DPO accuracies", ["rewards/accuracies"]),
+        ("DPO rewards", ["rewards/chosen", "rewards/rejected"]),
+    ],
+    "rl": [("Mean reward", ["reward"]), ("KL to the reference", ["kl"])],
+}
+
+# Rough training throughput, in FLOP/s, for 6 x parameters x tokens (forward and backward).
+# Measured with bench/training.py on the 2-core CPU (bf16 autocast); a GPU is far faster.
+CPU_TRAIN_FLOPS = 1.0e11
+GPU_TRAIN_FLOPS = 1.0e14
+
+
+def read_samples(run_path) -> list[dict]:
+    path = Path(run_path) / SAMPLES
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return out
+
+
+def curves(metrics: list[dict], kind: str) -> list[tuple[str, list[dict]]]:
+    """(title, rows of {step, <key>: value}) for each chart with data, in display order."""
+    out = []
+    for title, keys in CHARTS["common"] + CHARTS.get(kind, []):
+        rows = [
+            {"step": m["step"], **{k: m[k] for k in keys if k in m}}
+            for m in metrics
+            if isinstance(m.get("step"), int) and not m.get("final") and any(k in m for k in keys)
+        ]
+        if rows:
+            out.append((title, rows))
+    return out
+
+
+def eta_seconds(done: int, total: int | None, elapsed: float | None) -> float | None:
+    """Seconds left at the pace so far; None until a step has finished."""
+    if not total or not done or not elapsed or done >= total:
+        return None
+    return elapsed / done * (total - done)
+
+
+@dataclass
+class Estimate:
+    examples: int
+    train_examples: int
+    steps: int
+    tokens: int  # tokens processed in all steps (both sides of a preference pair)
+    seconds: float
+    device: str
+
+    def text(self) -> str:
+        minutes = self.seconds / 60
+        took = f"{minutes:.0f} min" if minutes >= 1 else f"{self.seconds:.0f} s"
+        return (
+            f"{self.train_examples} training examples → {self.steps} steps, about "
+            f"{self.tokens:,} tokens: roughly {took} on this {self.device} (a rough guide)"
+        )
+
+
+def estimate(examples: list[dict], config, kind: str, parameters: int, gpu: bool) -> Estimate:
+    """Steps and time before launch, from the data's size and the model's parameter count.
+
+    Tokens are approximated as characters / 4; the time assumes 6 x parameters FLOP per
+    token at the device's measured training rate (x2 for DPO's reference pass and pairs).
+    """
+    from cai_engine.training.data import split
+
+    train, _ = split(examples, config.eval_fraction, config.seed)
+    per_step = config.batch_size * config.grad_accum * max(1, config.nproc)
+    steps_per_epoch = max(1, math.ceil(len(train) / per_step))
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    chars = sum(len(json.dumps(e, ensure_ascii=False)) for e in train) / max(1, len(train))
+    tokens = int(chars / 4 * per_step * steps)
+    factor = {"dpo": 2.0, "reward": 1.0, "sft": 1.0, "rl": 3.0}.get(kind, 1.0)
+    rate = GPU_TRAIN_FLOPS if gpu else CPU_TRAIN_FLOPS
+    seconds = 6 * parameters * tokens * factor / rate
+    return Estimate(len(examples), len(train), steps, tokens, seconds, "GPU" if gpu else "CPU")
