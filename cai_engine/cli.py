@@ -497,9 +497,18 @@ def cmd_models_list(args) -> int:
         source = f"missing ({e})"
     state = "converted" if is_converted(store.home) else "not converted yet (`cai models pull`)"
     rows.append([EMBEDDED, "embedded", state, source])
+    registered = {m["name"]: m for m in store.trained_models()}
     for path in sorted(models_dir(store.home).glob("*")):
         if path.name != EMBEDDED and (path / "config.json").exists():
-            rows.append([f"model:{path.name}", "trained", "ready", str(path)])
+            m = registered.get(path.name)
+            if m:
+                hash_ = (m["constitution_hash"] or "")[:12]
+                origin = f"{m['kind']} of {m['base_model']} on {m['data']}" + (
+                    f" (constitution {hash_})" if hash_ else ""
+                )
+                rows.append([f"model:{path.name}", f"trained ({m['kind']})", "ready", origin])
+            else:
+                rows.append([f"model:{path.name}", "trained", "ready", str(path)])
     print(_table(rows, ["spec", "kind", "state", "source"]))
     print(
         "\nAlso: hf:<hub id or path>, a local model folder, or "
