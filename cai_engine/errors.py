@@ -11,3 +11,11 @@ class StoreLockedError(CaiError):
 
 class NotFoundError(CaiError):
     """A named thing (constitution, version, prompt set, job) does not exist."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a job once SIGTERM has arrived; the runner records it as cancelled.
+
+    It lives here, not in runner.py, so that a job body importing it and the runner running
+    as `__main__` see the same class.
+    """

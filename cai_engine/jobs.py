@@ -184,7 +184,11 @@ def _launch(store, job_id: str, run: RunFolder, kind: str) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=str(store.home),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "CAI_LAUNCHER": run.config().get("launcher", "python") if spec.launcher else "python",
+            },
         )
     finally:
         log.close()

@@ -17,15 +17,11 @@ import time
 import traceback
 from datetime import datetime
 
-from cai_engine.errors import CaiError, StoreLockedError
+from cai_engine.errors import CaiError, JobCancelled, StoreLockedError
 from cai_engine.runs import RunFolder
 
 STATUS_EVERY = 0.5  # seconds between status.json rewrites for progress updates
 INGEST_LOCK_TIMEOUT = 5.0  # a job does not wait long for the store; readers ingest too
-
-
-class JobCancelled(Exception):
-    """Raised by `JobContext.check_cancelled` once SIGTERM has arrived."""
 
 
 class JobContext:
@@ -164,10 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         return _follow(store, job, kind)
     attempts = job.attempts + 1
+    # Started by a launcher (torchrun, accelerate), the job's pid stays the launcher's: it is
+    # the process that cancelling signals, and it outlives this rank.
+    launched = os.environ.get("CAI_LAUNCHER") not in (None, "", "python")
     store.update_job(
         job.id,
         status="running",
-        pid=os.getpid(),
+        **({} if launched else {"pid": os.getpid()}),
         attempts=attempts,
         started_at=job.started_at or datetime.now(),
         error=None,

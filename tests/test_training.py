@@ -553,12 +553,6 @@ def cancelled(lab):
 # cancel first: its fixture submits a job that must still be running when it is cancelled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: training raises cai_engine.runner.JobCancelled, but the runner runs as "
-    "__main__ and catches __main__.JobCancelled, so a cancelled training job is recorded "
-    "as failed ('JobCancelled: ') with a traceback in run.log",
-)
 def test_a_cancelled_training_job_is_recorded_as_cancelled(cancelled):
     job = cancelled["job"]
     assert job.status == "cancelled", (job.status, job.error)
@@ -713,12 +707,6 @@ def test_a_two_rank_torchrun_job_trains_once_and_registers_once(lab):
     assert "Traceback" not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under torchrun, rank 0's runner overwrites the job's pid with its own; torchrun "
-    "starts each rank in its own session, so cancel's os.killpg(pid) (and its SIGKILL fallback) "
-    "reaches rank 0 only, never the launcher or the other ranks",
-)
 def test_a_torchrun_jobs_stored_pid_is_the_launchers(lab):
     job = lab.job("torchrun")
     assert job.status == "succeeded"
@@ -831,15 +819,7 @@ def refuse_invalid_json(tmp, base):
         (refuse_openai, JobConfigError, r"only a local model can be trained"),
         (refuse_rl_without_reward, JobConfigError, r"give reward_model \(model:<name>\) and/or constitution_reward"),
         (refuse_rl_batch, JobConfigError, r"batch_size x grad_accum \(3\) must be a multiple of num_generations \(2\)"),
-        pytest.param(
-            refuse_missing_base, CaiError, r"base model folder .*nowhere does not exist",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: _check_base_model tests parsed.kind == 'path', a kind parse_spec never "
-                "returns (hf:/folder and a bare folder both parse as kind 'hf'), so a missing base "
-                "model folder is not refused at submit: the job starts and fails later",
-            ),
-        ),
+        (refuse_missing_base, CaiError, r"base model folder .*nowhere does not exist"),
         (refuse_invalid_json, CaiError, r"data.jsonl:17: not valid JSON"),
     ],
 )  # fmt: skip

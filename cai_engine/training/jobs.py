@@ -77,8 +77,9 @@ def _check_base_model(spec: str, home) -> None:
     parsed = parse_spec(spec)
     if parsed.kind in ("trained", "embedded"):
         resolve_local_path(parsed, home)  # names the models there when it is missing
-    elif parsed.kind == "path" and not Path(parsed.model).exists():
-        raise CaiError(f"base model folder {parsed.model} does not exist")
+    elif parsed.kind == "hf" and parsed.model.startswith(("/", "./", "../", "~")):
+        if not (Path(parsed.model).expanduser() / "config.json").exists():
+            raise CaiError(f"base model folder {parsed.model} does not exist or has no config.json")
 
 
 def _check_source_job(store, job_id: str, fmt: str) -> None:

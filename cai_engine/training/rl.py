@@ -112,13 +112,13 @@ def build_rl(config, *, base_path, tokenizer, train, common, peft_config, home, 
     import trl
     from transformers import AutoModelForCausalLM
 
-    from cai_engine.store import Store
-
-    store = Store(home)
     rewards = []
     if config.reward_model:
         rewards.append(reward_model_path(config.reward_model, home))
     if config.constitution_reward:
+        from cai_engine.store import Store
+
+        store = Store(home)
         run_path = Path(common["output_dir"]).parent
         answers = reference_answers(store, config, base_path, train.to_list(), run_path)
         rewards.append(ConstitutionReward(store, config, answers))

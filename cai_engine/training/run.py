@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from cai_engine.errors import CaiError
-from cai_engine.runner import JobCancelled
+from cai_engine.errors import CaiError, JobCancelled
 from cai_engine.training import data as training_data
 from cai_engine.training.monitor import SAMPLES
 
