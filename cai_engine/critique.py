@@ -78,8 +78,9 @@ class CritiqueConfig(BaseModel):
         return 1 + 2 * self.rounds
 
 
-def check_constitution(c: Constitution, config: CritiqueConfig) -> list[Principle]:
-    """The principles a job may draw from; errors name what is wrong."""
+def check_constitution(c: Constitution, config) -> list[Principle]:
+    """The principles a job may draw from (one, when `config.principle` fixes it); errors name
+    what is wrong. Critique and label jobs share it."""
     if config.principle:
         try:
             return [c.principle(config.principle)]

@@ -45,17 +45,22 @@ def _traces_by_key(rows: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def _critique_rows(store, job_id: str) -> tuple[object, list[dict]]:
+def _job_rows(store, job_id: str, kind: str, what: str, needs: str) -> tuple[object, list[dict]]:
+    """A finished-or-running job of `kind`, ingested, and its rows (traces or labels)."""
     from cai_engine import jobs
 
     job = jobs.get_job(store, job_id)
-    if job.kind != "critique":
-        raise CaiError(f"job {job_id} is a {job.kind} job; this export needs a critique job")
+    if job.kind != kind:
+        raise CaiError(f"job {job_id} is a {job.kind} job; {needs} a {kind} job")
     jobs.ingest(store, job)
-    rows = store.traces(job_id)
+    rows = store.traces(job_id) if kind == "critique" else store.labels(job_id)
     if not rows:
-        raise CaiError(f"critique job {job_id} has no traces yet ({job.status})")
+        raise CaiError(f"{kind} job {job_id} has no {what} yet ({job.status})")
     return job, rows
+
+
+def _critique_rows(store, job_id: str) -> tuple[object, list[dict]]:
+    return _job_rows(store, job_id, "critique", "traces", "this export needs")
 
 
 def sft_examples(rows: list[dict], all_rounds: bool = False) -> tuple[list[dict], dict[str, int]]:
@@ -294,16 +299,7 @@ def prefs_from_labels(
 
 
 def _label_rows(store, job_id: str) -> tuple[object, list[dict]]:
-    from cai_engine import jobs
-
-    job = jobs.get_job(store, job_id)
-    if job.kind != "label":
-        raise CaiError(f"job {job_id} is a {job.kind} job; --labels needs a label job")
-    jobs.ingest(store, job)
-    rows = store.labels(job_id)
-    if not rows:
-        raise CaiError(f"label job {job_id} has no labels yet ({job.status})")
-    return job, rows
+    return _job_rows(store, job_id, "label", "labels", "--labels needs")
 
 
 def _labels_manifest(job, rows, examples, skipped, filters, command) -> dict:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai_engine.constitution import ComparisonFewShot, Constitution, Principle
+from cai_engine.critique import check_constitution
 from cai_engine.errors import CaiError
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
@@ -431,21 +432,6 @@ class LabelConfig(BaseModel):
         if not 0.0 <= lo <= 0.5 <= hi <= 1.0:
             raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {value}")
         return value
-
-
-def check_constitution(c: Constitution, config: LabelConfig) -> list[Principle]:
-    if config.principle:
-        try:
-            return [c.principle(config.principle)]
-        except KeyError:
-            raise CaiError(
-                f"principle '{config.principle}' is not in constitution '{c.name}'; "
-                f"its ids: {', '.join(p.id for p in c.principles)}"
-            ) from None
-    enabled = c.enabled_principles
-    if not enabled:
-        raise CaiError(f"constitution '{c.name}' has every principle disabled; enable at least one")
-    return enabled
 
 
 def draw_principle(principles: list[Principle], prompt_id: str, pair: int, seed: int) -> Principle:

@@ -187,7 +187,9 @@ def _launch(store, job_id: str, run: RunFolder, kind: str) -> int:
             env={
                 **os.environ,
                 "PYTHONUNBUFFERED": "1",
-                "CAI_LAUNCHER": run.config().get("launcher", "python") if spec.launcher else "python",
+                "CAI_LAUNCHER": run.config().get("launcher", "python")
+                if spec.launcher
+                else "python",
             },
         )
     finally:

@@ -132,11 +132,10 @@ def resolve(store, data: str, kind: str, run_dir: Path, command: str = "") -> Tr
     return TrainingData(to_trl(examples, fmt, str(folder)), str(folder), manifest)
 
 
-def _export_job(store, job_id: str, fmt: str, out: Path, command: str) -> Path:
-    from cai_engine import export, jobs
+def source_job(store, job_id: str, fmt: str):
+    """The finished job that `--data JOB` names, if it can give `fmt` data; else a clear error."""
+    from cai_engine import jobs
 
-    if (out / "manifest.json").exists():
-        return out  # exported on an earlier attempt of this job
     try:
         job = jobs.get_job(store, job_id)
     except NotFoundError:
@@ -144,21 +143,30 @@ def _export_job(store, job_id: str, fmt: str, out: Path, command: str) -> Path:
             f"--data '{job_id}' is neither an export folder nor a job; give a folder written by "
             "`cai export`, or a critique or label job id"
         ) from None
+    if fmt == "sft" and job.kind != "critique":
+        raise CaiError(f"SFT trains on a critique job's revisions; {job_id} is a {job.kind} job")
+    if fmt == "prefs" and job.kind not in ("label", "critique"):
+        raise CaiError(
+            "reward and DPO train on preferences: a label job (or a critique job's revisions); "
+            f"{job_id} is a {job.kind} job"
+        )
+    if job.status in jobs.ACTIVE:
+        raise CaiError(f"{job_id} is still {job.status}; train once it has finished")
+    return job
+
+
+def _export_job(store, job_id: str, fmt: str, out: Path, command: str) -> Path:
+    from cai_engine import export
+
+    if (out / "manifest.json").exists():
+        return out  # exported on an earlier attempt of this job
+    job = source_job(store, job_id, fmt)
     if fmt == "sft":
-        if job.kind != "critique":
-            raise CaiError(
-                f"SFT trains on a critique job's revisions; {job_id} is a {job.kind} job"
-            )
         export.export_sft(store, job_id, out, command=command)
     elif job.kind == "label":
         export.export_prefs_from_labels(store, job_id, out, command=command)
-    elif job.kind == "critique":
-        export.export_prefs_from_revisions(store, job_id, out, command=command)
     else:
-        raise CaiError(
-            f"reward and DPO train on preferences: a label job (or a critique job's revisions); "
-            f"{job_id} is a {job.kind} job"
-        )
+        export.export_prefs_from_revisions(store, job_id, out, command=command)
     return out
 
 
@@ -185,20 +193,15 @@ def preview(store, data: str, kind: str) -> list[dict]:
     if folder.is_dir():
         examples, _ = read_export(folder)
         return to_trl(examples, fmt, str(folder))
-    from cai_engine import export, jobs
+    from cai_engine import export
 
-    try:
-        job = jobs.get_job(store, data)
-    except NotFoundError:
-        raise CaiError(f"'{data}' is neither an export folder nor a job") from None
-    if fmt == "sft" and job.kind == "critique":
+    job = source_job(store, data, fmt)
+    if fmt == "sft":
         examples, _ = export.sft_examples(store.traces(job.id))
-    elif fmt == "prefs" and job.kind == "label":
+    elif job.kind == "label":
         examples, _ = export.prefs_from_labels(store.labels(job.id), store.reviews(job.id))
-    elif fmt == "prefs" and job.kind == "critique":
-        examples, _ = export.prefs_from_revisions(store.traces(job.id))
     else:
-        raise CaiError(f"{data} is a {job.kind} job, which gives no {kind} training data")
+        examples, _ = export.prefs_from_revisions(store.traces(job.id))
     return to_trl(examples, fmt, data)
 
 
@@ -210,7 +213,9 @@ def model_parameters(spec: str, home) -> int:
     path = Path(resolve_local_path(parse_spec(spec), home))
     if not path.is_dir():
         return 135_000_000  # a hub id not on disk: assume a small model
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    config = (
+        json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    )
     dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
     width = 4 if "32" in dtype else 2
     size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(

@@ -66,7 +66,7 @@ def submit(store, kind: str, config: dict, label: str | None = None):
             training_data.to_trl(examples, fmt, str(folder))
             config = {**config, "data": str(folder.resolve())}
         else:
-            _check_source_job(store, cfg.data, fmt)
+            training_data.source_job(store, cfg.data, fmt)
     return jobs.submit(store, kind, config, label=label)
 
 
@@ -80,31 +80,6 @@ def _check_base_model(spec: str, home) -> None:
     elif parsed.kind == "hf" and parsed.model.startswith(("/", "./", "../", "~")):
         if not (Path(parsed.model).expanduser() / "config.json").exists():
             raise CaiError(f"base model folder {parsed.model} does not exist or has no config.json")
-
-
-def _check_source_job(store, job_id: str, fmt: str) -> None:
-    from cai_engine import jobs
-    from cai_engine.errors import NotFoundError
-
-    try:
-        job = jobs.get_job(store, job_id)
-    except NotFoundError:
-        raise CaiError(
-            f"--data '{job_id}' is neither an export folder nor a job; give a folder written by "
-            "`cai export`, or a critique or label job id"
-        ) from None
-    wanted = ("critique",) if fmt == "sft" else ("label", "critique")
-    if job.kind not in wanted:
-        raise CaiError(
-            f"{job_id} is a {job.kind} job; "
-            + (
-                "SFT trains on a critique job"
-                if fmt == "sft"
-                else "reward and DPO train on a label job (or a critique job's revisions)"
-            )
-        )
-    if job.status in jobs.ACTIVE:
-        raise CaiError(f"{job_id} is still {job.status}; train once it has finished")
 
 
 def _run(kind: str):

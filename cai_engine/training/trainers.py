@@ -43,23 +43,9 @@ def build(
         args = trl.RewardConfig(
             **common, max_length=max_length, center_rewards_coefficient=config.center_rewards
         )
-        if config.soft_labels:
-            return SoftRewardTrainer(
-                model=model,
-                args=args,
-                train_dataset=train,
-                eval_dataset=evals,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-                data_collator=RewardScoreCollator(pad_token_id=tokenizer.pad_token_id),
-            )
-        return trl.RewardTrainer(
-            model=model,
-            args=args,
-            train_dataset=_without(train, "score"),
-            eval_dataset=_without(evals, "score"),
-            processing_class=tokenizer,
-            peft_config=peft_config,
+        soft = (SoftRewardTrainer, RewardScoreCollator(pad_token_id=tokenizer.pad_token_id))
+        return _preference_trainer(
+            trl.RewardTrainer, soft, config, model, args, tokenizer, train, evals, peft_config
         )
     if kind == "dpo":
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
@@ -69,25 +55,12 @@ def build(
             max_length=max_length,
             precompute_ref_log_probs=config.soft_labels,
         )
-        if config.soft_labels:
-            return SoftDPOTrainer(
-                model=model,
-                args=args,
-                train_dataset=train,
-                eval_dataset=evals,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-                data_collator=DPOScoreCollator(
-                    pad_token_id=tokenizer.pad_token_id, max_length=max_length
-                ),
-            )
-        return trl.DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=_without(train, "score"),
-            eval_dataset=_without(evals, "score"),
-            processing_class=tokenizer,
-            peft_config=peft_config,
+        soft = (
+            SoftDPOTrainer,
+            DPOScoreCollator(pad_token_id=tokenizer.pad_token_id, max_length=max_length),
+        )
+        return _preference_trainer(
+            trl.DPOTrainer, soft, config, model, args, tokenizer, train, evals, peft_config
         )
     if kind == "rl":
         from cai_engine.training.rl import build_rl
@@ -102,6 +75,29 @@ def build(
             home=home,
         )
     raise ValueError(f"unknown trainer kind {kind}")
+
+
+def _preference_trainer(hard_cls, soft, config, model, args, tokenizer, train, evals, peft):
+    """TRL's trainer on hard labels, or our subclass that reads each pair's `score`."""
+    if config.soft_labels:
+        soft_cls, collator = soft
+        return soft_cls(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=evals,
+            processing_class=tokenizer,
+            peft_config=peft,
+            data_collator=collator,
+        )
+    return hard_cls(
+        model=model,
+        args=args,
+        train_dataset=_without(train, "score"),
+        eval_dataset=_without(evals, "score"),
+        processing_class=tokenizer,
+        peft_config=peft,
+    )
 
 
 def evaluate(trainer, kind, ctx, config) -> dict:
