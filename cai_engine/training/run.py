@@ -274,7 +274,23 @@ def train(ctx, config, kind: str) -> None:
     callback = JobCallback(ctx, sampler, config.sample_every)
     trainer.add_callback(callback)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise CaiError(
+            f"out of memory at step {trainer.state.global_step} (batch size {config.batch_size}, "
+            f"max length {max_length}): lower --batch-size or --max-length, raise --grad-accum, "
+            f"or train --lora ({type(e).__name__})"
+        ) from None
+    except OSError as e:
+        if e.errno != 28:  # ENOSPC
+            raise
+        kept = complete_checkpoints(out_dir)
+        raise CaiError(
+            f"the disk is full (writing {out_dir}): "
+            + (f"the last complete checkpoint, {kept[-1].name}, is kept; " if kept else "")
+            + "free space, then resume the job"
+        ) from None
     if callback.stopped:
         if lead:
             ctx.event("checkpointed_on_cancel", step=trainer.state.global_step)
