@@ -1197,7 +1197,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "train", help="train on the pipeline's data: sft, reward, dpo or rl (GRPO/RLOO), as a job"
     )
     tsub = tr.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
-    wants_train = bool(argv) and "train" in argv[:3]
+    wants_train = bool(argv) and "train" in argv  # after any global options
     for kind, text in [
         ("sft", "supervised fine-tuning on revisions (TRL SFTTrainer)"),
         ("reward", "a soft-label reward model on preferences (TRL RewardTrainer)"),

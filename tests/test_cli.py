@@ -84,6 +84,11 @@ COMMANDS = [
     ("export",),
     ("export", "sft"),
     ("export", "prefs"),
+    ("train",),
+    ("train", "sft"),
+    ("train", "reward"),
+    ("train", "dpo"),
+    ("train", "rl"),
 ]
 
 
@@ -868,3 +873,253 @@ def test_one_order_flags_turn_both_orders_off(capsys, rl, tiny_spec, flag):
             if j.status in jobs.ACTIVE:
                 jobs.cancel(rl.store, j.id, grace=5)
         kill_runners(rl.home)
+
+
+# -- cai train ------------------------------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def train_home(cai_home):
+    """A data home for `cai train`; no job process it starts outlives the test."""
+    from tests.runners import kill_runners
+
+    yield cai_home
+    kill_runners(cai_home)
+
+
+def help_of(capsys, *path: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([*path, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_cai_train_help_lists_the_four_trainers(capsys):
+    out = help_of(capsys, "train")
+    assert out.startswith("usage: cai train ")
+    for kind in ("sft", "reward", "dpo", "rl"):
+        assert f"    {kind} " in out
+    assert "TRL SFTTrainer" in out and "GRPOTrainer or" in one_line(out)
+
+
+def test_cai_train_sft_help_has_a_flag_per_config_field_with_its_description(capsys):
+    from cai_engine.training.config import SFTConfig
+
+    out = help_of(capsys, "train", "sft")
+    flat = one_line(out)
+    for name, field in SFTConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in out, flag
+        assert one_line(field.description) in flat, name
+    assert one_line(SFTConfig.model_fields["data"].description) + " (required)" in flat
+    assert "--lora, --no-lora" in out
+    assert "--launcher {python,torchrun,accelerate}" in out
+    assert "(default: python)" in flat and "(default: 2e-05)" in flat
+    for own in ("--config CONFIG", "--set KEY=VALUE", "--wait"):
+        assert own in out
+    assert "--beta" not in out and "--soft-labels" not in out  # DPO's and reward's only
+
+
+def test_cai_train_dpo_help_has_beta_and_soft_label_flags(capsys):
+    from cai_engine.training.config import DPOConfig
+
+    out = help_of(capsys, "train", "dpo")
+    flat = one_line(out)
+    assert "--beta BETA" in out
+    assert one_line(DPOConfig.model_fields["beta"].description) + " (default: 0.1)" in flat
+    assert "--soft-labels, --no-soft-labels" in out
+    assert "(default: 5e-06)" in flat  # DPO's own learning rate, not the shared one
+    args = build_parser(["train", "dpo"]).parse_args(
+        ["train", "dpo", "--data", "x", "--no-soft-labels", "--beta", "0.25", "--lora"]
+    )
+    assert (args.soft_labels, args.beta, args.lora, args.data) == (False, 0.25, True, "x")
+    assert not hasattr(args, "max_steps")  # an unset flag leaves the config's default alone
+
+
+@pytest.mark.parametrize(
+    "argv, loaded",
+    [
+        (["--help"], []),
+        (["jobs", "list", "--help"], []),
+        (["train", "sft", "--help"], ["pydantic"]),  # the configs, but no model code
+    ],
+)
+def test_help_loads_the_training_configs_only_for_train_and_never_torch(argv, loaded):
+    heavy = ["torch", "transformers", "trl", "datasets", "pydantic", "streamlit", "duckdb"]
+    code = (
+        "import sys\nfrom cai_engine.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: cai")
+    assert [m for m in done.stderr.strip().split(",") if m] == loaded
+
+
+def test_cai_train_sft_wait_trains_the_tiny_model_and_prints_the_job(
+    capsys, train_home, tmp_path, tiny_model_dir
+):
+    from cai_engine import jobs
+    from tests.test_training import sft_export
+
+    folder = sft_export(tmp_path / "sft")
+    rc, out, err = cai(
+        capsys, "train", "sft", "--data", str(folder), "--model", f"hf:{tiny_model_dir}",
+        "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1", "--sample-tokens", "4",
+        "--name", "cli-sft", "--wait",
+    )  # fmt: skip
+    assert (rc, err) == (0, ""), out
+    lines = out.splitlines()
+    job_id = lines[0].removeprefix("submitted ")
+    assert lines[0] == f"submitted {job_id}" and job_id.startswith("sft-")
+    assert lines[-1] == f"{job_id} succeeded"
+    store = Store(train_home)
+    job = jobs.get_job(store, job_id)
+    assert job.status == "succeeded", job.error
+    assert job.config["data"] == str(folder.resolve())
+    assert job.config["model"] == f"hf:{tiny_model_dir}"
+    assert (job.config["max_steps"], job.config["batch_size"], job.config["grad_accum"]) == (
+        2,
+        2,
+        1,
+    )
+    assert job.config["sample_tokens"] == 4 and job.config["save_steps"] == 50  # a default
+    [model] = store.trained_models()
+    assert (model["name"], model["kind"], model["job_id"]) == ("cli-sft", "sft", job_id)
+
+
+def submitted_config(out: str) -> dict:
+    from cai_engine import jobs
+
+    job_id = out.strip().removeprefix("submitted ")
+    return jobs.get_job(Store(), job_id).config
+
+
+def test_cai_train_reads_a_config_file_and_flags_and_set_override_it(
+    capsys, train_home, tmp_path, tiny_model_dir
+):
+    from tests.test_training import sft_export
+
+    folder = sft_export(tmp_path / "sft")
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": str(folder),
+                "model": f"hf:{tiny_model_dir}",
+                "max_steps": 7,
+                "batch_size": 3,
+                "save_steps": 9,
+                "seed": 5,
+            }
+        )
+    )
+    rc, out, err = cai(
+        capsys, "train", "sft", "--config", str(config), "--batch-size", "2",
+        "--set", "save_steps=1", "--set", "lora=true",
+    )  # fmt: skip
+    assert (rc, err) == (0, "")
+    got = submitted_config(out)
+    assert got["data"] == str(folder.resolve()) and got["model"] == f"hf:{tiny_model_dir}"
+    assert (got["max_steps"], got["seed"]) == (7, 5)  # from the file
+    assert got["batch_size"] == 2  # the flag beats the file
+    assert (got["save_steps"], got["lora"]) == (1, True)  # --set, parsed as YAML
+
+
+def test_cai_train_set_alone_works_and_an_unknown_key_is_named(
+    capsys, train_home, tmp_path, tiny_model_dir
+):
+    from cai_engine import jobs
+    from tests.test_training import sft_export
+
+    folder = sft_export(tmp_path / "sft")
+    base = ["train", "sft", "--data", str(folder), "--model", f"hf:{tiny_model_dir}"]
+    rc, out, err = cai(capsys, *base, "--set", "save_steps=1")
+    assert (rc, err) == (0, "")
+    assert submitted_config(out)["save_steps"] == 1
+    rc, out, err = cai(capsys, *base, "--set", "bogus=1")
+    assert (rc, out) == (1, "")
+    assert err.startswith("error: invalid sft job config: unknown key 'bogus' (allowed: data, ")
+    assert err.count("\n") == 1
+    assert len(jobs.list_jobs(Store())) == 1
+
+
+def refuse_prefs_as_sft(tmp: Path, base: str) -> list[str]:
+    from tests.test_training import prefs_export
+
+    return ["--data", str(prefs_export(tmp / "prefs")), "--model", base]
+
+
+def refuse_openai(tmp: Path, base: str) -> list[str]:
+    from tests.test_training import sft_export
+
+    data = str(sft_export(tmp / "sft"))
+    return ["--data", data, "--model", "openai:x?base_url=http://127.0.0.1:9"]
+
+
+def refuse_accelerate(tmp: Path, base: str) -> list[str]:
+    from tests.test_training import sft_export
+
+    return ["--data", str(sft_export(tmp / "sft")), "--model", base, "--launcher", "accelerate"]
+
+
+def refuse_missing_data(tmp: Path, base: str) -> list[str]:
+    return ["--data", str(tmp / "nowhere"), "--model", base]
+
+
+def refuse_no_data(tmp: Path, base: str) -> list[str]:
+    return ["--model", base]
+
+
+def refuse_bad_yaml_file(tmp: Path, base: str) -> list[str]:
+    (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    return ["--config", str(tmp / "list.yaml")]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (refuse_prefs_as_sft, r"error: .*example 1 has no 'messages'.*preference export"),
+        (refuse_openai, r"error: invalid sft job config: model: .*only a local model can be trained"),
+        (refuse_accelerate, r"error: invalid sft job config: .*launcher accelerate needs accelerate_config"),
+        (refuse_missing_data, r"error: --data '.*nowhere' is neither an export folder nor a job"),
+        (refuse_no_data, r"error: invalid sft job config: data: Field required"),
+        (refuse_bad_yaml_file, r"error: .*list.yaml: expected a mapping of sft config keys"),
+    ],
+)  # fmt: skip
+def test_cai_train_refusals_are_one_line_errors_and_start_nothing(
+    capsys, train_home, tmp_path, tiny_model_dir, make, message
+):
+    import re
+
+    from tests.runners import runner_pids
+
+    args = make(tmp_path, f"hf:{tiny_model_dir}")
+    rc, out, err = cai(capsys, "train", "sft", *args)
+    assert (rc, out) == (1, "")
+    assert re.match(message, err), err
+    assert err.count("\n") == 1
+    assert Store().job_rows() == []
+    assert runner_pids(train_home) == []
+
+
+def test_train_flags_are_known_after_any_global_options(
+    capsys, train_home, tmp_path, tiny_model_dir
+):
+    from cai_engine.errors import CaiError
+
+    missing = str(tmp_path / "nowhere")
+    train = ["train", "sft", "--data", missing, "--model", f"hf:{tiny_model_dir}"]
+    # one global option first: the flags are known, and the submit check refuses the folder
+    rc, _, err = cai(capsys, "--home", str(train_home), *train)
+    assert rc == 1 and "neither an export folder nor a job" in err
+    # two: with --debug the refusal is raised, not printed; the flags must still be known
+    with pytest.raises(CaiError, match="neither an export folder nor a job"):
+        main(["--home", str(train_home), "--debug", *train])

@@ -56,6 +56,27 @@ def curves(metrics: list[dict], kind: str) -> list[tuple[str, list[dict]]]:
     return out
 
 
+def format_duration(seconds: float) -> str:
+    """12 s, 3 min 20 s, 2 h 05 min, 4 d 03 h."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h} h {m:02d} min"
+    d, h = divmod(h, 24)
+    return f"{d} d {h:02d} h"
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def eta_seconds(done: int, total: int | None, elapsed: float | None) -> float | None:
     """Seconds left at the pace so far; None until a step has finished."""
     if not total or not done or not elapsed or done >= total:
@@ -73,15 +94,16 @@ class Estimate:
     device: str
 
     def text(self) -> str:
-        minutes = self.seconds / 60
-        took = f"{minutes:.0f} min" if minutes >= 1 else f"{self.seconds:.0f} s"
+        took = format_duration(self.seconds)
         return (
             f"{self.train_examples} training examples → {self.steps} steps, about "
             f"{self.tokens:,} tokens: roughly {took} on this {self.device} (a rough guide)"
         )
 
 
-def estimate(examples: list[dict], config, kind: str, parameters: int, gpu: bool) -> Estimate:
+def estimate(
+    examples: list[dict], config, kind: str, parameters: int, gpu: bool | None = None
+) -> Estimate:
     """Steps and time before launch, from the data's size and the model's parameter count.
 
     Tokens are approximated as characters / 4; the time assumes 6 x parameters FLOP per
@@ -96,6 +118,7 @@ def estimate(examples: list[dict], config, kind: str, parameters: int, gpu: bool
     chars = sum(len(json.dumps(e, ensure_ascii=False)) for e in train) / max(1, len(train))
     tokens = int(chars / 4 * per_step * steps)
     factor = {"dpo": 2.0, "reward": 1.0, "sft": 1.0, "rl": 3.0}.get(kind, 1.0)
+    gpu = has_gpu() if gpu is None else gpu
     rate = GPU_TRAIN_FLOPS if gpu else CPU_TRAIN_FLOPS
     seconds = 6 * parameters * tokens * factor / rate
     return Estimate(len(examples), len(train), steps, tokens, seconds, "GPU" if gpu else "CPU")

@@ -2,7 +2,6 @@
 sample completions live, cancel or resume them, and see the trained models' lineage."""
 
 import json
-import time
 
 import pandas as pd
 import streamlit as st
@@ -130,9 +129,7 @@ def launch_form(kind: str) -> None:
                 examples = [{"prompt": p.messages} for p in select_prompts(store, cfg.data)]
             else:
                 examples = preview(store, cfg.data, kind)
-            est = monitor.estimate(
-                examples, cfg, kind, model_parameters(cfg.model, store.home), gpu=False
-            )
+            est = monitor.estimate(examples, cfg, kind, model_parameters(cfg.model, store.home))
         except CaiError as e:
             show_error(e, "Cannot estimate: ")
         else:
@@ -176,7 +173,7 @@ else:
         job = jobs.get_job(store, job_id)
         if job.total:
             left = monitor.eta_seconds(job.done, job.total, job.elapsed)
-            eta = f" · about {time.strftime('%M:%S', time.gmtime(left))} left" if left else ""
+            eta = f" · about {monitor.format_duration(left)} left" if left else ""
             st.progress(
                 min(1.0, job.done / job.total),
                 text=f"{job.status}: step {job.done}/{job.total}{eta}",
