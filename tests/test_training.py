@@ -1068,3 +1068,38 @@ def test_launcher_options_are_checked_before_start(
     with pytest.raises(CaiError, match=message):
         training_jobs.submit(store, "sft", config)
     assert job_count(store) == 0
+
+
+def test_lora_trains_adapters_and_saves_a_plain_merged_model(
+    seeded_store, tmp_path, tiny_model_dir
+):
+    import torch
+
+    from cai_engine.models import SamplingParams, load_model
+
+    job = training_jobs.submit(
+        seeded_store,
+        "sft",
+        {
+            "data": str(sft_export(tmp_path / "sft")),
+            "model": f"hf:{tiny_model_dir}",
+            "lora": True,
+            "lora_r": 4,
+            "learning_rate": 1e-2,
+            "max_steps": 3,
+            "batch_size": 2,
+            "grad_accum": 1,
+            "sample_prompts": 0,
+            "name": "lora-sft",
+        },
+    )
+    job = finish(seeded_store, job.id)
+    assert job.status == "succeeded", job.error
+    saved = seeded_store.home / "models" / "lora-sft"
+    assert not (saved / "adapter_config.json").exists()  # merged: a plain model folder
+    after, before = tensors(saved), tensors(tiny_model_dir)
+    assert set(after) == set(before)  # no lora_A/lora_B left over
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    model = load_model("model:lora-sft", seeded_store.home)
+    (done,) = model.chat([user("hi")], SamplingParams(max_new_tokens=2))
+    assert done.completion_tokens >= 1
