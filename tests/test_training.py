@@ -842,8 +842,8 @@ def test_a_data_job_of_the_wrong_kind_is_refused_naming_both_kinds(store, cai_ho
     tick = jobs.submit(store, "tick", {"total": 1, "shard_size": 1, "delay_s": 0})
     assert finish(store, tick.id, timeout=120).status == "succeeded"
     for kind, message in (
-        ("sft", rf"{tick.id} is a tick job; SFT trains on a critique job"),
-        ("dpo", rf"{tick.id} is a tick job; reward and DPO train on a label job"),
+        ("sft", rf"SFT trains on a critique job's revisions; {tick.id} is a tick job"),
+        ("dpo", rf"reward and DPO train on preferences: a label job .*; {tick.id} is a tick job"),
     ):
         with pytest.raises(CaiError, match=message):
             training_jobs.submit(store, kind, {"data": tick.id, "model": f"hf:{tiny_model_dir}"})
