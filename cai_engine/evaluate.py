@@ -85,3 +85,68 @@ def refusal_rule(text: str) -> str | None:
         if pattern.search(head):
             return name
     return None
+
+
+# -- revision progress ----------------------------------------------------------------------
+
+
+@dataclass
+class RoundProgress:
+    round: int
+    pairs: int  # traces with both this round's revision and the answer before it
+    preferred: Rate  # how often the judge prefers round k's answer over round k-1's (soft)
+    wins: Rate  # hard wins: the judge's soft preference for round k is above 0.5
+
+
+def revision_progress(rows: list[dict], constitution, constitution_hash: str, judge, config):
+    """Per round k, how often the feedback model prefers round k's answer over round k-1's
+    (round 0 is the initial answer), judged under the constitution's preference questions in
+    both orders. Reproduces the paper's "harmlessness rises with each revision" check.
+
+    `rows` are a critique job's trace rows (with `prompt_messages`); `config` is a
+    `feedback.LabelConfig` (few-shots, orders, seed). Returns one RoundProgress per round.
+    """
+    from cai_engine import feedback
+
+    answers: dict[tuple[str, int], dict[int, str]] = {}
+    messages: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["step"] in ("initial", "revision"):
+            answers.setdefault((r["prompt_id"], int(r["sample"])), {})[int(r["round"])] = r["text"]
+            messages[r["prompt_id"]] = r["prompt_messages"]
+    pairs, rounds_of = [], []
+    for (prompt_id, sample), by_round in sorted(answers.items()):
+        for k in sorted(by_round):
+            if k == 0 or k - 1 not in by_round:
+                continue
+            new, old = by_round[k], by_round[k - 1]
+            pairs.append(
+                {
+                    "job_id": "eval",
+                    "prompt_set": "",
+                    "prompt_id": prompt_id,
+                    "pair": sample * 1000 + k,  # a principle drawn per comparison
+                    "response_a": new,
+                    "response_b": old,
+                    "flags": feedback.pair_flags(new, old),
+                    "prompt_messages": messages[prompt_id],
+                }
+            )
+            rounds_of.append(k)
+    labels = feedback.label_pairs(pairs, constitution, constitution_hash, judge, config)
+    out = []
+    for k in sorted(set(rounds_of)):
+        soft = [
+            lab["soft_label"]
+            for lab, r in zip(labels, rounds_of, strict=True)
+            if r == k and lab["soft_label"] is not None
+        ]
+        out.append(
+            RoundProgress(
+                round=k,
+                pairs=len(soft),
+                preferred=wilson(sum(soft), len(soft)),
+                wins=wilson(sum(s > 0.5 for s in soft), len(soft)),
+            )
+        )
+    return out

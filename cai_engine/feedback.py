@@ -463,7 +463,8 @@ def label_pairs(
     event: Callable[..., None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[dict]:
-    """Label `pairs` with `model` in batches of `config.batch_pairs`; returns the new rows.
+    """Label `pairs` with `model` in batches of `config.batch_pairs`; returns one row per
+    pair, in the order of `pairs`.
 
     `emit(rows)` receives each batch's rows as soon as they are scored.
     """
@@ -518,6 +519,8 @@ def label_pairs(
         share = (time.perf_counter() - t0) / max(1, len(rows))
         for r in rows:
             r["latency_s"] = share
+        position = {(p["prompt_id"], int(p["pair"])): i for i, p in enumerate(batch)}
+        rows.sort(key=lambda r: position[(r["prompt_id"], r["pair"])])  # the input's order
         out.extend(rows)
         if emit:
             emit(rows)

@@ -1063,3 +1063,14 @@ def test_labels_through_an_openai_server_score_the_options_after_a_prefill(fake)
         assert head in rendered
         tails["".join(map(chr, tail))] += 1
     assert tails == {" (A)": 2, " (B)": 2}
+
+
+def test_labels_come_back_in_the_order_of_the_pairs_even_with_ties_among_them():
+    pairs = [
+        make_pair("p1", "alpha answer", "beta answer"),
+        make_pair("p2", "same", "same"),  # identical: a tie, never sent to the model
+        make_pair("p3", "beta answer", "alpha answer"),
+    ]
+    rows = label(pairs, Judge(prefers("alpha answer")), batch_pairs=8)
+    assert [r["prompt_id"] for r in rows] == ["p1", "p2", "p3"]
+    assert [r["winner"] for r in rows] == ["A", "tie", "B"]
