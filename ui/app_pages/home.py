@@ -24,4 +24,5 @@ st.page_link("app_pages/constitutions.py", label="Edit a constitution", icon="�
 st.page_link("app_pages/prompts.py", label="Browse or import prompts", icon="💬")
 st.page_link("app_pages/traces.py", label="Run critique→revision (SL-CAI)", icon="🔁")
 st.page_link("app_pages/labels.py", label="Label and spot-check preferences (RL-CAI)", icon="🏷️")
+st.page_link("app_pages/training.py", label="Train on them: SFT, reward, DPO, RL", icon="🏋️")
 st.caption(f"Data home: {store.home}")
