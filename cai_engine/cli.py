@@ -656,6 +656,127 @@ def cmd_label(args) -> int:
     return follow(store, j) if args.wait else 0
 
 
+def cmd_eval_run(args) -> int:
+    from cai_engine.evaluate import submit_eval
+
+    config = {
+        "models": args.models,
+        "reference": args.reference,
+        "harmful": None if args.harmful in ("", "none") else args.harmful,
+        "helpful": None if args.helpful in ("", "none") else args.helpful,
+        "limit": args.limit,
+        "judge": args.judge,
+        "constitution": args.constitution,
+        "few_shots": args.few_shots,
+        "both_orders": args.both_orders,
+        "judge_refusals": args.judge_refusals,
+        "critique_job": args.critique_job,
+        "reuse_answers": args.reuse_answers,
+        "seed": args.seed,
+        "sampling": {
+            "temperature": args.temperature,
+            "max_new_tokens": args.max_new_tokens,
+            "seed": args.seed,
+        },
+    }
+    store = _store(args)
+    j = submit_eval(store, config, args.label)
+    print(f"submitted {j.id}")
+    if not args.wait:
+        return 0
+    code = follow(store, j)
+    _print_eval(store, j.id)
+    return code
+
+
+def _print_eval(store, job_id: str) -> None:
+    from cai_engine import evaluate, jobs
+
+    jobs.ingest(store, jobs.get_job(store, job_id))
+    results = store.eval_results(job_id)
+    if not results:
+        print(f"eval job {job_id} has no results yet")
+        return
+    config = jobs.get_job(store, job_id).config
+    models = evaluate.EvalConfig(**config).answering
+    rows = evaluate.results_table(results, models)
+    names = [f"[{i + 1}]" for i in range(len(models))]
+    for name, m in zip(names, models, strict=True):
+        print(f"{name} {m}")
+    print(_table([[r["metric"], *[r[m] for m in models]] for r in rows], ["metric", *names]))
+    revision = [r for r in results if r["metric"].startswith("revision_round_")]
+    if revision:
+        print(f"revision progress of {revision[0]['model']} (round k preferred over k-1):")
+        for r in revision:
+            print(f"  {r['metric']}: {evaluate.format_result(r)}")
+
+
+def cmd_eval_show(args) -> int:
+    from cai_engine import jobs
+    from cai_engine.errors import CaiError
+
+    store = _store(args)
+    job = jobs.get_job(store, args.job)
+    if job.kind != "eval":
+        raise CaiError(f"job {job.id} is a {job.kind} job, not an eval job")
+    print(f"eval job {job.id} ({job.status})")
+    _print_eval(store, job.id)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cai_engine import demo, jobs
+
+    store = _store(args)
+    if args.resume:
+        j = jobs.resume(store, args.resume)
+    else:
+        config = {"profile": "tiny" if args.tiny else "default", "seed": args.seed}
+        if args.model:
+            config["model"] = args.model
+        j = demo.submit_demo(store, config)
+    print(f"demo {j.id}: {len(demo.STAGES)} stages, each its own job (see `cai jobs list`)")
+    if args.no_wait:
+        return 0
+    started = time.monotonic()
+    last = [None]
+
+    def show(dj):
+        stages = demo.read_stages(dj.run)
+        stage = dj.live.get("stage")
+        line = f"{dj.status}"
+        if stage and stage in stages:
+            child = jobs.get_job(store, stages[stage])
+            n = demo.STAGES.index(stage) + 1
+            line = (
+                f"[{n}/{len(demo.STAGES)}] {demo.STAGE_TITLES[stage]}: {child.id} "
+                f"{child.status} {_progress_text(child)}"
+            )
+        if line != last[0]:
+            print(f"{_clock(time.monotonic() - started)} {line}", flush=True)
+            last[0] = line
+
+    try:
+        final = jobs.wait(store, j.id, poll=1.0, on_update=show)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the demo goes on. `cai jobs cancel {j.id}` stops it.")
+        return 130
+    took = time.monotonic() - started
+    if final.status != "succeeded":
+        print(f"demo {final.id} {final.status}: {final.error}", file=sys.stderr)
+        print(f"`cai demo --resume {final.id}` continues from the stage that stopped")
+        return 1
+    stages = demo.read_stages(final.run)
+    print(f"demo finished in {_clock(took)} ({took:.0f} s)")
+    _print_eval(store, stages["eval"])
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m:02d}:{s:02d}"
+
+
 def _clamp_arg(text: str) -> list[float]:
     from cai_engine.errors import CaiError
 
@@ -1142,6 +1263,55 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--label")
     p.add_argument("--wait", action="store_true", help="follow it until it ends")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser(
+        "demo", help="the whole pipeline on small defaults, as a chain of jobs (about 15 min)"
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="a random tiny model and a handful of prompts (~1 min)"
+    )
+    p.add_argument("--model", help="base model spec (default: the embedded model)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", metavar="JOB", help="resume a demo that stopped")
+    p.add_argument("--no-wait", action="store_true", help="start it and return")
+    p.set_defaults(func=cmd_demo)
+
+    ev = sub.add_parser("eval", help="evaluate models: win rates, refusals, lengths")
+    evsub = ev.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = evsub.add_parser(
+        "run", help="answer the test sets with each model and judge them, as a job"
+    )
+    p.add_argument("--models", nargs="+", required=True, metavar="SPEC", help="models to evaluate")
+    p.add_argument("--reference", help="win rates are against this model (default: the first)")
+    p.add_argument("--harmful", default="red-team:test", help="red-team set ('none' to skip)")
+    p.add_argument("--helpful", default="helpful:test", help="helpful set ('none' to skip)")
+    p.add_argument("--limit", type=int, default=32, help="prompts per set")
+    p.add_argument("--judge", default="smollm2-135m-instruct", help="judge model spec")
+    p.add_argument("--constitution", default="harmless", help="NAME or NAME@VERSION")
+    p.add_argument("--few-shots", type=int, default=2)
+    p.add_argument("--both-orders", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--judge-refusals",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also ask the judge whether each answer refuses (the rules always run)",
+    )
+    p.add_argument("--critique-job", metavar="JOB", help="also measure its revision progress")
+    p.add_argument(
+        "--reuse-answers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse answers stored by earlier evals of the same weights and sampling",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label")
+    p.add_argument("--wait", action="store_true", help="follow it, then print the results")
+    p.set_defaults(func=cmd_eval_run)
+    p = evsub.add_parser("show", help="an eval job's metrics, with intervals and sample sizes")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_eval_show)
 
     rv = sub.add_parser("review", help="human spot-checks of AI labels")
     rsub = rv.add_subparsers(dest="action", required=True, metavar="ACTION")

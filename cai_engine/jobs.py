@@ -40,7 +40,9 @@ START_TIMEOUT = 60.0  # a queued job with no process after this long never start
 # imported only when that kind is used.
 KIND_MODULES: dict[str, str] = {
     "critique": "cai_engine.critique",
+    "demo": "cai_engine.demo",
     "dpo": "cai_engine.training.jobs:DPO_JOB",
+    "eval": "cai_engine.evaluate",
     "generate": "cai_engine.generate",
     "label": "cai_engine.feedback:LABEL_JOB",
     "pairs": "cai_engine.feedback:PAIRS_JOB",

@@ -116,6 +116,35 @@ def resolve_local_path(spec: ModelSpec, home: Path) -> str:
     return spec.model
 
 
+def model_fingerprint(spec: ModelSpec, home: Path) -> str:
+    """What a spec points at right now: for a local folder, its weights' names, sizes and
+    modification times, so a model retrained under the same name gets a new fingerprint."""
+    if spec.kind == "openai":
+        key = f"{spec.base_url}|{spec.model}"
+    else:
+        path = Path(resolve_local_path(spec, home))
+        if path.is_dir():
+            files = sorted(
+                f
+                for f in path.iterdir()
+                if f.suffix in (".json", ".safetensors", ".bin", ".gguf") and f.is_file()
+            )
+            key = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        else:
+            key = spec.model  # a hub id: its cache is what it is
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def check_model_available(spec: ModelSpec, home: Path) -> None:
+    """Raise a ModelError that names the model when a local model is not on disk (anymore)."""
+    if spec.kind in ("embedded", "openai"):
+        return
+    path = resolve_local_path(spec, home)  # names the known trained models when one is missing
+    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
+    if looks_local and not (Path(path).expanduser() / "config.json").exists():
+        raise ModelError(f"model {spec} is not on disk: {path} has no config.json")
+
+
 class LocalModel(ChatModel):
     def __init__(self, spec: ModelSpec, home: Path):
         import torch

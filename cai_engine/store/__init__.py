@@ -8,13 +8,20 @@ from __future__ import annotations
 from cai_engine.errors import StoreLockedError
 from cai_engine.store.constitutions import ConstitutionQueries, ConstitutionSummary
 from cai_engine.store.core import DEFAULT_LOCK_TIMEOUT, StoreCore, StoreError
+from cai_engine.store.evals import EvalQueries
 from cai_engine.store.feedback import FeedbackQueries, ModelQueries
 from cai_engine.store.jobs import JobQueries
 from cai_engine.store.prompts import PromptQueries, PromptSetSummary
 
 
 class Store(
-    ConstitutionQueries, PromptQueries, JobQueries, FeedbackQueries, ModelQueries, StoreCore
+    ConstitutionQueries,
+    PromptQueries,
+    JobQueries,
+    FeedbackQueries,
+    ModelQueries,
+    EvalQueries,
+    StoreCore,
 ):
     """The data home's DuckDB store. Safe to share between threads; holds no open connection."""
 

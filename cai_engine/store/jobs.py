@@ -12,7 +12,18 @@ _UPDATABLE = {"status", "pid", "attempts", "started_at", "finished_at", "error"}
 
 # Tables that job shards may be ingested into; each has a primary key on its natural key, so
 # ingesting a shard twice adds nothing. Names are interpolated into SQL, so only these pass.
-INGESTIBLE_TABLES = frozenset({"ticks", "generations", "traces", "pairs", "labels"})
+INGESTIBLE_TABLES = frozenset(
+    {
+        "ticks",
+        "generations",
+        "traces",
+        "pairs",
+        "labels",
+        "eval_answers",
+        "eval_judgements",
+        "eval_results",
+    }
+)
 
 
 def _none_for_nan(value):

@@ -230,4 +230,69 @@ def m003_models(con) -> None:
     )
 
 
-MIGRATIONS = [m001_initial, m002_feedback, m003_models]
+def m004_evals(con) -> None:
+    """Evaluation jobs: each model's answers, the judge's verdicts, and the summary metrics."""
+    con.rows(
+        """
+        CREATE TABLE eval_answers (           -- rows of `eval` jobs: one answer per model and prompt
+            job_id             VARCHAR NOT NULL,
+            model              VARCHAR NOT NULL,  -- the model spec
+            fingerprint        VARCHAR NOT NULL,  -- what the spec pointed at (weights' sizes and times)
+            prompt_set         VARCHAR NOT NULL,
+            prompt_id          VARCHAR NOT NULL,
+            sampling           VARCHAR NOT NULL,  -- JSON of SamplingParams (with the seed)
+            text               VARCHAR NOT NULL,
+            prompt_tokens      INTEGER NOT NULL,
+            completion_tokens  INTEGER NOT NULL,
+            latency_s          DOUBLE NOT NULL,
+            finish_reason      VARCHAR NOT NULL,
+            reused_from        VARCHAR,           -- the eval job whose answer this is, if reused
+            PRIMARY KEY (job_id, model, prompt_set, prompt_id)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE eval_judgements (        -- the judge's verdict on one answer or pair
+            job_id        VARCHAR NOT NULL,
+            metric        VARCHAR NOT NULL,   -- harmless | helpful | refusal | revision
+            model         VARCHAR NOT NULL,   -- the model judged (revision: the critique job)
+            prompt_set    VARCHAR NOT NULL,
+            prompt_id     VARCHAR NOT NULL,
+            item          INTEGER NOT NULL,   -- 0; revision: sample * 1000 + round
+            judge         VARCHAR NOT NULL,   -- the judge's model spec
+            principle_id  VARCHAR,            -- the principle drawn for a comparison
+            p_first       DOUBLE,             -- the judge's probability, order as given
+            p_second      DOUBLE,             -- ... and swapped (NULL: one order)
+            value         DOUBLE,             -- P(model better) or P(refusal), averaged
+            rule          VARCHAR,            -- refusal: the rule that matched, if any
+            consistent    BOOLEAN,            -- both orders agree
+            prompt_tokens INTEGER NOT NULL,   -- tokens the judge read
+            latency_s     DOUBLE NOT NULL,
+            flags         VARCHAR NOT NULL,
+            PRIMARY KEY (job_id, metric, model, prompt_set, prompt_id, item)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE eval_results (           -- one number per model and metric, with its interval
+            job_id        VARCHAR NOT NULL,
+            model         VARCHAR NOT NULL,
+            metric        VARCHAR NOT NULL,
+            eval_set      VARCHAR NOT NULL,   -- prompt set and split, e.g. red-team:test
+            judge         VARCHAR,
+            reference     VARCHAR,            -- win rates: the model compared against
+            value         DOUBLE,
+            low           DOUBLE,
+            high          DOUBLE,
+            n             INTEGER NOT NULL,
+            method        VARCHAR NOT NULL,   -- wilson | bootstrap | total
+            detail        VARCHAR NOT NULL,   -- JSON: counts, lineage
+            PRIMARY KEY (job_id, model, metric)
+        )
+        """
+    )
+
+
+MIGRATIONS = [m001_initial, m002_feedback, m003_models, m004_evals]

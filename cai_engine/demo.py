@@ -1,0 +1,296 @@
+"""`cai demo`: the whole pipeline on small defaults, as a chain of real jobs.
+
+The `demo` job is an orchestrator: it submits each stage as its own job (visible live on the
+studio's pages like any other), waits for it, and feeds its output to the next stage:
+
+1. critique: red-team training prompts, 2 rounds of critique and revision;
+2. sft: the base model fine-tuned on the final revisions;
+3. pairs: two sampled answers per prompt from the SFT model;
+4. label: the base model's soft AI preference labels for those pairs;
+5. dpo: the SFT model trained with DPO on the labels;
+6. eval: base vs SFT vs DPO on the test splits, plus the critique job's revision progress.
+
+The stage jobs it started are recorded in the run folder (`stages.json`), so a resumed demo
+resumes the stage that stopped and skips the ones that finished. Cancelling the demo cancels
+the stage in flight. Profiles: `default` (the embedded SmolLM2-135M-Instruct, sized to finish
+in under 20 minutes on a 2-core CPU) and `tiny` (a random 3M-parameter model with the same
+tokenizer and a handful of prompts: every stage runs for real in about a minute, and its
+text is gibberish by design).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai_engine.errors import CaiError, JobCancelled
+from cai_engine.jobs import JobKind
+from cai_engine.models import EMBEDDED
+
+STAGES = ("critique", "sft", "pairs", "label", "dpo", "eval")
+STAGE_TITLES = {
+    "critique": "Critique and revise red-team answers",
+    "sft": "Fine-tune on the revisions (SFT)",
+    "pairs": "Sample answer pairs from the SFT model",
+    "label": "AI preference labels",
+    "dpo": "DPO on the AI labels",
+    "eval": "Evaluate base vs SFT vs DPO",
+}
+POLL_S = 1.0
+
+
+class Profile(BaseModel):
+    """The sizes of one demo run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train_prompts: int
+    test_prompts: int
+    rounds: int
+    answer_tokens: int
+    sft: dict
+    dpo: dict
+    estimate_min: float  # what the profile takes on a 2-core CPU, for the button's caption
+
+
+PROFILES: dict[str, Profile] = {
+    "default": Profile(
+        train_prompts=24,
+        test_prompts=16,
+        rounds=2,
+        answer_tokens=96,
+        sft={"epochs": 2, "batch_size": 4, "grad_accum": 1, "learning_rate": 5e-5},
+        dpo={"epochs": 2, "batch_size": 4, "grad_accum": 1, "learning_rate": 5e-6, "beta": 0.1},
+        estimate_min=15,
+    ),
+    "tiny": Profile(
+        train_prompts=4,
+        test_prompts=3,
+        rounds=2,
+        answer_tokens=12,
+        sft={"max_steps": 2, "batch_size": 2, "grad_accum": 1, "sample_prompts": 1},
+        dpo={"max_steps": 2, "batch_size": 2, "grad_accum": 1, "sample_prompts": 1},
+        estimate_min=1.5,
+    ),
+}
+
+
+class DemoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal["default", "tiny"] = Field(
+        "default", description="default: the embedded model; tiny: a random model, in a minute."
+    )
+    constitution: str = Field("harmless", description="The constitution every stage uses.")
+    model: str | None = Field(
+        None,
+        description="Base model spec (default: the embedded model; tiny: a random tiny model).",
+    )
+    seed: int = Field(0, ge=0, description="Seeds every stage.")
+
+
+def tiny_model_spec(home) -> str:
+    """The tiny random model for the tiny profile, built once under the data home."""
+    from cai_engine.home import resolve_home
+    from cai_engine.models.tiny import make_tiny_model
+
+    path = make_tiny_model(resolve_home(home) / "cache" / "tiny-demo-model")
+    return f"hf:{path}?dtype=float32"
+
+
+def stage_config(stage: str, cfg: DemoConfig, base: str, done: dict[str, str]) -> dict:
+    """The config of one stage, given the base model and the jobs of the stages before it."""
+    p = PROFILES[cfg.profile]
+    sampling = {"temperature": 0.7, "max_new_tokens": p.answer_tokens, "seed": cfg.seed}
+    train = {"seed": cfg.seed, "save_steps": 1000}
+    if stage == "critique":
+        return {
+            "constitution": cfg.constitution,
+            "prompts": "red-team:train",
+            "model": base,
+            "rounds": p.rounds,
+            "limit": p.train_prompts,
+            "seed": cfg.seed,
+            "sampling": sampling,
+        }
+    if stage == "sft":
+        return {"data": done["critique"], "model": base, **train, **p.sft}
+    if stage == "pairs":
+        return {
+            "prompts": "red-team:train",
+            "model": f"model:{done['sft']}",
+            "samples": 2,
+            "limit": p.train_prompts,
+            "seed": cfg.seed,
+            "sampling": {**sampling, "temperature": 1.0},
+        }
+    if stage == "label":
+        return {
+            "pairs": done["pairs"],
+            "constitution": cfg.constitution,
+            "model": base,
+            "seed": cfg.seed,
+        }
+    if stage == "dpo":
+        return {"data": done["label"], "model": f"model:{done['sft']}", **train, **p.dpo}
+    if stage == "eval":
+        return {
+            "models": [base, f"model:{done['sft']}", f"model:{done['dpo']}"],
+            "judge": base,
+            "constitution": cfg.constitution,
+            "limit": p.test_prompts,
+            "critique_job": done["critique"],
+            "seed": cfg.seed,
+            "sampling": sampling,
+        }
+    raise ValueError(f"unknown demo stage {stage}")
+
+
+def submit_stage(store, stage: str, config: dict, label: str):
+    """Submit one stage through the same checks the CLI and the studio use."""
+    if stage == "critique":
+        from cai_engine.critique import submit
+
+        return submit(store, config, label)
+    if stage == "pairs":
+        from cai_engine.feedback import submit_pairs
+
+        return submit_pairs(store, config, label)
+    if stage == "label":
+        from cai_engine.feedback import submit_labels
+
+        return submit_labels(store, config, label)
+    if stage == "eval":
+        from cai_engine.evaluate import submit_eval
+
+        return submit_eval(store, config, label)
+    from cai_engine.training.jobs import submit
+
+    return submit(store, stage, config, label)
+
+
+def read_stages(run) -> dict[str, str]:
+    """stage -> job id, for the stages a demo job has started."""
+    path = run.path / "stages.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_stages(run, stages: dict[str, str]) -> None:
+    path = run.path / "stages.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stages, indent=1))
+    os.replace(tmp, path)
+
+
+def run_demo(ctx, config: DemoConfig) -> None:
+    from cai_engine import jobs
+
+    base = config.model or (
+        tiny_model_spec(ctx.store.home) if config.profile == "tiny" else EMBEDDED
+    )
+    if config.profile == "default" and base == EMBEDDED:
+        from cai_engine.models.embedded import ensure_embedded
+
+        ensure_embedded(ctx.store.home, log=lambda *a: ctx.event("embedded_model", note=a[0]))
+    stages = read_stages(ctx.run)
+    succeeded: dict[str, str] = {}
+    ctx.progress(done=0, total=len(STAGES), force=True)
+    started = time.monotonic()
+    for n, stage in enumerate(STAGES):
+        job_id = stages.get(stage)
+        job = jobs.get_job(ctx.store, job_id) if job_id else None
+        if job is not None and job.status in jobs.RESUMABLE:
+            job = jobs.resume(ctx.store, job.id)
+            ctx.event("stage_resumed", stage=stage, job=job.id)
+        elif job is None:
+            ctx.check_cancelled()
+            cfg = stage_config(stage, config, base, succeeded)
+            job = submit_stage(ctx.store, stage, cfg, label=f"demo {ctx.job_id}: {stage}")
+            stages[stage] = job.id
+            _write_stages(ctx.run, stages)
+            ctx.event("stage_started", stage=stage, job=job.id)
+        ctx.progress(stage=stage, stage_job=job.id, force=True)
+        t0 = time.monotonic()
+        job = _wait(ctx, job.id)
+        if job.status != "succeeded":
+            raise CaiError(
+                f"stage {stage} ({job.id}) {job.status}: {job.error or 'see its log'}; "
+                "resume the demo to retry it"
+            )
+        succeeded[stage] = job.id
+        ctx.event(
+            "stage_finished", stage=stage, job=job.id, seconds=round(time.monotonic() - t0, 1)
+        )
+        ctx.progress(done=n + 1, force=True)
+    seconds = time.monotonic() - started
+    ctx.metric(seconds=seconds, **{f"{s}_job": j for s, j in succeeded.items()})
+    ctx.event("demo_finished", seconds=round(seconds, 1), eval_job=succeeded["eval"])
+
+
+def _wait(ctx, job_id: str):
+    """Wait for a stage; a cancelled demo cancels the stage in flight and stops."""
+    from cai_engine import jobs
+
+    while True:
+        if ctx.cancelled:
+            job = jobs.get_job(ctx.store, job_id)
+            if job.status in jobs.ACTIVE:
+                jobs.cancel(ctx.store, job_id)
+            raise JobCancelled()
+        job = jobs.wait(ctx.store, job_id, timeout=POLL_S, poll=POLL_S / 4)
+        if job.status not in jobs.ACTIVE:
+            return job
+
+
+def submit_demo(store, config: dict | None = None, label: str | None = None):
+    from cai_engine import jobs
+
+    config = dict(config or {})
+    cfg = jobs.validate_config("demo", config)
+    store.get_version(cfg.constitution)  # names the constitutions there are if it is missing
+    running = [j for j in jobs.list_jobs(store, kind="demo") if j.status in jobs.ACTIVE]
+    if running:
+        raise CaiError(f"demo {running[0].id} is still running; wait for it or cancel it first")
+    return jobs.submit(store, "demo", config, label=label or f"demo ({cfg.profile})")
+
+
+JOB = JobKind(
+    name="demo",
+    config=DemoConfig,
+    run=run_demo,
+    description="The whole pipeline on small defaults: critique, SFT, pairs, labels, DPO, eval.",
+    cancel_grace=200.0,  # time for the stage in flight (a trainer checkpoints) to stop
+)
+
+
+def stage_rows(store, demo_job) -> list[dict]:
+    """One row per stage of a demo job: its title, job, status and progress, for display."""
+    from cai_engine import jobs
+
+    started = read_stages(demo_job.run)
+    rows = []
+    for n, stage in enumerate(STAGES, 1):
+        job = jobs.get_job(store, started[stage]) if stage in started else None
+        rows.append(
+            {
+                "step": n,
+                "stage": STAGE_TITLES[stage],
+                "kind": stage,
+                "job": job.id if job else None,
+                "status": job.status if job else "waiting",
+                "progress": job.progress if job else None,
+            }
+        )
+    return rows
+
+
+def latest_demo(store):
+    """The newest demo job, or None."""
+    from cai_engine import jobs
+
+    found = jobs.list_jobs(store, kind="demo", limit=1)
+    return found[0] if found else None
