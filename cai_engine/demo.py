@@ -252,6 +252,10 @@ def submit_demo(store, config: dict | None = None, label: str | None = None):
     config = dict(config or {})
     cfg = jobs.validate_config("demo", config)
     store.get_version(cfg.constitution)  # names the constitutions there are if it is missing
+    if cfg.model:
+        from cai_engine.evaluate import check_models
+
+        check_models(store, [cfg.model])
     running = [j for j in jobs.list_jobs(store, kind="demo") if j.status in jobs.ACTIVE]
     if running:
         raise CaiError(f"demo {running[0].id} is still running; wait for it or cancel it first")

@@ -65,7 +65,10 @@ def wilson(k: float, n: int, z: float = Z95) -> Rate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Rate(k, n, p, max(0.0, centre - half), min(1.0, centre + half))
+    # At k = 0 (k = n) the bound is exactly 0 (1); rounding would leave it a hair off.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Rate(k, n, p, low, high)
 
 
 def bootstrap_ci(
@@ -140,8 +143,8 @@ def revision_pairs(rows: list[dict]) -> list[dict]:
             item = sample * 1000 + k
             pairs.append(
                 {
-                    "job_id": info[prompt_id]["job_id"],
-                    "prompt_set": info[prompt_id]["prompt_set"],
+                    "job_id": info[prompt_id].get("job_id", ""),
+                    "prompt_set": info[prompt_id].get("prompt_set", ""),
                     "prompt_id": prompt_id,
                     "pair": item,  # a principle drawn per comparison
                     "item": item,

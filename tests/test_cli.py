@@ -89,6 +89,10 @@ COMMANDS = [
     ("train", "reward"),
     ("train", "dpo"),
     ("train", "rl"),
+    ("demo",),
+    ("eval",),
+    ("eval", "run"),
+    ("eval", "show"),
 ]
 
 

@@ -313,7 +313,9 @@ def test_a_running_job_can_be_cancelled_and_resumed_from_the_page(long_job, monk
     at = run_page()
     assert at.selectbox(key="training_job").value == job_id
     (bar,) = at.progress
-    assert re.match(r"running: step \d+/100000 · about \d+ \w+( \d+ \w+)? left$", bar.text), bar.text
+    assert re.match(r"running: step \d+/100000 · about \d+ \w+( \d+ \w+)? left$", bar.text), (
+        bar.text
+    )
     assert at.button(key="train_cancel").label == "Cancel"
     assert not [b for b in at.button if b.key == "train_resume"]
 
