@@ -320,7 +320,6 @@ def _progress_text(job) -> str:
 
 
 def _parse_sets(items: list[str] | None) -> dict:
-    import yaml
 
     from cai_engine.errors import CaiError
 
@@ -329,8 +328,26 @@ def _parse_sets(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CaiError(f"--set expects KEY=VALUE, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        out[key.strip()] = _load_yaml(value, f"--set {key.strip()}") if value.strip() else None
     return out
+
+
+def _load_yaml(text: str, source: str):
+    """YAML from a config file or a --set value; a syntax error names the source and line."""
+    import yaml
+
+    from cai_engine.errors import CaiError
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        where = f"{source}:{line}" if line else source
+        raise CaiError(f"{where}: YAML syntax error: {what} (line {line})") from None
+    except yaml.YAMLError as e:
+        raise CaiError(f"{source}: not valid YAML: {e}") from None
 
 
 def follow(store, job, stream=None) -> int:
@@ -461,14 +478,13 @@ def cmd_jobs_resume(args) -> int:
 
 
 def cmd_jobs_submit(args) -> int:
-    import yaml
 
     from cai_engine import jobs
     from cai_engine.files import read_user_text
 
     config = {}
     if args.config:
-        loaded = yaml.safe_load(read_user_text(args.config))
+        loaded = _load_yaml(read_user_text(args.config), args.config)
         if not isinstance(loaded, dict):
             from cai_engine.errors import CaiError
 
@@ -893,7 +909,6 @@ def add_config_flags(parser, model_cls) -> None:
 
 
 def cmd_train(args) -> int:
-    import yaml
 
     from cai_engine.errors import CaiError
     from cai_engine.files import read_user_text
@@ -902,7 +917,7 @@ def cmd_train(args) -> int:
 
     config = {}
     if args.config:
-        loaded = yaml.safe_load(read_user_text(args.config))
+        loaded = _load_yaml(read_user_text(args.config), args.config)
         if not isinstance(loaded, dict):
             raise CaiError(f"{args.config}: expected a mapping of {args.trainer} config keys")
         config.update(loaded)

@@ -57,7 +57,13 @@ class Principle(_Model):
     preference_question: Text = Field(description="The RL-CAI multiple-choice instruction.")
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
     enabled: bool = True
-    weight: float = Field(1.0, gt=0, description="Sampling weight; use enabled: false to drop one.")
+    weight: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Sampling weight; use enabled: false to drop one.",
+    )
 
 
 class FewShot(_Model):
@@ -306,6 +312,20 @@ def _parse_document(text: str, source: str):
                     )
                 ],
             )
+        duplicate = _duplicate_key(node) if node is not None else None
+        if duplicate:
+            key, line, first = duplicate
+            raise ConstitutionError(
+                source,
+                [
+                    Problem(
+                        "",
+                        f"duplicate key '{key}' (first on line {first}); YAML would keep only "
+                        "the last value, so remove one of them",
+                        line,
+                    )
+                ],
+            )
         data = yaml.load(text, Loader=loader)
     except RecursionError:
         raise ConstitutionError(
@@ -318,9 +338,47 @@ def _parse_document(text: str, source: str):
         if e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
             what += f" (the construct starts on line {e.context_mark.line + 1})"
         raise ConstitutionError(source, [Problem("", f"YAML syntax error: {what}", line)]) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        char = e.character if isinstance(e.character, str) else chr(e.character)
+        raise ConstitutionError(
+            source,
+            [
+                Problem(
+                    "",
+                    f"character #x{ord(char):04x} is not allowed: control characters are not "
+                    "allowed in YAML text; remove it",
+                    line,
+                )
+            ],
+        ) from None
     except yaml.YAMLError as e:
         raise ConstitutionError(source, [Problem("", f"YAML error: {e}")]) from None
     return data, node
+
+
+def _duplicate_key(node, seen: set | None = None):
+    """(key, line, first line) of the first key repeated within one mapping, or None."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias: already checked
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                if k.value in lines:
+                    return k.value, k.start_mark.line + 1, lines[k.value]
+                lines[k.value] = k.start_mark.line + 1
+            found = _duplicate_key(v, seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            found = _duplicate_key(v, seen)
+            if found:
+                return found
+    return None
 
 
 def parse_constitution(text: str, source: str = "<text>") -> Constitution:
@@ -427,8 +485,14 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
+_ODD_BREAKS = ("\r", "\x85", "\u2028", "\u2029")  # YAML folds these; escape them instead
+
+
 def _str_presenter(dumper, value: str):
-    style = "|" if "\n" in value else None
+    if any(b in value for b in _ODD_BREAKS):
+        style = '"'
+    else:
+        style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

@@ -115,16 +115,44 @@ def prefs_from_revisions(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
     return examples, skipped
 
 
+def _check_replaceable(out: Path, home: Path | None) -> None:
+    """--force replaces an earlier export, and nothing else: a folder holding only what an
+    export writes, with its manifest, and never the data home or a folder around it."""
+    from cai_engine.home import resolve_home
+
+    home = resolve_home(home)
+    target = out.resolve()
+    if target == home or target in home.parents:
+        raise CaiError(f"{out} is (or holds) the data home {home}; --force will not replace it")
+    names = {p.name for p in out.iterdir()}
+    if "manifest.json" not in names or not names <= EXPORT_FILES:
+        raise CaiError(
+            f"{out} is not an export folder (no manifest.json, or files an export does not "
+            "write); --force replaces only an earlier export, so choose another --out"
+        )
+
+
+EXPORT_FILES = {"manifest.json", "data.jsonl", "data.parquet", "dataset"}
+
+
 def write_examples(
-    examples: list[dict], out: Path, fmt: str, manifest: dict, force: bool = False
+    examples: list[dict],
+    out: Path,
+    fmt: str,
+    manifest: dict,
+    force: bool = False,
+    home: Path | None = None,
 ) -> list[str]:
     if fmt not in FORMATS:
         raise CaiError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise CaiError(f"{out} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise CaiError(
                 f"{out} already exists and is not empty; choose another --out or pass --force"
             )
+        _check_replaceable(out, home)
         shutil.rmtree(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -183,7 +211,7 @@ def export_sft(
     if not examples:
         raise CaiError(f"critique job {job_id} has no finished revisions to export")
     manifest = _manifest("sft", job, rows, examples, skipped, command, all_rounds=all_rounds)
-    write_examples(examples, Path(out), fmt, manifest, force)
+    write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
     return ExportResult(Path(out), "sft", len(examples), skipped, manifest)
 
 
@@ -205,7 +233,7 @@ def export_prefs_from_revisions(
         chosen="final revision",
         rejected="initial answer",
     )
-    write_examples(examples, Path(out), fmt, manifest, force)
+    write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
     return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
 
 
@@ -349,7 +377,7 @@ def export_prefs_from_labels(
     store, job_id: str, out: Path, *, filters=None, fmt="jsonl", command="", force=False
 ) -> ExportResult:
     examples, manifest = labelled_prefs(store, job_id, filters, command)
-    write_examples(examples, Path(out), fmt, manifest, force)
+    write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
     skipped = {
         k.removeprefix("skipped "): v
         for k, v in manifest["counts"].items()

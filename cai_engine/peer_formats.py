@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai_engine.constitution import (
+    SLUG,
     Constitution,
     ConstitutionError,
     Problem,
@@ -340,6 +341,11 @@ def import_files(
         raise PeerFormatError(f"unknown import format '{fmt}'; use one of {', '.join(FORMATS)}")
     if not files:
         raise PeerFormatError("no file given")
+    if name is not None and not re.match(SLUG, name):
+        raise PeerFormatError(
+            f"--name '{name}' is not a valid constitution name: it must be a slug (lowercase "
+            "letters, digits, '-' or '_', starting with a letter or digit)"
+        )
     texts = [(label, decode_user_bytes(data, label)) for label, data in files]
     if fmt == "yaml" or (
         fmt == "auto" and len(texts) == 1 and texts[0][0].lower().endswith((".yaml", ".yml"))
@@ -359,6 +365,8 @@ def import_files(
             raise ConstitutionError(
                 label, [Problem("", f"invalid JSON: {e.msg}", e.lineno)]
             ) from None
+        except RecursionError:
+            raise ConstitutionError(label, [Problem("", "the JSON is nested too deeply")]) from None
     kinds = {label: _classify(obj) for label, obj in parsed.items()}
     if fmt == "auto":
         if len(parsed) == 1 and kinds[texts[0][0]] == "yaml":

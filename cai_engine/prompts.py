@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ MAX_PROMPT_CHARS = 100_000  # one prompt, all turns together
 DEFAULT_SPLIT_SEED = 1234
 DEFAULT_TEST_FRACTION = 0.2
 MAX_REPORTED_BAD_ROWS = 50
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ def _rows_jsonl(text: str) -> Iterator[tuple[str, object]]:
             yield f"line {n}", json.loads(line)
         except json.JSONDecodeError as e:
             yield f"line {n}", BadRow(f"line {n}", f"malformed JSON at column {e.colno}: {e.msg}")
+        except RecursionError:
+            yield f"line {n}", BadRow(f"line {n}", "the JSON is nested too deeply")
 
 
 def _rows_csv(text: str) -> Iterator[tuple[str, object]]:
@@ -305,6 +309,13 @@ def normalise_row(record, mapping: dict[str, str]) -> dict:
     size = sum(len(m["content"]) for m in messages)
     if size > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is {size:,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+    for m in messages:
+        bad = _SURROGATE.search(m["content"])
+        if bad:
+            raise ValueError(
+                f"the text holds a lone surrogate (\\u{ord(bad.group()):04x}), half of a UTF-16 "
+                "pair, which is not valid Unicode; fix the escape in the file"
+            )
     out = {"messages": messages, "category": None, "id": None, "split": record.get("__split__")}
     for key in ("category", "id", "split"):
         src = mapping.get(key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import random
 import time
 import urllib.error
@@ -45,6 +46,16 @@ class _Retryable(Exception):
     pass
 
 
+def _check_logprobs(values: list) -> None:
+    """The continuation's logprobs must be finite numbers <= 0 (a None, a string or a NaN would
+    turn into a wrong score downstream)."""
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"a token logprob is {v!r:.40}, not a number")
+        if not math.isfinite(v) or v > 1e-6:
+            raise ValueError(f"a token logprob is {v!r}, not a finite number <= 0")
+
+
 class OpenAIModel(ChatModel):
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -63,9 +74,19 @@ class OpenAIModel(ChatModel):
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        deadline = time.monotonic() + self.spec.timeout
         try:
             with urllib.request.urlopen(req, timeout=self.spec.timeout) as resp:
-                raw = resp.read()
+                # The socket timeout bounds each read; the deadline bounds the whole answer,
+                # so a server that drips a byte at a time cannot hold a request forever.
+                chunks = []
+                while chunk := resp.read1(65536):
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise _Retryable(
+                            f"the response took longer than the timeout ({self.spec.timeout} s)"
+                        )
+                raw = b"".join(chunks)
         except urllib.error.HTTPError as e:
             detail = e.read()[:500].decode("utf-8", errors="replace")
             if e.code in RETRY_STATUS:
@@ -134,8 +155,17 @@ class OpenAIModel(ChatModel):
 
         def check(p):
             choice = p["choices"][0]
+            if not isinstance(choice.get("message"), dict):
+                raise ValueError("choices[0].message is not an object")
             if not isinstance(choice["message"].get("content") or "", str):
                 raise ValueError("message.content is not text")
+            usage = p.get("usage") or {}
+            if not isinstance(usage, dict):
+                raise ValueError("usage is not an object")
+            for key in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ValueError(f"usage.{key} is not an integer: {value!r:.40}")
 
         started = time.perf_counter()
         payload = self.post(f"{self.base_url}/chat/completions", body, check)
@@ -215,8 +245,10 @@ class OpenAIModel(ChatModel):
             if not lp or lp.get("token_logprobs") is None:
                 raise ValueError("the response has no logprobs")
             lps = lp["token_logprobs"]
-            if len(lps) < len(ids):
-                raise ValueError(f"{len(lps)} token logprobs for {len(ids)} prompt tokens")
+            if not isinstance(lps, list) or len(lps) < len(ids):
+                n = len(lps) if isinstance(lps, list) else type(lps).__name__
+                raise ValueError(f"{n} token logprobs for {len(ids)} prompt tokens")
+            _check_logprobs(lps[len(prompt_ids) : len(ids)])
 
         payload = self.post(
             f"{self.base_url}/completions",
@@ -240,6 +272,18 @@ class OpenAIModel(ChatModel):
             lp = p["choices"][0]["logprobs"]
             if not lp or lp.get("text_offset") is None or lp.get("token_logprobs") is None:
                 raise ValueError("the response has no logprobs")
+            offsets, values = lp["text_offset"], lp["token_logprobs"]
+            if not isinstance(offsets, list) or not isinstance(values, list):
+                raise ValueError("text_offset and token_logprobs must be lists")
+            if any(isinstance(o, bool) or not isinstance(o, int) for o in offsets):
+                raise ValueError("text_offset holds a value that is not an integer")
+            _check_logprobs(
+                [
+                    v
+                    for o, v in zip(offsets, values, strict=False)
+                    if len(prompt) <= o < len(text) and v is not None
+                ]
+            )
 
         payload = self.post(
             f"{self.base_url}/completions",

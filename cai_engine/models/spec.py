@@ -16,6 +16,7 @@ An API key is never part of a spec: `api_key_env` names the environment variable
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode
@@ -32,6 +33,7 @@ VALID_FORMS = (
 )
 
 _LOCAL_ONLY = ("dtype", "batch_size", "device", "trust_remote_code", "max_context", "truncation")
+_PLAIN_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _OPENAI_ONLY = ("base_url", "api_key_env", "concurrency", "timeout", "retries", "tokenizer")
 
 
@@ -79,7 +81,18 @@ class ModelSpec(BaseModel):
                 raise ValueError(
                     f"base_url must start with http:// or https://, got '{self.base_url}'"
                 )
+            if "@" in self.base_url.split("://", 1)[1].split("/", 1)[0]:
+                raise ValueError(
+                    "base_url must not carry credentials (user:key@host), since specs are "
+                    "stored and logged; put the key in an environment variable and name it "
+                    "with api_key_env"
+                )
         else:
+            if self.kind == "trained" and not _PLAIN_NAME.match(self.model):
+                raise ValueError(
+                    f"a trained model is named, not a path: '{self.model}' is not a plain name "
+                    "(letters, digits, '.', '_' or '-'); use hf:<path> for a model folder"
+                )
             bad = [
                 k for k in _OPENAI_ONLY if getattr(self, k) != type(self).model_fields[k].default
             ]
@@ -125,6 +138,16 @@ class ModelSpec(BaseModel):
         return key
 
 
+_SECRETS = re.compile(r"((?:api_?key|key|token|secret|password)=)[^&\s']*", re.IGNORECASE)
+_USERINFO = re.compile(r"(://)[^/@\s']*@")
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a credential in a URL or a query replaced by ***,
+    for error messages (which reach logs and the store)."""
+    return _USERINFO.sub(r"\1***@", _SECRETS.sub(r"\1***", text))
+
+
 def parse_spec(spec: str | dict | ModelSpec) -> ModelSpec:
     """Parse a spec string or mapping; errors list the valid forms."""
     if isinstance(spec, ModelSpec):
@@ -141,7 +164,7 @@ def parse_spec(spec: str | dict | ModelSpec) -> ModelSpec:
         )
         if query and not options:
             raise ModelError(
-                f"cannot read the options in '{text}'; write them as ?key=value&key=value"
+                f"cannot read the options in '{redact(text)}'; write them as ?key=value&key=value"
             )
         if head in EMBEDDED_ALIASES:
             return ModelSpec(kind="embedded", model=EMBEDDED, **options)
@@ -149,7 +172,7 @@ def parse_spec(spec: str | dict | ModelSpec) -> ModelSpec:
             if head.startswith(prefix):
                 name = head[len(prefix) :]
                 if not name:
-                    raise ModelError(f"'{text}' names no model after '{prefix}'")
+                    raise ModelError(f"'{redact(text)}' names no model after '{prefix}'")
                 return ModelSpec(kind=kind, model=name, **options)
         if head.startswith(("/", "./", "../", "~")) or Path(head).expanduser().is_dir():
             return ModelSpec(kind="hf", model=str(Path(head).expanduser().resolve()), **options)
@@ -163,5 +186,6 @@ def parse_spec(spec: str | dict | ModelSpec) -> ModelSpec:
                 problems.append(
                     f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}"
                 )
-        raise ModelError(f"invalid model spec '{spec}': " + "; ".join(problems)) from None
-    raise ModelError(f"unknown model spec '{spec}'; use {VALID_FORMS}")
+        message = f"invalid model spec '{spec}': " + "; ".join(problems)
+        raise ModelError(redact(message)) from None
+    raise ModelError(f"unknown model spec '{redact(str(spec))}'; use {VALID_FORMS}")

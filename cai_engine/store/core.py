@@ -8,6 +8,8 @@ which makes a `Store` safe to share between threads.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import threading
 import time
@@ -74,6 +76,22 @@ class Conn:
         self.raw.unregister(name)
 
 
+LOCK_WAIT_LOG = "CAI_LOCK_WAIT_LOG"  # a file: every open that waited for the lock adds a line
+
+
+def _log_lock_wait(path: str, waited: float) -> None:
+    """Append one JSON line (one write, so lines from many processes do not interleave)."""
+    line = json.dumps({"pid": os.getpid(), "waited_s": round(waited, 4), "at": time.time()})
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # diagnostics never break a unit of work
+
+
 class StoreCore:
     """Opens the DuckDB file under a data home for one unit of work at a time.
 
@@ -102,6 +120,8 @@ class StoreCore:
             try:
                 con = duckdb.connect(str(self.path))
                 self.last_lock_wait = time.monotonic() - start
+                if self.last_lock_wait > 0 and os.environ.get(LOCK_WAIT_LOG):
+                    _log_lock_wait(os.environ[LOCK_WAIT_LOG], self.last_lock_wait)
                 return con
             except duckdb.IOException as e:
                 if not _is_lock_conflict(e):

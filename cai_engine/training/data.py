@@ -29,19 +29,34 @@ class TrainingData:
 def read_export(folder: Path) -> tuple[list[dict], dict]:
     """The examples and manifest of an export folder (jsonl, parquet or a datasets folder)."""
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = {}
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CaiError(f"{manifest_path}: not a valid manifest ({e}); export again") from None
+        if not isinstance(manifest, dict):
+            raise CaiError(f"{manifest_path}: expected a JSON object, export again")
     if (folder / "data.jsonl").exists():
         examples = []
-        with open(folder / "data.jsonl", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        path = folder / "data.jsonl"
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise CaiError(
+                        f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); "
+                        "save the file as UTF-8"
+                    ) from None
                 if not line.strip():
                     continue
                 try:
                     examples.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise CaiError(
-                        f"{folder / 'data.jsonl'}:{n}: not valid JSON ({e.msg})"
-                    ) from None
+                    raise CaiError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                except RecursionError:
+                    raise CaiError(f"{path}:{n}: the JSON is nested too deeply") from None
     elif (folder / "data.parquet").exists():
         import pyarrow.parquet as pq
 
