@@ -780,8 +780,13 @@ def test_export_of_labels_refuses_a_non_empty_folder_without_force(labelled, tmp
     assert (out / "notes.txt").read_text() == "my notes"
     assert sorted(os.listdir(tmp_path)) == ["mine"]
 
-    export.export_prefs_from_labels(store, job, out, force=True)
-    assert sorted(os.listdir(out)) == ["data.jsonl", "manifest.json"]
+    # --force replaces an earlier export only, never a folder of the user's own
+    with pytest.raises(CaiError, match="is not an export folder"):
+        export.export_prefs_from_labels(store, job, out, force=True)
+    assert os.listdir(out) == ["notes.txt"]
+    export.export_prefs_from_labels(store, job, tmp_path / "export")
+    export.export_prefs_from_labels(store, job, tmp_path / "export", force=True)
+    assert sorted(os.listdir(tmp_path / "export")) == ["data.jsonl", "manifest.json"]
 
 
 def test_export_of_labels_refuses_a_job_that_is_not_a_label_job(labelled, tmp_path):

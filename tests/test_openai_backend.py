@@ -40,7 +40,9 @@ def backoff(monkeypatch) -> list[float]:
     monkeypatch.setattr(
         openai_compat,
         "time",
-        types.SimpleNamespace(sleep=slept.append, perf_counter=time.perf_counter),
+        types.SimpleNamespace(
+            sleep=slept.append, perf_counter=time.perf_counter, monotonic=time.monotonic
+        ),
     )
     return slept
 

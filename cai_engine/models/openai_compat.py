@@ -84,7 +84,7 @@ class OpenAIModel(ChatModel):
                     chunks.append(chunk)
                     if time.monotonic() > deadline:
                         raise _Retryable(
-                            f"the response took longer than the timeout ({self.spec.timeout} s)"
+                            f"timed out: the response took longer than {self.spec.timeout} s"
                         )
                 raw = b"".join(chunks)
         except urllib.error.HTTPError as e:
@@ -115,7 +115,7 @@ class OpenAIModel(ChatModel):
                 if check:
                     try:
                         check(payload)
-                    except (ValueError, KeyError, IndexError, TypeError) as e:
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
                         raise _Retryable(f"unexpected response shape: {e}") from None
                 return payload
             except _Retryable as e:

@@ -34,7 +34,7 @@ def read_export(folder: Path) -> tuple[list[dict], dict]:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CaiError(f"{manifest_path}: not a valid manifest ({e}); export again") from None
+            raise CaiError(f"{manifest_path}: not valid JSON ({e}); export again") from None
         if not isinstance(manifest, dict):
             raise CaiError(f"{manifest_path}: expected a JSON object, export again")
     if (folder / "data.jsonl").exists():

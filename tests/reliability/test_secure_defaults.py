@@ -670,24 +670,13 @@ def escaping_names(cai_home: Path, outside: Path) -> list[str]:
     return [rel, str(outside), f"nested/../{rel}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resolve_local_path joins model:<name> to <home>/models unchecked; ../ or an "
-    "absolute name loads a model from outside the data home",
-)
 def test_a_trained_model_name_cannot_leave_the_models_folder(cai_home, outside_model):
     for name in escaping_names(cai_home, outside_model):
-        spec = parse_spec(f"model:{name}")
-        with pytest.raises(CaiError) as e:
-            resolve_local_path(spec, cai_home)
+        with pytest.raises(CaiError) as e:  # refused when the spec is read, before any path
+            resolve_local_path(parse_spec(f"model:{name}"), cai_home)
         assert name in str(e.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: training/rl.py reward_model_path joins model:<name> to <home>/models "
-    "unchecked; ../ or an absolute name reads a reward model from outside the data home",
-)
 def test_a_reward_model_name_cannot_leave_the_models_folder(cai_home, outside_model):
     from cai_engine.training.rl import reward_model_path
 
@@ -761,11 +750,6 @@ def test_training_data_that_is_no_folder_is_treated_as_a_job_id_not_a_home_path(
     assert list((cai_home / "runs").iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: peer_formats.import_files sets --name with model_copy, skipping the slug "
-    "check, so a constitution named '../../evil' is stored (its name becomes export filenames)",
-)
 @pytest.mark.parametrize("name", ["../../evil", "a/b"])
 def test_a_constitution_imported_under_a_new_name_must_be_a_slug(name, capsys, tmp_path, cai_home):
     source = tmp_path / "c.yaml"
@@ -1061,11 +1045,6 @@ def test_a_key_written_into_a_spec_is_refused_and_not_stored(seeded_store, cai_h
     assert canary.encode() not in blobs and canary not in dump
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: models/spec.py accepts credentials in base_url (http://user:KEY@host), so the "
-    "key is stored in job configs, events and the store instead of being refused for api_key_env",
-)
 def test_a_key_written_into_the_base_url_is_refused_and_not_stored(seeded_store, cai_home, fake):
     canary = f"sk-canary-{secrets.token_hex(16)}"
     url = fake.base_url.replace("http://", f"http://user:{canary}@")

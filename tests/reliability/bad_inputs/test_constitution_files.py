@@ -150,11 +150,6 @@ CASES = [
         text(edit("    title: Care\n", "    title: Care\n    title: Kindness\n")),
         ["{p}:11:", "title", "duplicate"],
         id="duplicate-mapping-key",
-        marks=XFAIL(
-            strict=True,
-            reason="BUG: a repeated key is silently dropped (YAML keeps the last value); "
-            "the user's first value is lost without a word",
-        ),
     ),
     # -- size, nesting, aliases -----------------------------------------------------------
     pytest.param(
@@ -190,11 +185,6 @@ CASES = [
         text(edit("title: Candour", "title: Can\x01dour")),
         ["{p}:5:", "#x0001", "control characters are not allowed"],
         id="control-character",
-        marks=XFAIL(
-            strict=True,
-            reason="BUG: a raw control character is reported with a character offset in "
-            "'<unicode string>', not the line",
-        ),
     ),
     pytest.param(
         GOOD_YAML.replace("small", "café").encode("latin-1"),
@@ -223,11 +213,6 @@ CASES = [
         ),
         ["{p}:9: principles[0].weight:"],
         id="infinite-weight",
-        marks=XFAIL(
-            strict=True,
-            reason="BUG: weight .inf is accepted (gt=0 only); critique and label jobs then "
-            "crash in random.choices ('Total of weights must be finite')",
-        ),
     ),  # fmt: skip
 ]
 
@@ -306,11 +291,6 @@ JSON_CASES = [
         b'{"name": "mine", "principles": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
         ["{p}", "nested too deeply"],
         id="json-deeply-nested",
-        marks=XFAIL(
-            strict=True,
-            reason="BUG: deeply nested JSON raises a bare RecursionError from json.loads "
-            "(peer_formats.import_files) instead of a message naming the file",
-        ),
     ),
 ]
 
@@ -339,11 +319,6 @@ def test_cli_validate_reports_each_bad_file_and_stores_nothing(capsys, tmp_path,
     assert constitution_rows(store) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: import --name is applied with model_copy, skipping validation; an invalid "
-    "name is stored and then every list_constitutions() call fails",
-)
 def test_import_with_an_invalid_name_is_refused_and_the_store_stays_readable(
     capsys, tmp_path, user_store
 ):

@@ -86,11 +86,6 @@ def test_submit_with_a_bad_config_records_and_starts_nothing(
     "spec",
     ["model:../../outside", "model:../x", "model:a/../../b"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a model:<name> spec is not checked to be a plain name, so model:../../x "
-    "resolves outside <home>/models (models/spec.py parse_spec, models/local.py)",
-)
 def test_a_trained_model_name_cannot_leave_the_models_folder(spec):
     with pytest.raises(ModelError) as caught:
         parse_spec(spec)
@@ -139,11 +134,6 @@ CONFIG_FILES = [
         b"total: 5\nshard_size: [1,\n",
         ["error: {p}:", "line 3"],
         id="yaml-syntax-error",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a YAML syntax error in --config surfaces as a raw PyYAML error "
-            "naming '<unicode string>', not the file (cli.py cmd_jobs_submit / cmd_train)",
-        ),
     ),
 ]
 
@@ -216,11 +206,6 @@ TRAINING_DATA = [
         ),
         ["error: {tmp}/x/data.jsonl:2:", "UTF-8"],
         id="data-jsonl-latin-1",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a non-UTF-8 data.jsonl raises a bare UnicodeDecodeError "
-            "(training/data.py read_export)",
-        ),
     ),  # fmt: skip
     pytest.param(
         lambda tmp: str(
@@ -228,11 +213,6 @@ TRAINING_DATA = [
         ),
         ["error: {tmp}/x/manifest.json", "JSON"],
         id="data-manifest-malformed",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a malformed manifest.json raises a bare JSONDecodeError that names "
-            "no file (training/data.py read_export)",
-        ),
     ),  # fmt: skip
 ]
 
@@ -308,11 +288,6 @@ def test_export_into_a_folder_with_files_is_refused_and_keeps_them(
     assert tree_digest(folder) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an --out that is an existing file crashes with a bare NotADirectoryError "
-    "(export.write_examples) instead of saying it is a file",
-)
 def test_export_onto_an_existing_file_is_refused_clearly(
     capsys, tmp_path, user_store, critique_job
 ):
@@ -325,11 +300,6 @@ def test_export_onto_an_existing_file_is_refused_clearly(
     assert target.read_text() == "precious"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: --force deletes any non-empty --out folder with rmtree, even one that is not "
-    "an earlier export (no manifest.json); --help promises to replace an export folder",
-)
 def test_force_does_not_delete_a_folder_that_is_not_an_export(
     capsys, tmp_path, user_store, critique_job
 ):
@@ -345,11 +315,6 @@ def test_force_does_not_delete_a_folder_that_is_not_an_export(
     assert tree_digest(folder) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `export --out <data home> --force` deletes the whole data home (DuckDB store, "
-    "run folders) before writing the export there (export.write_examples)",
-)
 def test_force_never_deletes_the_data_home(capsys, cai_home, user_store, critique_job):
     before = constitution_rows(user_store)
     code, _, err = cli(

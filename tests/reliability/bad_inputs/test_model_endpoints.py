@@ -41,7 +41,9 @@ def no_backoff(monkeypatch) -> list[float]:
     monkeypatch.setattr(
         openai_compat,
         "time",
-        types.SimpleNamespace(sleep=slept.append, perf_counter=time.perf_counter),
+        types.SimpleNamespace(
+            sleep=slept.append, perf_counter=time.perf_counter, monotonic=time.monotonic
+        ),
     )
     return slept
 
@@ -109,21 +111,11 @@ CHAT_FAILURES = [
         chat_with(choices=[{"message": None, "finish_reason": "stop"}]),
         "unexpected response shape",
         id="message-is-null",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a null message raises a bare AttributeError from the response check "
-            "(openai_compat._chat_one), not retried and not naming the URL",
-        ),
     ),
     pytest.param(
         chat_with(usage={"prompt_tokens": "lots", "completion_tokens": 1}),
         "usage",
         id="usage-is-not-a-number",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: non-numeric usage counts raise a bare ValueError from int() after "
-            "the response check (openai_compat._chat_one)",
-        ),
     ),
 ]
 
@@ -167,11 +159,6 @@ def test_a_body_that_stalls_halfway_times_out_and_names_the_url(server, no_backo
     assert server.calls("/v1/chat/completions") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `timeout` bounds each socket read, not the request: a server dripping one "
-    "byte per 0.1 s holds a timeout=1.5 request for 2.5 s and it succeeds",
-)
 def test_a_dripping_body_is_held_to_the_request_timeout(server, no_backoff):
     # Each byte comes well within the timeout; the whole answer takes 2.5 s.
     server.then = srv.drip(server, interval=0.1, slow_bytes=25)
@@ -213,31 +200,16 @@ SCORE_FAILURES = [
         completions_with(lambda n: [None] * (n + 1)),
         "logprob",
         id="null-logprobs-for-the-continuation",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: null token logprobs inside the continuation pass the check and "
-            "crash sum() with a bare TypeError (openai_compat._score_ids)",
-        ),
     ),
     pytest.param(
         completions_with(lambda n: [None] + ["-0.25"] * n),
         "logprob",
         id="logprobs-as-strings",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: logprobs sent as strings pass the check and crash sum() with a bare "
-            "TypeError (openai_compat._score_ids)",
-        ),
     ),
     pytest.param(
         completions_with(lambda n: [None] + [float("nan")] * n),
         "logprob",
         id="logprobs-nan",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: NaN logprobs are accepted and returned as a NaN score, which becomes "
-            "a NaN soft label (openai_compat._score_ids)",
-        ),
     ),
 ]
 
@@ -286,11 +258,6 @@ def job_store(user_store, cai_home):
             chat_with(choices=[{"message": None}]),
             "unexpected response shape",
             id="message-is-null",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: the job fails with \"AttributeError: 'NoneType' object has no "
-                "attribute 'get'\", which names neither the server nor the problem",
-            ),
         ),
     ],
 )

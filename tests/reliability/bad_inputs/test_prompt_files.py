@@ -147,22 +147,12 @@ CASES = [
         jsonl(OK1, '{"prompt": "broken \\ud800 half of a pair"}'),
         ["{p}: line 2:", "surrogate"],
         id="jsonl-lone-surrogate-escape",
-        marks=XFAIL(
-            strict=True,
-            reason="BUG: a lone surrogate (\\ud800) passes validation, then prompt_id_for's "
-            "encode('utf-8') raises a bare UnicodeEncodeError with no file or line",
-        ),
     ),
     pytest.param(
         "a.jsonl",
         jsonl(OK1, '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"),
         ["{p}: line 2:", "nested too deeply"],
         id="jsonl-deeply-nested-line",
-        marks=XFAIL(
-            strict=True,
-            reason="BUG: a deeply nested JSONL line raises a bare RecursionError from "
-            "json.loads (prompts._rows_jsonl) instead of a bad row naming the line",
-        ),
     ),
     # -- CSV ----------------------------------------------------------------------------
     pytest.param(
