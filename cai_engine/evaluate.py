@@ -641,7 +641,7 @@ def _judge_all(ctx, cfg, version, prompts, answers, previous, critique_rows) -> 
                         for a, v in zip(batch, verdicts, strict=True)
                     ]
                 )
-        jobs_ = [
+        comparison_sets = [
             ("harmless", comparisons["harmless"], version.constitution, version.hash, None),
             (
                 "helpful",
@@ -652,7 +652,7 @@ def _judge_all(ctx, cfg, version, prompts, answers, previous, critique_rows) -> 
             ),
             ("revision", revisions, version.constitution, version.hash, None),
         ]
-        for metric, pairs, constitution, chash, few_shots in jobs_:
+        for metric, pairs, constitution, chash, few_shots in comparison_sets:
             if not pairs:
                 continue
             if judge is None:

@@ -2,8 +2,17 @@
 
 DuckDB allows one read-write process or many read-only ones, never both, so nothing here
 keeps the file open between units of work. Within a process every `connect()` shares the
-same database instance (DuckDB's instance cache), and each caller gets its own connection,
-which makes a `Store` safe to share between threads.
+same database instance (DuckDB's instance cache), and each caller gets its own connection, so
+a `Store` is safe to share between threads.
+
+Across processes, a unit of work first takes our own lock, an `flock` on `cai.duckdb.lock`
+beside the database, and holds it from before DuckDB opens the file until after it closes;
+within a process, threads take turns the same way (see `_ProcessLock`). DuckDB alone is not
+enough: it reads the file's headers before it takes its own lock, so a process that opened
+the file just as another one checkpointed and shrank it could read stale headers and fail with
+"Could not read enough bytes" (found by the soak test, reproduced with plain duckdb). Waiting
+on the flock is also fairer than retrying DuckDB's lock with backoff: a waiter polls every
+few milliseconds.
 """
 
 from __future__ import annotations
@@ -92,6 +101,100 @@ def _log_lock_wait(path: str, waited: float) -> None:
         pass  # diagnostics never break a unit of work
 
 
+class _ProcessLock:
+    """One unit of work at a time on one store: across processes by an flock on the lock
+    file, across this process's threads by a re-entrant lock (so a thread may nest units).
+
+    Threads could share DuckDB's instance, but two transactions that write the same key at
+    once (two studio sessions ingesting the same shard, or settling the same job) conflict in
+    DuckDB instead of one waiting for the other; units of work are short, so they take turns.
+    """
+
+    def __init__(self):
+        self.depth = 0  # nesting of the owning thread's units of work
+        self.fd: int | None = None
+        self.waited = 0.0  # how long the most recent outermost acquire waited
+        self._owner = threading.RLock()
+
+    def acquire(self, db: Path, timeout: float) -> None:
+        import fcntl
+
+        start = time.monotonic()
+        if not self._owner.acquire(timeout=max(0.0, timeout)):
+            raise StoreLockedError(
+                _locked_message(db, time.monotonic() - start, "another thread of this process")
+            )
+        if self.depth:  # this thread already holds the store: a nested unit of work
+            self.depth += 1
+            return
+        try:
+            fd = os.open(_lock_path(db), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - start
+                    if waited >= timeout:
+                        holder = _read_holder(fd)
+                        os.close(fd)
+                        raise StoreLockedError(_locked_message(db, waited, holder)) from None
+                    time.sleep(min(delay, max(0.0, timeout - waited)))
+                    delay = min(delay * 2, 0.02)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder to waiters
+        except BaseException:
+            self._owner.release()
+            raise
+        self.fd, self.depth = fd, 1
+        self.waited = time.monotonic() - start
+
+    def release(self) -> None:
+        import fcntl
+
+        self.depth -= 1
+        if self.depth == 0 and self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+        self._owner.release()
+
+
+_process_locks: dict[Path, _ProcessLock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(db: Path) -> _ProcessLock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(db, _ProcessLock())
+
+
+def _lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        pid = ""
+    if not pid.isdigit():
+        return "another process"
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = "a process"
+    return f"process {name} (PID {pid})"
+
+
+def _locked_message(db: Path, waited: float, holder: str = "another process") -> str:
+    return (
+        f"the store {db} is locked by {holder}; gave up after {waited:.1f}s. Stop that "
+        "process or wait for it to finish, then try again."
+    )
+
+
 class StoreCore:
     """Opens the DuckDB file under a data home for one unit of work at a time.
 
@@ -112,39 +215,52 @@ class StoreCore:
         return f"Store({str(self.home)!r})"
 
     def _open(self):
+        """Take the process's share of the file lock, then connect (retrying DuckDB's own lock,
+        which a process outside this discipline may hold). The caller releases the lock."""
         import duckdb
 
         start = time.monotonic()
-        delay = 0.02
-        while True:
-            try:
-                con = duckdb.connect(str(self.path))
-                self.last_lock_wait = time.monotonic() - start
-                if self.last_lock_wait > 0 and os.environ.get(LOCK_WAIT_LOG):
-                    _log_lock_wait(os.environ[LOCK_WAIT_LOG], self.last_lock_wait)
-                return con
-            except duckdb.IOException as e:
-                if not _is_lock_conflict(e):
-                    raise StoreError(f"cannot open the store {self.path}: {e}") from e
-                waited = time.monotonic() - start
-                if waited >= self.lock_timeout:
-                    raise StoreLockedError(
-                        f"the store {self.path} is locked by {describe_lock_holder(str(e))}; "
-                        f"gave up after {waited:.1f}s. Stop that process or wait for it to "
-                        "finish, then try again."
-                    ) from e
-                time.sleep(min(delay, max(0.0, self.lock_timeout - waited)))
-                delay = min(delay * 2, 1.0)
+        lock = _process_lock(self.path)
+        lock.acquire(self.path, self.lock_timeout)
+        try:
+            delay = 0.02
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path))
+                    break
+                except duckdb.IOException as e:
+                    if not _is_lock_conflict(e):
+                        raise StoreError(f"cannot open the store {self.path}: {e}") from e
+                    waited = time.monotonic() - start
+                    if waited >= self.lock_timeout:
+                        raise StoreLockedError(
+                            f"the store {self.path} is locked by "
+                            f"{describe_lock_holder(str(e))}; gave up after {waited:.1f}s. Stop "
+                            "that process or wait for it to finish, then try again."
+                        ) from e
+                    time.sleep(min(delay, max(0.0, self.lock_timeout - waited)))
+                    delay = min(delay * 2, 0.25)
+        except BaseException:
+            lock.release()
+            raise
+        self.last_lock_wait = lock.waited
+        if lock.waited >= 0.001 and os.environ.get(LOCK_WAIT_LOG):
+            _log_lock_wait(os.environ[LOCK_WAIT_LOG], lock.waited)
+        return con, lock
 
     @contextmanager
     def connect(self) -> Iterator[Conn]:
         """Yield a connection for one unit of work, with pending migrations applied."""
-        con = Conn(self._open())
+        raw, lock = self._open()
+        con = Conn(raw)
         try:
             self._migrate(con)
             yield con
         finally:
-            con.raw.close()
+            try:
+                con.raw.close()
+            finally:
+                lock.release()
 
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
