@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, ctx.request_cancel)
     ctx.progress(force=True)
     ctx.event("started", pid=os.getpid(), attempt=attempts)
+    partial = ctx.run.remove_partial_shards()  # left by an attempt killed mid-write
+    if partial:
+        ctx.event("partial_shards_removed", files=partial)
     print(f"[{datetime.now():%H:%M:%S}] {job.id}: started (attempt {attempts})", flush=True)
 
     state, error, code = "succeeded", None, 0

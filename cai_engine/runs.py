@@ -153,6 +153,15 @@ class RunFolder:
         ]
         return sorted(found)
 
+    def remove_partial_shards(self) -> int:
+        """Delete the temporary files of shards a killed attempt never finished (they are
+        never read or ingested; only the job's own process writes shards). Returns how many."""
+        root = self.path / "shards"
+        partial = list(root.glob("*/.*.parquet.*.tmp")) if root.exists() else []
+        for path in partial:
+            path.unlink(missing_ok=True)
+        return len(partial)
+
     def tables(self) -> list[str]:
         root = self.path / "shards"
         return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []

@@ -207,6 +207,11 @@ def train(ctx, config, kind: str) -> None:
             step = checkpoint_step(resume_from)
             kept = ctx.run.truncate_metrics(step)  # the steps after it will be redone
             ctx.event("resuming", checkpoint=resume_from.name, step=step, metrics_kept=kept)
+    elif lead and ctx.attempt > 1:
+        # An earlier attempt died before its first complete checkpoint: training starts over,
+        # so its step metrics go (they would be logged again).
+        kept = ctx.run.truncate_metrics(0)
+        ctx.event("restarting", reason="no complete checkpoint", metrics_kept=kept)
     if lead:
         ctx.event(
             "training_setup",
