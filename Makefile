@@ -30,8 +30,12 @@ run: install
 	$(VENV)/bin/cai models pull    # converts the embedded model once (about 30 s)
 	$(VENV)/bin/cai studio --port $(PORT)
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures stay in one worker):
+# most tests wait on subprocesses, servers and browsers. TEST_WORKERS=0 runs them serially.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check cai_engine ui tests bench

@@ -118,18 +118,19 @@ def fake():
 
 
 def test_exports_follow_the_traces_while_the_job_runs(studio, cai_home, fake):
-    # The fake server answers each request after 4 s: the initial answer, round 1's critique
-    # and revision; round 2's critique then waits 60 s, so the job stays running with one
-    # complete round to export.
-    fake.delay_s = 4
+    # The fake server answers each request after 10 s (time enough for the page to load on
+    # busy cores before the first answer): the initial answer, round 1's critique and
+    # revision; round 2's critique then waits 90 s, so the job stays running with one complete
+    # round to export.
+    fake.delay_s = 10
     fake.plan = ["ok", "ok", "ok"]
-    fake.then, fake.slow_s = "slow", 60
+    fake.then, fake.slow_s = "slow", 90
     critique.submit(
         Store(cai_home),
         {
             "constitution": "default",
             "prompts": "helpful:train",
-            "model": fake.spec(retries=0, timeout=90),
+            "model": fake.spec(retries=0, timeout=150),
             "limit": 1,
             "rounds": 2,
             "few_shots": 0,
@@ -141,7 +142,7 @@ def test_exports_follow_the_traces_while_the_job_runs(studio, cai_home, fake):
         # The page's full run saw the job before its first answer (playwright waits raise
         # TimeoutError, not AssertionError, so these do not count as the known bug).
         page.get_by_text("no traces yet (running)").wait_for(timeout=5_000)
-        page.get_by_text("Round 1 · revision", exact=True).wait_for(timeout=40_000)
+        page.get_by_text("Round 1 · revision", exact=True).wait_for(timeout=90_000)
         page.wait_for_timeout(5_000)  # two more polls of the fragment
         # 1 prompt, 2 rounds: 5 steps, of which round 1 is 3; the 4th is held by the server.
         page.get_by_text(re.compile(r"^running: 3/5 steps")).wait_for(timeout=1_000)
