@@ -116,7 +116,16 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output clean
                 pass
 
+            def done(self) -> None:
+                """This request stops counting as in flight: before its answer is written, since
+                the client may read it and send the next request before this thread runs again."""
+                if getattr(self, "_counted", False):
+                    self._counted = False
+                    with fake._lock:
+                        fake.in_flight -= 1
+
             def send(self, status: int, payload, raw: bytes | None = None):
+                self.done()
                 body = raw if raw is not None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -139,11 +148,11 @@ class FakeOpenAI:
                     )
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                self._counted = True
                 try:
                     self.route(body)
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
+                    self.done()
 
             def route(self, body: dict):
                 if self.path == "/tokenize":
@@ -167,6 +176,7 @@ class FakeOpenAI:
                 elif behaviour == "no_choices":
                     self.send(200, {"id": "x", "object": "chat.completion"})
                 elif behaviour == "truncated":
+                    self.done()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", "500")

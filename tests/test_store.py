@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cai_engine.errors import StoreLockedError
+from cai_engine.errors import CaiError, StoreLockedError
 from cai_engine.store import Store
 from cai_engine.store.migrations import MIGRATIONS
 
@@ -231,3 +231,27 @@ def test_threads_share_one_store(seeded_store):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: seeded_store.counts()["prompts"], range(16)))
     assert len(set(results)) == 1 and results[0] > 0
+
+
+def test_a_database_whose_creation_was_cut_short_is_set_aside_and_made_anew(tmp_path, capsys):
+    """A process killed while DuckDB was creating the file leaves part of its 12 KiB of headers
+    and no data, which DuckDB refuses forever; the store moves it aside (never deletes it)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cai.duckdb").write_bytes(b"DUCK" + b"\0" * 4092)
+    store = Store(home)
+    assert store.applied_migrations() == [m.__name__ for m in MIGRATIONS]
+    (aside,) = home.glob("cai.duckdb.unfinished-*")
+    assert aside.read_bytes() == b"DUCK" + b"\0" * 4092
+    assert "creation was cut short" in capsys.readouterr().err
+
+
+def test_a_damaged_database_that_may_hold_data_is_left_alone_and_named(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    damaged = b"\x01" * 40_000  # bigger than the headers: it may hold data
+    (home / "cai.duckdb").write_bytes(damaged)
+    with pytest.raises(CaiError, match=r"cannot open the store .*cai.duckdb"):
+        Store(home).counts()
+    assert (home / "cai.duckdb").read_bytes() == damaged
+    assert not list(home.glob("cai.duckdb.unfinished-*"))

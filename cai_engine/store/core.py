@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from cai_engine.errors import CaiError, StoreLockedError
 from cai_engine.home import db_path, resolve_home
 from cai_engine.store.migrations import MIGRATIONS
 
+DUCKDB_HEADERS = 12_288  # bytes: a new, empty DuckDB file is exactly its three header blocks
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a unit of work waits for another process's lock
 
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.+?) \(PID (?P<pid>\d+)\)")
@@ -229,6 +231,8 @@ class StoreCore:
                     con = duckdb.connect(str(self.path))
                     break
                 except duckdb.IOException as e:
+                    if "not a valid DuckDB database file" in str(e) and self._set_aside_unborn():
+                        continue  # a creation cut short, set aside: create the store anew
                     if not _is_lock_conflict(e):
                         raise StoreError(f"cannot open the store {self.path}: {e}") from e
                     waited = time.monotonic() - start
@@ -247,6 +251,23 @@ class StoreCore:
         if lock.waited >= 0.001 and os.environ.get(LOCK_WAIT_LOG):
             _log_lock_wait(os.environ[LOCK_WAIT_LOG], lock.waited)
         return con, lock
+
+    def _set_aside_unborn(self) -> bool:
+        """A process killed while DuckDB was creating the file leaves at most the 12 KiB of
+        headers, partly written, and no WAL: a file that never held data, which DuckDB then
+        refuses forever. Rename it aside (never delete) so the store can be created again.
+        Anything bigger, or with a WAL, may hold data and is left for a person to look at."""
+        wal = self.path.with_name(self.path.name + ".wal")
+        if wal.exists() or not self.path.exists() or self.path.stat().st_size > DUCKDB_HEADERS:
+            return False
+        aside = self.path.with_name(f"{self.path.name}.unfinished-{int(time.time())}")
+        os.replace(self.path, aside)
+        print(
+            f"cai: {self.path} was a database whose creation was cut short (no data); "
+            f"moved it to {aside.name} and created the store anew",
+            file=sys.stderr,
+        )
+        return True
 
     @contextmanager
     def connect(self) -> Iterator[Conn]:
