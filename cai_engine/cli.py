@@ -589,11 +589,7 @@ def cmd_generate(args) -> int:
         "model": args.model,
         "limit": args.limit,
         "samples": args.samples,
-        "sampling": {
-            "temperature": args.temperature,
-            "max_new_tokens": args.max_new_tokens,
-            "seed": args.seed,
-        },
+        "sampling": _sampling(args),
     }
     store = _store(args)
     j = jobs.submit(store, "generate", config, label=args.label)
@@ -614,11 +610,7 @@ def cmd_critique(args) -> int:
         "skip_unchanged": args.skip_unchanged,
         "principle_sampling": "per_prompt" if args.per_prompt else "per_round",
         "principle": args.principle,
-        "sampling": {
-            "temperature": args.temperature,
-            "max_new_tokens": args.max_new_tokens,
-            "seed": args.seed,
-        },
+        "sampling": _sampling(args),
     }
     from cai_engine.critique import submit
 
@@ -626,6 +618,16 @@ def cmd_critique(args) -> int:
     j = submit(store, config, args.label)
     print(f"submitted {j.id}")
     return follow(store, j) if args.wait else 0
+
+
+def _sampling(args) -> dict:
+    """The sampling options every answering command takes: --temperature, --max-new-tokens,
+    and --seed (which also seeds the command's other draws)."""
+    return {
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+    }
 
 
 def cmd_pairs(args) -> int:
@@ -638,11 +640,7 @@ def cmd_pairs(args) -> int:
         "samples": args.samples,
         "limit": args.limit,
         "seed": args.seed,
-        "sampling": {
-            "temperature": args.temperature,
-            "max_new_tokens": args.max_new_tokens,
-            "seed": args.seed,
-        },
+        "sampling": _sampling(args),
     }
     store = _store(args)
     j = submit_pairs(store, config, args.label)
@@ -689,11 +687,7 @@ def cmd_eval_run(args) -> int:
         "critique_job": args.critique_job,
         "reuse_answers": args.reuse_answers,
         "seed": args.seed,
-        "sampling": {
-            "temperature": args.temperature,
-            "max_new_tokens": args.max_new_tokens,
-            "seed": args.seed,
-        },
+        "sampling": _sampling(args),
     }
     store = _store(args)
     j = submit_eval(store, config, args.label)
