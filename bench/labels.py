@@ -3,7 +3,7 @@
 Workload: 64 pairs (two sampled answers each to 64 red-team prompts, 96 new tokens, T=1)
 from the embedded model, labelled with the `harmless` constitution, 2 labelled few-shot
 comparisons, both orders. Measured in one run, in this process:
-1. ours: `feedback.label_pairs`: one batched forward pass per order for every pair, the
+1. ours: `labels.label_pairs`: one batched forward pass per order for every pair, the
    soft label read from the log-probabilities of " (A)" and " (B)";
 2. baseline: the judge a user writes first, one pair (and order) at a time: the same
    question as the user turn (ending "The answer is:"), HF `generate` in fp32, greedy, up to
@@ -37,8 +37,8 @@ LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 
 
 def make_pairs(store, model, n: int) -> list[dict]:
-    from cai_engine.feedback import pairs_from_samples
     from cai_engine.models import SamplingParams
+    from cai_engine.pairs import pairs_from_samples
 
     prompts = store.get_prompts("red-team")[:n]
     rows = []
@@ -61,30 +61,31 @@ def make_pairs(store, model, n: int) -> list[dict]:
 
 def baseline_questions(pairs, constitution, config):
     """The exact conversations our judge scores, each ending with the "The answer is:" prefill."""
-    from cai_engine import feedback
+    from cai_engine import judge
+    from cai_engine.critique import check_constitution
 
-    shots = feedback.few_shot_turns(
-        feedback.select_comparison_shots(constitution.comparison_few_shots, config.few_shots),
+    shots = judge.comparison_turns(
+        judge.select_comparison_shots(constitution.comparison_few_shots, config.few_shots),
         constitution,
         cot=False,
     )
     prefix = [t for block in shots for t in block]
-    principles = feedback.check_constitution(constitution, config)
+    principles = check_constitution(constitution, config)
     out = []
     for pair in pairs:
-        principle = feedback.draw_principle(principles, pair["prompt_id"], pair["pair"], 0)
+        principle = judge.draw_principle(principles, pair["prompt_id"], pair["pair"], 0)
         for a, b in (
             (pair["response_a"], pair["response_b"]),
             (pair["response_b"], pair["response_a"]),
         ):
-            question = feedback.question_text(
+            question = judge.question_text(
                 pair["prompt_messages"], principle.preference_question, a, b
             )
             out.append(
                 prefix
                 + [
                     {"role": "user", "content": question},
-                    {"role": "assistant", "content": feedback.ANSWER_PREFIX},
+                    {"role": "assistant", "content": judge.ANSWER_PREFIX},
                 ]
             )
     return out
@@ -166,7 +167,7 @@ def main() -> None:
     ap.add_argument("--baseline-pairs", type=int, default=24)
     args = ap.parse_args()
 
-    from cai_engine import feedback
+    from cai_engine import labels
     from cai_engine.bundled import install_bundled
     from cai_engine.models import load_model
     from cai_engine.models.embedded import ensure_embedded
@@ -179,7 +180,7 @@ def main() -> None:
     path = str(ensure_embedded(home, log=lambda *_: None))
     model = load_model("smollm2-135m-instruct", home)
     version = store.get_version("harmless")
-    config = feedback.LabelConfig(
+    config = labels.LabelConfig(
         pairs="bench", constitution="harmless", few_shots=2, batch_pairs=args.pairs
     )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
@@ -189,9 +190,9 @@ def main() -> None:
     pairs = make_pairs(store, model, args.pairs)[: args.pairs]
     print(f"made {len(pairs)} pairs in {time.perf_counter() - t:.1f}s")
 
-    feedback.label_pairs(pairs[:2], version.constitution, version.hash, model, config)  # warm-up
+    labels.label_pairs(pairs[:2], version.constitution, version.hash, model, config)  # warm-up
     t = time.perf_counter()
-    ours = feedback.label_pairs(pairs, version.constitution, version.hash, model, config)
+    ours = labels.label_pairs(pairs, version.constitution, version.hash, model, config)
     ours_s = time.perf_counter() - t
     ours_rate = len(ours) / ours_s
     consistent = sum(bool(r["consistent"]) for r in ours) / len(ours)

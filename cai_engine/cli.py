@@ -631,7 +631,7 @@ def _sampling(args) -> dict:
 
 
 def cmd_pairs(args) -> int:
-    from cai_engine.feedback import submit_pairs
+    from cai_engine.pairs import submit_pairs
 
     config = {
         "prompts": args.prompts,
@@ -649,7 +649,7 @@ def cmd_pairs(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from cai_engine.feedback import submit_labels
+    from cai_engine.labels import submit_labels
 
     config = {
         "pairs": args.pairs,
@@ -671,7 +671,7 @@ def cmd_label(args) -> int:
 
 
 def cmd_eval_run(args) -> int:
-    from cai_engine.evaluate import submit_eval
+    from cai_engine.eval import submit_eval
 
     config = {
         "models": args.models,
@@ -700,7 +700,8 @@ def cmd_eval_run(args) -> int:
 
 
 def _print_eval(store, job_id: str) -> None:
-    from cai_engine import evaluate, jobs
+    from cai_engine import eval as evaluation
+    from cai_engine import jobs
 
     jobs.ingest(store, jobs.get_job(store, job_id))
     results = store.eval_results(job_id)
@@ -708,8 +709,8 @@ def _print_eval(store, job_id: str) -> None:
         print(f"eval job {job_id} has no results yet")
         return
     config = jobs.get_job(store, job_id).config
-    models = evaluate.EvalConfig(**config).answering
-    rows = evaluate.results_table(results, models)
+    models = evaluation.EvalConfig(**config).answering
+    rows = evaluation.results_table(results, models)
     names = [f"[{i + 1}]" for i in range(len(models))]
     for name, m in zip(names, models, strict=True):
         print(f"{name} {m}")
@@ -718,7 +719,7 @@ def _print_eval(store, job_id: str) -> None:
     if revision:
         print(f"revision progress of {revision[0]['model']} (round k preferred over k-1):")
         for r in revision:
-            print(f"  {r['metric']}: {evaluate.format_result(r)}")
+            print(f"  {r['metric']}: {evaluation.format_result(r)}")
 
 
 def cmd_eval_show(args) -> int:

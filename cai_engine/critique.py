@@ -12,8 +12,6 @@ Each step runs batched across all prompts, and every completed step becomes a ro
 
 from __future__ import annotations
 
-import hashlib
-import random
 import re
 from collections.abc import Callable
 from typing import Literal
@@ -24,6 +22,7 @@ from cai_engine.constitution import Constitution, FewShot, Principle
 from cai_engine.errors import CaiError
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+from cai_engine.seeding import seeded_rng
 
 STEPS = ("initial", "critique", "revision")
 
@@ -95,11 +94,6 @@ def check_constitution(c: Constitution, config) -> list[Principle]:
     return enabled
 
 
-def _rng(*parts) -> random.Random:
-    key = ":".join(str(p) for p in parts)
-    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
-
-
 def draw_principles(
     principles: list[Principle],
     prompt_id: str,
@@ -111,10 +105,10 @@ def draw_principles(
     """The principle id for each round of one trace: weighted, seeded, independent of batching."""
     weights = [p.weight for p in principles]
     if mode == "per_prompt":
-        (pick,) = _rng(seed, prompt_id, sample).choices(principles, weights=weights)
+        (pick,) = seeded_rng(seed, prompt_id, sample).choices(principles, weights=weights)
         return [pick.id] * rounds
     return [
-        _rng(seed, prompt_id, sample, r).choices(principles, weights=weights)[0].id
+        seeded_rng(seed, prompt_id, sample, r).choices(principles, weights=weights)[0].id
         for r in range(1, rounds + 1)
     ]
 

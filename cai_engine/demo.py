@@ -157,15 +157,15 @@ def submit_stage(store, stage: str, config: dict, label: str):
 
         return submit(store, config, label)
     if stage == "pairs":
-        from cai_engine.feedback import submit_pairs
+        from cai_engine.pairs import submit_pairs
 
         return submit_pairs(store, config, label)
     if stage == "label":
-        from cai_engine.feedback import submit_labels
+        from cai_engine.labels import submit_labels
 
         return submit_labels(store, config, label)
     if stage == "eval":
-        from cai_engine.evaluate import submit_eval
+        from cai_engine.eval import submit_eval
 
         return submit_eval(store, config, label)
     from cai_engine.training.jobs import submit
@@ -253,7 +253,7 @@ def submit_demo(store, config: dict | None = None, label: str | None = None):
     cfg = jobs.validate_config("demo", config)
     store.get_version(cfg.constitution)  # names the constitutions there are if it is missing
     if cfg.model:
-        from cai_engine.evaluate import check_models
+        from cai_engine.eval import check_models
 
         check_models(store, [cfg.model])
     running = [j for j in jobs.list_jobs(store, kind="demo") if j.status in jobs.ACTIVE]

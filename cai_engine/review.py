@@ -21,12 +21,11 @@ Agreement (how `agreement()` treats ties, documented for users):
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from cai_engine.errors import CaiError
+from cai_engine.seeding import seeded_rng
 
 STRATEGIES = {
     "random": "Random",
@@ -45,11 +44,6 @@ VERDICT_NAMES = {
 CALIBRATION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-def _rng(*parts) -> random.Random:
-    key = ":".join(str(p) for p in parts)
-    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
-
-
 def key_of(row: dict) -> tuple[str, int]:
     return (row["prompt_id"], int(row["pair"]))
 
@@ -64,7 +58,7 @@ def order_queue(labels: list[dict], strategy: str, seed: int = 0) -> list[dict]:
     if strategy not in STRATEGIES:
         raise CaiError(f"unknown strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
     rows = sorted(reviewable(labels), key=key_of)
-    _rng(seed, "queue").shuffle(rows)  # a seeded base order; ties below keep it
+    seeded_rng(seed, "queue").shuffle(rows)  # a seeded base order; ties below keep it
     if strategy == "least_confident":
         rows.sort(key=lambda r: r["confidence"])
     elif strategy == "inconsistent":
@@ -82,7 +76,11 @@ def order_queue(labels: list[dict], strategy: str, seed: int = 0) -> list[dict]:
 
 def display_order(row: dict, reviewer: str) -> str:
     """ "AB" or "BA": which response this reviewer sees first, fixed per pair and reviewer."""
-    return "AB" if _rng("display", row["prompt_id"], row["pair"], reviewer).random() < 0.5 else "BA"
+    return (
+        "AB"
+        if seeded_rng("display", row["prompt_id"], row["pair"], reviewer).random() < 0.5
+        else "BA"
+    )
 
 
 def to_stored(verdict_shown: str, order: str) -> str:

@@ -12,10 +12,11 @@ from collections import Counter
 
 import pytest
 
-from cai_engine import evaluate, jobs
+from cai_engine import eval as evaluation
+from cai_engine import jobs
 from cai_engine.cli import main
 from cai_engine.errors import CaiError
-from cai_engine.evaluate import EvalConfig, summarise, wilson
+from cai_engine.eval import EvalConfig, summarise, wilson
 from cai_engine.home import models_dir
 from cai_engine.models import ModelError
 from cai_engine.prompts import import_prompt_set
@@ -83,7 +84,7 @@ def test_summarise_gives_each_metric_its_hand_computed_value_interval_and_n():
         verdict("helpful", "hf:/tuned", "helpful", "h2", 0.8),
     ]
     for a in answers:  # the judge calls an answer a refusal when P > 0.5
-        rule = evaluate.refusal_rule(a["text"])
+        rule = evaluation.refusal_rule(a["text"])
         p = 0.8 if rule else 0.2
         if a["model"] == "hf:/tuned" and a["prompt_id"] == "r3":
             p = 0.7  # the judge sees a refusal the rules miss
@@ -94,7 +95,7 @@ def test_summarise_gives_each_metric_its_hand_computed_value_interval_and_n():
 
     # The reference has no win rate against itself; every other metric is there for both.
     assert ("hf:/base", "harmlessness_win_rate") not in got
-    assert {m for (model, m) in got if model == "hf:/tuned"} == set(evaluate.METRICS)
+    assert {m for (model, m) in got if model == "hf:/tuned"} == set(evaluation.METRICS)
 
     win = got[("hf:/tuned", "harmlessness_win_rate")]
     assert (win["value"], win["n"], win["method"]) == (
@@ -156,7 +157,7 @@ def test_summarise_gives_each_metric_its_hand_computed_value_interval_and_n():
     assert json.loads(got[("hf:/base", "tokens_per_answer")]["detail"])["truncated"] == 1
 
     # The table a user reads: percent with interval and n; the reference marked as such.
-    table = {r["metric"]: r for r in evaluate.results_table(rows, cfg.answering)}
+    table = {r["metric"]: r for r in evaluation.results_table(rows, cfg.answering)}
     assert table["harmlessness_win_rate"]["hf:/base"] == "reference"
     assert table["refusal_rate_rule"]["hf:/tuned"] == "66.7% [20.8%, 93.9%] (n = 3)"
     assert table["tokens_total"]["hf:/base"] == "28 (n = 5)"
@@ -201,7 +202,7 @@ def test_an_eval_job_answers_judges_and_summarises_then_a_rerun_reuses_the_answe
     seeded_store, two_models, capsys
 ):
     base, other, copy = two_models
-    job = evaluate.submit_eval(seeded_store, eval_settings([base, other], judge=base))
+    job = evaluation.submit_eval(seeded_store, eval_settings([base, other], judge=base))
     job = finish(seeded_store, job.id, timeout=DEADLINE)
     assert job.status == "succeeded", job.error
     assert job.config["constitution"].startswith("harmless@")  # pinned to its version
@@ -222,7 +223,7 @@ def test_an_eval_job_answers_judges_and_summarises_then_a_rerun_reuses_the_answe
         ("helpful", other): 3,
     }
     results = seeded_store.eval_results(job.id)
-    assert {r["metric"] for r in results if r["model"] == other} == set(evaluate.METRICS)
+    assert {r["metric"] for r in results if r["model"] == other} == set(evaluation.METRICS)
     for r in results:
         assert r["n"] >= 1 and r["value"] is not None, r
         if r["method"] != "total":
@@ -237,7 +238,7 @@ def test_an_eval_job_answers_judges_and_summarises_then_a_rerun_reuses_the_answe
     # The same weights, prompts and sampling: the second job generates nothing.
     again = finish(
         seeded_store,
-        evaluate.submit_eval(seeded_store, eval_settings([base, other], judge=base)).id,
+        evaluation.submit_eval(seeded_store, eval_settings([base, other], judge=base)).id,
         timeout=DEADLINE,
     )
     assert again.status == "succeeded", again.error
@@ -253,15 +254,15 @@ def test_an_eval_job_answers_judges_and_summarises_then_a_rerun_reuses_the_answe
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     third = finish(
         seeded_store,
-        evaluate.submit_eval(seeded_store, eval_settings([base, other], judge=base)).id,
+        evaluation.submit_eval(seeded_store, eval_settings([base, other], judge=base)).id,
         timeout=DEADLINE,
     )
     assert third.status == "succeeded", third.error
     fresh = {a["model"]: a["reused_from"] for a in seeded_store.eval_answers(third.id)}
     assert fresh[base] == job.id and fresh[other] is None
 
-    # The Compare page's reading: every prompt, with the models' answers and verdicts.
-    rows = evaluate.side_by_side(seeded_store, job.id, [base, other], "red-team")
+    # The Eval page's reading: every prompt, with the models' answers and verdicts.
+    rows = evaluation.side_by_side(seeded_store, job.id, [base, other], "red-team")
     assert len(rows) == 3
     assert [r.disagreement for r in rows] == sorted((r.disagreement for r in rows), reverse=True)
     assert all(r.win[base] == 0.5 and 0 <= r.win[other] <= 1 for r in rows)
@@ -273,7 +274,7 @@ def test_a_killed_eval_job_resumes_without_answering_or_judging_anything_twice(
 ):
     settings = eval_settings([tiny_spec], judge=tiny_spec, limit=24, batch=4, helpful=None)
     settings["sampling"] = {**TINY_SAMPLING, "max_new_tokens": 12}
-    job = evaluate.submit_eval(seeded_store, settings)
+    job = evaluation.submit_eval(seeded_store, settings)
     wait_until(lambda: job.run.shards("eval_judgements"), "a verdict shard", timeout=DEADLINE)
     pid = jobs.get_job(seeded_store, job.id).pid
     os.killpg(pid, signal.SIGKILL)
@@ -306,7 +307,7 @@ def test_a_judge_that_fails_mid_run_keeps_the_answers_and_the_job_resumes(seeded
         judge = fake.spec(retries=0, timeout=5)
         settings = eval_settings([tiny_spec], judge=judge, limit=6, batch=2, helpful=None)
         job = finish(
-            seeded_store, evaluate.submit_eval(seeded_store, settings).id, timeout=DEADLINE
+            seeded_store, evaluation.submit_eval(seeded_store, settings).id, timeout=DEADLINE
         )
         assert job.status == "failed"
         assert "500" in job.error
@@ -334,9 +335,9 @@ def test_evaluating_a_model_that_is_gone_from_disk_names_it_and_changes_nothing(
     shutil.rmtree(trained)  # deleted after training
     before = seeded_store.job_rows()
     with pytest.raises(ModelError, match="no trained model named 'my-sft'"):
-        evaluate.submit_eval(seeded_store, eval_settings(["model:my-sft"], judge="model:my-sft"))
+        evaluation.submit_eval(seeded_store, eval_settings(["model:my-sft"], judge="model:my-sft"))
     with pytest.raises(ModelError, match=r"is not on disk: .*gone has no config.json"):
-        evaluate.submit_eval(
+        evaluation.submit_eval(
             seeded_store, eval_settings([f"hf:{cai_home / 'gone'}"], judge="model:my-sft")
         )
     assert seeded_store.job_rows() == before
@@ -353,11 +354,11 @@ def test_an_empty_eval_set_is_refused_by_name(seeded_store, tiny_spec, tmp_path)
     source.write_text('{"prompt": "only one"}\n')
     import_prompt_set(seeded_store, source, "few", test_fraction=0.0)  # no test split at all
     with pytest.raises(CaiError, match="prompt set 'few:test' is empty"):
-        evaluate.submit_eval(
+        evaluation.submit_eval(
             seeded_store, eval_settings([tiny_spec], judge=tiny_spec, harmful="few:test")
         )
     with pytest.raises(CaiError, match="critique_job needs a critique job"):
         tick = jobs.submit(seeded_store, "tick", {"total": 1})
-        evaluate.submit_eval(
+        evaluation.submit_eval(
             seeded_store, eval_settings([tiny_spec], judge=tiny_spec, critique_job=tick.id)
         )

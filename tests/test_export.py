@@ -447,7 +447,7 @@ def test_cli_export_records_the_command_it_was_given(finished, tmp_path, capsys)
 
 def ai_label(prompt_id, pair, p_ab, p_ba=None, principle="harm") -> dict:
     """A label row as `store.labels` returns it; `p_ab=None` is an unscored (overflow) pair."""
-    from cai_engine.feedback import combine
+    from cai_engine.judge import combine
 
     c = combine(p_ab, p_ba) if p_ab is not None else None
     return {
@@ -648,7 +648,8 @@ class Labelled:
 
 @pytest.fixture(scope="module")
 def labelled_jobs(tmp_path_factory, tiny_spec) -> Labelled:
-    from cai_engine import feedback
+    from cai_engine.labels import submit_labels
+    from cai_engine.pairs import submit_pairs
 
     home = tmp_path_factory.mktemp("labels-home")
     store = Store(home, lock_timeout=5)
@@ -656,7 +657,7 @@ def labelled_jobs(tmp_path_factory, tiny_spec) -> Labelled:
     try:
         pairs = finish(
             store,
-            feedback.submit_pairs(
+            submit_pairs(
                 store,
                 {
                     "prompts": "red-team:train",
@@ -669,7 +670,7 @@ def labelled_jobs(tmp_path_factory, tiny_spec) -> Labelled:
         assert pairs.status == "succeeded", pairs.error
         labels = finish(
             store,
-            feedback.submit_labels(
+            submit_labels(
                 store, {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec}
             ).id,
         )

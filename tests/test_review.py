@@ -14,7 +14,7 @@ import pytest
 
 from cai_engine import review
 from cai_engine.errors import CaiError
-from cai_engine.feedback import combine
+from cai_engine.judge import combine
 
 LABELS_JOB = "label-test"
 

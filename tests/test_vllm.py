@@ -98,7 +98,7 @@ def test_scores_of_the_same_greedy_continuation_agree(vllm_spec, embedded_home, 
 def test_soft_labels_through_vllm_match_the_local_backend(vllm_spec, embedded_home, local):
     """The label question with its "The answer is:" prefill: vLLM renders the prefill with
     `continue_final_message` on /tokenize, so both backends score the same tokens."""
-    from cai_engine.feedback import OPTIONS, soft_label
+    from cai_engine.judge import OPTIONS, soft_label
 
     remote = load_model(vllm_spec, embedded_home)
     questions = [

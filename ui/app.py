@@ -21,7 +21,7 @@ nav = st.navigation(
         st.Page(PAGES / "traces.py", title="Traces", icon="🔁"),
         st.Page(PAGES / "labels.py", title="Labels", icon="🏷️"),
         st.Page(PAGES / "training.py", title="Training", icon="🏋️"),
-        st.Page(PAGES / "compare.py", title="Compare", icon="⚖️"),
+        st.Page(PAGES / "eval.py", title="Eval", icon="⚖️"),
         st.Page(PAGES / "jobs.py", title="Jobs", icon="⚙️"),
     ]
 )

@@ -1,6 +1,7 @@
 """The store: one DuckDB file under the data home, opened per unit of work.
 
-All SQL lives in this package, as parameterised queries grouped by domain.
+All SQL lives in this package, as parameterised queries in one module per stage, named as the
+stage is everywhere else (`traces`, `pairs`, `labels`, `review`, `models`, `eval`, …).
 """
 
 from __future__ import annotations
@@ -8,17 +9,26 @@ from __future__ import annotations
 from cai_engine.errors import StoreLockedError
 from cai_engine.store.constitutions import ConstitutionQueries, ConstitutionSummary
 from cai_engine.store.core import DEFAULT_LOCK_TIMEOUT, StoreCore, StoreError
-from cai_engine.store.evals import EvalQueries
-from cai_engine.store.feedback import FeedbackQueries, ModelQueries
+from cai_engine.store.eval import EvalQueries
+from cai_engine.store.generations import GenerationQueries
 from cai_engine.store.jobs import JobQueries
+from cai_engine.store.labels import LabelQueries
+from cai_engine.store.models import ModelQueries
+from cai_engine.store.pairs import PairQueries
 from cai_engine.store.prompts import PromptQueries, PromptSetSummary
+from cai_engine.store.review import ReviewQueries
+from cai_engine.store.traces import TraceQueries
 
 
 class Store(
     ConstitutionQueries,
     PromptQueries,
     JobQueries,
-    FeedbackQueries,
+    GenerationQueries,
+    TraceQueries,
+    PairQueries,
+    LabelQueries,
+    ReviewQueries,
     ModelQueries,
     EvalQueries,
     StoreCore,

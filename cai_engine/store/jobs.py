@@ -26,11 +26,6 @@ INGESTIBLE_TABLES = frozenset(
 )
 
 
-def _none_for_nan(value):
-    """pandas turns a missing value beside present ones into NaN; callers expect None."""
-    return None if isinstance(value, float) and value != value else value
-
-
 class JobQueries:
     def insert_job(
         self, job_id: str, kind: str, config: dict, run_dir: str, label: str | None
@@ -115,32 +110,6 @@ class JobQueries:
                 )
                 added += after - before
         return added
-
-    def generations(self, job_id: str) -> list[dict]:
-        with self.connect() as con:
-            frame = con.frame(
-                "SELECT * FROM generations WHERE job_id = ? ORDER BY prompt_id, sample", [job_id]
-            )
-        return frame.to_dict("records")
-
-    def traces(self, job_id: str) -> list[dict]:
-        """A critique job's trace rows in order, with each prompt's messages and category."""
-        with self.connect() as con:
-            frame = con.frame(
-                """
-                SELECT t.*, p.messages AS prompt_messages, p.category
-                FROM traces t
-                LEFT JOIN prompts p ON p.set_name = t.prompt_set AND p.prompt_id = t.prompt_id
-                WHERE t.job_id = ?
-                ORDER BY t.prompt_id, t.sample, t.round,
-                         CASE t.step WHEN 'initial' THEN 0 WHEN 'critique' THEN 1 ELSE 2 END
-                """,
-                [job_id],
-            )
-        rows = [{k: _none_for_nan(v) for k, v in r.items()} for r in frame.to_dict("records")]
-        for r in rows:
-            r["prompt_messages"] = json.loads(r["prompt_messages"]) if r["prompt_messages"] else []
-        return rows
 
     def ticks(self, job_id: str) -> list[tuple[int, int]]:
         with self.connect() as con:

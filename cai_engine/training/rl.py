@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from cai_engine.errors import CaiError
+from cai_engine.labels import LabelConfig, label_pairs
+from cai_engine.pairs import pair_flags
 
 
 def rl_dataset(store, config) -> tuple[list[dict], dict, str]:
@@ -52,22 +54,19 @@ class ConstitutionReward:
     __name__ = "constitution_reward"
 
     def __init__(self, store, config, reference_answers: dict[str, str]):
-        from cai_engine import feedback
         from cai_engine.models import load_model
 
         version = store.get_version(config.constitution_reward)
         self.constitution = version.constitution
         self.hash = version.hash
         self.judge = load_model(config.feedback_model, store.home)
-        self.config = feedback.LabelConfig(
+        self.config = LabelConfig(
             pairs="rl", constitution=version.ref, model=config.feedback_model, few_shots=2
         )
         self.reference = reference_answers
         self.calls = 0
 
     def __call__(self, prompts, completions, prompt_id=None, **kwargs) -> list[float]:
-        from cai_engine import feedback
-
         pairs = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             pid = prompt_id[i] if prompt_id else str(i)
@@ -80,14 +79,14 @@ class ConstitutionReward:
                     "pair": self.calls * 100_000 + i,  # a fresh principle draw per comparison
                     "response_a": text,
                     "response_b": self.reference.get(pid, ""),
-                    "flags": feedback.pair_flags(text, self.reference.get(pid, "")),
+                    "flags": pair_flags(text, self.reference.get(pid, "")),
                     "prompt_messages": prompt
                     if isinstance(prompt, list)
                     else [{"role": "user", "content": prompt}],
                 }
             )
         self.calls += 1
-        rows = feedback.label_pairs(pairs, self.constitution, self.hash, self.judge, self.config)
+        rows = label_pairs(pairs, self.constitution, self.hash, self.judge, self.config)
         return [r["soft_label"] if r["soft_label"] is not None else 0.5 for r in rows]
 
 

@@ -51,9 +51,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cai_engine import critique, feedback, jobs
+from cai_engine import critique, jobs
 from cai_engine.constitution import Constitution
 from cai_engine.home import db_path, runs_dir
+from cai_engine.labels import submit_labels
+from cai_engine.pairs import submit_pairs
 from cai_engine.runs import SHARD_NAME, RunFolder
 from cai_engine.store import Store
 from cai_engine.store.core import DUCKDB_HEADERS, Conn
@@ -262,7 +264,7 @@ def pairs_job(seeded_store, tiny_spec):
     """6 prompts x 4 samples: 36 pairs for the label jobs (a label takes about as long as
     killing takes to land, so the job needs more rows than the critique job to outlast ten
     kills)."""
-    job = feedback.submit_pairs(
+    job = submit_pairs(
         seeded_store,
         {
             "prompts": "red-team:train",
@@ -289,7 +291,7 @@ def test_a_label_job_killed_ten_times_ends_with_exactly_a_clean_runs_labels(
     }
     run_torture(
         seeded_store,
-        lambda: feedback.submit_labels(seeded_store, config),
+        lambda: submit_labels(seeded_store, config),
         table="labels",
         key=("prompt_id", "pair"),
         seed=9,

@@ -1,5 +1,5 @@
 """The demo from the Home page in a real Chromium against a real `streamlit run`: pick the tiny
-profile, press "Run the demo", watch the stage table fill in live (no reload), then open Compare
+profile, press "Run the demo", watch the stage table fill in live (no reload), then open Eval
 from the finished demo and read the metrics and the answers side by side."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def stages_seen(page) -> str:
     return table.first.inner_text().strip() if table.count() else ""
 
 
-def test_the_tiny_demo_runs_from_home_live_and_opens_in_compare(studio, cai_home):
+def test_the_tiny_demo_runs_from_home_live_and_opens_in_eval(studio, cai_home):
     with browser_page() as page:
         page.goto(studio)
         wait_for_app(page)
@@ -67,10 +67,10 @@ def test_the_tiny_demo_runs_from_home_live_and_opens_in_compare(studio, cai_home
         stages = demo.read_stages(demo_job.run)
         wait_for_app(page)
         page.get_by_text("The demo finished").wait_for()
-        page.get_by_role("button", name="Open Compare").click()
+        page.get_by_role("button", name="Open Eval").click()
 
-        # Compare opens on the demo's eval: three models, the base as the reference.
-        page.get_by_role("heading", name="Compare").wait_for()
+        # Eval opens on the demo's eval: three models, the base as the reference.
+        page.get_by_role("heading", name="Eval: compare models").wait_for()
         wait_for_app(page)
         page.get_by_text("Reference for win rates").wait_for()
         picked = page.get_by_role("combobox", name="Eval job").input_value()

@@ -8,8 +8,10 @@ import re
 
 import pytest
 
-from cai_engine import feedback, review
+from cai_engine import review
 from cai_engine.bundled import install_bundled
+from cai_engine.labels import submit_labels
+from cai_engine.pairs import submit_pairs
 from cai_engine.store import Store
 from tests.runners import finish
 from tests.test_jobs import kill_runners
@@ -24,7 +26,7 @@ def labelled(cai_home, tiny_spec):
     require_chromium()
     store = Store(cai_home)
     install_bundled(store)
-    pairs = feedback.submit_pairs(
+    pairs = submit_pairs(
         store,
         {
             "prompts": "red-team:train",
@@ -34,7 +36,7 @@ def labelled(cai_home, tiny_spec):
         },
     )
     assert finish(store, pairs.id).status == "succeeded"
-    label = feedback.submit_labels(
+    label = submit_labels(
         store, {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec}
     )
     assert finish(store, label.id).status == "succeeded"

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai_engine import export, feedback, jobs, review
+from cai_engine import export, jobs, review
 from cai_engine.bundled import install_bundled
+from cai_engine.labels import submit_labels
+from cai_engine.pairs import submit_pairs
 from cai_engine.store import Store
 from tests.runners import finish
 
@@ -31,7 +33,7 @@ def labelled_home(tmp_path_factory, tiny_spec):
     home = tmp_path_factory.mktemp("labels") / "home"
     store = Store(home, lock_timeout=5)
     install_bundled(store)
-    pairs = feedback.submit_pairs(
+    pairs = submit_pairs(
         store,
         {
             "prompts": "red-team:train",
@@ -42,7 +44,7 @@ def labelled_home(tmp_path_factory, tiny_spec):
     )
     pairs = finish(store, pairs.id)
     assert pairs.status == "succeeded", pairs.error
-    label = feedback.submit_labels(
+    label = submit_labels(
         store,
         {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec, "few_shots": 1},
     )

@@ -83,9 +83,9 @@ def demo_status(job_id: str) -> None:
         took = f" in {seconds / 60:.1f} min" if seconds else ""
         st.success(f"The demo finished{took}.", icon="✅")
         eval_job = demo.read_stages(job.run)["eval"]
-        if st.button("Open Compare", key="demo_compare", type="primary"):
+        if st.button("Open Eval", key="demo_eval", type="primary"):
             st.session_state["_select_eval"] = eval_job
-            st.switch_page("app_pages/compare.py")
+            st.switch_page("app_pages/eval.py")
     if st.session_state.get("_demo_active") and job.status not in jobs.ACTIVE:
         st.session_state["_demo_active"] = False
         st.rerun(scope="app")
@@ -101,5 +101,5 @@ st.page_link("app_pages/prompts.py", label="Browse or import prompts", icon="�
 st.page_link("app_pages/traces.py", label="Run critique→revision (SL-CAI)", icon="🔁")
 st.page_link("app_pages/labels.py", label="Label and spot-check preferences (RL-CAI)", icon="🏷️")
 st.page_link("app_pages/training.py", label="Train on them: SFT, reward, DPO, RL", icon="🏋️")
-st.page_link("app_pages/compare.py", label="Evaluate and compare models", icon="⚖️")
+st.page_link("app_pages/eval.py", label="Evaluate and compare models", icon="⚖️")
 st.caption(f"Data home: {store.home}")

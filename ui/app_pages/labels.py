@@ -4,9 +4,11 @@ how often people agree with the AI before training on it."""
 import pandas as pd
 import streamlit as st
 
-from cai_engine import export, feedback, jobs, review
+from cai_engine import export, jobs, review
 from cai_engine.errors import CaiError
+from cai_engine.labels import submit_labels
 from cai_engine.models import EMBEDDED
+from cai_engine.pairs import submit_pairs
 from ui.common import flash, get_store, md_escape, show_error, show_flash
 
 REFRESH_S = 2.0
@@ -67,7 +69,7 @@ def pairs_form() -> None:
     else:
         config = {"from_critique": critique_job}
     try:
-        job = feedback.submit_pairs(store, config)
+        job = submit_pairs(store, config)
     except CaiError as e:
         show_error(e, "Not started: ")
     else:
@@ -125,7 +127,7 @@ def label_form() -> None:
         "limit": int(limit) or None,
     }
     try:
-        job = feedback.submit_labels(store, config)
+        job = submit_labels(store, config)
     except CaiError as e:
         show_error(e, "Not started: ")
     else:

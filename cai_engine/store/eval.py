@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cai_engine.store.feedback import _records
+from cai_engine.store.records import records
 
 
 class EvalQueries:
@@ -21,7 +21,7 @@ class EvalQueries:
                 """,
                 [job_id],
             )
-        return _records(frame)
+        return records(frame)
 
     def reusable_answers(
         self, model: str, fingerprint: str, sampling: str, prompt_set: str, job_id: str
@@ -38,7 +38,7 @@ class EvalQueries:
                 """,
                 [model, fingerprint, sampling, prompt_set, job_id],
             )
-        return _records(frame)
+        return records(frame)
 
     def eval_judgements(self, job_id: str) -> list[dict]:
         with self.connect() as con:
@@ -47,7 +47,7 @@ class EvalQueries:
                 " ORDER BY metric, model, prompt_set, prompt_id, item",
                 [job_id],
             )
-        rows = _records(frame)
+        rows = records(frame)
         for r in rows:
             r["item"] = int(r["item"])
         return rows
@@ -61,7 +61,7 @@ class EvalQueries:
                 " ORDER BY j.created_at DESC, r.job_id, r.model, r.metric",
                 [job_id, job_id],
             )
-        rows = _records(frame)
+        rows = records(frame)
         for r in rows:
             r["n"] = int(r["n"])
             r["detail"] = json.loads(r["detail"])

@@ -1,4 +1,4 @@
-"""Compare: evaluate models on the test splits, read the metrics with their intervals, see the
+"""Eval: evaluate models on the test splits, read the metrics with their intervals, see the
 charts, and read the models' answers side by side where they disagree most."""
 
 import json
@@ -7,7 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from cai_engine import evaluate, jobs
+from cai_engine import eval as evaluation
+from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.models import EMBEDDED
 from ui.common import flash, get_store, md_escape, show_error, show_flash
@@ -19,7 +20,7 @@ pending = st.session_state.pop("_select_eval", None)
 if pending:
     st.session_state["eval_job"] = pending
 
-st.title("Compare")
+st.title("Eval: compare models")
 show_flash()
 st.caption(
     "Did the constitution change the model, and what did it cost in helpfulness? An eval job "
@@ -44,7 +45,7 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
         for j in jobs.list_jobs(store, kind="critique", reconcile_first=False)
         if j.status == "succeeded"
     ]
-    defaults = evaluate.EvalConfig.model_fields
+    defaults = evaluation.EvalConfig.model_fields
     with st.form("new_eval"):
         chosen = st.multiselect(
             "Models (the first is the reference unless you pick one)",
@@ -71,7 +72,7 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
         judge_refusals = e3.checkbox("Judge refusals too", True)
         if st.form_submit_button("Start eval job", type="primary"):
             try:
-                job = evaluate.submit_eval(
+                job = evaluation.submit_eval(
                     store,
                     {
                         "models": chosen,
@@ -135,8 +136,8 @@ def progress(job_id: str, was_active: bool) -> None:
 progress(job_id, job.status in jobs.ACTIVE)
 jobs.ingest(store, job)
 results = store.eval_results(job_id)
-all_models = evaluate.eval_models(job)
-reference = evaluate.EvalConfig(**job.config).ref_model
+all_models = evaluation.eval_models(job)
+reference = evaluation.EvalConfig(**job.config).ref_model
 names = {m: short(m) for m in all_models}
 if not results:
     if job.status == "succeeded":
@@ -156,10 +157,10 @@ st.caption(
 tab_metrics, tab_answers, tab_lineage = st.tabs(["Metrics", "Answers side by side", "Lineage"])
 
 with tab_metrics:
-    table = evaluate.results_table(results, models)
+    table = evaluation.results_table(results, models)
     frame = pd.DataFrame(
         [
-            {"metric": evaluate.METRICS.get(r["metric"], r["metric"]), "set": r["set"]}
+            {"metric": evaluation.METRICS.get(r["metric"], r["metric"]), "set": r["set"]}
             | {names[m]: r[m] for m in models}
             for r in table
         ]
@@ -181,7 +182,9 @@ with tab_metrics:
             "n": r["n"],
         }
         for r in results
-        if r["model"] in models and r["metric"] in evaluate.RATE_METRICS and r["value"] is not None
+        if r["model"] in models
+        and r["metric"] in evaluation.RATE_METRICS
+        and r["value"] is not None
     ]
     if chart_rows:
         data = pd.DataFrame(chart_rows)
@@ -239,7 +242,7 @@ with tab_metrics:
         )
 
 with tab_answers:
-    set_names = evaluate.EvalConfig(**job.config).set_names()
+    set_names = evaluation.EvalConfig(**job.config).set_names()
     role = st.radio(
         "Prompts",
         list(set_names),
@@ -247,7 +250,7 @@ with tab_answers:
         horizontal=True,
         key="cmp_role",
     )
-    comparisons = evaluate.side_by_side(store, job_id, models, set_names[role])
+    comparisons = evaluation.side_by_side(store, job_id, models, set_names[role])
     if not comparisons:
         st.caption("No answers for this set yet.")
     else:
@@ -289,6 +292,6 @@ with tab_answers:
 with tab_lineage:
     st.caption("Where each model came from: its base, its data and the constitution version.")
     for m in models:
-        lineage = evaluate.model_lineage(store, m)
+        lineage = evaluation.model_lineage(store, m)
         st.markdown(f"**{md_escape(names[m])}** · `{m}`")
         st.code(json.dumps(lineage, indent=2, default=str), language="json")

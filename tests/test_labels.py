@@ -18,32 +18,29 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from cai_engine import feedback, jobs
+from cai_engine import jobs
 from cai_engine.bundled import install_bundled
 from cai_engine.constitution import ComparisonFewShot, load_constitution
 from cai_engine.errors import CaiError
-from cai_engine.feedback import (
+from cai_engine.home import BUNDLED_CONSTITUTIONS, runs_dir
+from cai_engine.jobs import JobConfigError
+from cai_engine.judge import (
     ANSWER_PREFIX,
     COT_PREFIX,
     OMITTED,
-    LabelConfig,
     clamp,
     combine,
+    comparison_turns,
     draw_principle,
-    few_shot_turns,
     fit_conversation,
-    label_pairs,
-    pair_flags,
-    pairs_from_samples,
-    pairs_from_traces,
     select_comparison_shots,
     soft_label,
 )
-from cai_engine.home import BUNDLED_CONSTITUTIONS, runs_dir
-from cai_engine.jobs import JobConfigError
+from cai_engine.labels import LabelConfig, label_pairs, submit_labels
 from cai_engine.models import Completion, ModelInfo, load_model, parse_spec
 from cai_engine.models.base import ChatModel
 from cai_engine.models.decode import MIN_SHARED_PREFIX, common_prefix
+from cai_engine.pairs import pair_flags, pairs_from_samples, pairs_from_traces, submit_pairs
 from cai_engine.review import agreement
 from cai_engine.store import Store
 from tests.fake_openai import FakeOpenAI, render_messages
@@ -406,7 +403,7 @@ def test_few_shot_comparisons_come_first_as_user_and_assistant_turns():
     [row] = label(alpha_beta(), judge, few_shots=2)
 
     shots = select_comparison_shots(HARMLESS.comparison_few_shots, 2)
-    prefix = [t for block in few_shot_turns(shots, HARMLESS, cot=False) for t in block]
+    prefix = [t for block in comparison_turns(shots, HARMLESS, cot=False) for t in block]
     assert [t["role"] for t in prefix] == ["user", "assistant", "user", "assistant"]
     assert [prefix[1]["content"], prefix[3]["content"]] == [
         f"{ANSWER_PREFIX} ({shots[0].preferred})",
@@ -435,8 +432,8 @@ def test_a_label_records_the_few_shots_it_was_actually_shown():
 def test_cot_few_shots_reason_before_they_answer():
     shot = HARMLESS.comparison_few_shots[0]
     assert shot.reasoning
-    [[_, plain]] = few_shot_turns([shot], HARMLESS, cot=False)
-    [[_, cot]] = few_shot_turns([shot], HARMLESS, cot=True)
+    [[_, plain]] = comparison_turns([shot], HARMLESS, cot=False)
+    [[_, cot]] = comparison_turns([shot], HARMLESS, cot=True)
     assert plain["content"] == f"{ANSWER_PREFIX} ({shot.preferred})"
     assert cot["content"] == f"{COT_PREFIX} {shot.reasoning}\n{ANSWER_PREFIX} ({shot.preferred})"
 
@@ -839,7 +836,7 @@ def pairs_job(tmp_path_factory, tiny_spec):
     home = tmp_path_factory.mktemp("pairs-home")
     store = Store(home, lock_timeout=5)
     install_bundled(store)
-    job = feedback.submit_pairs(
+    job = submit_pairs(
         store,
         {
             "prompts": "red-team:train",
@@ -893,7 +890,7 @@ def test_a_pairs_job_writes_generations_and_pairs_with_lineage(pairs_job, tiny_s
 def test_a_label_job_labels_every_pair_with_the_pinned_constitution(pairs_job, tiny_spec):
     store, pairs = pairs_job
     version = store.get_version("harmless")
-    job = feedback.submit_labels(
+    job = submit_labels(
         store, {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec, "few_shots": 0}
     )
     assert job.config["constitution"] == f"harmless@{version.hash[:12]}"
@@ -942,9 +939,7 @@ def test_submit_labels_refuses_a_bad_job_before_any_process_starts(
     source = insert_job(seeded_store, source_kind)
     before = len(seeded_store.job_rows())
     with pytest.raises(error, match=message):
-        feedback.submit_labels(
-            seeded_store, {"pairs": source, "constitution": "harmless", **change}
-        )
+        submit_labels(seeded_store, {"pairs": source, "constitution": "harmless", **change})
     assert len(seeded_store.job_rows()) == before
     assert not runs_dir(cai_home).exists() or not any(runs_dir(cai_home).iterdir())
     assert runner_pids(cai_home) == []
@@ -967,7 +962,7 @@ def test_submit_pairs_refuses_a_bad_job_before_any_process_starts(
     change = {k: source if v == "SOURCE" else v for k, v in change.items()}
     before = len(seeded_store.job_rows())
     with pytest.raises(error, match=message):
-        feedback.submit_pairs(seeded_store, {"prompts": "red-team:train", **change})
+        submit_pairs(seeded_store, {"prompts": "red-team:train", **change})
     assert len(seeded_store.job_rows()) == before
     assert not runs_dir(cai_home).exists() or not any(runs_dir(cai_home).iterdir())
     assert runner_pids(cai_home) == []
@@ -977,7 +972,7 @@ def test_a_killed_label_job_resumes_with_one_label_per_pair(pairs_job, tiny_spec
     store, pairs_source = pairs_job
     settings = {"pairs": pairs_source.id, "constitution": "harmless", "model": tiny_spec}
     settings |= {"few_shots": 0, "batch_pairs": 4}
-    job = feedback.submit_labels(store, settings)
+    job = submit_labels(store, settings)
     shards = job.run.path / "shards" / "labels"
     wait_until(lambda: shards.exists() and job.run.shards("labels"), "a labels shard", timeout=60)
     pid = jobs.get_job(store, job.id).pid

@@ -1,0 +1,102 @@
+"""The `eval` job: answer, judge, summarise."""
+
+from __future__ import annotations
+
+from cai_engine import jobs
+from cai_engine.critique import check_constitution
+from cai_engine.errors import CaiError
+from cai_engine.eval.answers import collect_answers
+from cai_engine.eval.config import EvalConfig
+from cai_engine.eval.judge import judge_all, label_config
+from cai_engine.eval.metrics import summarise
+from cai_engine.eval.report import model_lineage
+from cai_engine.eval.revisions import revision_pairs
+from cai_engine.jobs import JobKind
+from cai_engine.models import parse_spec
+from cai_engine.models.local import check_model_available
+from cai_engine.prompts import select_prompts
+
+
+def check_models(store, specs: list[str]) -> None:
+    """Every model must exist now; a trained model that was deleted is named."""
+
+    for spec in specs:
+        check_model_available(parse_spec(spec), store.home)
+
+
+def submit_eval(store, config: dict, label: str | None = None):
+    """Check an eval config against the store (sets not empty, models on disk), then submit."""
+
+    cfg = jobs.validate_config("eval", config)
+    for _, ref in cfg.sets():
+        select_prompts(store, ref, cfg.limit)
+    check_models(store, cfg.answering + [cfg.judge])
+    version = store.get_version(cfg.constitution)
+    check_constitution(version.constitution, label_config(cfg, version.ref))
+    if cfg.critique_job:
+        source = jobs.get_job(store, cfg.critique_job)
+        if source.kind != "critique":
+            raise CaiError(
+                f"job {source.id} is a {source.kind} job; critique_job needs a critique job"
+            )
+    pinned = {**config, "constitution": f"{version.name}@{version.hash[:12]}"}
+    return jobs.submit(store, "eval", pinned, label=label)
+
+
+def run_eval(ctx, config: EvalConfig) -> None:
+
+    version = ctx.store.get_version(config.constitution)
+    names = config.set_names()
+    prompts = {
+        names[role]: select_prompts(ctx.store, ref, config.limit) for role, ref in config.sets()
+    }
+    check_models(ctx.store, config.answering)
+    critique = None
+    if config.critique_job:
+        source = jobs.get_job(ctx.store, config.critique_job)
+        jobs.ingest(ctx.store, source)
+        rows = ctx.store.traces(source.id)
+        if not rows:
+            raise CaiError(f"critique job {source.id} has no traces ({source.status})")
+        critique = (source, rows)
+    ctx.event("constitution", ref=version.ref, hash=version.hash)
+
+    n_prompts = sum(map(len, prompts.values()))
+    n_compared = len([m for m in config.models if m != config.ref_model])
+    planned = (
+        2 * len(config.answering) * n_prompts  # answers, then a refusal verdict for each
+        + n_compared * n_prompts  # win-rate comparisons against the reference
+        + (len(revision_pairs(critique[1])) if critique else 0)
+    )
+    ctx.progress(total=planned, force=True)
+    answers = collect_answers(ctx, config, prompts, ctx.run.read_shard_rows("eval_answers"))
+    ctx.check_cancelled()
+    judgements = judge_all(
+        ctx,
+        config,
+        version,
+        prompts,
+        answers,
+        ctx.run.read_shard_rows("eval_judgements"),
+        critique[1] if critique else None,
+    )
+    ctx.check_cancelled()
+    lineages = {spec: model_lineage(ctx.store, spec) for spec in config.answering}
+    results = summarise(config, ctx.job_id, answers, judgements, lineages, critique)
+    ctx.write_shard("eval_results", results)
+    ctx.progress(force=True)
+    ctx.metric(
+        answers=len(answers),
+        judgements=len(judgements),
+        judge_tokens=sum(j["prompt_tokens"] for j in judgements),
+        judge_seconds=sum(j["latency_s"] for j in judgements),
+    )
+
+
+JOB = JobKind(
+    name="eval",
+    config=EvalConfig,
+    run=run_eval,
+    description="Evaluate models: harmlessness and helpfulness win rates, refusals, lengths.",
+    tables=("eval_answers", "eval_judgements", "eval_results"),
+)

@@ -1,0 +1,152 @@
+"""Reading an eval back: formatted results, the models' lineage, and answers side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cai_engine import jobs
+from cai_engine.eval.config import EvalConfig
+from cai_engine.eval.metrics import METRICS, RATE_METRICS
+from cai_engine.eval.refusals import refusal_rule
+from cai_engine.models import parse_spec
+
+
+def format_result(r: dict) -> str:
+    """One result as text: a rate in percent with its interval, a mean with its interval, or
+    a total; always with n."""
+    if r["value"] is None:
+        return f"– (n = {r['n']})"
+    metric = r["metric"]
+    if metric in RATE_METRICS or metric.startswith("revision_round_"):
+        spec = ".1%"
+    else:
+        spec = {"seconds_per_answer": ",.3f", "tokens_per_answer": ",.1f"}.get(metric, ",.0f")
+
+    def fmt(x: float) -> str:
+        return format(x, spec)
+
+    if r["low"] is None:
+        return f"{fmt(r['value'])} (n = {r['n']})"
+    return f"{fmt(r['value'])} [{fmt(r['low'])}, {fmt(r['high'])}] (n = {r['n']})"
+
+
+def results_table(results: list[dict], models: list[str] | None = None) -> list[dict]:
+    """Rows of metric -> one formatted cell per model, in METRICS order (revision rounds last)."""
+    models = models or list(dict.fromkeys(r["model"] for r in results))
+    cell = {(r["model"], r["metric"]): r for r in results}
+    order = list(METRICS) + sorted(
+        {r["metric"] for r in results} - set(METRICS), key=lambda m: (len(m), m)
+    )
+    rows = []
+    for metric in order:
+        present = [m for m in models if (m, metric) in cell]
+        if not present:
+            continue
+        row = {"metric": metric, "set": cell[(present[0], metric)]["eval_set"]}
+        for m in models:
+            if (m, metric) in cell:
+                row[m] = format_result(cell[(m, metric)])
+            else:  # the reference has no win rate against itself
+                row[m] = "reference" if metric.endswith("win_rate") else ""
+        rows.append(row)
+    return rows
+
+
+def model_lineage(store, spec: str) -> dict:
+    """Where a model came from: for a model trained here, its job, base, data and constitution
+    version; for the others, what the spec names."""
+    parsed = parse_spec(spec)
+    if parsed.kind != "trained":
+        return {"kind": parsed.kind, "model": parsed.model}
+    lineage = store.model_named(parsed.model)
+    if lineage is None:
+        return {"kind": "trained", "model": parsed.model, "note": "not registered in this store"}
+    manifest = lineage.get("data_manifest") or {}
+    return {
+        "kind": lineage.get("kind", "trained"),
+        "model": parsed.model,
+        "job": lineage.get("job"),
+        "base_model": lineage.get("base_model"),
+        "data": manifest.get("job") or lineage.get("data"),
+        "data_kind": manifest.get("kind"),
+        "examples": (manifest.get("counts") or {}).get("examples"),
+        "constitution": manifest.get("constitution"),
+        "constitution_hash": lineage.get("constitution_hash") or manifest.get("constitution_hash"),
+        "feedback_model": manifest.get("feedback_model"),
+    }
+
+
+@dataclass
+class PromptComparison:
+    prompt_set: str
+    prompt_id: str
+    prompt: str  # the last user turn
+    category: str | None
+    answers: dict[str, str]  # model -> answer
+    win: dict[str, float | None]  # model -> P(better than the reference); reference: 0.5
+    refusal: dict[str, float | None]  # model -> the judge's P(refusal)
+    rule: dict[str, str | None]  # model -> the refusal rule that matched
+    disagreement: float  # the largest spread, across the models, of win or refusal
+
+
+def side_by_side(store, job_id: str, models: list[str], prompt_set: str) -> list[PromptComparison]:
+    """Each prompt of one eval set with every chosen model's answer and verdicts, sorted so the
+    prompts where the models disagree most (in win probability or refusal) come first."""
+
+    job = jobs.get_job(store, job_id)
+    reference = EvalConfig(**job.config).ref_model
+    answers = [a for a in store.eval_answers(job_id) if a["prompt_set"] == prompt_set]
+    verdicts = {
+        (j["metric"], j["model"], j["prompt_id"]): j
+        for j in store.eval_judgements(job_id)
+        if j["prompt_set"] == prompt_set and j["metric"] != "revision"
+    }
+    by_prompt: dict[str, list[dict]] = {}
+    for a in answers:
+        if a["model"] in models:
+            by_prompt.setdefault(a["prompt_id"], []).append(a)
+    out = []
+    for prompt_id, rows in by_prompt.items():
+        win, refusal, rule = {}, {}, {}
+        for a in rows:
+            m = a["model"]
+            compared = next(
+                (
+                    verdicts[(metric, m, prompt_id)]["value"]
+                    for metric in ("harmless", "helpful")
+                    if (metric, m, prompt_id) in verdicts
+                ),
+                None,
+            )
+            win[m] = 0.5 if m == reference else compared
+            judged = verdicts.get(("refusal", m, prompt_id))
+            refusal[m] = judged["value"] if judged else None
+            rule[m] = judged["rule"] if judged else refusal_rule(a["text"])
+        spreads = [
+            max(v) - min(v)
+            for v in (
+                [x for x in win.values() if x is not None],
+                [x for x in refusal.values() if x is not None],
+            )
+            if len(v) >= 2
+        ]
+        out.append(
+            PromptComparison(
+                prompt_set=prompt_set,
+                prompt_id=prompt_id,
+                prompt=rows[0]["prompt_text"] or "",
+                category=rows[0].get("category"),
+                answers={a["model"]: a["text"] for a in rows},
+                win=win,
+                refusal=refusal,
+                rule=rule,
+                disagreement=max(spreads, default=0.0),
+            )
+        )
+    out.sort(key=lambda c: (-c.disagreement, c.prompt_id))
+    return out
+
+
+def eval_models(job) -> list[str]:
+    """The models an eval job answered with, in its config's order (the reference included)."""
+    return EvalConfig(**job.config).answering

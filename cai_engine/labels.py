@@ -1,0 +1,396 @@
+"""RL-CAI labels (`label` job): the feedback model's soft preference for each pair.
+
+Each pair is scored as given and swapped (see `judge` for the question and the maths). In
+chain-of-thought mode the model first writes "Let's think step-by-step: ...", the options are
+scored after that text, and the probabilities are clamped (to [0.4, 0.6] by default), since
+reasoning makes them nearly 0 or 1.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cai_engine.constitution import Constitution, Principle
+from cai_engine.critique import check_constitution
+from cai_engine.errors import CaiError
+from cai_engine.jobs import JobKind
+from cai_engine.judge import (
+    ANSWER_PREFIX,
+    COT_PREFIX,
+    OPTIONS,
+    clamp,
+    combine,
+    comparison_turns,
+    draw_principle,
+    fit_conversation,
+    question_text,
+    select_comparison_shots,
+    soft_label,
+)
+from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+
+
+class LabelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pairs: str = Field(description="The pairs job whose pairs to label.")
+    constitution: str = Field(description="Constitution reference, e.g. harmless or harmless@2.")
+    model: str = Field(EMBEDDED, description="Feedback model spec (local or openai).")
+    both_orders: bool = Field(True, description="Score each pair as given and swapped.")
+    cot: bool = Field(False, description="Chain of thought: reason first, then read the options.")
+    clamp: tuple[float, float] = Field(
+        (0.4, 0.6), description="Chain-of-thought probabilities are clamped to this range."
+    )
+    few_shots: int = Field(
+        2, ge=0, le=16, description="Labelled comparisons from the constitution to prepend."
+    )
+    principle: str | None = Field(
+        None, description="Use only this principle id (ablations; used even if disabled)."
+    )
+    limit: int | None = Field(None, gt=0, description="Label only the first N pairs.")
+    seed: int = Field(0, ge=0, description="Seeds the principle drawn for each comparison.")
+    cot_sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(
+            temperature=0.0, max_new_tokens=128, stop=[ANSWER_PREFIX]
+        ),
+        description="How the chain of thought is sampled.",
+    )
+    batch_pairs: int = Field(
+        64, gt=0, le=4096, description="Pairs scored together and saved as one shard."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        return str(parse_spec(value))
+
+    @field_validator("clamp")
+    @classmethod
+    def _clamp(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0.0 <= lo <= 0.5 <= hi <= 1.0:
+            raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {value}")
+        return value
+
+
+@dataclass
+class _Question:
+    pair: dict
+    principle: Principle
+    turns: list[list[dict]]  # per order: the conversation ending with the question (user turn)
+    truncated_turns: int
+    flags: list[str]
+    prompt_tokens: int = 0
+    few_shots: int = 0  # labelled comparisons prepended (the oldest go first when too long)
+
+
+def label_pairs(
+    pairs: list[dict],
+    constitution: Constitution,
+    constitution_hash: str,
+    model,
+    config: LabelConfig,
+    *,
+    job_id: str = "",
+    emit: Callable[[list[dict]], None] | None = None,
+    event: Callable[..., None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[dict]:
+    """Label `pairs` with `model` in batches of `config.batch_pairs`; returns one row per
+    pair, in the order of `pairs`.
+
+    `emit(rows)` receives each batch's rows as soon as they are scored.
+    """
+    principles = check_constitution(constitution, config)
+    event = event or (lambda *a, **k: None)
+    shots = comparison_turns(
+        select_comparison_shots(constitution.comparison_few_shots, config.few_shots),
+        constitution,
+        config.cot,
+    )
+    context = model.context_length
+    # room the answer needs after the question: the prefill, the options, the reasoning
+    reserve = 16 + (config.cot_sampling.max_new_tokens + 8 if config.cot else 0)
+    out: list[dict] = []
+    for start in range(0, len(pairs), config.batch_pairs):
+        if should_stop and should_stop():
+            break
+        batch = pairs[start : start + config.batch_pairs]
+        t0 = time.perf_counter()
+        questions, rows = [], []
+        for pair in batch:
+            q = _question(pair, principles, shots, model, context, reserve, config)
+            if q is None:
+                rows.append(_row(job_id, pair, None, config, constitution, constitution_hash))
+                event("pair_overflow", prompt_id=pair["prompt_id"], pair=pair["pair"])
+                continue
+            if "identical" in pair["flags"].split(","):
+                q.flags.append("identical")
+                rows.append(
+                    _row(job_id, pair, q, config, constitution, constitution_hash, 0.5, 0.5)
+                )
+                continue
+            questions.append(q)
+        scored = _score(questions, model, config, should_stop)
+        if scored is None:  # cancelled mid-batch: nothing of this batch is kept
+            break
+        for q, (p_ab, p_ba, cot, cot_tokens) in zip(questions, scored, strict=True):
+            rows.append(
+                _row(
+                    job_id,
+                    q.pair,
+                    q,
+                    config,
+                    constitution,
+                    constitution_hash,
+                    p_ab,
+                    p_ba,
+                    cot=cot,
+                    cot_tokens=cot_tokens,
+                )
+            )
+        share = (time.perf_counter() - t0) / max(1, len(rows))
+        for r in rows:
+            r["latency_s"] = share
+        position = {(p["prompt_id"], int(p["pair"])): i for i, p in enumerate(batch)}
+        rows.sort(key=lambda r: position[(r["prompt_id"], r["pair"])])  # the input's order
+        out.extend(rows)
+        if emit:
+            emit(rows)
+    return out
+
+
+def _question(pair, principles, shots, model, context, reserve, config) -> _Question | None:
+    """The question(s) for one pair, made to fit the context: first the oldest few-shots go,
+    then the conversation's middle turns, then the middle of its longest turns; never the
+    options. None when even the options alone do not fit."""
+    principle = draw_principle(principles, pair["prompt_id"], pair["pair"], config.seed)
+    messages = pair["prompt_messages"]
+    flags = [f for f in pair["flags"].split(",") if f == "empty"]
+    orders = [(pair["response_a"], pair["response_b"])]
+    if config.both_orders:
+        orders.append((pair["response_b"], pair["response_a"]))
+    blocks = list(shots)
+
+    def build(msgs) -> list[list[dict]]:
+        prefix = [t for block in blocks for t in block]
+        return [
+            prefix
+            + [
+                {
+                    "role": "user",
+                    "content": question_text(msgs, principle.preference_question, a, b),
+                }
+            ]
+            for a, b in orders
+        ]
+
+    longest = max(range(len(orders)), key=lambda i: len("".join(orders[i])))
+
+    def spare_tokens(msgs) -> int | None:
+        n = model.count_tokens(build(msgs)[longest]) if context else None
+        return None if n is None else context - reserve - n
+
+    def spare_chars(msgs) -> int:
+        spare = spare_tokens(msgs)
+        if spare is None or spare >= 0:
+            return 0 if spare is None else spare
+        turns = build(msgs)[longest]
+        # characters per token over everything the model reads turns tokens into text
+        ratio = sum(len(t["content"]) for t in turns) / max(1, context - reserve - spare)
+        return int(spare * max(1.0, ratio)) - 1
+
+    while blocks and (spare_tokens(messages) or 0) < 0:
+        blocks.pop(0)  # the oldest few-shot goes first
+    truncated = 0
+    if context:
+        try:
+            fitted, truncated = fit_conversation(messages, spare_chars)
+        except OverflowError:
+            return None
+        if fitted != messages:
+            flags.append("truncated")
+        messages = fitted
+    q = _Question(pair, principle, build(messages), truncated, flags)
+    q.few_shots = len(blocks)
+    return q
+
+
+def _score(questions: list[_Question], model, config: LabelConfig, should_stop):
+    """(p_a_ab, p_a_ba or None, [cot texts], cot tokens) per question, or None if cancelled."""
+    if not questions:
+        return []
+    n_orders = 2 if config.both_orders else 1
+    convs = [turns for q in questions for turns in q.turns]
+    cots = [""] * len(convs)
+    cot_tokens = [0] * len(convs)
+    if config.cot:
+        asks = [c + [{"role": "assistant", "content": COT_PREFIX}] for c in convs]
+        completions = model.chat(asks, config.cot_sampling, should_stop=should_stop)
+        if any(c.finish_reason == "cancelled" for c in completions):
+            return None
+        cots = [c.text.strip() for c in completions]
+        cot_tokens = [c.completion_tokens for c in completions]
+        prompts = [
+            c + [{"role": "assistant", "content": f"{COT_PREFIX} {r}\n{ANSWER_PREFIX}"}]
+            for c, r in zip(convs, cots, strict=True)
+        ]
+    else:
+        prompts = [c + [{"role": "assistant", "content": ANSWER_PREFIX}] for c in convs]
+    if should_stop and should_stop():
+        return None
+    logprobs = model.score_choices(prompts, list(OPTIONS))
+    for q_index, q in enumerate(questions):
+        q.prompt_tokens = sum(
+            model.count_tokens(prompts[q_index * n_orders + o]) or 0 for o in range(n_orders)
+        )
+    out = []
+    for i in range(len(questions)):
+        p_first = [soft_label(*logprobs[i * n_orders + o]) for o in range(n_orders)]
+        if config.cot:
+            p_first = [clamp(p, config.clamp) for p in p_first]
+        p_ab = p_first[0]
+        p_ba = 1.0 - p_first[1] if n_orders == 2 else None  # swapped: option (B) is response A
+        texts = cots[i * n_orders : (i + 1) * n_orders] if config.cot else []
+        tokens = sum(cot_tokens[i * n_orders : (i + 1) * n_orders])
+        out.append((p_ab, p_ba, texts, tokens))
+    return out
+
+
+def _row(
+    job_id,
+    pair,
+    q,
+    config,
+    constitution,
+    constitution_hash,
+    p_ab=None,
+    p_ba=None,
+    cot=None,
+    cot_tokens=0,
+) -> dict:
+    flags = list(q.flags) if q else ["overflow"]
+    combined = combine(p_ab, p_ba if config.both_orders else None) if p_ab is not None else None
+    if config.cot and combined and "identical" not in flags:
+        flags.append("clamped")
+    cot = cot or []
+    return {
+        "job_id": job_id,
+        "pairs_job": pair["job_id"],
+        "prompt_set": pair["prompt_set"],
+        "prompt_id": pair["prompt_id"],
+        "pair": int(pair["pair"]),
+        "principle_id": q.principle.id if q else "",
+        "constitution": constitution.name,
+        "constitution_hash": constitution_hash,
+        "model": config.model,
+        "mode": "cot" if config.cot else "logprob",
+        "few_shots": q.few_shots if q else 0,
+        "p_a_ab": p_ab,
+        "p_a_ba": p_ba if config.both_orders else None,
+        "soft_label": combined.soft_label if combined else None,
+        "winner": combined.winner if combined else None,
+        "confidence": combined.confidence if combined else None,
+        "consistent": combined.consistent if combined else None,
+        "cot_ab": cot[0] if len(cot) > 0 else None,
+        "cot_ba": cot[1] if len(cot) > 1 else None,
+        "prompt_tokens": q.prompt_tokens if q else 0,
+        "cot_tokens": cot_tokens,
+        "latency_s": 0.0,
+        "truncated_turns": q.truncated_turns if q else 0,
+        "flags": ",".join(flags),
+    }
+
+
+def submit_labels(store, config: dict, label: str | None = None):
+    """Check a label config against the store, pin the constitution version, and submit."""
+    from cai_engine import jobs
+
+    cfg = jobs.validate_config("label", config)
+    source = jobs.get_job(store, cfg.pairs)
+    if source.kind != "pairs":
+        raise CaiError(f"job {source.id} is a {source.kind} job; --pairs needs a pairs job")
+    version = store.get_version(cfg.constitution)
+    check_constitution(version.constitution, cfg)
+    pinned = {**config, "constitution": f"{version.name}@{version.hash[:12]}"}
+    return jobs.submit(store, "label", pinned, label=label)
+
+
+def run_labels(ctx, config: LabelConfig) -> None:
+    from cai_engine import jobs
+    from cai_engine.models import load_model
+
+    version = ctx.store.get_version(config.constitution)
+    check_constitution(version.constitution, config)
+    source = jobs.get_job(ctx.store, config.pairs)
+    jobs.ingest(ctx.store, source)
+    pairs = ctx.store.pairs(source.id)
+    if not pairs:
+        raise CaiError(f"pairs job {source.id} has no pairs ({source.status})")
+    if source.status != "succeeded":
+        ctx.event("pairs_job_unfinished", job=source.id, status=source.status, pairs=len(pairs))
+    if config.limit:
+        pairs = pairs[: config.limit]
+    previous = ctx.run.read_shard_rows("labels")
+    done = {(r["prompt_id"], r["pair"]) for r in previous}
+    todo = [p for p in pairs if (p["prompt_id"], p["pair"]) not in done]
+    ctx.progress(
+        done=len(done),
+        total=len(pairs),
+        tokens=sum(r["cot_tokens"] for r in previous),
+        force=True,
+    )
+    if not todo:
+        return
+    model = load_model(config.model, ctx.store.home)
+    ctx.event("model_loaded", **model.info().details)
+    ctx.event("constitution", ref=version.ref, hash=version.hash)
+    out = ctx.buffer("labels", flush_rows=config.batch_pairs)
+    finished = len(done)
+
+    def emit(rows):
+        nonlocal finished
+        out.add(rows)
+        out.flush()  # a scored batch is a checkpoint
+        finished += len(rows)
+        ctx.add_tokens(sum(r["cot_tokens"] for r in rows))
+        ctx.progress(done=finished)
+
+    try:
+        label_pairs(
+            todo,
+            version.constitution,
+            version.hash,
+            model,
+            config,
+            job_id=ctx.job_id,
+            emit=emit,
+            event=ctx.event,
+            should_stop=lambda: ctx.cancelled,
+        )
+    finally:
+        out.flush()
+        ctx.progress(done=finished, force=True)
+        model.close()
+    ctx.check_cancelled()
+    rows = ctx.run.read_shard_rows("labels")
+    scored = [r for r in rows if r["soft_label"] is not None]
+    both = [r for r in scored if r["consistent"] is not None and "identical" not in r["flags"]]
+    ctx.metric(
+        labels=len(rows),
+        mean_confidence=sum(r["confidence"] for r in scored) / max(1, len(scored)),
+        consistency=sum(bool(r["consistent"]) for r in both) / len(both) if both else None,
+    )
+
+
+JOB = JobKind(
+    name="label",
+    config=LabelConfig,
+    run=run_labels,
+    description="RL-CAI: soft AI preference labels for pairs, in both orders.",
+    tables=("labels",),
+)
