@@ -54,3 +54,34 @@ def embedded_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("embedded-home")
     ensure_embedded(home, log=lambda *_: None)
     return home
+
+
+PAIRS_PROMPTS, PAIRS_SAMPLES = 12, 3
+
+
+@pytest.fixture(scope="module")
+def pairs_job(tmp_path_factory, tiny_spec):
+    """One real pairs job on the tiny model (12 prompts x 3 samples = 36 pairs) in its own data
+    home, built once per test module (test_pairs checks it; test_labels labels it)."""
+    home = tmp_path_factory.mktemp("pairs-home")
+    store = Store(home, lock_timeout=5)
+    install_bundled(store)
+    from cai_engine.pairs import submit_pairs
+    from tests.runners import finish, kill_runners
+
+    job = submit_pairs(
+        store,
+        {
+            "prompts": "red-team:train",
+            "model": tiny_spec,
+            "samples": PAIRS_SAMPLES,
+            "limit": PAIRS_PROMPTS,
+            "sampling": {"max_new_tokens": 4},
+        },
+    )
+    try:
+        job = finish(store, job.id, timeout=90.0)
+        assert job.status == "succeeded", job.error
+        yield store, job
+    finally:
+        kill_runners(home)

@@ -26,7 +26,6 @@ from cai_engine.cli import main
 from cai_engine.errors import CaiError
 from cai_engine.home import db_path, runs_dir
 from cai_engine.jobs import JobConfigError
-from cai_engine.models import parse_spec
 from cai_engine.prompts import Prompt
 from cai_engine.runs import RunFolder
 from tests.runners import (
@@ -415,37 +414,6 @@ def test_a_failing_job_records_its_error_and_keeps_earlier_shards(store):
     assert job.attempts == 2
     assert store.ticks(job.id) == squares(6)
     assert [e["rows"] for e in job.run.events() if e["event"] == "resumed_from"] == [6]
-
-
-# -- generate ------------------------------------------------------------------------------
-
-
-def test_a_generate_job_writes_one_row_per_prompt_and_sample(seeded_store, tiny_spec):
-    config = {
-        "prompts": "red-team:test",
-        "model": tiny_spec,
-        "limit": 4,
-        "samples": 2,
-        "sampling": {"max_new_tokens": 4, "temperature": 0.7},
-    }
-    job = finish(seeded_store, jobs.submit(seeded_store, "generate", config).id, timeout=60)
-    assert job.status == "succeeded", job.error
-
-    rows = seeded_store.generations(job.id)
-    assert len(rows) == 8  # 4 prompts x 2 samples
-    prompt_ids = [p.prompt_id for p in seeded_store.get_prompts("red-team", split="test", limit=4)]
-    assert {(r["prompt_id"], r["sample"]) for r in rows} == {
-        (p, k) for p in prompt_ids for k in (0, 1)
-    }
-    spec = str(parse_spec(tiny_spec))
-    assert {r["model"] for r in rows} == {spec}
-    assert job.config["model"] == spec
-    assert {(r["sample"], r["seed"]) for r in rows} == {(0, 0), (1, 1)}  # seed + k
-    assert {r["prompt_set"] for r in rows} == {"red-team"}
-    assert all(1 <= r["completion_tokens"] <= 4 for r in rows)
-    assert (job.live["done"], job.live["total"]) == (8, 8)
-    assert job.live["tokens"] == sum(r["completion_tokens"] for r in rows)
-    assert "model_loaded" in event_names(job)
 
 
 # -- the CLI -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""RL-CAI feedback: soft labels, swap-averaging, the CoT clamp, the multiple-choice question,
+"""RL-CAI labels: the CoT clamp, the multiple-choice question,
 context fitting, exact choice scoring on a tiny real model, the pairs and label jobs (submit,
 kill, resume) and labelling through an OpenAI-compatible server.
 
@@ -19,8 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from cai_engine import jobs
-from cai_engine.bundled import install_bundled
-from cai_engine.constitution import ComparisonFewShot, load_constitution
+from cai_engine.constitution import load_constitution
 from cai_engine.errors import CaiError
 from cai_engine.home import BUNDLED_CONSTITUTIONS, runs_dir
 from cai_engine.jobs import JobConfigError
@@ -28,23 +27,19 @@ from cai_engine.judge import (
     ANSWER_PREFIX,
     COT_PREFIX,
     OMITTED,
-    clamp,
-    combine,
     comparison_turns,
     draw_principle,
-    fit_conversation,
     select_comparison_shots,
-    soft_label,
 )
 from cai_engine.labels import LabelConfig, label_pairs, submit_labels
 from cai_engine.models import Completion, ModelInfo, load_model, parse_spec
 from cai_engine.models.base import ChatModel
 from cai_engine.models.decode import MIN_SHARED_PREFIX, common_prefix
-from cai_engine.pairs import pair_flags, pairs_from_samples, pairs_from_traces, submit_pairs
+from cai_engine.pairs import pair_flags
 from cai_engine.review import agreement
-from cai_engine.store import Store
 from tests.fake_openai import FakeOpenAI, render_messages
 from tests.runners import alive, finish, kill_runners, runner_pids, wait_until
+from tests.test_pairs import insert_job
 
 DEADLINE = 90.0  # seconds any one wait on a job may take before the test fails
 HARMLESS = load_constitution(BUNDLED_CONSTITUTIONS / "harmless.yaml")
@@ -160,67 +155,6 @@ def reap_runners(cai_home):
 def tiny(tiny_spec, tmp_path_factory):
     """The tiny model, loaded once for this module's plain-function tests."""
     return load_model(tiny_spec, tmp_path_factory.mktemp("tiny-home"))
-
-
-# -- soft labels ---------------------------------------------------------------------------
-
-
-def test_soft_label_is_the_softmax_of_the_two_logprobs():
-    assert soft_label(math.log(0.8), math.log(0.2)) == pytest.approx(0.8, abs=1e-12)
-    assert soft_label(math.log(0.2), math.log(0.8)) == pytest.approx(0.2, abs=1e-12)
-    # Unnormalised: only the two options' share counts (0.03 vs 0.01 -> 3/4).
-    assert soft_label(math.log(0.03), math.log(0.01)) == pytest.approx(0.75, abs=1e-12)
-    assert soft_label(-3.7, -3.7) == 0.5
-    assert soft_label(0.0, 0.0) == 0.5
-
-
-def test_soft_label_is_finite_at_huge_logprob_differences():
-    assert soft_label(1000.0, -1000.0) == 1.0
-    assert soft_label(-1000.0, 1000.0) == 0.0
-    assert soft_label(0.0, -1000.0) == 1.0
-    assert soft_label(-1000.0, 0.0) == 0.0
-    # Far from zero, with a moderate difference: sigmoid(1), not 0/0.
-    assert soft_label(-1000.0, -1001.0) == pytest.approx(1 / (1 + math.exp(-1)), abs=1e-12)
-    assert soft_label(1001.0, 1000.0) == pytest.approx(1 / (1 + math.exp(-1)), abs=1e-12)
-
-
-@pytest.mark.parametrize("shift", [-800.0, -35.5, 0.0, 12.25, 900.0])
-def test_soft_label_ignores_a_constant_added_to_both_logprobs(shift):
-    for a, b in [(-1.2, -0.4), (-7.0, -9.5), (-2.0, -2.0)]:
-        assert soft_label(a + shift, b + shift) == pytest.approx(soft_label(a, b), abs=1e-9)
-
-
-# -- combining the two orders --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "p_ab, p_ba, soft, winner, consistent",
-    [
-        (0.8, 0.6, 0.7, "A", True),  # both orders prefer A
-        (0.2, 0.3, 0.25, "B", True),  # both prefer B
-        (0.8, 0.3, 0.55, "A", False),  # the orders disagree; the average still picks A
-        (0.4, 0.9, 0.65, "A", False),
-        (0.75, 0.25, 0.5, "tie", False),  # disagreement that cancels out
-        (0.5, 0.9, 0.7, "A", False),  # an order at exactly 0.5 prefers neither
-        (0.9, 0.5, 0.7, "A", False),
-        (0.5, 0.5, 0.5, "tie", False),
-        (0.7, None, 0.7, "A", None),  # one order: no consistency to check
-        (0.3, None, 0.3, "B", None),
-        (0.5, None, 0.5, "tie", None),
-    ],
-)
-def test_combine_averages_the_orders_and_checks_they_agree(p_ab, p_ba, soft, winner, consistent):
-    c = combine(p_ab, p_ba)
-    assert c.soft_label == pytest.approx(soft, abs=1e-12)
-    assert c.winner == winner
-    assert c.consistent is consistent
-    assert c.confidence == pytest.approx(abs(soft - 0.5) * 2, abs=1e-12)
-
-
-def test_clamp_bounds_a_probability():
-    assert [clamp(p, (0.4, 0.6)) for p in (0.0, 0.39, 0.4, 0.5, 0.6, 0.61, 1.0)] == [
-        0.4, 0.4, 0.4, 0.5, 0.6, 0.6, 0.6
-    ]  # fmt: skip
 
 
 # -- chain of thought and the clamp --------------------------------------------------------
@@ -438,36 +372,6 @@ def test_cot_few_shots_reason_before_they_answer():
     assert cot["content"] == f"{COT_PREFIX} {shot.reasoning}\n{ANSWER_PREFIX} ({shot.preferred})"
 
 
-def comparison(name: str, preferred: str) -> ComparisonFewShot:
-    return ComparisonFewShot(
-        conversation=[{"role": "user", "content": f"question {name}"}],
-        response_a=f"{name} a",
-        response_b=f"{name} b",
-        preferred=preferred,
-    )
-
-
-def test_select_comparison_shots_balances_the_letters():
-    bank = [
-        comparison("s1", "A"),
-        comparison("s2", "A"),
-        comparison("s3", "A"),
-        comparison("s4", "B"),
-    ]
-    names = lambda shots: [s.response_a.split()[0] for s in shots]  # noqa: E731
-
-    assert select_comparison_shots(bank, 0) == []
-    assert select_comparison_shots([], 2) == []
-    assert names(select_comparison_shots(bank, 1)) == ["s1"]  # one shot cannot show both
-    assert names(select_comparison_shots(bank, 2)) == ["s1", "s4"]
-    assert names(select_comparison_shots(bank, 3)) == ["s1", "s2", "s4"]
-    assert names(select_comparison_shots(bank, 9)) == ["s1", "s2", "s3", "s4"]
-    mixed = [comparison("m1", "B"), comparison("m2", "A"), comparison("m3", "B")]
-    assert names(select_comparison_shots(mixed, 2)) == ["m1", "m2"]  # already balanced
-    same = [comparison("o1", "B"), comparison("o2", "B"), comparison("o3", "B")]
-    assert names(select_comparison_shots(same, 2)) == ["o1", "o2"]  # nothing to swap in
-
-
 # -- position bias -------------------------------------------------------------------------
 
 
@@ -584,56 +488,6 @@ def test_a_long_turn_behind_many_few_shots_is_cut_to_fit_rather_than_overflowing
     assert all(judge.count_tokens(p[:-1]) + 16 <= 1024 for p in judge.scored)
 
 
-def chars(limit: int):
-    """A budget of `limit` characters over all the turns' contents."""
-    return lambda msgs: limit - sum(len(m["content"]) for m in msgs)
-
-
-def test_fit_conversation_leaves_a_fitting_conversation_alone():
-    conversation = long_conversation(5, 100)
-    assert fit_conversation(conversation, chars(10_000)) == (conversation, 0)
-
-
-def test_fit_conversation_drops_middle_turns_keeping_the_first_and_last():
-    conversation = [turn("user" if i % 2 == 0 else "assistant", f"{i}" * 100) for i in range(5)]
-    fitted, dropped = fit_conversation(conversation, chars(250))
-    # After dropping 3 turns: 100 + the marker (47) + 100 = 247 <= 250; 2 would be 347.
-    assert dropped == 3
-    assert fitted == [conversation[0], turn("system", OMITTED.format(n=3)), conversation[-1]]
-    assert conversation[1]["content"] == "1" * 100  # the input is not modified
-
-
-def test_fit_conversation_cuts_the_middle_of_a_long_turn():
-    text = "".join(f"{i:04d}" for i in range(500))  # 2000 characters
-    conversation = [turn("user", text)]
-    fitted, dropped = fit_conversation(conversation, chars(600))
-    assert dropped == 0
-    [cut] = fitted
-    assert len(cut["content"]) <= 600
-    assert cut["content"].startswith(text[:200]) and cut["content"].endswith(text[-200:])
-    assert "characters left out to fit the context" in cut["content"]
-
-
-def test_fit_conversation_cuts_both_kept_turns_when_one_is_not_enough():
-    conversation = [turn("user", "a" * 1000), turn("assistant", "b" * 1000), turn("user", "c" * 1000)]  # fmt: skip
-    fitted, dropped = fit_conversation(conversation, chars(600))
-    assert dropped == 1
-    assert sum(len(m["content"]) for m in fitted) <= 600
-    assert fitted[0]["content"].startswith("a" * 50) and fitted[-1]["content"].endswith("c" * 50)
-
-
-def test_fit_conversation_cuts_a_long_turn_that_starts_with_a_bracket():
-    text = "[1, 2, 3] " + "".join(f"{i:04d}" for i in range(500))
-    fitted, _ = fit_conversation([turn("user", text)], chars(600))
-    assert len(fitted[0]["content"]) <= 600
-    assert fitted[0]["content"].startswith("[1, 2, 3] ")
-
-
-def test_fit_conversation_raises_when_nothing_can_be_cut_enough():
-    with pytest.raises(OverflowError, match="the options alone do not fit"):
-        fit_conversation(long_conversation(3, 100), lambda msgs: -1)
-
-
 # -- exact choice scoring on the tiny model ------------------------------------------------
 
 
@@ -735,156 +589,7 @@ def test_render_continues_a_final_assistant_turn(tiny):
     assert text == asked + ANSWER_PREFIX
 
 
-# -- pairs ---------------------------------------------------------------------------------
-
-
-def generation(prompt_id: str, sample: int, text: str) -> dict:
-    return {
-        "prompt_set": "red-team",
-        "prompt_id": prompt_id,
-        "sample": sample,
-        "text": text,
-        "model": "hf:some/model",
-        "sampling": f'{{"seed": {sample}}}',
-        "seed": 100 + sample,
-    }
-
-
-def test_pairs_from_samples_pairs_every_two_of_k_answers():
-    texts = {("p1", k): f"p1 answer {k}" for k in range(3)}
-    texts |= {("p0", 0): " same ", ("p0", 1): "same", ("p0", 2): "same\n"}
-    order = [("p1", 2), ("p0", 1), ("p1", 0), ("p0", 0), ("p1", 1), ("p0", 2)]  # any order
-    rows = [generation(pid, k, texts[(pid, k)]) for pid, k in order]
-
-    pairs = pairs_from_samples(rows, "pairs-1")
-
-    assert [(p["prompt_id"], p["pair"], p["a_ref"], p["b_ref"]) for p in pairs] == [
-        ("p0", 0, "sample 0", "sample 1"),
-        ("p0", 1, "sample 0", "sample 2"),
-        ("p0", 2, "sample 1", "sample 2"),
-        ("p1", 0, "sample 0", "sample 1"),
-        ("p1", 1, "sample 0", "sample 2"),
-        ("p1", 2, "sample 1", "sample 2"),
-    ]
-    for p in pairs:
-        a, b = int(p["a_ref"].split()[1]), int(p["b_ref"].split()[1])
-        pid = p["prompt_id"]
-        assert (p["response_a"], p["response_b"]) == (texts[(pid, a)], texts[(pid, b)])
-        assert (p["seed_a"], p["seed_b"]) == (100 + a, 100 + b)
-        assert (p["job_id"], p["source"], p["source_job"]) == ("pairs-1", "samples", None)
-        assert (p["model"], p["sampling"]) == ("hf:some/model", f'{{"seed": {a}}}')
-        assert p["flags"] == ("identical" if pid == "p0" else "")
-
-
-def trace(prompt_id: str, sample: int = 0, rounds: int = 2, initial: bool = True) -> list[dict]:
-    base = {
-        "prompt_set": "red-team",
-        "prompt_id": prompt_id,
-        "sample": sample,
-        "model": "hf:m",
-        "sampling": "{}",
-        "constitution_hash": "abc",
-    }
-    rows = [{**base, "round": 0, "step": "initial", "text": f"{prompt_id}/{sample} initial", "seed": 1}] if initial else []  # fmt: skip
-    for r in range(1, rounds + 1):
-        rows.append({**base, "round": r, "step": "critique", "text": "crit", "seed": 1})
-        rows.append({**base, "round": r, "step": "revision", "text": f"{prompt_id}/{sample} rev {r}", "seed": 2})  # fmt: skip
-    return rows
-
-
-def test_pairs_from_traces_pairs_the_initial_answer_with_the_final_revision():
-    rows = trace("p0", rounds=3) + trace("p0", sample=1, rounds=1)
-    pairs = pairs_from_traces(rows[::-1], "pairs-2", "critique-1")
-    assert [(p["prompt_id"], p["pair"]) for p in pairs] == [("p0", 0), ("p0", 1)]
-    for p, (sample, final) in zip(pairs, [(0, 3), (1, 1)], strict=True):
-        by_ref = {p["a_ref"]: p["response_a"], p["b_ref"]: p["response_b"]}
-        assert by_ref == {"initial": f"p0/{sample} initial", f"revision {final}": f"p0/{sample} rev {final}"}  # fmt: skip
-        assert (p["source"], p["source_job"], p["job_id"]) == ("critique", "critique-1", "pairs-2")
-        assert p["constitution_hash"] == "abc" and p["flags"] == ""
-        seeds = {"initial": 1, f"revision {final}": 2}
-        assert (p["seed_a"], p["seed_b"]) == (seeds[p["a_ref"]], seeds[p["b_ref"]])
-
-
-def test_pairs_from_traces_draws_the_sides_per_trace_seeded():
-    rows = [r for i in range(40) for r in trace(f"p{i:02d}", rounds=1)]
-    first = pairs_from_traces(rows, "j", "c", seed=0)
-    again = pairs_from_traces(rows, "j", "c", seed=0)
-    other = pairs_from_traces(rows, "j", "c", seed=1)
-    sides = [p["a_ref"] for p in first]
-    assert sides == [p["a_ref"] for p in again]
-    # Seeded coin flips per trace: 40 traces all on one side would be a 2**-39 chance.
-    assert 8 <= sides.count("initial") <= 32
-    assert sides != [p["a_ref"] for p in other]
-
-
-def test_pairs_from_traces_skips_incomplete_traces():
-    rows = trace("done") + trace("no-revision", rounds=0) + trace("no-initial", initial=False)
-    rows += [r for r in trace("cut-short", rounds=1) if r["step"] != "revision"]
-    pairs = pairs_from_traces(rows, "j", "c")
-    assert [p["prompt_id"] for p in pairs] == ["done"]
-
-
 # -- the jobs ------------------------------------------------------------------------------
-
-PAIRS_PROMPTS, PAIRS_SAMPLES = 12, 3
-
-
-@pytest.fixture(scope="module")
-def pairs_job(tmp_path_factory, tiny_spec):
-    """One real pairs job (12 prompts x 3 samples = 36 pairs), shared by the job tests in
-    its own data home; the label jobs run on it each write rows of their own."""
-    home = tmp_path_factory.mktemp("pairs-home")
-    store = Store(home, lock_timeout=5)
-    install_bundled(store)
-    job = submit_pairs(
-        store,
-        {
-            "prompts": "red-team:train",
-            "model": tiny_spec,
-            "samples": PAIRS_SAMPLES,
-            "limit": PAIRS_PROMPTS,
-            "sampling": {"max_new_tokens": 4},
-        },
-    )
-    try:
-        job = finish(store, job.id, timeout=DEADLINE)
-        assert job.status == "succeeded", job.error
-        yield store, job
-    finally:
-        kill_runners(home)
-
-
-def test_a_pairs_job_writes_generations_and_pairs_with_lineage(pairs_job, tiny_spec):
-    store, job = pairs_job
-    spec = str(parse_spec(tiny_spec))
-    prompts = [p.prompt_id for p in store.get_prompts("red-team", split="train", limit=12)]
-
-    generations = store.generations(job.id)
-    assert len(generations) == PAIRS_PROMPTS * PAIRS_SAMPLES
-    assert {(g["prompt_id"], g["sample"]) for g in generations} == {
-        (p, k) for p in prompts for k in range(PAIRS_SAMPLES)
-    }
-    by_key = {(g["prompt_id"], g["sample"]): g for g in generations}
-    assert {g["seed"] for g in generations} == {0, 1, 2}
-    assert all(g["seed"] == g["sample"] and g["model"] == spec for g in generations)
-
-    pairs = store.pairs(job.id)
-    assert len(pairs) == PAIRS_PROMPTS * 3  # 3 answers: 3 pairs per prompt
-    refs = [(0, 1), (0, 2), (1, 2)]
-    for p in pairs:
-        a, b = refs[p["pair"]]
-        assert (p["a_ref"], p["b_ref"]) == (f"sample {a}", f"sample {b}")
-        ga, gb = by_key[(p["prompt_id"], a)], by_key[(p["prompt_id"], b)]
-        assert (p["response_a"], p["response_b"]) == (ga["text"], gb["text"])
-        assert (p["seed_a"], p["seed_b"]) == (a, b)
-        assert (p["model"], p["sampling"]) == (spec, ga["sampling"])
-        assert '"max_new_tokens":4' in p["sampling"].replace(" ", "")
-        assert (p["job_id"], p["source"], p["prompt_set"]) == (job.id, "samples", "red-team")
-        assert p["flags"] == pair_flags(ga["text"], gb["text"])
-        assert p["prompt_messages"] and p["category"]  # joined from the prompt set
-    assert sorted({p["prompt_id"] for p in pairs}) == sorted(prompts)
-    [metric] = [m for m in job.run.metrics() if "pairs" in m]
-    assert metric["pairs"] == 36
 
 
 def test_a_label_job_labels_every_pair_with_the_pinned_constitution(pairs_job, tiny_spec):
@@ -916,13 +621,6 @@ def test_a_label_job_labels_every_pair_with_the_pinned_constitution(pairs_job, t
     assert (job.live["done"], job.live["total"]) == (36, 36)
 
 
-def insert_job(store, kind: str) -> str:
-    """A job row with no process behind it (inputs for submit-time checks)."""
-    job_id = f"{kind}-00000000-000000-test"
-    store.insert_job(job_id, kind, {}, str(store.home / "runs" / job_id), None)
-    return job_id
-
-
 @pytest.mark.parametrize(
     "source_kind, change, error, message",
     [
@@ -940,29 +638,6 @@ def test_submit_labels_refuses_a_bad_job_before_any_process_starts(
     before = len(seeded_store.job_rows())
     with pytest.raises(error, match=message):
         submit_labels(seeded_store, {"pairs": source, "constitution": "harmless", **change})
-    assert len(seeded_store.job_rows()) == before
-    assert not runs_dir(cai_home).exists() or not any(runs_dir(cai_home).iterdir())
-    assert runner_pids(cai_home) == []
-
-
-@pytest.mark.parametrize(
-    "change, error, message",
-    [
-        ({"from_critique": "critique-x"}, JobConfigError, r"give exactly one of prompts \(sample answers\) or from_critique"),
-        ({"prompts": None}, JobConfigError, r"give exactly one of prompts \(sample answers\) or from_critique"),
-        ({"prompts": None, "from_critique": "SOURCE"}, CaiError, r"is a pairs job; from_critique needs a critique job"),
-        ({"prompts": "no-such-set"}, CaiError, r"no prompt set named 'no-such-set'"),
-        ({"samples": 1}, JobConfigError, r"invalid pairs job config: samples:"),
-    ],
-)  # fmt: skip
-def test_submit_pairs_refuses_a_bad_job_before_any_process_starts(
-    seeded_store, cai_home, change, error, message
-):
-    source = insert_job(seeded_store, "pairs")
-    change = {k: source if v == "SOURCE" else v for k, v in change.items()}
-    before = len(seeded_store.job_rows())
-    with pytest.raises(error, match=message):
-        submit_pairs(seeded_store, {"prompts": "red-team:train", **change})
     assert len(seeded_store.job_rows()) == before
     assert not runs_dir(cai_home).exists() or not any(runs_dir(cai_home).iterdir())
     assert runner_pids(cai_home) == []

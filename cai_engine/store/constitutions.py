@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cai_engine.constitution import Constitution, ConstitutionVersion, parse_ref
 from cai_engine.errors import CaiError, NotFoundError
+from cai_engine.store.core import StoreCore
 
 _VERSION_COLUMNS = "name, seq, hash, parent_hash, note, source, created_at, body"
 
@@ -21,7 +22,7 @@ class ConstitutionSummary:
     updated_at: object
 
 
-class ConstitutionQueries:
+class ConstitutionQueries(StoreCore):
     def save_constitution(
         self,
         c: Constitution,

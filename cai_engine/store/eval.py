@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from cai_engine.store.core import StoreCore
 from cai_engine.store.records import records
 
 
-class EvalQueries:
+class EvalQueries(StoreCore):
     def eval_answers(self, job_id: str) -> list[dict]:
         """An eval job's answers, each with its prompt's text and messages."""
         with self.connect() as con:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from cai_engine.store.core import StoreCore
 
-class GenerationQueries:
+
+class GenerationQueries(StoreCore):
     def generations(self, job_id: str) -> list[dict]:
         with self.connect() as con:
             frame = con.frame(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from cai_engine.errors import NotFoundError
+from cai_engine.store.core import StoreCore
 
 _JOB_COLUMNS = "id, kind, label, config, status, pid, run_dir, attempts, created_at, started_at, finished_at, error"
 _UPDATABLE = {"status", "pid", "attempts", "started_at", "finished_at", "error"}
@@ -26,7 +27,7 @@ INGESTIBLE_TABLES = frozenset(
 )
 
 
-class JobQueries:
+class JobQueries(StoreCore):
     def insert_job(
         self, job_id: str, kind: str, config: dict, run_dir: str, label: str | None
     ) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from cai_engine.store.core import StoreCore
 from cai_engine.store.records import records
 
 
-class LabelQueries:
+class LabelQueries(StoreCore):
     def labels(self, job_id: str) -> list[dict]:
         """A label job's labels, each with its pair's responses and its prompt's messages."""
         with self.connect() as con:

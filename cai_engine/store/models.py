@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from cai_engine.store.core import StoreCore
 from cai_engine.store.records import records
 
 
-class ModelQueries:
+class ModelQueries(StoreCore):
     def register_model(self, name: str, kind: str, job_id: str, path: str, lineage: dict) -> None:
         with self.connect() as con:
             con.rows(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from cai_engine.store.core import StoreCore
 from cai_engine.store.records import records
 
 
-class PairQueries:
+class PairQueries(StoreCore):
     def pairs(self, job_id: str) -> list[dict]:
         """A pairs job's pairs in order, with each prompt's messages and category."""
         with self.connect() as con:

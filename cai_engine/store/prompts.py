@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cai_engine.errors import NotFoundError
 from cai_engine.prompts import Prompt
+from cai_engine.store.core import StoreCore
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class PromptSetSummary:
     created_at: object
 
 
-class PromptQueries:
+class PromptQueries(StoreCore):
     def prompt_set_exists(self, name: str) -> bool:
         with self.connect() as con:
             return con.scalar("SELECT count(*) FROM prompt_sets WHERE name = ?", [name]) > 0

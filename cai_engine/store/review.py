@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 
+from cai_engine.store.core import StoreCore
 from cai_engine.store.records import records
 
 
-class ReviewQueries:
+class ReviewQueries(StoreCore):
     def add_review(
         self,
         labels_job: str,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from cai_engine.store.core import StoreCore
 from cai_engine.store.records import none_for_nan
 
 
-class TraceQueries:
+class TraceQueries(StoreCore):
     def traces(self, job_id: str) -> list[dict]:
         """A critique job's trace rows in order, with each prompt's messages and category."""
         with self.connect() as con:

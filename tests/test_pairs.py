@@ -1,0 +1,163 @@
+"""RL-CAI pairs (`pairs`): every two sampled answers, or a trace's initial answer against its
+final revision; the pairs job and the bad configs it refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai_engine.errors import CaiError
+from cai_engine.home import runs_dir
+from cai_engine.jobs import JobConfigError
+from cai_engine.models import parse_spec
+from cai_engine.pairs import pair_flags, pairs_from_samples, pairs_from_traces, submit_pairs
+from tests.conftest import PAIRS_PROMPTS, PAIRS_SAMPLES
+from tests.runners import runner_pids
+
+
+def generation(prompt_id: str, sample: int, text: str) -> dict:
+    return {
+        "prompt_set": "red-team",
+        "prompt_id": prompt_id,
+        "sample": sample,
+        "text": text,
+        "model": "hf:some/model",
+        "sampling": f'{{"seed": {sample}}}',
+        "seed": 100 + sample,
+    }
+
+
+def test_pairs_from_samples_pairs_every_two_of_k_answers():
+    texts = {("p1", k): f"p1 answer {k}" for k in range(3)}
+    texts |= {("p0", 0): " same ", ("p0", 1): "same", ("p0", 2): "same\n"}
+    order = [("p1", 2), ("p0", 1), ("p1", 0), ("p0", 0), ("p1", 1), ("p0", 2)]  # any order
+    rows = [generation(pid, k, texts[(pid, k)]) for pid, k in order]
+
+    pairs = pairs_from_samples(rows, "pairs-1")
+
+    assert [(p["prompt_id"], p["pair"], p["a_ref"], p["b_ref"]) for p in pairs] == [
+        ("p0", 0, "sample 0", "sample 1"),
+        ("p0", 1, "sample 0", "sample 2"),
+        ("p0", 2, "sample 1", "sample 2"),
+        ("p1", 0, "sample 0", "sample 1"),
+        ("p1", 1, "sample 0", "sample 2"),
+        ("p1", 2, "sample 1", "sample 2"),
+    ]
+    for p in pairs:
+        a, b = int(p["a_ref"].split()[1]), int(p["b_ref"].split()[1])
+        pid = p["prompt_id"]
+        assert (p["response_a"], p["response_b"]) == (texts[(pid, a)], texts[(pid, b)])
+        assert (p["seed_a"], p["seed_b"]) == (100 + a, 100 + b)
+        assert (p["job_id"], p["source"], p["source_job"]) == ("pairs-1", "samples", None)
+        assert (p["model"], p["sampling"]) == ("hf:some/model", f'{{"seed": {a}}}')
+        assert p["flags"] == ("identical" if pid == "p0" else "")
+
+
+def trace(prompt_id: str, sample: int = 0, rounds: int = 2, initial: bool = True) -> list[dict]:
+    base = {
+        "prompt_set": "red-team",
+        "prompt_id": prompt_id,
+        "sample": sample,
+        "model": "hf:m",
+        "sampling": "{}",
+        "constitution_hash": "abc",
+    }
+    rows = [{**base, "round": 0, "step": "initial", "text": f"{prompt_id}/{sample} initial", "seed": 1}] if initial else []  # fmt: skip
+    for r in range(1, rounds + 1):
+        rows.append({**base, "round": r, "step": "critique", "text": "crit", "seed": 1})
+        rows.append({**base, "round": r, "step": "revision", "text": f"{prompt_id}/{sample} rev {r}", "seed": 2})  # fmt: skip
+    return rows
+
+
+def test_pairs_from_traces_pairs_the_initial_answer_with_the_final_revision():
+    rows = trace("p0", rounds=3) + trace("p0", sample=1, rounds=1)
+    pairs = pairs_from_traces(rows[::-1], "pairs-2", "critique-1")
+    assert [(p["prompt_id"], p["pair"]) for p in pairs] == [("p0", 0), ("p0", 1)]
+    for p, (sample, final) in zip(pairs, [(0, 3), (1, 1)], strict=True):
+        by_ref = {p["a_ref"]: p["response_a"], p["b_ref"]: p["response_b"]}
+        assert by_ref == {"initial": f"p0/{sample} initial", f"revision {final}": f"p0/{sample} rev {final}"}  # fmt: skip
+        assert (p["source"], p["source_job"], p["job_id"]) == ("critique", "critique-1", "pairs-2")
+        assert p["constitution_hash"] == "abc" and p["flags"] == ""
+        seeds = {"initial": 1, f"revision {final}": 2}
+        assert (p["seed_a"], p["seed_b"]) == (seeds[p["a_ref"]], seeds[p["b_ref"]])
+
+
+def test_pairs_from_traces_draws_the_sides_per_trace_seeded():
+    rows = [r for i in range(40) for r in trace(f"p{i:02d}", rounds=1)]
+    first = pairs_from_traces(rows, "j", "c", seed=0)
+    again = pairs_from_traces(rows, "j", "c", seed=0)
+    other = pairs_from_traces(rows, "j", "c", seed=1)
+    sides = [p["a_ref"] for p in first]
+    assert sides == [p["a_ref"] for p in again]
+    # Seeded coin flips per trace: 40 traces all on one side would be a 2**-39 chance.
+    assert 8 <= sides.count("initial") <= 32
+    assert sides != [p["a_ref"] for p in other]
+
+
+def test_pairs_from_traces_skips_incomplete_traces():
+    rows = trace("done") + trace("no-revision", rounds=0) + trace("no-initial", initial=False)
+    rows += [r for r in trace("cut-short", rounds=1) if r["step"] != "revision"]
+    pairs = pairs_from_traces(rows, "j", "c")
+    assert [p["prompt_id"] for p in pairs] == ["done"]
+
+
+def test_a_pairs_job_writes_generations_and_pairs_with_lineage(pairs_job, tiny_spec):
+    store, job = pairs_job
+    spec = str(parse_spec(tiny_spec))
+    prompts = [p.prompt_id for p in store.get_prompts("red-team", split="train", limit=12)]
+
+    generations = store.generations(job.id)
+    assert len(generations) == PAIRS_PROMPTS * PAIRS_SAMPLES
+    assert {(g["prompt_id"], g["sample"]) for g in generations} == {
+        (p, k) for p in prompts for k in range(PAIRS_SAMPLES)
+    }
+    by_key = {(g["prompt_id"], g["sample"]): g for g in generations}
+    assert {g["seed"] for g in generations} == {0, 1, 2}
+    assert all(g["seed"] == g["sample"] and g["model"] == spec for g in generations)
+
+    pairs = store.pairs(job.id)
+    assert len(pairs) == PAIRS_PROMPTS * 3  # 3 answers: 3 pairs per prompt
+    refs = [(0, 1), (0, 2), (1, 2)]
+    for p in pairs:
+        a, b = refs[p["pair"]]
+        assert (p["a_ref"], p["b_ref"]) == (f"sample {a}", f"sample {b}")
+        ga, gb = by_key[(p["prompt_id"], a)], by_key[(p["prompt_id"], b)]
+        assert (p["response_a"], p["response_b"]) == (ga["text"], gb["text"])
+        assert (p["seed_a"], p["seed_b"]) == (a, b)
+        assert (p["model"], p["sampling"]) == (spec, ga["sampling"])
+        assert '"max_new_tokens":4' in p["sampling"].replace(" ", "")
+        assert (p["job_id"], p["source"], p["prompt_set"]) == (job.id, "samples", "red-team")
+        assert p["flags"] == pair_flags(ga["text"], gb["text"])
+        assert p["prompt_messages"] and p["category"]  # joined from the prompt set
+    assert sorted({p["prompt_id"] for p in pairs}) == sorted(prompts)
+    [metric] = [m for m in job.run.metrics() if "pairs" in m]
+    assert metric["pairs"] == 36
+
+
+def insert_job(store, kind: str) -> str:
+    """A job row with no process behind it (inputs for submit-time checks)."""
+    job_id = f"{kind}-00000000-000000-test"
+    store.insert_job(job_id, kind, {}, str(store.home / "runs" / job_id), None)
+    return job_id
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"from_critique": "critique-x"}, JobConfigError, r"give exactly one of prompts \(sample answers\) or from_critique"),
+        ({"prompts": None}, JobConfigError, r"give exactly one of prompts \(sample answers\) or from_critique"),
+        ({"prompts": None, "from_critique": "SOURCE"}, CaiError, r"is a pairs job; from_critique needs a critique job"),
+        ({"prompts": "no-such-set"}, CaiError, r"no prompt set named 'no-such-set'"),
+        ({"samples": 1}, JobConfigError, r"invalid pairs job config: samples:"),
+    ],
+)  # fmt: skip
+def test_submit_pairs_refuses_a_bad_job_before_any_process_starts(
+    seeded_store, cai_home, change, error, message
+):
+    source = insert_job(seeded_store, "pairs")
+    change = {k: source if v == "SOURCE" else v for k, v in change.items()}
+    before = len(seeded_store.job_rows())
+    with pytest.raises(error, match=message):
+        submit_pairs(seeded_store, {"prompts": "red-team:train", **change})
+    assert len(seeded_store.job_rows()) == before
+    assert not runs_dir(cai_home).exists() or not any(runs_dir(cai_home).iterdir())
+    assert runner_pids(cai_home) == []
