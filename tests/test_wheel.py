@@ -9,6 +9,7 @@ installed wheel and never this checkout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -156,6 +157,7 @@ def test_the_installed_copy_is_what_runs(installed):
         assert Path(got[key]).resolve().is_relative_to(venv_dir), (key, got[key])
     assert got["in_checkout"] is False
     assert Path(got["app"]).is_file()
+    assert (Path(got["constitutions"]) / "harmless.yaml").is_file()
 
 
 def _first_column(table: str) -> set[str]:
@@ -236,7 +238,8 @@ def test_cai_studio_serves_the_installed_app(installed):
         apps = [a.decode() for cmd in cmdlines for a in cmd if a.endswith(b"app.py")]
         assert apps and all(Path(a).is_relative_to(installed.venv) for a in apps), apps
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone if the studio failed
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -246,6 +249,7 @@ def test_cai_studio_serves_the_installed_app(installed):
             time.sleep(0.2)
         left = _group_members(proc.pid)
         if left:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
     assert left == [], f"still running after SIGTERM: {left}"
