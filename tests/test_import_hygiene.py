@@ -9,6 +9,7 @@ inside the functions that run models, and duckdb inside the store when it opens 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import re
 import subprocess
@@ -61,13 +62,13 @@ def import_nodes(tree: ast.AST, module_level: bool) -> Iterator[ast.Import | ast
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
                 continue
             if isinstance(node, ast.If) and _is_type_checking(node.test):
-                for child in node.orelse:
-                    yield from import_nodes(ast.Module(body=[child], type_ignores=[]), True)
+                yield from import_nodes(ast.Module(body=node.orelse, type_ignores=[]), True)
                 continue
         yield from import_nodes(node, module_level)
 
 
-def imported_names(path: Path, module_level: bool = False) -> set[str]:
+@functools.cache
+def imported_names(path: Path, module_level: bool = False) -> frozenset[str]:
     """Absolute names of what `path` imports: `from a.b import c` gives `a.b` and `a.b.c` (which
     may be a module). Relative imports are resolved."""
     package = module_name(path) if is_package(path) else module_name(path).rpartition(".")[0]
@@ -81,7 +82,7 @@ def imported_names(path: Path, module_level: bool = False) -> set[str]:
             base = importlib.util.resolve_name("." * node.level + base, package)
         names.add(base)
         names |= {f"{base}.{a.name}" for a in node.names if a.name != "*"}
-    return names
+    return frozenset(names)
 
 
 def top(name: str) -> str:
