@@ -167,8 +167,6 @@ class JobContext:
         """
         return ShardBuffer(self, table, flush_rows, flush_s, checkpoint, done, tokens)
 
-    buffer = writer  # the older name
-
     @contextmanager
     def model(self, spec: str, event: str = "model_loaded", **details) -> Iterator:
         """Load model `spec`, record `event` with its details, and always close it."""
