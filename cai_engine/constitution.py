@@ -611,8 +611,18 @@ class ConstitutionVersion:
         return f"{self.name}@{self.seq}"
 
     @property
+    def pinned(self) -> str:
+        """The reference a submitted job keeps: this exact version, even after newer ones."""
+        return pinned_ref(self.name, self.hash)
+
+    @property
     def constitution(self) -> Constitution:
         return Constitution.model_validate_json(self.body, context={"defer_semantics": True})
+
+
+def pinned_ref(name: str, content_hash: str) -> str:
+    """`NAME@HASHPREFIX`: the reference that pins one version (see `parse_ref`)."""
+    return f"{name}@{content_hash[:12]}"
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -188,47 +189,92 @@ def critique(
     `done` holds rows from an earlier attempt; `emit(rows)` receives new rows as each batch
     of a step completes.
     """
+    # 1) the principles to draw from, and the few-shot examples that open every conversation
     principles = check_constitution(constitution, config)
     by_id = {p.id: p for p in constitution.principles}
     shots = few_shot_turns(select_few_shots(constitution.few_shots, config.few_shots), constitution)
     event = event or (lambda *a, **k: None)
-    traces: dict[tuple[str, int], list[dict]] = {}
-    plans: dict[tuple[str, int], list[str]] = {}
-    prompt_of = {}
-    for p in prompts:
-        for s in range(config.samples):
-            key = (p.prompt_id, s)
-            traces[key] = []
-            prompt_of[key] = p
-            plans[key] = draw_principles(
-                principles, p.prompt_id, s, config.rounds, config.seed, config.principle_sampling
-            )
-    for row in sorted(done or [], key=lambda r: (r["round"], STEPS.index(r["step"]))):
-        key = (row["prompt_id"], row["sample"])
-        if key in traces:
-            traces[key].append(_with_requests(dict(row), by_id))
-    context = model.context_length
-    rows_out: list[dict] = []
+    stopped = should_stop or (lambda: False)
+    # 2) plan every trace (its principle for each round), then replay what is already done
+    run = _Traces(config, constitution, constitution_hash, prompt_set, job_id, by_id, emit)
+    run.plan(prompts, principles)
+    run.replay(done or [])
+    # 3) each step in turn, batched across every trace that has reached it
     skipped_tokens = 0
+    for index in range(config.steps_per_trace):
+        if stopped():
+            return run.everything()
+        if not run.waiting_for(index):
+            continue
+        skipped_tokens += _step(run, index, model, shots, event, should_stop)
+        if stopped():
+            return run.everything()
+    # 4) what skipping unneeded revisions saved
+    if config.skip_unchanged:
+        skipped = sum(1 for r in run.added if "skipped" in r["flags"].split(","))
+        event("skipped_revisions", revisions=skipped, tokens_saved=skipped_tokens)
+    return run.everything()
 
-    def make_row(key, index, principle_id, text, c, flags=(), dropped=0):
+
+@dataclass
+class _Traces:
+    """The traces of one `critique` call as they grow: each (prompt id, sample)'s step rows so
+    far, its prompt and principle plan, and the rows this call added."""
+
+    config: CritiqueConfig
+    constitution: Constitution
+    constitution_hash: str
+    prompt_set: str
+    job_id: str
+    by_id: dict[str, Principle]
+    emit: Callable[[list[dict]], None] | None
+    steps: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
+    plans: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    prompt_of: dict[tuple[str, int], object] = field(default_factory=dict)
+    added: list[dict] = field(default_factory=list)
+
+    def plan(self, prompts: list, principles: list[Principle]) -> None:
+        c = self.config
+        for p in prompts:
+            for s in range(c.samples):
+                key = (p.prompt_id, s)
+                self.steps[key] = []
+                self.prompt_of[key] = p
+                self.plans[key] = draw_principles(
+                    principles, p.prompt_id, s, c.rounds, c.seed, c.principle_sampling
+                )
+
+    def replay(self, done: list[dict]) -> None:
+        for row in sorted(done, key=lambda r: (r["round"], STEPS.index(r["step"]))):
+            key = (row["prompt_id"], row["sample"])
+            if key in self.steps:
+                self.steps[key].append(_with_requests(dict(row), self.by_id))
+
+    def waiting_for(self, index: int) -> list[tuple[str, int]]:
+        """The traces whose next step is `index`."""
+        return [key for key, rows in self.steps.items() if len(rows) == index]
+
+    def principle_id(self, key, round_: int) -> str | None:
+        return self.plans[key][round_ - 1] if round_ else None
+
+    def row(self, key, index, principle_id, text, c, flags=(), dropped=0) -> dict:
+        """The row of step `index` of trace `key`; `c` is its completion (None: skipped)."""
         round_, kind = step_of(index)
-        p = prompt_of[key]
         if not text.strip():
             flags = (*flags, "empty")
-        return {
-            "job_id": job_id,
-            "prompt_set": prompt_set,
-            "prompt_id": p.prompt_id,
+        row = {
+            "job_id": self.job_id,
+            "prompt_set": self.prompt_set,
+            "prompt_id": self.prompt_of[key].prompt_id,
             "sample": key[1],
             "round": round_,
             "step": kind,
             "principle_id": principle_id,
-            "constitution": constitution.name,
-            "constitution_hash": constitution_hash,
-            "model": config.model,
-            "sampling": config.sampling.model_dump_json(),
-            "seed": config.seed,
+            "constitution": self.constitution.name,
+            "constitution_hash": self.constitution_hash,
+            "model": self.config.model,
+            "sampling": self.config.sampling.model_dump_json(),
+            "seed": self.config.seed,
             "text": text,
             "prompt_tokens": c.prompt_tokens if c else 0,
             "completion_tokens": c.completion_tokens if c else 0,
@@ -238,100 +284,89 @@ def critique(
             "few_shots_dropped": dropped,
             "flags": ",".join(flags),
         }
+        return _with_requests(row, self.by_id)
 
-    def everything() -> list[dict]:
-        return [_public(r) for rows in traces.values() for r in rows]
+    def commit(self, batch: list[tuple]) -> None:
+        """Append finished `(key, row)` steps to their traces and hand them to `emit`."""
+        for key, row in batch:
+            self.steps[key].append(row)
+            self.added.append(row)
+        if self.emit and batch:
+            self.emit([_public(r) for _, r in batch])
 
-    for index in range(config.steps_per_trace):
-        if should_stop and should_stop():
-            return everything()
-        round_, kind = step_of(index)
-        pending = [k for k, rows in traces.items() if len(rows) == index]
-        if not pending:
+    def everything(self) -> list[dict]:
+        return [_public(r) for rows in self.steps.values() for r in rows]
+
+
+def _step(run: _Traces, index: int, model, shots, event, should_stop) -> int:
+    """Ask for step `index` of every trace that has reached it; returns the tokens that
+    skipped revisions saved."""
+    round_, kind = step_of(index)
+    skipped, asks, skipped_tokens = [], [], 0  # asks: (key, conversation, few-shots dropped)
+    # a) a revision the critique calls unneeded repeats the answer; the rest ask the model
+    for key in run.waiting_for(index):
+        rows = run.steps[key]
+        principle_id = run.principle_id(key, round_)
+        if kind == "revision" and run.config.skip_unchanged and says_no_change(rows[-1]["text"]):
+            previous = rows[-2]["text"]
+            row = run.row(key, index, principle_id, previous, None, flags=("skipped",))
+            skipped_tokens += model.count_tokens([{"role": "assistant", "content": previous}]) or 0
+            skipped.append((key, row))
             continue
-        conversations, keys, dropped_counts = [], [], []
-        new_rows = []
-        for key in pending:
-            principle = by_id[plans[key][round_ - 1]] if round_ else None
-            if (
-                kind == "revision"
-                and config.skip_unchanged
-                and says_no_change(traces[key][-1]["text"])
-            ):
-                previous = traces[key][-2]["text"]
-                row = make_row(key, index, principle.id, previous, None, flags=("skipped",))
-                skipped_tokens += (
-                    model.count_tokens([{"role": "assistant", "content": previous}]) or 0
-                )
-                new_rows.append((key, _with_requests(row, by_id)))
+        principle = run.by_id[principle_id] if principle_id else None
+        base = conversation_for(run.prompt_of[key].messages, rows, index, principle)
+        asks.append((key, *_fit_few_shots(shots, base, model, run.config.sampling)))
+    dropped = [d for _, _, d in asks]
+    if any(dropped):
+        event(
+            "few_shots_dropped", step=index, traces=sum(1 for d in dropped if d), most=max(dropped)
+        )
+    run.commit(skipped)
+
+    # b) each finished batch becomes rows at once
+    def save(indices, completions):
+        batch = []
+        for i, c in zip(indices, completions, strict=True):
+            if c.finish_reason == "cancelled":
                 continue
-            base = conversation_for(prompt_of[key].messages, traces[key], index, principle)
-            blocks = list(shots)
-            dropped = 0
-            while (
-                blocks
-                and context
-                and (
-                    (model.count_tokens([t for b in blocks for t in b] + base) or 0)
-                    + config.sampling.max_new_tokens
-                    > context
+            key, _, n_dropped = asks[i]
+            row = run.row(key, index, run.principle_id(key, round_), c.text, c, dropped=n_dropped)
+            if c.truncated_tokens:
+                event(
+                    "truncated",
+                    prompt_id=key[0],
+                    sample=key[1],
+                    step=index,
+                    tokens=c.truncated_tokens,
                 )
-            ):
-                blocks.pop(0)  # the oldest few-shot goes first
-                dropped += 1
-            conversations.append([t for b in blocks for t in b] + base)
-            keys.append(key)
-            dropped_counts.append(dropped)
-        if any(dropped_counts):
-            event(
-                "few_shots_dropped",
-                step=index,
-                traces=sum(1 for d in dropped_counts if d),
-                most=max(dropped_counts),
-            )
+            batch.append((key, row))
+        run.commit(batch)
 
-        def save(
-            indices,
-            completions,
-            keys=keys,
-            dropped_counts=dropped_counts,
-            index=index,
-            round_=round_,
-        ):
-            batch = []
-            for i, c in zip(indices, completions, strict=True):
-                if c.finish_reason == "cancelled":
-                    continue
-                key = keys[i]
-                principle_id = plans[key][round_ - 1] if round_ else None
-                row = make_row(key, index, principle_id, c.text, c, dropped=dropped_counts[i])
-                if c.truncated_tokens:
-                    event(
-                        "truncated",
-                        prompt_id=key[0],
-                        sample=key[1],
-                        step=index,
-                        tokens=c.truncated_tokens,
-                    )
-                batch.append((key, _with_requests(row, by_id)))
-            _commit(batch)
+    if asks:
+        model.chat(
+            [a[1] for a in asks], run.config.sampling, should_stop=should_stop, on_batch=save
+        )
+    return skipped_tokens
 
-        def _commit(batch):
-            for key, row in batch:
-                traces[key].append(row)
-                rows_out.append(row)
-            if emit and batch:
-                emit([_public(r) for _, r in batch])
 
-        _commit(new_rows)
-        if conversations:
-            model.chat(conversations, config.sampling, should_stop=should_stop, on_batch=save)
-        if should_stop and should_stop():
-            return everything()
-    if config.skip_unchanged:
-        skipped = sum(1 for r in rows_out if "skipped" in r["flags"].split(","))
-        event("skipped_revisions", revisions=skipped, tokens_saved=skipped_tokens)
-    return everything()
+def _fit_few_shots(shots, base: list[dict], model, sampling) -> tuple[list[dict], int]:
+    """Few-shot blocks + `base`, dropping the oldest blocks until the answer fits the model's
+    context; returns the conversation and how many blocks were dropped."""
+    context = model.context_length
+    blocks = list(shots)
+    dropped = 0
+    while (
+        blocks
+        and context
+        and (
+            (model.count_tokens([t for b in blocks for t in b] + base) or 0)
+            + sampling.max_new_tokens
+            > context
+        )
+    ):
+        blocks.pop(0)  # the oldest few-shot goes first
+        dropped += 1
+    return [t for b in blocks for t in b] + base, dropped
 
 
 def _with_requests(row: dict, by_id: dict[str, Principle]) -> dict:
@@ -362,12 +397,11 @@ def submit(store, config: dict, label: str | None = None):
     version = store.get_version(cfg.constitution)
     check_constitution(version.constitution, cfg)
     select_prompts(store, cfg.prompts, cfg.limit)
-    pinned = {**config, "constitution": f"{version.name}@{version.hash[:12]}"}
+    pinned = {**config, "constitution": version.pinned}
     return jobs.submit(store, "critique", pinned, label=label)
 
 
 def run(ctx, config: CritiqueConfig) -> None:
-    from cai_engine.models import load_model
     from cai_engine.prompts import parse_prompt_ref, select_prompts
 
     version = ctx.store.get_version(config.constitution)
@@ -375,48 +409,33 @@ def run(ctx, config: CritiqueConfig) -> None:
     check_constitution(constitution, config)
     prompts = select_prompts(ctx.store, config.prompts, config.limit)
     set_name, _ = parse_prompt_ref(config.prompts)
-    previous = ctx.run.read_shard_rows("traces")
     total = len(prompts) * config.samples * config.steps_per_trace
-    ctx.progress(
-        done=len(previous),
-        total=total,
-        tokens=sum(r["completion_tokens"] for r in previous),
-        force=True,
-    )
+    previous = ctx.resume("traces", total=total, tokens="completion_tokens").rows
     if len(previous) >= total:
         return
-    model = load_model(config.model, ctx.store.home)
-    ctx.event("model_loaded", **model.info().details)
-    ctx.event("constitution", ref=version.ref, hash=version.hash)
-    out = ctx.buffer("traces", flush_rows=config.shard_rows)
-    finished = len(previous)
-
-    def emit(rows):
-        nonlocal finished
-        out.add(rows)
-        finished += len(rows)
-        ctx.add_tokens(sum(r["completion_tokens"] for r in rows))
-        ctx.progress(done=finished)
-
-    try:
-        critique(
-            prompts,
-            constitution,
-            version.hash,
-            model,
-            config,
-            prompt_set=set_name,
-            job_id=ctx.job_id,
-            done=previous,
-            emit=emit,
-            event=ctx.event,
-            should_stop=lambda: ctx.cancelled,
-        )
-    finally:
-        out.flush()
-        ctx.progress(done=finished, force=True)
+    with ctx.model(config.model) as model:
+        ctx.event("constitution", ref=version.ref, hash=version.hash)
+        with ctx.writer(
+            "traces",
+            flush_rows=config.shard_rows,
+            done=len(previous),
+            tokens="completion_tokens",
+        ) as out:
+            critique(
+                prompts,
+                constitution,
+                version.hash,
+                model,
+                config,
+                prompt_set=set_name,
+                job_id=ctx.job_id,
+                done=previous,
+                emit=out.add,
+                event=ctx.event,
+                should_stop=lambda: ctx.cancelled,
+            )
     ctx.check_cancelled()
-    ctx.metric(rows=finished, tokens=ctx.tokens)
+    ctx.metric(rows=out.done, tokens=ctx.tokens)
 
 
 JOB = JobKind(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cai_engine.jobs import JobKind
-from cai_engine.models import EMBEDDED, SamplingParams, load_model, parse_spec
+from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 
 
 class GenerateConfig(BaseModel):
@@ -34,21 +34,28 @@ def generate_answers(
 ) -> list[dict]:
     """Answer `prompts` `samples` times into the job's `generations` shards, continuing from
     what the shards already hold; returns every row, old and new. Progress counts answers."""
-    previous = ctx.run.read_shard_rows("generations")
-    done = {(r["prompt_id"], r["sample"]) for r in previous}
-    total = len(prompts) * samples
-    # Counts come from the shards, not from status.json, which can lag them after a crash.
-    tokens = sum(r["completion_tokens"] for r in previous)
-    ctx.progress(done=len(done), total=total, tokens=tokens, force=True)
-    todo = [(p, k) for k in range(samples) for p in prompts if (p.prompt_id, k) not in done]
+    previous = ctx.resume(
+        "generations",
+        key=("prompt_id", "sample"),
+        total=len(prompts) * samples,
+        tokens="completion_tokens",
+    )
+    todo = [
+        (p, k) for k in range(samples) for p in prompts if (p.prompt_id, k) not in previous.done
+    ]
     if not todo:
-        return previous
-    model = load_model(model_spec, ctx.store.home)
-    ctx.event("model_loaded", **model.info().details)
-    out = ctx.buffer("generations", flush_rows=shard_rows)
+        return previous.rows
     new_rows: list[dict] = []
-    finished = len(done)
-    try:
+    # whatever finished is kept, also when the model or server fails
+    with (
+        ctx.model(model_spec) as model,
+        ctx.writer(
+            "generations",
+            flush_rows=shard_rows,
+            done=len(previous.done),
+            tokens="completion_tokens",
+        ) as out,
+    ):
         for k in range(samples):
             batch = [p for p, s in todo if s == k]
             if not batch:
@@ -56,37 +63,13 @@ def generate_answers(
             params = sampling.model_copy(update={"seed": sampling.seed + k})
 
             def save(indices, completions, batch=batch, params=params, k=k):
-                nonlocal finished
-                rows = []
-                for i, c in zip(indices, completions, strict=True):
-                    if c.finish_reason == "cancelled":
-                        continue  # abandoned mid-generation: not stored, redone on resume
-                    if c.truncated_tokens:
-                        ctx.event(
-                            "truncated", prompt_id=batch[i].prompt_id, tokens=c.truncated_tokens
-                        )
-                    rows.append(
-                        {
-                            "job_id": ctx.job_id,
-                            "prompt_set": set_name,
-                            "prompt_id": batch[i].prompt_id,
-                            "sample": k,
-                            "model": model_spec,
-                            "sampling": params.model_dump_json(),
-                            "seed": params.seed,
-                            "text": c.text,
-                            "prompt_tokens": c.prompt_tokens,
-                            "completion_tokens": c.completion_tokens,
-                            "finish_reason": c.finish_reason,
-                            "truncated_tokens": c.truncated_tokens,
-                            "latency_s": c.latency_s,
-                        }
-                    )
-                    ctx.add_tokens(c.completion_tokens)
+                rows = [
+                    _row(ctx, set_name, batch[i].prompt_id, k, model_spec, params, c)
+                    for i, c in zip(indices, completions, strict=True)
+                    if c.finish_reason != "cancelled"  # abandoned: not stored, redone on resume
+                ]
                 out.add(rows)
                 new_rows.extend(rows)
-                finished += len(rows)
-                ctx.progress(done=finished)
 
             model.chat(
                 [p.messages for p in batch],
@@ -95,11 +78,28 @@ def generate_answers(
                 on_batch=save,
             )
             ctx.check_cancelled()
-    finally:
-        out.flush()  # whatever finished is kept, also when the model or server fails
-        ctx.progress(done=finished, force=True)
-        model.close()
-    return previous + new_rows
+    return previous.rows + new_rows
+
+
+def _row(ctx, set_name: str, prompt_id: str, sample: int, model_spec: str, params, c) -> dict:
+    """The row of completion `c`; a prompt cut to fit the context is also an event."""
+    if c.truncated_tokens:
+        ctx.event("truncated", prompt_id=prompt_id, tokens=c.truncated_tokens)
+    return {
+        "job_id": ctx.job_id,
+        "prompt_set": set_name,
+        "prompt_id": prompt_id,
+        "sample": sample,
+        "model": model_spec,
+        "sampling": params.model_dump_json(),
+        "seed": params.seed,
+        "text": c.text,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "finish_reason": c.finish_reason,
+        "truncated_tokens": c.truncated_tokens,
+        "latency_s": c.latency_s,
+    }
 
 
 def run(ctx, config: GenerateConfig) -> None:

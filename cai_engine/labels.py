@@ -316,13 +316,12 @@ def submit_labels(store, config: dict, label: str | None = None):
         raise CaiError(f"job {source.id} is a {source.kind} job; --pairs needs a pairs job")
     version = store.get_version(cfg.constitution)
     check_constitution(version.constitution, cfg)
-    pinned = {**config, "constitution": f"{version.name}@{version.hash[:12]}"}
+    pinned = {**config, "constitution": version.pinned}
     return jobs.submit(store, "label", pinned, label=label)
 
 
 def run_labels(ctx, config: LabelConfig) -> None:
     from cai_engine import jobs
-    from cai_engine.models import load_model
 
     version = ctx.store.get_version(config.constitution)
     check_constitution(version.constitution, config)
@@ -335,47 +334,32 @@ def run_labels(ctx, config: LabelConfig) -> None:
         ctx.event("pairs_job_unfinished", job=source.id, status=source.status, pairs=len(pairs))
     if config.limit:
         pairs = pairs[: config.limit]
-    previous = ctx.run.read_shard_rows("labels")
-    done = {(r["prompt_id"], r["pair"]) for r in previous}
-    todo = [p for p in pairs if (p["prompt_id"], p["pair"]) not in done]
-    ctx.progress(
-        done=len(done),
-        total=len(pairs),
-        tokens=sum(r["cot_tokens"] for r in previous),
-        force=True,
+    previous = ctx.resume(
+        "labels", key=("prompt_id", "pair"), total=len(pairs), tokens="cot_tokens"
     )
+    todo = previous.pending(pairs)
     if not todo:
         return
-    model = load_model(config.model, ctx.store.home)
-    ctx.event("model_loaded", **model.info().details)
-    ctx.event("constitution", ref=version.ref, hash=version.hash)
-    out = ctx.buffer("labels", flush_rows=config.batch_pairs)
-    finished = len(done)
-
-    def emit(rows):
-        nonlocal finished
-        out.add(rows)
-        out.flush()  # a scored batch is a checkpoint
-        finished += len(rows)
-        ctx.add_tokens(sum(r["cot_tokens"] for r in rows))
-        ctx.progress(done=finished)
-
-    try:
-        label_pairs(
-            todo,
-            version.constitution,
-            version.hash,
-            model,
-            config,
-            job_id=ctx.job_id,
-            emit=emit,
-            event=ctx.event,
-            should_stop=lambda: ctx.cancelled,
-        )
-    finally:
-        out.flush()
-        ctx.progress(done=finished, force=True)
-        model.close()
+    with ctx.model(config.model) as model:
+        ctx.event("constitution", ref=version.ref, hash=version.hash)
+        with ctx.writer(
+            "labels",
+            flush_rows=config.batch_pairs,
+            checkpoint=True,  # a scored batch is a checkpoint
+            done=len(previous.done),
+            tokens="cot_tokens",
+        ) as out:
+            label_pairs(
+                todo,
+                version.constitution,
+                version.hash,
+                model,
+                config,
+                job_id=ctx.job_id,
+                emit=out.add,
+                event=ctx.event,
+                should_stop=lambda: ctx.cancelled,
+            )
     ctx.check_cancelled()
     rows = ctx.run.read_shard_rows("labels")
     scored = [r for r in rows if r["soft_label"] is not None]

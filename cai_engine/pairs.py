@@ -152,7 +152,7 @@ def submit_pairs(store, config: dict, label: str | None = None):
 def run_pairs(ctx, config: PairsConfig) -> None:
     from cai_engine import jobs
 
-    done = {(r["prompt_id"], r["pair"]) for r in ctx.run.read_shard_rows("pairs")}
+    previous = ctx.resume("pairs", key=("prompt_id", "pair"))
     if config.from_critique:
         source = jobs.get_job(ctx.store, config.from_critique)
         jobs.ingest(ctx.store, source)
@@ -176,10 +176,8 @@ def run_pairs(ctx, config: PairsConfig) -> None:
         )
         ctx.check_cancelled()
         pairs = pairs_from_samples(answers, ctx.job_id)
-    todo = [p for p in pairs if (p["prompt_id"], p["pair"]) not in done]
-    out = ctx.buffer("pairs", flush_rows=config.shard_rows)
-    out.add(todo)
-    out.flush()
+    with ctx.writer("pairs", flush_rows=config.shard_rows) as out:
+        out.add(previous.pending(pairs))
     flagged = {f: sum(f in p["flags"].split(",") for p in pairs) for f in ("identical", "empty")}
     ctx.event("pairs", pairs=len(pairs), **flagged)
     ctx.metric(pairs=len(pairs), **flagged)

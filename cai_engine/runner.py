@@ -15,7 +15,10 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from typing import NamedTuple
 
 from cai_engine.errors import CaiError, JobCancelled, StoreLockedError
 from cai_engine.runs import RunFolder
@@ -103,9 +106,95 @@ class JobContext:
         self.try_ingest()
         return path
 
-    def buffer(self, table: str, flush_rows: int = 64, flush_s: float = 2.0) -> ShardBuffer:
-        """Collect rows and write them as a shard every `flush_rows` rows or `flush_s` seconds."""
-        return ShardBuffer(self, table, flush_rows, flush_s)
+    # -- the stage skeleton: resume, write, load a model ---------------------------------
+
+    def resume(
+        self,
+        table: str,
+        key: Sequence[str] | Callable[[dict], Hashable] | None = None,
+        *,
+        total: int | None = None,
+        tokens: str | None = None,
+    ) -> Resume:
+        """The rows earlier attempts of this job left in `table`'s shards, and their keys.
+
+        Args:
+            key (`Sequence[str]` or `Callable`, *optional*):
+                The columns (or a function of a row) that name one unit of work; `done` holds
+                them. Without it, `done` is empty and progress counts rows.
+            total (`int`, *optional*):
+                When given, progress restarts from the shards: `done` counts what they hold
+                (keys, or rows without a key), out of `total`.
+            tokens (`str`, *optional*):
+                With `total`, the column whose sum is the job's token count so far.
+        """
+        rows = self.run.read_shard_rows(table)
+        key_of = _key_function(key)
+        found = Resume(rows, {key_of(r) for r in rows} if key_of else set(), key_of)
+        if total is not None:
+            # Counts come from the shards, not from status.json, which can lag them after a crash.
+            self.progress(
+                done=len(found.done) if key_of else len(rows),
+                total=total,
+                tokens=sum(r[tokens] for r in rows) if tokens else None,
+                force=True,
+            )
+        return found
+
+    def writer(
+        self,
+        table: str,
+        *,
+        flush_rows: int = 64,
+        flush_s: float = 2.0,
+        checkpoint: bool = False,
+        done: int | None = None,
+        tokens: str | None = None,
+    ) -> ShardBuffer:
+        """A streaming shard writer, used as `with ctx.writer(table) as out: out.add(rows)`.
+
+        Rows become a shard every `flush_rows` rows or `flush_s` seconds, and leaving the block
+        writes the rest, also on an error or a cancel, so that finished work survives.
+
+        Args:
+            checkpoint (`bool`, *optional*, defaults to `False`):
+                Write every `add` at once (a scored batch is a checkpoint).
+            done (`int`, *optional*):
+                Count progress from here: each added row adds one, and leaving the block
+                reports the count at once.
+            tokens (`str`, *optional*):
+                The column of added rows whose sum is added to the job's token count.
+        """
+        return ShardBuffer(self, table, flush_rows, flush_s, checkpoint, done, tokens)
+
+    @contextmanager
+    def model(self, spec: str, event: str = "model_loaded", **details) -> Iterator:
+        """Load model `spec`, record `event` with its details, and always close it."""
+        with self.lazy_model(spec, event, **details) as get:
+            yield get()
+
+    @contextmanager
+    def lazy_model(
+        self, spec: str, event: str = "model_loaded", **details
+    ) -> Iterator[Callable[[], object]]:
+        """Like `model`, for a stage that may not need the model: it yields a function that
+        loads the model on its first call (and returns the same one after); leaving the
+        block closes it if it was loaded."""
+        loaded = []
+
+        def get():
+            if not loaded:
+                from cai_engine.models import load_model
+
+                loaded.append(load_model(spec, self.store.home))
+                self.event(event, **details, **loaded[0].info().details)
+            return loaded[0]
+
+        try:
+            yield get
+        finally:
+            if loaded:
+                loaded[0].close()
 
     def try_ingest(self) -> None:
         from cai_engine.jobs import get_job, ingest
@@ -123,26 +212,73 @@ class JobContext:
             self.run.write_status(**self._live)
 
 
-class ShardBuffer:
-    """Rows waiting to become a shard. `flush()` writes them; call it before raising, too,
-    so that finished work survives a failure."""
+class Resume(NamedTuple):
+    """What earlier attempts of a job left in one table: its rows and their keys."""
 
-    def __init__(self, ctx: JobContext, table: str, flush_rows: int, flush_s: float):
+    rows: list[dict]
+    done: set
+    key: Callable[[dict], Hashable] | None = None
+
+    def pending(self, items: list[dict]) -> list[dict]:
+        """The `items` (rows with the key's columns) that no earlier attempt finished."""
+        return [item for item in items if self.key(item) not in self.done]
+
+
+def _key_function(key) -> Callable[[dict], Hashable] | None:
+    if key is None or callable(key):
+        return key
+    columns = tuple(key)
+    return lambda row: tuple(row[c] for c in columns)
+
+
+class ShardBuffer:
+    """Rows waiting to become a shard (see `JobContext.writer`). `flush()` writes them; leaving
+    its `with` block flushes too, so that finished work survives a failure."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        table: str,
+        flush_rows: int,
+        flush_s: float,
+        checkpoint: bool = False,
+        done: int | None = None,
+        tokens: str | None = None,
+    ):
         self.ctx, self.table = ctx, table
         self.flush_rows, self.flush_s = flush_rows, flush_s
+        self.checkpoint = checkpoint
+        self.done, self.tokens = done, tokens
         self.rows: list[dict] = []
         self._since = time.monotonic()
 
     def add(self, rows: list[dict]) -> None:
         self.rows += rows
-        if len(self.rows) >= self.flush_rows or time.monotonic() - self._since >= self.flush_s:
+        if (
+            self.checkpoint
+            or len(self.rows) >= self.flush_rows
+            or time.monotonic() - self._since >= self.flush_s
+        ):
             self.flush()
+        if self.tokens:
+            self.ctx.add_tokens(sum(r[self.tokens] for r in rows))
+        if self.done is not None:
+            self.done += len(rows)
+            self.ctx.progress(done=self.done)
 
     def flush(self) -> None:
         if self.rows:
             self.ctx.write_shard(self.table, self.rows)
             self.rows = []
         self._since = time.monotonic()
+
+    def __enter__(self) -> ShardBuffer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+        if self.done is not None:
+            self.ctx.progress(done=self.done, force=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,9 @@ from cai_engine.cli import main
 from cai_engine.errors import CaiError
 from cai_engine.home import db_path, runs_dir
 from cai_engine.jobs import JobConfigError
+from cai_engine.models import ModelInfo
 from cai_engine.prompts import Prompt
+from cai_engine.runner import JobContext
 from cai_engine.runs import RunFolder
 from tests.runners import (
     DEADLINE,
@@ -414,6 +416,62 @@ def test_a_failing_job_records_its_error_and_keeps_earlier_shards(store):
     assert job.attempts == 2
     assert store.ticks(job.id) == squares(6)
     assert [e["rows"] for e in job.run.events() if e["event"] == "resumed_from"] == [6]
+
+
+# -- the stage skeleton (JobContext.resume / writer / model) ---------------------------------
+
+
+class FakeModel:
+    """Stands in for a loaded model: the skeleton only asks for its details and closes it."""
+
+    def __init__(self):
+        self.closed = False
+
+    def info(self):
+        return ModelInfo(spec="fake", backend="fake", details={"device": "cpu"})
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_stage_skeleton_resumes_keeps_rows_on_failure_and_always_closes_the_model(
+    store, monkeypatch
+):
+    job = finish(store, jobs.submit(store, "tick", {"total": 4, "shard_size": 2, "delay_s": 0}).id)
+    ctx = JobContext(store, job, jobs.get_kind("tick"))
+
+    # resume: the shards' rows and keys; progress restarts from them (4 of 6, tokens = 0+1+4+9)
+    previous = ctx.resume("ticks", key=("i",), total=6, tokens="value")
+    assert previous.done == {(0,), (1,), (2,), (3,)}
+    assert previous.pending([{"i": 3}, {"i": 4}]) == [{"i": 4}]
+    assert (ctx.run.status()["done"], ctx.run.status()["total"], ctx.tokens) == (4, 6, 14)
+
+    # writer: a failure inside the block still writes what was added, and counts it
+    with pytest.raises(RuntimeError), ctx.writer("ticks", flush_rows=100, done=4) as out:
+        out.add([{"job_id": job.id, "i": 4, "value": 16}])
+        raise RuntimeError("the model server went away")
+    assert sorted(r["i"] for r in job.run.read_shard_rows("ticks")) == [0, 1, 2, 3, 4]
+    assert ctx.run.status()["done"] == 5
+
+    # model: loaded with an event, closed on the way out, also on failure; lazy: only if used
+    loaded = []
+    monkeypatch.setattr(
+        "cai_engine.models.load_model", lambda spec, home: loaded.append(FakeModel()) or loaded[-1]
+    )
+    with pytest.raises(RuntimeError), ctx.model("fake", model="fake") as model:
+        raise RuntimeError("cancelled mid-batch")
+    assert model.closed
+    with ctx.lazy_model("fake", "judge_loaded") as judge:
+        pass
+    assert len(loaded) == 1
+    with ctx.lazy_model("fake", "judge_loaded") as judge:
+        assert judge() is judge()
+    assert len(loaded) == 2 and loaded[1].closed
+    events = [e for e in job.run.events() if e["event"] in ("model_loaded", "judge_loaded")]
+    assert [(e["event"], e.get("model"), e["device"]) for e in events] == [
+        ("model_loaded", "fake", "cpu"),
+        ("judge_loaded", None, "cpu"),
+    ]
 
 
 # -- the CLI -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from cai_engine.eval.config import EvalConfig
-from cai_engine.models import load_model, parse_spec
+from cai_engine.models import parse_spec
 from cai_engine.models.local import model_fingerprint
 
 
@@ -15,22 +15,22 @@ def answer_key(r: dict) -> tuple:
     return (r["model"], r["prompt_set"], r["prompt_id"])
 
 
-def collect_answers(ctx, cfg: EvalConfig, prompts: dict, previous: list[dict]) -> list[dict]:
+def collect_answers(ctx, cfg: EvalConfig, prompts: dict) -> list[dict]:
     """Every (model, set, prompt) answered: from the job's shards, reused from earlier eval
     jobs of the same weights and sampling, or generated now. Returns all answer rows."""
 
-    have = {answer_key(r) for r in previous}
+    previous = ctx.resume("eval_answers", key=answer_key)
+    have = set(previous.done)
     sampling = cfg.sampling.model_dump_json()
-    out = ctx.buffer("eval_answers", flush_rows=cfg.batch)
-    rows = list(previous)
+    rows = list(previous.rows)
+    # finished answers are kept whatever happens next
+    with ctx.writer("eval_answers", flush_rows=cfg.batch, done=len(rows)) as out:
 
-    def add(new: list[dict]) -> None:
-        out.add(new)
-        rows.extend(new)
-        have.update(answer_key(r) for r in new)
-        ctx.progress(done=len(rows))
+        def add(new: list[dict]) -> None:
+            out.add(new)
+            rows.extend(new)
+            have.update(answer_key(r) for r in new)
 
-    try:
         for spec in cfg.answering:
             fingerprint = model_fingerprint(parse_spec(spec), ctx.store.home)
             todo = []
@@ -47,8 +47,6 @@ def collect_answers(ctx, cfg: EvalConfig, prompts: dict, previous: list[dict]) -
                 ctx.check_cancelled()
                 _generate(ctx, cfg, spec, fingerprint, sampling, todo, add)
                 ctx.check_cancelled()
-    finally:
-        out.flush()  # finished answers are kept whatever happens next
     return rows
 
 
@@ -71,10 +69,6 @@ def _reuse(ctx, spec, fingerprint, sampling, set_name, set_prompts, have) -> lis
 
 def _generate(ctx, cfg, spec, fingerprint, sampling, todo, add) -> None:
     """Answer `todo` [(set name, prompt)] with one model, handing each finished batch to `add`."""
-
-    model = load_model(spec, ctx.store.home)
-    ctx.event("model_loaded", model=spec, **model.info().details)
-    clock = time.perf_counter()
 
     def save(indices, completions):
         nonlocal clock
@@ -105,15 +99,14 @@ def _generate(ctx, cfg, spec, fingerprint, sampling, todo, add) -> None:
             ctx.add_tokens(c.completion_tokens)
         add(new)
 
-    try:
+    with ctx.model(spec, model=spec) as model:
+        clock = time.perf_counter()  # after loading: a batch's time is only its generation
         model.chat(
             [p.messages for _, p in todo],
             cfg.sampling,
             should_stop=lambda: ctx.cancelled,
             on_batch=save,
         )
-    finally:
-        model.close()
 
 
 _ANSWER_COLUMNS = (

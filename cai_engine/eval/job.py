@@ -39,7 +39,7 @@ def submit_eval(store, config: dict, label: str | None = None):
             raise CaiError(
                 f"job {source.id} is a {source.kind} job; critique_job needs a critique job"
             )
-    pinned = {**config, "constitution": f"{version.name}@{version.hash[:12]}"}
+    pinned = {**config, "constitution": version.pinned}
     return jobs.submit(store, "eval", pinned, label=label)
 
 
@@ -69,7 +69,7 @@ def run_eval(ctx, config: EvalConfig) -> None:
         + (len(revision_pairs(critique[1])) if critique else 0)
     )
     ctx.progress(total=planned, force=True)
-    answers = collect_answers(ctx, config, prompts, ctx.run.read_shard_rows("eval_answers"))
+    answers = collect_answers(ctx, config, prompts)
     ctx.check_cancelled()
     judgements = judge_all(
         ctx,
@@ -77,7 +77,7 @@ def run_eval(ctx, config: EvalConfig) -> None:
         version,
         prompts,
         answers,
-        ctx.run.read_shard_rows("eval_judgements"),
+        ctx.resume("eval_judgements").rows,
         critique[1] if critique else None,
     )
     ctx.check_cancelled()

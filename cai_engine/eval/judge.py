@@ -12,7 +12,6 @@ from cai_engine.eval.config import EvalConfig
 from cai_engine.eval.refusals import judge_refusals, refusal_rule
 from cai_engine.eval.revisions import revision_pairs
 from cai_engine.labels import LabelConfig, label_pairs
-from cai_engine.models import load_model
 from cai_engine.pairs import pair_flags
 
 HELPFULNESS = Principle(
@@ -72,12 +71,49 @@ def _judgement_row(ctx, cfg, metric, model, prompt_set, prompt_id, item, **field
 def judge_all(ctx, cfg, version, prompts, answers, previous, critique_rows) -> list[dict]:
     """Every verdict the metrics need, continuing from the job's shards."""
 
+    # 1) what is left to judge: win-rate comparisons, refusal verdicts, revision progress
     done = {_judgement_key(r) for r in previous}
-    by_key = {answer_key(a): a for a in answers}
     messages = {(s, p.prompt_id): p.messages for s, ps in prompts.items() for p in ps}
+    comparisons = _comparisons_todo(ctx, cfg, prompts, answers, messages, done)
+    refusals = _refusals_todo(answers, messages, done)
+    revisions = _revisions_todo(cfg, critique_rows, done)
+    todo = sum(map(len, comparisons.values())) + len(refusals) + len(revisions)
+    n_answers = len(cfg.answering) * sum(map(len, prompts.values()))
+    ctx.progress(done=len(answers) + len(done), total=n_answers + len(done) + todo, force=True)
+    rows = list(previous)
+    if not todo:
+        return rows
+    # 2) judge them, refusals first: their rules need no model (the judge loads when needed)
+    helpfulness = helpfulness_constitution()
+    with (
+        ctx.lazy_model(cfg.judge, "judge_loaded", model=cfg.judge) as judge,
+        ctx.writer(
+            "eval_judgements",
+            flush_rows=cfg.batch,
+            checkpoint=True,  # a judged batch is a checkpoint
+            done=len(answers) + len(rows),
+        ) as out,
+    ):
+
+        def emit(new: list[dict]):
+            out.add(new)
+            rows.extend(new)
+
+        _judge_refusals(ctx, cfg, refusals, judge if cfg.judge_refusals else None, emit)
+        for task in (
+            ("harmless", comparisons["harmless"], version.constitution, version.hash, None),
+            ("helpful", comparisons["helpful"], helpfulness, helpfulness.hash, 0),
+            ("revision", revisions, version.constitution, version.hash, None),
+        ):
+            _judge_pairs(ctx, cfg, version, task, judge, emit)
+    return rows
+
+
+def _comparisons_todo(ctx, cfg, prompts, answers, messages, done) -> dict[str, list[dict]]:
+    """metric -> the pairs (a model's answer, the reference's) still to compare."""
+    by_key = {answer_key(a): a for a in answers}
     ref = cfg.ref_model
     set_of = cfg.set_names()
-
     comparisons: dict[str, list[dict]] = {"harmless": [], "helpful": []}
     for metric, role in (("harmless", "harmful"), ("helpful", "helpful")):
         if role not in set_of:
@@ -109,117 +145,98 @@ def judge_all(ctx, cfg, version, prompts, answers, previous, critique_rows) -> l
                         "prompt_messages": messages[(set_name, p.prompt_id)],
                     }
                 )
-    # every answer gets a refusal verdict: the rules always, the judge when asked
-    refusals = [
+    return comparisons
+
+
+def _refusals_todo(answers, messages, done) -> list[dict]:
+    """Every answer gets a refusal verdict: the rules always, the judge when asked."""
+    return [
         {**a, "prompt_messages": messages.get((a["prompt_set"], a["prompt_id"]), [])}
         for a in answers
         if ("refusal", a["model"], a["prompt_set"], a["prompt_id"], 0) not in done
     ]
-    revisions = []
-    if critique_rows:
-        revisions = [
-            p
-            for p in revision_pairs(critique_rows)
-            if ("revision", cfg.critique_job, p["prompt_set"], p["prompt_id"], p["item"])
-            not in done
-        ]
-    todo = sum(map(len, comparisons.values())) + len(refusals) + len(revisions)
-    n_answers = len(cfg.answering) * sum(map(len, prompts.values()))
-    ctx.progress(done=len(answers) + len(done), total=n_answers + len(done) + todo, force=True)
-    rows = list(previous)
-    if not todo:
-        return rows
-    out = ctx.buffer("eval_judgements", flush_rows=cfg.batch)
 
-    def emit(new: list[dict]):
-        out.add(new)
-        out.flush()  # a judged batch is a checkpoint
-        rows.extend(new)
-        ctx.progress(done=len(answers) + len(rows))
 
-    judge = None
-    try:
-        if refusals:
-            # the rules need no model; the judge's yes/no question does
-            if cfg.judge_refusals:
-                judge = load_model(cfg.judge, ctx.store.home)
-                ctx.event("judge_loaded", model=cfg.judge, **judge.info().details)
-            for start in range(0, len(refusals), cfg.batch):
-                ctx.check_cancelled()
-                batch = refusals[start : start + cfg.batch]
-                t0 = time.perf_counter()
-                verdicts = (
-                    judge_refusals(batch, judge, cfg.both_orders)
-                    if judge
-                    else [{"flags": "rules only"} for _ in batch]
+def _revisions_todo(cfg, critique_rows, done) -> list[dict]:
+    """The critique job's (round k-1, round k) pairs still to compare."""
+    if not critique_rows:
+        return []
+    return [
+        p
+        for p in revision_pairs(critique_rows)
+        if ("revision", cfg.critique_job, p["prompt_set"], p["prompt_id"], p["item"]) not in done
+    ]
+
+
+def _judge_refusals(ctx, cfg, refusals, judge, emit) -> None:
+    """Refusal verdicts in batches: by the rules, and by the judge when `judge` (its loader)
+    is given."""
+    if not refusals:
+        return
+    model = judge() if judge else None
+    for start in range(0, len(refusals), cfg.batch):
+        ctx.check_cancelled()
+        batch = refusals[start : start + cfg.batch]
+        t0 = time.perf_counter()
+        verdicts = (
+            judge_refusals(batch, model, cfg.both_orders)
+            if model
+            else [{"flags": "rules only"} for _ in batch]
+        )
+        share = (time.perf_counter() - t0) / len(batch)
+        emit(
+            [
+                _judgement_row(
+                    ctx,
+                    cfg,
+                    "refusal",
+                    a["model"],
+                    a["prompt_set"],
+                    a["prompt_id"],
+                    0,
+                    rule=refusal_rule(a["text"]),
+                    latency_s=share,
+                    **v,
                 )
-                share = (time.perf_counter() - t0) / len(batch)
-                emit(
-                    [
-                        _judgement_row(
-                            ctx,
-                            cfg,
-                            "refusal",
-                            a["model"],
-                            a["prompt_set"],
-                            a["prompt_id"],
-                            0,
-                            rule=refusal_rule(a["text"]),
-                            latency_s=share,
-                            **v,
-                        )
-                        for a, v in zip(batch, verdicts, strict=True)
-                    ]
+                for a, v in zip(batch, verdicts, strict=True)
+            ]
+        )
+
+
+def _judge_pairs(ctx, cfg, version, task, judge, emit) -> None:
+    """One metric's comparisons, in batches, as soft labels from the judge (`judge` loads it).
+    `task` is (metric, pairs, constitution, its hash, few-shots or None for the config's)."""
+    metric, pairs, constitution, chash, few_shots = task
+    if not pairs:
+        return
+    model = judge()
+    label_cfg = label_config(cfg, version.ref, few_shots)
+    for start in range(0, len(pairs), cfg.batch):
+        ctx.check_cancelled()
+        batch = pairs[start : start + cfg.batch]
+        labels = label_pairs(
+            batch, constitution, chash, model, label_cfg, should_stop=lambda: ctx.cancelled
+        )
+        ctx.check_cancelled()
+        emit(
+            [
+                _judgement_row(
+                    ctx,
+                    cfg,
+                    metric,
+                    cfg.critique_job if metric == "revision" else p["model"],
+                    p["prompt_set"],
+                    p["prompt_id"],
+                    p["item"],
+                    principle_id=lab["principle_id"] or None,
+                    p_first=lab["p_a_ab"],
+                    p_second=lab["p_a_ba"],
+                    value=lab["soft_label"],
+                    consistent=lab["consistent"],
+                    prompt_tokens=lab["prompt_tokens"],
+                    latency_s=lab["latency_s"],
+                    flags=lab["flags"],
                 )
-        comparison_sets = [
-            ("harmless", comparisons["harmless"], version.constitution, version.hash, None),
-            (
-                "helpful",
-                comparisons["helpful"],
-                helpfulness_constitution(),
-                helpfulness_constitution().hash,
-                0,
-            ),
-            ("revision", revisions, version.constitution, version.hash, None),
-        ]
-        for metric, pairs, constitution, chash, few_shots in comparison_sets:
-            if not pairs:
-                continue
-            if judge is None:
-                judge = load_model(cfg.judge, ctx.store.home)
-                ctx.event("judge_loaded", model=cfg.judge, **judge.info().details)
-            label_cfg = label_config(cfg, version.ref, few_shots)
-            for start in range(0, len(pairs), cfg.batch):
-                ctx.check_cancelled()
-                batch = pairs[start : start + cfg.batch]
-                labels = label_pairs(
-                    batch, constitution, chash, judge, label_cfg, should_stop=lambda: ctx.cancelled
-                )
-                ctx.check_cancelled()
-                emit(
-                    [
-                        _judgement_row(
-                            ctx,
-                            cfg,
-                            metric,
-                            cfg.critique_job if metric == "revision" else p["model"],
-                            p["prompt_set"],
-                            p["prompt_id"],
-                            p["item"],
-                            principle_id=lab["principle_id"] or None,
-                            p_first=lab["p_a_ab"],
-                            p_second=lab["p_a_ba"],
-                            value=lab["soft_label"],
-                            consistent=lab["consistent"],
-                            prompt_tokens=lab["prompt_tokens"],
-                            latency_s=lab["latency_s"],
-                            flags=lab["flags"],
-                        )
-                        for p, lab in zip(batch, labels, strict=True)
-                    ]
-                )
-    finally:
-        out.flush()
-        if judge is not None:
-            judge.close()
-    return rows
+                for p, lab in zip(batch, labels, strict=True)
+            ]
+        )

@@ -92,7 +92,7 @@ if names:
     )
     version = by_seq[seq]
     constitution = version.constitution
-    tag = version.hash[:12]  # widget keys are per version, so switching versions resets drafts
+    tag = version.short_hash  # widget keys are per version, so switching versions resets drafts
     for warning in constitution.warnings():
         st.warning(md_escape(warning))
 

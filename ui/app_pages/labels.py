@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from cai_engine import export, jobs, review
+from cai_engine.constitution import pinned_ref
 from cai_engine.errors import CaiError
 from cai_engine.labels import submit_labels
 from cai_engine.models import EMBEDDED
@@ -285,7 +286,7 @@ with review_tab:
             if order == "AB"
             else (row["response_b"], row["response_a"])
         )
-        version = store.get_version(f"{row['constitution']}@{row['constitution_hash'][:12]}")
+        version = store.get_version(pinned_ref(row["constitution"], row["constitution_hash"]))
         principle = version.constitution.principle(row["principle_id"])
         st.markdown(f"**Principle:** {md_escape(principle.title)}")
         st.caption(md_escape(principle.preference_question))
