@@ -117,10 +117,7 @@ def run_inputs(kind: str, fields: dict) -> dict:
     )
     h1, h2, h3, h4 = st.columns(4)
     steps = number(h1, "Max steps (-1: epochs)", fields["max_steps"], f"{kind}_steps", STEPS)
-    lr = number(
-        h2, "Learning rate", fields["learning_rate"], f"{kind}_lr",
-        float(fields["learning_rate"].default), format="%.2e",
-    )  # fmt: skip
+    lr = number(h2, "Learning rate", fields["learning_rate"], f"{kind}_lr", format="%.2e")
     batch = number(h3, "Batch size", fields["batch_size"], f"{kind}_batch")
     accum = number(h4, "Grad accumulation", fields["grad_accum"], f"{kind}_accum")
     l1, l2 = st.columns(2)
