@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -1103,3 +1104,55 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(
     model = load_model("model:lora-sft", seeded_store.home)
     (done,) = model.chat([user("hi")], SamplingParams(max_new_tokens=2))
     assert done.completion_tokens >= 1
+
+
+# -- 14. the registry of training kinds ------------------------------------------------------
+
+
+def test_every_training_kind_is_a_job_kind_with_its_config_and_description():
+    from cai_engine.training.kinds import TRAINING_KINDS
+
+    assert list(TRAINING_KINDS) == ["sft", "reward", "dpo", "rl"]  # the page's tab order
+    for name, spec in TRAINING_KINDS.items():
+        job_kind = jobs.get_kind(name)
+        assert (job_kind.name, job_kind.config, job_kind.description) == (
+            name,
+            spec.config,
+            spec.description,
+        )
+    # which finished jobs each kind can export from, and which models score responses
+    assert {k: s.sources for k, s in TRAINING_KINDS.items()} == {
+        "sft": ("critique",),
+        "reward": ("label", "critique"),
+        "dpo": ("label", "critique"),
+        "rl": (),
+    }
+    assert [k for k, s in TRAINING_KINDS.items() if s.scores] == ["reward"]
+    assert {k: s.peft_task for k, s in TRAINING_KINDS.items()} == {
+        "sft": "CAUSAL_LM",
+        "reward": "SEQ_CLS",
+        "dpo": "CAUSAL_LM",
+        "rl": "CAUSAL_LM",
+    }
+
+
+def test_importing_the_registry_job_kinds_and_monitor_loads_no_torch():
+    code = (
+        "import sys\n"
+        "import cai_engine.training.kinds, cai_engine.training.jobs, cai_engine.training.monitor\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_config_fields_bounds_are_its_inclusive_limits():
+    from cai_engine.training.config import RLConfig, SFTConfig, bounds
+
+    fields = RLConfig.model_fields
+    assert bounds(fields["num_generations"]) == (2, 64)  # ge=2, le=64
+    assert bounds(fields["max_steps"]) == (-1, None)  # ge=-1, no upper bound
+    assert bounds(fields["learning_rate"]) == (None, 1)  # gt=0 on a float: no inclusive min
+    assert bounds(fields["data"]) == (None, None)
+    assert bounds(SFTConfig.model_fields["batch_size"]) == (1, 1024)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from cai_engine.models import EMBEDDED, parse_spec
 
@@ -85,6 +87,9 @@ class TrainConfig(BaseModel):
             )
         return self
 
+    def check_store(self, store) -> None:
+        """Checks against the data home, run before the job is submitted (none here)."""
+
 
 class SFTConfig(TrainConfig):
     """Supervised fine-tuning on revisions: the loss covers the final assistant turn only."""
@@ -159,10 +164,37 @@ class RLConfig(TrainConfig):
             )
         return self
 
+    def check_store(self, store) -> None:
+        """The reward model is a trained reward model, and the constitution exists."""
+        if self.reward_model:
+            from cai_engine.training.rl import reward_model_path
 
-CONFIGS: dict[str, type[TrainConfig]] = {
-    "sft": SFTConfig,
-    "reward": RewardConfig,
-    "dpo": DPOConfig,
-    "rl": RLConfig,
-}
+            reward_model_path(self.reward_model, store.home)
+        if self.constitution_reward:
+            store.get_version(self.constitution_reward)
+
+
+def bounds(field: FieldInfo) -> tuple[float | None, float | None]:
+    """A numeric field's inclusive (min, max), from its ge/le (and gt/lt for an integer), for
+    the studio's number inputs; None where the field sets no bound."""
+    low = high = None
+    integer = field.annotation is int
+    for limit in field.metadata:
+        if isinstance(limit, annotated_types.Ge):
+            low = limit.ge
+        elif isinstance(limit, annotated_types.Gt) and integer:
+            low = limit.gt + 1
+        elif isinstance(limit, annotated_types.Le):
+            high = limit.le
+        elif isinstance(limit, annotated_types.Lt) and integer:
+            high = limit.lt - 1
+    return low, high
+
+
+def __getattr__(name: str):
+    # CONFIGS (kind -> config class) is read from the registry, which imports this module.
+    if name == "CONFIGS":
+        from cai_engine.training.kinds import TRAINING_KINDS
+
+        return {kind: spec.config for kind, spec in TRAINING_KINDS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

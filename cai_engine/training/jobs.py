@@ -1,4 +1,4 @@
-"""Training job kinds (`sft`, `reward`, `dpo`, `rl`) and their submission checks.
+"""Training job kinds (one per `TRAINING_KINDS` entry) and their submission checks.
 
 Importing this module is cheap: torch, transformers and TRL load only in the job process.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cai_engine.errors import CaiError
 from cai_engine.jobs import JobKind
-from cai_engine.training.config import CONFIGS
+from cai_engine.training.kinds import TRAINING_KINDS
 
 CANCEL_GRACE = 180.0  # seconds for the step in flight to finish and a checkpoint to be written
 
@@ -35,12 +35,12 @@ def submit(store, kind: str, config: dict, label: str | None = None):
     """Check a training config against the store and the data home, then submit the job.
 
     Checked before any process starts: the config, the base model (a local model that
-    exists), the data (an export folder in the trainer's format, or a job of the right
-    kind), the artifact name (not taken), and the reward model for RL.
+    exists), the data (an export folder in the trainer's format, a job of a kind it can be
+    exported from, or a prompt set), the artifact name (not taken), and the config's own
+    checks against the store (the reward model for RL).
     """
     from cai_engine import jobs
     from cai_engine.home import models_dir
-    from cai_engine.training import data as training_data
 
     cfg = jobs.validate_config(kind, config)
     _check_base_model(cfg.model, store.home)
@@ -48,25 +48,8 @@ def submit(store, kind: str, config: dict, label: str | None = None):
         raise CaiError(f"a model named '{cfg.name}' already exists; choose another --name")
     if cfg.accelerate_config and not Path(cfg.accelerate_config).expanduser().is_file():
         raise CaiError(f"accelerate config file {cfg.accelerate_config} does not exist")
-    if kind == "rl":
-        from cai_engine.prompts import select_prompts
-
-        select_prompts(store, cfg.data, cfg.limit)
-        if cfg.reward_model:
-            from cai_engine.training.rl import reward_model_path
-
-            reward_model_path(cfg.reward_model, store.home)
-        if cfg.constitution_reward:
-            store.get_version(cfg.constitution_reward)
-    else:
-        folder = Path(cfg.data).expanduser()
-        fmt = "sft" if kind == "sft" else "prefs"
-        if folder.is_dir():
-            examples, _ = training_data.read_export(folder)
-            training_data.to_trl(examples, fmt, str(folder))
-            config = {**config, "data": str(folder.resolve())}
-        else:
-            training_data.source_job(store, cfg.data, fmt)
+    config = {**config, **TRAINING_KINDS[kind].data.check(store, cfg)}
+    cfg.check_store(store)
     return jobs.submit(store, kind, config, label=label)
 
 
@@ -91,22 +74,22 @@ def _run(kind: str):
     return run
 
 
-DESCRIPTIONS = {
-    "sft": "Supervised fine-tuning on revisions (TRL SFTTrainer).",
-    "reward": "A soft-label reward model on preferences (TRL RewardTrainer).",
-    "dpo": "Direct preference optimisation with soft labels (TRL DPOTrainer).",
-    "rl": "Online RL against the reward model (TRL GRPOTrainer or RLOOTrainer).",
-}
-
 JOBS = {
     kind: JobKind(
         name=kind,
-        config=CONFIGS[kind],
+        config=spec.config,
         run=_run(kind),
-        description=DESCRIPTIONS[kind],
+        description=spec.description,
         cancel_grace=CANCEL_GRACE,
         launcher=launcher,
     )
-    for kind in CONFIGS
+    for kind, spec in TRAINING_KINDS.items()
 }
-SFT_JOB, REWARD_JOB, DPO_JOB, RL_JOB = (JOBS[k] for k in ("sft", "reward", "dpo", "rl"))
+
+
+def __getattr__(name: str) -> JobKind:
+    # SFT_JOB, REWARD_JOB, ...: the names cai_engine.jobs.KIND_MODULES imports.
+    kind = name.removesuffix("_JOB").lower()
+    if name.endswith("_JOB") and kind in JOBS:
+        return JOBS[kind]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,20 +8,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai_engine.training.kinds import TRAINING_KINDS
+
 SAMPLES = "samples.jsonl"
 
-# Curves per trainer kind: (chart title, metric keys). Loss and learning rate come first.
-CHARTS = {
-    "common": [("Loss", ["loss", "eval_loss"]), ("Learning rate", ["learning_rate"])],
-    "sft": [("Token accuracy", ["mean_token_accuracy"])],
-    "reward": [("Reward accuracy", ["accuracy"]), ("Reward margin", ["margin"])],
-    "dpo": [
-        ("DPO reward margins", ["rewards/margins"]),
-        ("DPO accuracies", ["rewards/accuracies"]),
-        ("DPO rewards", ["rewards/chosen", "rewards/rejected"]),
-    ],
-    "rl": [("Mean reward", ["reward"]), ("KL to the reference", ["kl"])],
-}
+# Loss and learning rate lead every job's charts; its kind's charts follow (kinds.py).
+COMMON_CHARTS = (("Loss", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)))
 
 # Rough training throughput, in FLOP/s, for 6 x parameters x tokens (forward and backward).
 # bench/training.py measured about 128 tokens/s for SFT of the 135M model on the 2-core CPU
@@ -46,7 +38,8 @@ def read_samples(run_path) -> list[dict]:
 def curves(metrics: list[dict], kind: str) -> list[tuple[str, list[dict]]]:
     """(title, rows of {step, <key>: value}) for each chart with data, in display order."""
     out = []
-    for title, keys in CHARTS["common"] + CHARTS.get(kind, []):
+    spec = TRAINING_KINDS.get(kind)
+    for title, keys in COMMON_CHARTS + (spec.charts if spec else ()):
         rows = [
             {"step": m["step"], **{k: m[k] for k in keys if k in m}}
             for m in metrics
@@ -108,7 +101,8 @@ def estimate(
     """Steps and time before launch, from the data's size and the model's parameter count.
 
     Tokens are approximated as characters / 4; the time assumes 6 x parameters FLOP per
-    token at the device's measured training rate (x2 for DPO's reference pass and pairs).
+    token at the device's measured training rate, times the kind's `cost` (2 for DPO's
+    reference pass and pairs).
     """
     from cai_engine.training.data import split
 
@@ -118,7 +112,7 @@ def estimate(
     steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     chars = sum(len(json.dumps(e, ensure_ascii=False)) for e in train) / max(1, len(train))
     tokens = int(chars / 4 * per_step * steps)
-    factor = {"dpo": 2.0, "reward": 1.0, "sft": 1.0, "rl": 3.0}.get(kind, 1.0)
+    factor = TRAINING_KINDS[kind].cost if kind in TRAINING_KINDS else 1.0
     gpu = has_gpu() if gpu is None else gpu
     rate = GPU_TRAIN_FLOPS if gpu else CPU_TRAIN_FLOPS
     seconds = 6 * parameters * tokens * factor / rate

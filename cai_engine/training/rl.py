@@ -14,19 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from cai_engine.errors import CaiError
 from cai_engine.labels import LabelConfig, label_pairs
 from cai_engine.pairs import pair_flags
-
-
-def rl_dataset(store, config) -> tuple[list[dict], dict, str]:
-    from cai_engine.prompts import select_prompts
-
-    prompts = select_prompts(store, config.data, config.limit)
-    examples = [{"prompt": p.messages, "prompt_id": p.prompt_id} for p in prompts]
-    return examples, {"prompt_set": config.data, "prompts": len(examples)}, config.data
+from cai_engine.training.kinds import TRAINING_KINDS
 
 
 def reward_model_path(spec: str, home: Path) -> str:
@@ -41,7 +32,7 @@ def reward_model_path(spec: str, home: Path) -> str:
     if not lineage.exists():
         raise CaiError(f"no trained model '{parsed.model}' under {models_dir(home)}")
     kind = json.loads(lineage.read_text()).get("kind")
-    if kind != "reward":
+    if kind not in TRAINING_KINDS or not TRAINING_KINDS[kind].scores:
         raise CaiError(
             f"model:{parsed.model} is a {kind} model; reward_model needs a reward job's model"
         )
@@ -107,9 +98,12 @@ def reference_answers(store, config, base_path: str, examples: list[dict], run_p
     return out
 
 
-def build_rl(config, *, base_path, tokenizer, train, common, peft_config, home, ctx=None):
+def build_rl(spec, config, *, base_path, tokenizer, train, common, peft_config, home, **_):
+    """TRL's GRPOTrainer or RLOOTrainer (`config.algorithm`), rewarded by the reward model
+    and/or the constitution reward."""
     import trl
-    from transformers import AutoModelForCausalLM
+
+    from cai_engine.training.trainers import load_model
 
     rewards = []
     if config.reward_model:
@@ -121,7 +115,7 @@ def build_rl(config, *, base_path, tokenizer, train, common, peft_config, home, 
         run_path = Path(common["output_dir"]).parent
         answers = reference_answers(store, config, base_path, train.to_list(), run_path)
         rewards.append(ConstitutionReward(store, config, answers))
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = load_model(spec, base_path)
     shared = {
         **common,
         "num_generations": config.num_generations,

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from cai_engine.errors import CaiError, JobCancelled
 from cai_engine.training import data as training_data
+from cai_engine.training.kinds import TRAINING_KINDS
 from cai_engine.training.monitor import SAMPLES
 
 CHECKPOINTS = "checkpoints"
@@ -170,54 +171,32 @@ class Sampler:
 
 
 def train(ctx, config, kind: str) -> None:
-    """Train `kind` ("sft", "reward", "dpo" or "rl") as the job `ctx` describes."""
+    """Train `kind` (a key of `TRAINING_KINDS`) as the job `ctx` describes."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
 
     from cai_engine.models import parse_spec
     from cai_engine.models.local import resolve_local_path
 
+    spec = TRAINING_KINDS[kind]
     lead = rank() == 0
-    home = ctx.store.home
     run_path = Path(ctx.run.path)
-    base_path = resolve_local_path(parse_spec(config.model), home)
-    if kind == "rl":
-        from cai_engine.training.rl import rl_dataset
-
-        examples, manifest, source = rl_dataset(ctx.store, config)
-    else:
-        data = _data_for_rank(ctx, config.data, kind, run_path, lead)
-        examples, manifest, source = data.examples, data.manifest, data.source
-    human_rows = []
-    if kind == "reward":  # human-reviewed pairs are held out: the gold check of the model
-        human_rows = [e for e in examples if e.get("label_source") == "human"]
-        examples = [e for e in examples if e.get("label_source") != "human"] or examples
+    out_dir = run_path / CHECKPOINTS
+    base_path = resolve_local_path(parse_spec(config.model), ctx.store.home)
+    # 1) data: the examples, split; human-reviewed pairs held out where the kind says so
+    data = spec.data.load(ctx.store, config, run_path, f"train {kind} job {ctx.job_id}", lead)
+    examples, human_rows = _hold_out_human(spec, data.examples)
     train_rows, eval_rows = training_data.split(examples, config.eval_fraction, config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    # 2) the tokenizer, precision and token limit, and the checkpoint to resume from
+    tokenizer = _tokenizer(base_path)
     bf16, why = decide_precision(config.precision)
     max_length = config.max_length or _length_for(tokenizer, examples, kind)
-    out_dir = run_path / CHECKPOINTS
-    resume_from = None
-    done = complete_checkpoints(out_dir)
-    if done:
-        resume_from = done[-1]
-        if lead:
-            step = checkpoint_step(resume_from)
-            kept = ctx.run.truncate_metrics(step)  # the steps after it will be redone
-            ctx.event("resuming", checkpoint=resume_from.name, step=step, metrics_kept=kept)
-    elif lead and ctx.attempt > 1:
-        # An earlier attempt died before its first complete checkpoint: training starts over,
-        # so its step metrics go (they would be logged again).
-        kept = ctx.run.truncate_metrics(0)
-        ctx.event("restarting", reason="no complete checkpoint", metrics_kept=kept)
+    resume_from = _resume_point(ctx, out_dir, lead)
     if lead:
         ctx.event(
             "training_setup",
             kind=kind,
             base=config.model,
-            data=source,
+            data=data.source,
             train_examples=len(train_rows),
             eval_examples=len(eval_rows),
             bf16=bf16,
@@ -226,7 +205,83 @@ def train(ctx, config, kind: str) -> None:
             world_size=world_size(),
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
-    common = {
+    # 3) the kind's TRL trainer, with the job's callback (and rank 0's sampler)
+    from cai_engine.training import trainers
+
+    trainer = trainers.build(
+        kind,
+        config,
+        base_path=base_path,
+        tokenizer=tokenizer,
+        train=Dataset.from_list(train_rows),
+        evals=Dataset.from_list(eval_rows) if eval_rows else None,
+        common=training_args(config, out_dir, bf16),
+        max_length=max_length,
+        peft_config=_lora(spec, config),
+        home=ctx.store.home,
+    )
+    held = (eval_rows or train_rows)[: config.sample_prompts]
+    sampler = _sampler(spec, config, trainer, tokenizer, run_path, held) if lead else None
+    callback = JobCallback(ctx, sampler, config.sample_every)
+    trainer.add_callback(callback)
+    # 4) train; a cancelled job stops here (its checkpoint was saved on the way out)
+    started = time.perf_counter()
+    result = _fit(trainer, resume_from, config, max_length, out_dir)
+    if callback.stopped:
+        if lead:
+            ctx.event("checkpointed_on_cancel", step=trainer.state.global_step)
+        raise JobCancelled()
+    # 5) final metrics, and the model saved and registered with its lineage
+    final = {"train_loss": result.training_loss, "train_seconds": time.perf_counter() - started}
+    final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
+    if eval_rows and spec.evaluates:
+        final.update(trainers.evaluate(trainer))
+    if spec.human_holdout and lead:
+        final.update(trainers.human_accuracy(trainer, tokenizer, eval_rows, human_rows))
+    if lead:
+        ctx.metric(step=trainer.state.global_step, final=True, **final)
+        _register(ctx, config, kind, trainer, tokenizer, data, final)
+
+
+def _hold_out_human(spec, examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(examples to train and evaluate on, human-reviewed pairs held out of both): the human
+    verdicts are the gold check of a reward model. Kept in training if they are all there is."""
+    if not spec.human_holdout:
+        return examples, []
+    human = [e for e in examples if e.get("label_source") == "human"]
+    return [e for e in examples if e.get("label_source") != "human"] or examples, human
+
+
+def _tokenizer(base_path: str):
+    """The base model's tokenizer, padding with EOS where it has no pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _resume_point(ctx, out_dir: Path, lead: bool) -> Path | None:
+    """The last complete checkpoint to resume from, with the metrics after it dropped."""
+    done = complete_checkpoints(out_dir)
+    if done:
+        if lead:
+            step = checkpoint_step(done[-1])
+            kept = ctx.run.truncate_metrics(step)  # the steps after it will be redone
+            ctx.event("resuming", checkpoint=done[-1].name, step=step, metrics_kept=kept)
+        return done[-1]
+    if lead and ctx.attempt > 1:
+        # An earlier attempt died before its first complete checkpoint: training starts over,
+        # so its step metrics go (they would be logged again).
+        kept = ctx.run.truncate_metrics(0)
+        ctx.event("restarting", reason="no complete checkpoint", metrics_kept=kept)
+    return None
+
+
+def training_args(config, out_dir: Path, bf16: bool) -> dict:
+    """The TrainingArguments every TRL config shares; each kind's builder adds its own."""
+    return {
         "output_dir": str(out_dir),
         "per_device_train_batch_size": config.batch_size,
         "per_device_eval_batch_size": config.batch_size,
@@ -247,40 +302,34 @@ def train(ctx, config, kind: str) -> None:
         "dataloader_num_workers": 0,
         "logging_first_step": True,
     }
-    peft_config = None
-    if config.lora:
-        from peft import LoraConfig
 
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            target_modules="all-linear",
-            task_type="SEQ_CLS" if kind == "reward" else "CAUSAL_LM",
-        )
-    from cai_engine.training import trainers
 
-    trainer = trainers.build(
-        kind,
-        config,
-        base_path=base_path,
-        tokenizer=tokenizer,
-        train=Dataset.from_list(train_rows),
-        evals=Dataset.from_list(eval_rows) if eval_rows else None,
-        common=common,
-        max_length=max_length,
-        peft_config=peft_config,
-        home=home,
+def _lora(spec, config):
+    """peft's LoraConfig for the kind's model when the config asks for LoRA, else None."""
+    if not config.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        target_modules="all-linear",
+        task_type=spec.peft_task,
     )
-    sampler = None
-    if kind != "reward" and config.sample_prompts and lead:
-        held = eval_rows or train_rows
-        prompts = [r["prompt"] for r in held[: config.sample_prompts]]
-        sampler = Sampler(run_path, lambda: trainer.model, tokenizer, prompts, config.sample_tokens)
-    callback = JobCallback(ctx, sampler, config.sample_every)
-    trainer.add_callback(callback)
-    started = time.perf_counter()
+
+
+def _sampler(spec, config, trainer, tokenizer, run_path: Path, held: list[dict]):
+    """A sampler of a few held-out prompts; None for a model that cannot generate."""
+    if spec.scores or not held:
+        return None
+    prompts = [r["prompt"] for r in held]
+    return Sampler(run_path, lambda: trainer.model, tokenizer, prompts, config.sample_tokens)
+
+
+def _fit(trainer, resume_from: Path | None, config, max_length: int, out_dir: Path):
+    """`trainer.train()`, with running out of memory or disk turned into what to do next."""
     try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise CaiError(
             f"out of memory at step {trainer.state.global_step} (batch size {config.batch_size}, "
@@ -296,61 +345,34 @@ def train(ctx, config, kind: str) -> None:
             + (f"the last complete checkpoint, {kept[-1].name}, is kept; " if kept else "")
             + "free space, then resume the job"
         ) from None
-    if callback.stopped:
-        if lead:
-            ctx.event("checkpointed_on_cancel", step=trainer.state.global_step)
-        raise JobCancelled()
-    final = {"train_loss": result.training_loss, "train_seconds": time.perf_counter() - started}
-    final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
-    if eval_rows:
-        final.update(trainers.evaluate(trainer, kind, ctx, config))
-    if kind == "reward" and lead:
-        final.update(trainers.human_accuracy(trainer, tokenizer, eval_rows, human_rows))
-    if lead:
-        ctx.metric(step=trainer.state.global_step, final=True, **final)
-        name = config.name or ctx.job_id
-        lineage = {
-            "name": name,
-            "kind": kind,
-            "job": ctx.job_id,
-            "base_model": config.model,
-            "data": source,
-            "data_manifest": manifest,
-            "constitution_hash": manifest.get("constitution_hash"),
-            "config": config.model_dump(mode="json"),
-            "metrics": final,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        path = save_artifact(trainer, tokenizer, name, home, lineage)
-        ctx.store.register_model(name, kind, ctx.job_id, str(path), lineage)
-        ctx.event("model_registered", name=name, spec=f"model:{name}", path=str(path))
 
 
-def _data_for_rank(ctx, data: str, kind: str, run_path: Path, lead: bool):
-    """Rank 0 exports a job's data into the run folder; the other ranks wait for it."""
-    if lead or Path(data).expanduser().is_dir():
-        return training_data.resolve(
-            ctx.store, data, kind, run_path, f"train {kind} job {ctx.job_id}"
-        )
-    deadline = time.monotonic() + 600
-    while not (run_path / "data" / "manifest.json").exists():
-        if time.monotonic() > deadline:
-            raise CaiError("rank 0 did not export the training data within 10 minutes")
-        time.sleep(0.5)
-    return training_data.resolve(ctx.store, str(run_path / "data"), kind, run_path)
+def _register(ctx, config, kind: str, trainer, tokenizer, data, final: dict) -> None:
+    """Save the model under its name with its lineage, and register it in the store."""
+    name = config.name or ctx.job_id
+    lineage = {
+        "name": name,
+        "kind": kind,
+        "job": ctx.job_id,
+        "base_model": config.model,
+        "data": data.source,
+        "data_manifest": data.manifest,
+        "constitution_hash": data.manifest.get("constitution_hash"),
+        "config": config.model_dump(mode="json"),
+        "metrics": final,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = save_artifact(trainer, tokenizer, name, ctx.store.home, lineage)
+    ctx.store.register_model(name, kind, ctx.job_id, str(path), lineage)
+    ctx.event("model_registered", name=name, spec=f"model:{name}", path=str(path))
 
 
 def _length_for(tokenizer, examples: list[dict], kind: str) -> int:
     """The longest example in tokens, rounded up to a multiple of 64 (capped at 2048)."""
     longest = 16
+    turns = TRAINING_KINDS[kind].data.turns
     for e in examples:
-        if kind == "sft":
-            turns = [e["prompt"] + e["completion"]]
-        elif kind == "rl":
-            continue
-        else:
-            turns = [e["prompt"] + e["chosen"], e["prompt"] + e["rejected"]]
-        for t in turns:
+        for t in turns(e):
             ids = tokenizer.apply_chat_template(t, tokenize=True)
             if hasattr(ids, "keys"):
                 ids = ids["input_ids"]

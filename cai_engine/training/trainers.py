@@ -1,11 +1,15 @@
-"""TRL trainers configured for our jobs: SFT, reward, DPO, and GRPO/RLOO."""
+"""TRL trainers configured for our jobs: SFT, reward and DPO (GRPO/RLOO are in `rl.py`).
+
+Each `build_<kind>` is named by its kind's `TrainingKind.build`.
+"""
 
 from __future__ import annotations
 
 import torch
+import transformers
 import trl
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from cai_engine.training.kinds import TRAINING_KINDS
 from cai_engine.training.soft import (
     DPOScoreCollator,
     RewardScoreCollator,
@@ -24,57 +28,74 @@ def _without(dataset, *columns):
 def build(
     kind, config, *, base_path, tokenizer, train, evals, common, max_length, peft_config, home
 ):
-    if kind == "sft":
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-        args = trl.SFTConfig(**common, max_length=max_length, completion_only_loss=True)
-        return trl.SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=train,
-            eval_dataset=evals,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-    if kind == "reward":
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_path, num_labels=1, dtype=torch.float32
-        )
-        model.config.pad_token_id = tokenizer.pad_token_id
-        args = trl.RewardConfig(
-            **common, max_length=max_length, center_rewards_coefficient=config.center_rewards
-        )
-        soft = (SoftRewardTrainer, RewardScoreCollator(pad_token_id=tokenizer.pad_token_id))
-        return _preference_trainer(
-            trl.RewardTrainer, soft, config, model, args, tokenizer, train, evals, peft_config
-        )
-    if kind == "dpo":
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-        args = trl.DPOConfig(
-            **common,
-            beta=config.beta,
-            max_length=max_length,
-            precompute_ref_log_probs=config.soft_labels,
-        )
-        soft = (
-            SoftDPOTrainer,
-            DPOScoreCollator(pad_token_id=tokenizer.pad_token_id, max_length=max_length),
-        )
-        return _preference_trainer(
-            trl.DPOTrainer, soft, config, model, args, tokenizer, train, evals, peft_config
-        )
-    if kind == "rl":
-        from cai_engine.training.rl import build_rl
+    """The TRL trainer for `kind`, from its registry entry's builder."""
+    spec = TRAINING_KINDS[kind]
+    return spec.builder()(
+        spec,
+        config,
+        base_path=base_path,
+        tokenizer=tokenizer,
+        train=train,
+        evals=evals,
+        common=common,
+        max_length=max_length,
+        peft_config=peft_config,
+        home=home,
+    )
 
-        return build_rl(
-            config,
-            base_path=base_path,
-            tokenizer=tokenizer,
-            train=train,
-            common=common,
-            peft_config=peft_config,
-            home=home,
-        )
-    raise ValueError(f"unknown trainer kind {kind}")
+
+def load_model(spec, base_path, **kwargs):
+    """The base model as the kind's model class, in fp32 (bf16 is autocast, as TRL does it)."""
+    model_class = getattr(transformers, spec.model_class)
+    return model_class.from_pretrained(base_path, dtype=torch.float32, **kwargs)
+
+
+def build_sft(
+    spec, config, *, base_path, tokenizer, train, evals, common, max_length, peft_config, **_
+):
+    model = load_model(spec, base_path)
+    args = trl.SFTConfig(**common, max_length=max_length, completion_only_loss=True)
+    return trl.SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def build_reward(
+    spec, config, *, base_path, tokenizer, train, evals, common, max_length, peft_config, **_
+):
+    model = load_model(spec, base_path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = trl.RewardConfig(
+        **common, max_length=max_length, center_rewards_coefficient=config.center_rewards
+    )
+    soft = (SoftRewardTrainer, RewardScoreCollator(pad_token_id=tokenizer.pad_token_id))
+    return _preference_trainer(
+        trl.RewardTrainer, soft, config, model, args, tokenizer, train, evals, peft_config
+    )
+
+
+def build_dpo(
+    spec, config, *, base_path, tokenizer, train, evals, common, max_length, peft_config, **_
+):
+    model = load_model(spec, base_path)
+    args = trl.DPOConfig(
+        **common,
+        beta=config.beta,
+        max_length=max_length,
+        precompute_ref_log_probs=config.soft_labels,
+    )
+    soft = (
+        SoftDPOTrainer,
+        DPOScoreCollator(pad_token_id=tokenizer.pad_token_id, max_length=max_length),
+    )
+    return _preference_trainer(
+        trl.DPOTrainer, soft, config, model, args, tokenizer, train, evals, peft_config
+    )
 
 
 def _preference_trainer(hard_cls, soft, config, model, args, tokenizer, train, evals, peft):
@@ -100,10 +121,8 @@ def _preference_trainer(hard_cls, soft, config, model, args, tokenizer, train, e
     )
 
 
-def evaluate(trainer, kind, ctx, config) -> dict:
+def evaluate(trainer) -> dict:
     """Held-out metrics (eval_ prefix): loss, and reward or DPO accuracy and margins."""
-    if kind == "rl":
-        return {}
     metrics = trainer.evaluate()
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 

@@ -337,3 +337,25 @@ def test_a_running_job_can_be_cancelled_and_resumed_from_the_page(long_job, monk
     assert not [b for b in at.button if b.key == "train_resume"]
     jobs.cancel(store, job_id, grace=10)
     assert jobs.get_job(store, job_id).status in jobs.RESUMABLE
+
+
+# -- 6. the forms read each kind's config ----------------------------------------------------
+
+
+def test_the_forms_defaults_and_help_come_from_each_kinds_config(seeded_store):
+    at = run_page()
+    for kind in ("sft", "reward", "dpo", "rl"):
+        assert (
+            at.number_input(key=f"{kind}_batch").value,
+            at.number_input(key=f"{kind}_accum").value,
+        ) == (4, 2)
+        assert at.number_input(key=f"{kind}_nproc").value == 1
+    # learning rates differ per trainer (config.py)
+    assert [at.number_input(key=f"{k}_lr").value for k in ("sft", "reward", "dpo", "rl")] == [
+        2e-5, 5e-5, 5e-6, 1e-6,
+    ]  # fmt: skip
+    assert at.number_input(key="sft_batch").help == "Examples per device per step."
+    assert at.number_input(key="rl_batch").help == "Completions per device per step."
+    assert at.number_input(key="rl_gen").value == 4
+    assert at.selectbox(key="rl_algorithm").options == ["grpo", "rloo"]
+    assert at.text_input(key="rl_data").value == "red-team:train"

@@ -2,26 +2,23 @@
 sample completions live, cancel or resume them, and see the trained models' lineage."""
 
 import json
+from typing import get_args
 
 import pandas as pd
 import streamlit as st
+from pydantic.fields import FieldInfo
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
-from cai_engine.models import EMBEDDED
 from cai_engine.training import monitor
-from cai_engine.training.config import CONFIGS
-from cai_engine.training.data import model_parameters, preview
+from cai_engine.training.config import bounds
+from cai_engine.training.data import model_parameters
 from cai_engine.training.jobs import submit
+from cai_engine.training.kinds import TRAINING_KINDS, TrainingKind
 from ui.common import flash, get_store, md_escape, show_error, show_flash
 
 REFRESH_S = 2.0
-KINDS = {
-    "sft": "SFT",
-    "reward": "Reward model",
-    "dpo": "DPO",
-    "rl": "Online RL (GRPO / RLOO)",
-}
+STEPS = 20  # the form starts a short run by default; -1 trains for the configured epochs
 store = get_store()
 
 pending = st.session_state.pop("_select_training", None)
@@ -39,117 +36,151 @@ st.caption(
 # -- launch ---------------------------------------------------------------------------------
 
 
-def data_choices(kind: str) -> list[str]:
-    wanted = {"sft": ("critique",), "reward": ("label", "critique"), "dpo": ("label", "critique")}
+def data_choices(spec: TrainingKind) -> list[str]:
+    """Finished jobs whose output the kind trains on (exported into the run folder)."""
     return [
         j.id
         for j in jobs.list_jobs(store, reconcile_first=False)
-        if j.kind in wanted.get(kind, ()) and j.status == "succeeded"
+        if j.kind in spec.sources and j.status == "succeeded"
     ]
 
 
-def launch_form(kind: str) -> None:
-    defaults = CONFIGS[kind]
-    fields = defaults.model_fields
-    with st.form(f"train_{kind}"):
-        if kind == "rl":
-            d1, d2 = st.columns(2)
-            data = d1.text_input("Prompts", "red-team:train", key=f"{kind}_data")
-            trained = [m["name"] for m in store.trained_models() if m["kind"] == "reward"]
-            reward_model = d2.selectbox(
-                "Reward model", ["(none)", *trained], key=f"{kind}_reward_model"
-            )
-            r1, r2, r3 = st.columns(3)
-            algorithm = r1.selectbox("Algorithm", ["grpo", "rloo"], key=f"{kind}_algorithm")
-            constitution = r2.text_input(
-                "Constitution reward (optional)",
-                "",
-                key=f"{kind}_constitution",
-                help=fields["constitution_reward"].description,
-            )
-            generations = r3.number_input("Samples per prompt", 2, 64, 4, key=f"{kind}_gen")
-        else:
-            choices = data_choices(kind)
-            data = st.selectbox(
-                "Data (a finished job; it is exported into the run folder)",
-                choices or ["(no finished job yet)"],
-                key=f"{kind}_data_job",
-            )
-            path = st.text_input(
-                "…or an export folder", "", key=f"{kind}_data_path", help=fields["data"].description
-            )
-            data = path.strip() or data
-        m1, m2, m3 = st.columns([3, 1, 1])
-        model = m1.text_input("Base model", EMBEDDED, key=f"{kind}_model")
-        name = m2.text_input("Name (optional)", "", key=f"{kind}_name")
-        lora = m3.checkbox("LoRA", False, key=f"{kind}_lora", help=fields["lora"].description)
-        h1, h2, h3, h4 = st.columns(4)
-        max_steps = h1.number_input(
-            "Max steps (-1: epochs)", -1, 1_000_000, 20, key=f"{kind}_steps"
-        )
-        lr = h2.number_input(
-            "Learning rate",
-            value=float(fields["learning_rate"].default),
-            format="%.2e",
-            key=f"{kind}_lr",
-        )
-        batch = h3.number_input("Batch size", 1, 1024, 4, key=f"{kind}_batch")
-        accum = h4.number_input("Grad accumulation", 1, 1024, 2, key=f"{kind}_accum")
-        l1, l2 = st.columns(2)
-        launcher = l1.selectbox("Launcher", ["python", "torchrun"], key=f"{kind}_launcher")
-        nproc = l2.number_input("Processes (torchrun)", 1, 64, 1, key=f"{kind}_nproc")
-        b1, b2 = st.columns(2)
-        estimate_clicked = b1.form_submit_button("Estimate")
-        start_clicked = b2.form_submit_button(f"Start {KINDS[kind]} job", type="primary")
-    config = {
-        "data": data,
+def number(column, label: str, field: FieldInfo, key: str, value=None, **kwargs):
+    """A number input whose default, bounds and help come from the config field."""
+    value = field.default if value is None else value
+    low, high = (None if b is None else type(value)(b) for b in bounds(field))
+    return column.number_input(label, low, high, value, key=key, help=field.description, **kwargs)
+
+
+def job_data_inputs(spec: TrainingKind, fields: dict) -> tuple[str, dict]:
+    """(data, {}): a finished job to export, or an export folder that wins when given."""
+    data = st.selectbox(
+        "Data (a finished job; it is exported into the run folder)",
+        data_choices(spec) or ["(no finished job yet)"],
+        key=f"{spec.name}_data_job",
+    )
+    path = st.text_input(
+        "…or an export folder", "", key=f"{spec.name}_data_path", help=fields["data"].description
+    )
+    return path.strip() or data, {}
+
+
+def online_inputs(spec: TrainingKind, fields: dict) -> tuple[str, dict]:
+    """(prompt set, the RL options): what to sample, and what rewards the samples."""
+    kind = spec.name
+    d1, d2 = st.columns(2)
+    data = d1.text_input(
+        "Prompts", fields["data"].default, key=f"{kind}_data", help=fields["data"].description
+    )
+    scorers = {k for k, s in TRAINING_KINDS.items() if s.scores}
+    trained = [m["name"] for m in store.trained_models() if m["kind"] in scorers]
+    reward_model = d2.selectbox(
+        "Reward model",
+        ["(none)", *trained],
+        key=f"{kind}_reward_model",
+        help=fields["reward_model"].description,
+    )
+    r1, r2, r3 = st.columns(3)
+    algorithm = r1.selectbox(
+        "Algorithm",
+        list(get_args(fields["algorithm"].annotation)),
+        key=f"{kind}_algorithm",
+        help=fields["algorithm"].description,
+    )
+    constitution = r2.text_input(
+        "Constitution reward (optional)",
+        "",
+        key=f"{kind}_constitution",
+        help=fields["constitution_reward"].description,
+    )
+    generations = number(r3, "Samples per prompt", fields["num_generations"], f"{kind}_gen")
+    return data, {
+        "algorithm": algorithm,
+        "reward_model": None if reward_model == "(none)" else f"model:{reward_model}",
+        "constitution_reward": constitution.strip() or None,
+        "num_generations": int(generations),
+    }
+
+
+def run_inputs(kind: str, fields: dict) -> dict:
+    """The options every trainer shares: base model, name, LoRA, steps, batch, launcher."""
+    m1, m2, m3 = st.columns([3, 1, 1])
+    model = m1.text_input(
+        "Base model",
+        fields["model"].default,
+        key=f"{kind}_model",
+        help=fields["model"].description,
+    )
+    name = m2.text_input("Name (optional)", "", key=f"{kind}_name", help=fields["name"].description)
+    lora = m3.checkbox(
+        "LoRA", fields["lora"].default, key=f"{kind}_lora", help=fields["lora"].description
+    )
+    h1, h2, h3, h4 = st.columns(4)
+    steps = number(h1, "Max steps (-1: epochs)", fields["max_steps"], f"{kind}_steps", STEPS)
+    lr = number(h2, "Learning rate", fields["learning_rate"], f"{kind}_lr", format="%.2e")
+    batch = number(h3, "Batch size", fields["batch_size"], f"{kind}_batch")
+    accum = number(h4, "Grad accumulation", fields["grad_accum"], f"{kind}_accum")
+    l1, l2 = st.columns(2)
+    # accelerate needs a config file: the CLI takes it (cai train ... --launcher accelerate)
+    launcher = l1.selectbox("Launcher", ["python", "torchrun"], key=f"{kind}_launcher")
+    nproc = number(l2, "Processes (torchrun)", fields["nproc"], f"{kind}_nproc")
+    return {
         "model": model.strip(),
         "name": name.strip() or None,
         "lora": lora,
-        "max_steps": int(max_steps),
+        "max_steps": int(steps),
         "learning_rate": float(lr),
         "batch_size": int(batch),
         "grad_accum": int(accum),
         "launcher": launcher,
         "nproc": int(nproc),
     }
-    if kind == "rl":
-        config.update(
-            algorithm=algorithm,
-            reward_model=None if reward_model == "(none)" else f"model:{reward_model}",
-            constitution_reward=constitution.strip() or None,
-            num_generations=int(generations),
-        )
+
+
+def launch_form(spec: TrainingKind) -> None:
+    fields = spec.config.model_fields
+    with st.form(f"train_{spec.name}"):
+        # jobs exported on the way, or (online RL) a prompt set and what rewards the samples
+        inputs = job_data_inputs if spec.sources else online_inputs
+        data, extra = inputs(spec, fields)
+        config = {"data": data, **run_inputs(spec.name, fields), **extra}
+        b1, b2 = st.columns(2)
+        estimate_clicked = b1.form_submit_button("Estimate")
+        start_clicked = b2.form_submit_button(f"Start {spec.label} job", type="primary")
     if estimate_clicked:
-        try:
-            cfg = jobs.validate_config(kind, config)
-            if kind == "rl":
-                from cai_engine.prompts import select_prompts
-
-                examples = [{"prompt": p.messages} for p in select_prompts(store, cfg.data)]
-            else:
-                examples = preview(store, cfg.data, kind)
-            est = monitor.estimate(examples, cfg, kind, model_parameters(cfg.model, store.home))
-        except CaiError as e:
-            show_error(e, "Cannot estimate: ")
-        else:
-            st.info(est.text(), icon="⏱️")
+        show_estimate(spec, config)
     if start_clicked:
-        try:
-            job = submit(store, kind, config)
-        except CaiError as e:
-            show_error(e, "Not started: ")
-        else:
-            flash(f"Started {job.id}.")
-            st.session_state["_select_training"] = job.id
-            st.rerun()
+        start(spec, config)
 
 
-training_jobs = [j for j in jobs.list_jobs(store) if j.kind in KINDS]
+def show_estimate(spec: TrainingKind, config: dict) -> None:
+    try:
+        cfg = jobs.validate_config(spec.name, config)
+        examples = spec.data.preview(store, cfg)
+        est = monitor.estimate(examples, cfg, spec.name, model_parameters(cfg.model, store.home))
+    except CaiError as e:
+        show_error(e, "Cannot estimate: ")
+    else:
+        st.info(est.text(), icon="⏱️")
+
+
+def start(spec: TrainingKind, config: dict) -> None:
+    try:
+        job = submit(store, spec.name, config)
+    except CaiError as e:
+        show_error(e, "Not started: ")
+    else:
+        flash(f"Started {job.id}.")
+        st.session_state["_select_training"] = job.id
+        st.rerun()
+
+
+training_jobs = [j for j in jobs.list_jobs(store) if j.kind in TRAINING_KINDS]
 with st.expander("New training job", expanded=not training_jobs):
-    for tab, kind in zip(st.tabs(list(KINDS.values())), KINDS, strict=True):
+    specs = list(TRAINING_KINDS.values())
+    for tab, spec in zip(st.tabs([s.label for s in specs]), specs, strict=True):
         with tab:
-            launch_form(kind)
+            launch_form(spec)
 
 # -- monitor --------------------------------------------------------------------------------
 
