@@ -13,6 +13,8 @@ import time
 import types
 import typing
 
+from cai_engine.fields import config_field, field_bounds, sampling_with
+
 # -- output ---------------------------------------------------------------------------------
 
 
@@ -181,7 +183,7 @@ def add_set_flags(parser, config_help: str) -> None:
 # the config's own default applies when the job validates its config. Bounds are shown in the
 # help, not enforced here, so a bad value gets the job config's one-line error (exit status 1).
 
-_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def command_of(argv: list[str]) -> str | None:
@@ -228,12 +230,7 @@ def field_help(field, default=None) -> str:
             text += f" (default: {_shown(default)}" + (
                 "; 'none' skips it)" if _skips_with_none(field) else ")"
             )
-    bounds = [
-        f"{sign}{getattr(m, key)}"
-        for m in field.metadata
-        for key, sign in _BOUNDS
-        if getattr(m, key, None) is not None
-    ]
+    bounds = [f"{_SIGNS[key]}{value}" for key, value in field_bounds(field).items()]
     if bounds:
         text += f" [{', '.join(bounds)}]"
     return text.strip().replace("%", "%%")
@@ -300,21 +297,13 @@ def add_config_flags(
             continue
         extra = {"metavar": metavars[name]} if name in metavars else {}
         _add_field_flag(parser, flag, field, required=required, default=defaults.get(name), **extra)
-    if sampling:
-        defaults = model_cls.model_fields["sampling"].get_default(call_default_factory=True)
-        fields = type(defaults).model_fields
-        for name in sampling:
-            flag = "--" + name.replace("_", "-")
-            if flag not in {s for a in parser._actions for s in a.option_strings}:
-                default = getattr(defaults, name)
-                _add_field_flag(
-                    parser,
-                    flag,
-                    fields[name],
-                    dest=f"sampling.{name}",
-                    default=default,
-                    metavar=name.upper(),
-                )
+    for name in sampling:
+        flag = "--" + name.replace("_", "-")
+        if flag not in {s for a in parser._actions for s in a.option_strings}:
+            field, default = config_field(model_cls, f"sampling.{name}")
+            _add_field_flag(
+                parser, flag, field, dest=f"sampling.{name}", default=default, metavar=name.upper()
+            )
 
 
 def config_from_args(args, model_cls, sampling: tuple[str, ...] = ()) -> dict:
@@ -347,8 +336,7 @@ def config_from_args(args, model_cls, sampling: tuple[str, ...] = ()) -> dict:
     if "seed" in sampling and "seed" in config:
         chosen["seed"] = config["seed"]
     if chosen:
-        defaults = model_cls.model_fields["sampling"].get_default(call_default_factory=True)
-        config["sampling"] = {**defaults.model_dump(), **chosen}
+        config["sampling"] = sampling_with(model_cls, **chosen)
     return config
 
 
