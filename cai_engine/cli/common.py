@@ -340,15 +340,16 @@ def config_from_args(args, model_cls, sampling: tuple[str, ...] = ()) -> dict:
     return config
 
 
-def flag_table(model_cls) -> str:
-    """A Markdown table of a config's flags: name, default and help (for the README)."""
-    rows = ["| flag | default | help |", "| --- | --- | --- |"]
-    for name, field in model_cls.model_fields.items():
-        default = (
-            "required" if field.is_required() else field.get_default(call_default_factory=True)
-        )
-        help_ = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `--{name.replace('_', '-')}` | `{_shown(default)}` | {help_} |")
+def flag_table(model_cls, **flag_options) -> str:
+    """A Markdown table of the flags `add_config_flags(parser, model_cls, **flag_options)`
+    makes, each with its help (description, default, bounds): for the README."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_config_flags(parser, model_cls, **flag_options)
+    rows = ["| flag | help |", "| --- | --- |"]
+    for action in parser._actions:
+        flags = ", ".join(f"`{s}`" for s in action.option_strings)
+        help_ = action.help.replace("%%", "%").replace("|", "\\|")
+        rows.append(f"| {flags} | {help_} |")
     return "\n".join(rows)
 
 
