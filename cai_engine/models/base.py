@@ -31,10 +31,12 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(0.7, ge=0, le=5, description="0 means greedy.")
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(256, gt=0, le=32_768)
-    seed: int = Field(0, ge=0)
+    temperature: float = Field(0.7, ge=0, le=5, description="Sampling temperature; 0 means greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the top share of mass.")
+    max_new_tokens: int = Field(256, gt=0, le=32_768, description="Most new tokens per answer.")
+    seed: int = Field(
+        0, ge=0, description="Sampling seed; the same seed and inputs give the same text."
+    )
     stop: list[str] = Field(
         default_factory=list, description="Stop strings; not included in the text."
     )

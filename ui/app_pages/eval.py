@@ -10,15 +10,23 @@ import streamlit as st
 from cai_engine import eval as evaluation
 from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.eval import EvalConfig
+from cai_engine.fields import sampling_with
 from cai_engine.models import EMBEDDED
-from ui.common import flash, get_store, md_escape, show_error, show_flash
+from ui.common import (
+    checkbox_for,
+    get_store,
+    md_escape,
+    number_input_for,
+    pick_job,
+    show_error,
+    show_flash,
+    show_job_next,
+    text_input_for,
+)
 
 REFRESH_S = 2.0
 store = get_store()
-
-pending = st.session_state.pop("_select_eval", None)
-if pending:
-    st.session_state["eval_job"] = pending
 
 st.title("Eval: compare models")
 show_flash()
@@ -45,7 +53,6 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
         for j in jobs.list_jobs(store, kind="critique", reconcile_first=False)
         if j.status == "succeeded"
     ]
-    defaults = evaluation.EvalConfig.model_fields
     with st.form("new_eval"):
         chosen = st.multiselect(
             "Models (the first is the reference unless you pick one)",
@@ -55,21 +62,21 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
             help="Any model spec works, e.g. hf:/path/to/model or model:<name>.",
         )
         c1, c2, c3 = st.columns(3)
-        harmful = c1.text_input(
-            "Red-team set", "red-team:test", help=defaults["harmful"].description
-        )
-        helpful = c2.text_input("Helpful set", "helpful:test", help=defaults["helpful"].description)
-        limit = c3.number_input("Prompts per set", 1, 10_000, 32)
+        harmful = text_input_for(c1, EvalConfig, "harmful", "Red-team set")
+        helpful = text_input_for(c2, EvalConfig, "helpful", "Helpful set")
+        limit = number_input_for(c3, EvalConfig, "limit", "Prompts per set", max_value=10_000)
         d1, d2, d3 = st.columns(3)
-        judge = d1.text_input("Judge model", EMBEDDED, help=defaults["judge"].description)
-        constitution = d2.text_input("Constitution", "harmless")
+        judge = text_input_for(d1, EvalConfig, "judge", "Judge model")
+        constitution = text_input_for(d2, EvalConfig, "constitution", "Constitution")
         critique_job = d3.selectbox(
             "Revision progress of (optional)", ["(none)", *critiques], help="A critique job."
         )
         e1, e2, e3 = st.columns(3)
-        max_tokens = e1.number_input("New tokens per answer", 8, 4096, 128)
-        both = e2.checkbox("Judge both orders", True)
-        judge_refusals = e3.checkbox("Judge refusals too", True)
+        max_tokens = number_input_for(
+            e1, EvalConfig, "sampling.max_new_tokens", "New tokens per answer"
+        )
+        both = checkbox_for(e2, EvalConfig, "both_orders", "Judge both orders")
+        judge_refusals = checkbox_for(e3, EvalConfig, "judge_refusals", "Judge refusals too")
         if st.form_submit_button("Start eval job", type="primary"):
             try:
                 job = evaluation.submit_eval(
@@ -84,32 +91,26 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
                         "critique_job": None if critique_job == "(none)" else critique_job,
                         "both_orders": both,
                         "judge_refusals": judge_refusals,
-                        "sampling": {"temperature": 0.7, "max_new_tokens": int(max_tokens)},
+                        "sampling": sampling_with(EvalConfig, max_new_tokens=int(max_tokens)),
                     },
                 )
             except CaiError as e:
                 show_error(e)
             else:
-                flash(f"Started {job.id}")
-                st.session_state["_select_eval"] = job.id
-                st.rerun()
+                show_job_next(job, "_select_eval", f"Started {job.id}")
 
 # -- pick an eval ---------------------------------------------------------------------------
 
 eval_jobs = jobs.list_jobs(store, kind="eval")
-if not eval_jobs:
-    st.info("No eval jobs yet. Start one above, or run the demo from Home.")
-    st.stop()
-by_id = {j.id: j for j in eval_jobs}
-if st.session_state.get("eval_job") not in by_id:
-    st.session_state["eval_job"] = eval_jobs[0].id
-job_id = st.selectbox(
+job = pick_job(
     "Eval job",
-    list(by_id),
-    key="eval_job",
-    format_func=lambda i: f"{i} · {by_id[i].status} · {len(by_id[i].config['models'])} models",
+    eval_jobs,
+    "eval_job",
+    empty="No eval jobs yet. Start one above, or run the demo from Home.",
+    pending="_select_eval",
+    describe=lambda j: f"{j.id} · {j.status} · {len(j.config['models'])} models",
 )
-job = by_id[job_id]
+job_id = job.id
 
 
 @st.fragment(run_every=REFRESH_S if job.status in jobs.ACTIVE else None)

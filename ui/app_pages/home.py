@@ -5,6 +5,7 @@ import streamlit as st
 
 from cai_engine import demo, jobs
 from cai_engine.errors import CaiError
+from cai_engine.fields import config_field
 from ui.common import get_store, md_escape, show_error
 
 REFRESH_S = 2.0
@@ -35,8 +36,15 @@ PROFILE_TEXT = {
     "tiny": "Tiny random model: checks the plumbing in about a minute; its text is gibberish",
 }
 d1, d2 = st.columns([3, 1])
+profile_field, default_profile = config_field(demo.DemoConfig, "profile")
 profile = d1.radio(
-    "Profile", list(PROFILE_TEXT), format_func=PROFILE_TEXT.get, key="demo_profile", horizontal=True
+    "Profile",
+    list(PROFILE_TEXT),
+    index=list(PROFILE_TEXT).index(default_profile),
+    format_func=PROFILE_TEXT.get,
+    key="demo_profile",
+    horizontal=True,
+    help=profile_field.description,
 )
 if d2.button("Run the demo", type="primary", key="run_demo"):
     try:

@@ -7,17 +7,24 @@ import streamlit as st
 from cai_engine import export, jobs, review
 from cai_engine.constitution import pinned_ref
 from cai_engine.errors import CaiError
-from cai_engine.labels import submit_labels
-from cai_engine.models import EMBEDDED
-from cai_engine.pairs import submit_pairs
-from ui.common import flash, get_store, md_escape, show_error, show_flash
+from cai_engine.fields import field_default, sampling_with
+from cai_engine.labels import LabelConfig, submit_labels
+from cai_engine.pairs import PairsConfig, submit_pairs
+from ui.common import (
+    checkbox_for,
+    flash,
+    get_store,
+    md_escape,
+    number_input_for,
+    pick_job,
+    show_error,
+    show_flash,
+    show_job_next,
+    text_input_for,
+)
 
 REFRESH_S = 2.0
 store = get_store()
-
-pending = st.session_state.pop("_select_labels", None)
-if pending:
-    st.session_state["label_job"] = pending
 
 st.title("Labels")
 show_flash()
@@ -46,13 +53,22 @@ def pairs_form() -> None:
                 key="pairs_set",
             )
             split = c2.selectbox("Split", ["train", "test", "all"], key="pairs_split")
-            samples = c3.number_input("Answers per prompt", 2, 8, 2, key="pairs_samples")
+            samples = number_input_for(
+                c3, PairsConfig, "samples", "Answers per prompt", key="pairs_samples"
+            )
             limit = c4.number_input("Limit (0 = all)", 0, 100_000, 16, key="pairs_limit")
             m1, m2, m3 = st.columns([3, 1, 1])
-            model = m1.text_input("Model", EMBEDDED, key="pairs_model")
-            max_new = m2.number_input("Max new tokens", 8, 4096, 160, key="pairs_max_new")
-            temperature = m3.number_input(
-                "Temperature", 0.0, 2.0, 1.0, step=0.1, key="pairs_temperature"
+            model = text_input_for(m1, PairsConfig, "model", "Model", key="pairs_model")
+            max_new = number_input_for(
+                m2, PairsConfig, "sampling.max_new_tokens", "Max new tokens", key="pairs_max_new"
+            )
+            temperature = number_input_for(
+                m3,
+                PairsConfig,
+                "sampling.temperature",
+                "Temperature",
+                step=0.1,
+                key="pairs_temperature",
             )
         else:
             critique_job = st.selectbox("Critique job", critiques or ["(none finished)"])
@@ -65,7 +81,9 @@ def pairs_form() -> None:
             "model": model.strip(),
             "samples": int(samples),
             "limit": int(limit) or None,
-            "sampling": {"temperature": float(temperature), "max_new_tokens": int(max_new)},
+            "sampling": sampling_with(
+                PairsConfig, temperature=float(temperature), max_new_tokens=int(max_new)
+            ),
         }
     else:
         config = {"from_critique": critique_job}
@@ -100,20 +118,21 @@ def label_form() -> None:
     versions = store.list_versions(con_name) if con_name else []
     con_version = c3.selectbox("Version", [v.seq for v in reversed(versions)], key="label_version")
     with st.form("label_form"):
-        model = st.text_input(
-            "Feedback model", EMBEDDED, key="label_model", help="Local or openai: model spec."
-        )
+        model = text_input_for(st, LabelConfig, "model", "Feedback model", key="label_model")
         o1, o2, o3, o4 = st.columns(4)
-        both = o1.checkbox(
-            "Both orders", True, key="label_both", help="Score as given and swapped, and average."
-        )
-        cot = o2.checkbox(
+        both = checkbox_for(o1, LabelConfig, "both_orders", "Both orders", key="label_both")
+        lo, hi = field_default(LabelConfig, "clamp")
+        cot = checkbox_for(
+            o2,
+            LabelConfig,
+            "cot",
             "Chain of thought",
-            False,
             key="label_cot",
-            help="Reason first; probabilities are clamped to 40–60%.",
+            help=f"Reason first; probabilities are clamped to {lo:.0%}–{hi:.0%}.",
         )
-        few_shots = o3.number_input("Few-shots", 0, 16, 2, key="label_few_shots")
+        few_shots = number_input_for(
+            o3, LabelConfig, "few_shots", "Few-shots", key="label_few_shots"
+        )
         limit = o4.number_input("Limit (0 = all)", 0, 1_000_000, 0, key="label_limit")
         go = st.form_submit_button("Start label job", type="primary")
     if not go:
@@ -132,9 +151,7 @@ def label_form() -> None:
     except CaiError as e:
         show_error(e, "Not started: ")
     else:
-        flash(f"Started {job.id}.")
-        st.session_state["_select_labels"] = job.id
-        st.rerun()
+        show_job_next(job, "_select_labels", f"Started {job.id}.")
 
 
 label_jobs = jobs.list_jobs(store, kind="label")
@@ -145,25 +162,21 @@ with st.expander("New pairs or labels", expanded=not label_jobs):
     with t2:
         label_form()
 
-if not label_jobs:
-    st.info(
-        "No label jobs yet. Make pairs and label them above, or with `cai pairs` and `cai label`."
-    )
-    st.stop()
 
-by_id = {j.id: j for j in label_jobs}
-if st.session_state.get("label_job") not in by_id:
-    st.session_state["label_job"] = label_jobs[0].id
-job_id = st.selectbox(
+picked = pick_job(
     "Label job",
-    list(by_id),
-    key="label_job",
-    format_func=lambda i: (
-        f"{i} · {by_id[i].status} · {by_id[i].config.get('constitution')} · "
-        f"{'CoT' if by_id[i].config.get('cot') else 'log-prob'}"
+    label_jobs,
+    "label_job",
+    empty="No label jobs yet. Make pairs and label them above, or with `cai pairs` and "
+    "`cai label`.",
+    pending="_select_labels",
+    describe=lambda j: (
+        f"{j.id} · {j.status} · {j.config.get('constitution')} · "
+        f"{'CoT' if j.config.get('cot') else 'log-prob'}"
     ),
 )
-running = by_id[job_id].status in jobs.ACTIVE
+job_id = picked.id
+running = picked.status in jobs.ACTIVE
 
 
 labels = store.labels(job_id)

@@ -4,17 +4,24 @@ import pandas as pd
 import streamlit as st
 
 from cai_engine import critique, export, jobs, traces
+from cai_engine.critique import CritiqueConfig
 from cai_engine.errors import CaiError
-from cai_engine.models import EMBEDDED
-from ui.common import flash, get_store, md_escape, show_error, show_flash
+from cai_engine.fields import sampling_with
+from ui.common import (
+    SEED_MAX,
+    get_store,
+    md_escape,
+    number_input_for,
+    pick_job,
+    show_error,
+    show_flash,
+    show_job_next,
+    text_input_for,
+)
 
 REFRESH_S = 2.0
 REWRITE = 0.6  # above this share of changed words a word diff is noise: show the new text
 store = get_store()
-
-pending = st.session_state.pop("_select_critique", None)
-if pending:
-    st.session_state["trace_job"] = pending
 
 st.title("Traces")
 show_flash()
@@ -46,15 +53,19 @@ with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="cr
         )
         split = p2.selectbox("Split", ["train", "test", "all"], key="crit_split")
         n1, n2, n3, n4 = st.columns(4)
-        rounds = n1.number_input("Rounds", 1, 16, 2, key="crit_rounds")
+        rounds = number_input_for(n1, CritiqueConfig, "rounds", "Rounds", key="crit_rounds")
         limit = n2.number_input("Limit (0 = all)", 0, 100_000, 16, key="crit_limit")
-        seed = n3.number_input("Seed", 0, 2**31 - 1, 0, key="crit_seed")
-        few_shots = n4.number_input("Few-shots", 0, 32, 2, key="crit_few_shots")
-        m1, m2 = st.columns([3, 1])
-        model = m1.text_input(
-            "Model", EMBEDDED, key="crit_model", help="A model spec; see `cai models list`."
+        seed = number_input_for(
+            n3, CritiqueConfig, "seed", "Seed", key="crit_seed", max_value=SEED_MAX
         )
-        max_new = m2.number_input("Max new tokens", 8, 4096, 160, key="crit_max_new")
+        few_shots = number_input_for(
+            n4, CritiqueConfig, "few_shots", "Few-shots", key="crit_few_shots"
+        )
+        m1, m2 = st.columns([3, 1])
+        model = text_input_for(m1, CritiqueConfig, "model", "Model", key="crit_model")
+        max_new = number_input_for(
+            m2, CritiqueConfig, "sampling.max_new_tokens", "Max new tokens", key="crit_max_new"
+        )
         submitted = st.form_submit_button("Start critique job", type="primary")
     if submitted:
         config = {
@@ -65,35 +76,30 @@ with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="cr
             "limit": int(limit) or None,
             "seed": int(seed),
             "few_shots": int(few_shots),
-            "sampling": {"max_new_tokens": int(max_new), "seed": int(seed)},
+            "sampling": sampling_with(CritiqueConfig, max_new_tokens=int(max_new), seed=int(seed)),
         }
         try:
             job = critique.submit(store, config)
         except CaiError as e:
             show_error(e, "Not started: ")
         else:
-            flash(f"Started {job.id}.")
-            st.session_state["_select_critique"] = job.id
-            st.rerun()
+            show_job_next(job, "_select_critique", f"Started {job.id}.")
 
 # -- pick a job -----------------------------------------------------------------------------
 
 critique_jobs = jobs.list_jobs(store, kind="critique")
-if not critique_jobs:
-    st.info("No critique jobs yet. Start one above, or with `cai critique`.")
-    st.stop()
-by_id = {j.id: j for j in critique_jobs}
-if st.session_state.get("trace_job") not in by_id:
-    st.session_state["trace_job"] = critique_jobs[0].id
-job_id = st.selectbox(
+picked = pick_job(
     "Critique job",
-    list(by_id),
-    key="trace_job",
-    format_func=lambda i: (
-        f"{i} · {by_id[i].status} · {by_id[i].config.get('constitution')} · {by_id[i].config.get('prompts')}"
+    critique_jobs,
+    "trace_job",
+    empty="No critique jobs yet. Start one above, or with `cai critique`.",
+    pending="_select_critique",
+    describe=lambda j: (
+        f"{j.id} · {j.status} · {j.config.get('constitution')} · {j.config.get('prompts')}"
     ),
 )
-running = by_id[job_id].status in jobs.ACTIVE
+job_id = picked.id
+running = picked.status in jobs.ACTIVE
 
 
 @st.fragment(run_every=REFRESH_S if running else None)
