@@ -70,7 +70,7 @@ def child(kind: str, variant: str, data_path: str, home: str, steps: int) -> dic
 
     from cai_engine.models.embedded import ensure_embedded
     from cai_engine.training import trainers
-    from cai_engine.training.config import CONFIGS
+    from cai_engine.training.kinds import TRAINING_KINDS
     from cai_engine.training.run import _length_for, decide_precision
 
     base = str(ensure_embedded(Path(home), log=lambda *_: None))
@@ -78,9 +78,9 @@ def child(kind: str, variant: str, data_path: str, home: str, steps: int) -> dic
     tokenizer = AutoTokenizer.from_pretrained(base)
     ours = variant == "ours"
     config = (
-        CONFIGS[kind](data=data_path, soft_labels=ours)
+        TRAINING_KINDS[kind].config(data=data_path, soft_labels=ours)
         if kind == "dpo"
-        else CONFIGS[kind](data=data_path)
+        else TRAINING_KINDS[kind].config(data=data_path)
     )
     bf16 = decide_precision("auto")[0] if ours else False
     common = {

@@ -36,19 +36,19 @@ RESUMABLE = ("failed", "cancelled", "interrupted")
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 START_TIMEOUT = 60.0  # a queued job with no process after this long never started
 
-# kind -> "module" that defines `JOB: JobKind` (or "module:NAME" for another name);
-# imported only when that kind is used.
+# kind -> "module" that defines `JOB: JobKind`, or "module:NAME" for another name (a dict there
+# is indexed by the kind: the training kinds share one registry); imported only when used.
 KIND_MODULES: dict[str, str] = {
     "critique": "cai_engine.critique",
     "demo": "cai_engine.demo",
-    "dpo": "cai_engine.training.jobs:DPO_JOB",
+    "dpo": "cai_engine.training.jobs:JOBS",
     "eval": "cai_engine.eval.job",
     "generate": "cai_engine.generate",
     "label": "cai_engine.labels",
     "pairs": "cai_engine.pairs",
-    "reward": "cai_engine.training.jobs:REWARD_JOB",
-    "rl": "cai_engine.training.jobs:RL_JOB",
-    "sft": "cai_engine.training.jobs:SFT_JOB",
+    "reward": "cai_engine.training.jobs:JOBS",
+    "rl": "cai_engine.training.jobs:JOBS",
+    "sft": "cai_engine.training.jobs:JOBS",
     "tick": "cai_engine.tick",
 }
 
@@ -75,7 +75,8 @@ def get_kind(name: str) -> JobKind:
     if name not in KIND_MODULES:
         raise CaiError(f"unknown job kind '{name}'; known kinds: {', '.join(sorted(KIND_MODULES))}")
     module, _, attr = KIND_MODULES[name].partition(":")
-    return getattr(importlib.import_module(module), attr or "JOB")
+    found = getattr(importlib.import_module(module), attr or "JOB")
+    return found[name] if isinstance(found, dict) else found
 
 
 def validate_config(kind: str, config: dict) -> BaseModel:

@@ -44,7 +44,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="cai", description="CAI Studio: a Constitutional AI workbench."
     )
     parser.add_argument(
-        "--home", help="data home (default: $CAI_HOME, else storage/ in the checkout)"
+        "--home",
+        help="data home (default: $CAI_HOME, else storage/ in a checkout, or ~/.local/share/cai-studio when installed)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -24,7 +24,7 @@ def cmd_studio(args) -> int:
     import subprocess
 
     from cai_engine.bundled import install_bundled
-    from cai_engine.home import CHECKOUT_ROOT
+    from cai_engine.home import studio_app_path
 
     store = open_store(args)
     install_bundled(store)
@@ -34,7 +34,7 @@ def cmd_studio(args) -> int:
         "-m",
         "streamlit",
         "run",
-        str(CHECKOUT_ROOT / "ui" / "app.py"),
+        str(studio_app_path()),
         "--server.address",
         args.address,
         "--server.port",

@@ -16,7 +16,6 @@ from cai_engine.cli.common import (
     submit_and_follow,
 )
 
-TRAIN_KINDS = ("sft", "reward", "dpo", "rl")
 TRAINERS = {
     "sft": "supervised fine-tuning on revisions (TRL SFTTrainer)",
     "reward": "a soft-label reward model on preferences (TRL RewardTrainer)",
@@ -26,12 +25,12 @@ TRAINERS = {
 
 
 def cmd_train(args) -> int:
-    from cai_engine.training.config import CONFIGS
     from cai_engine.training.jobs import submit
+    from cai_engine.training.kinds import TRAINING_KINDS
 
     # 1) the --config file, 2) the flags given, 3) --set: each overrides the one before
     config = load_config_file(args.config, f"{args.trainer} config keys")
-    config.update(config_from_args(args, CONFIGS[args.trainer]))
+    config.update(config_from_args(args, TRAINING_KINDS[args.trainer].config))
     config.update(parse_sets(args.set))
 
     def submit_trainer(store, cfg, label):
@@ -50,7 +49,7 @@ def register(sub, full: bool) -> None:
         add_set_flags(p, "a YAML file of config keys (flags override it)")
         add_job_flags(p)
         if full:
-            from cai_engine.training.config import CONFIGS
+            from cai_engine.training.kinds import TRAINING_KINDS
 
-            add_config_flags(p, CONFIGS[kind])
+            add_config_flags(p, TRAINING_KINDS[kind].config)
         p.set_defaults(func=cmd_train)

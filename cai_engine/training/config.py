@@ -189,12 +189,3 @@ def bounds(field: FieldInfo) -> tuple[float | None, float | None]:
         elif isinstance(limit, annotated_types.Lt) and integer:
             high = limit.lt - 1
     return low, high
-
-
-def __getattr__(name: str):
-    # CONFIGS (kind -> config class) is read from the registry, which imports this module.
-    if name == "CONFIGS":
-        from cai_engine.training.kinds import TRAINING_KINDS
-
-        return {kind: spec.config for kind, spec in TRAINING_KINDS.items()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

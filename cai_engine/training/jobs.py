@@ -85,11 +85,3 @@ JOBS = {
     )
     for kind, spec in TRAINING_KINDS.items()
 }
-
-
-def __getattr__(name: str) -> JobKind:
-    # SFT_JOB, REWARD_JOB, ...: the names cai_engine.jobs.KIND_MODULES imports.
-    kind = name.removesuffix("_JOB").lower()
-    if name.endswith("_JOB") and kind in JOBS:
-        return JOBS[kind]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -700,12 +700,12 @@ def test_a_trained_model_inside_the_models_folder_still_resolves(cai_home):
 def test_a_trained_models_name_is_a_plain_name(kind, name):
     from pydantic import ValidationError
 
-    from cai_engine.training.config import CONFIGS
+    from cai_engine.training.kinds import TRAINING_KINDS
 
     extra = {"reward_model": "model:r"} if kind == "rl" else {}
     with pytest.raises(ValidationError, match="name"):
-        CONFIGS[kind](data="x", name=name, **extra)
-    assert CONFIGS[kind](data="x", name="my-model.v2", **extra).name == "my-model.v2"
+        TRAINING_KINDS[kind].config(data="x", name=name, **extra)
+    assert TRAINING_KINDS[kind].config(data="x", name="my-model.v2", **extra).name == "my-model.v2"
 
 
 @pytest.mark.parametrize(
