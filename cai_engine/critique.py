@@ -19,10 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cai_engine import jobs
 from cai_engine.constitution import Constitution, FewShot, Principle
 from cai_engine.errors import CaiError
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+from cai_engine.prompts import parse_prompt_ref, select_prompts
 from cai_engine.seeding import seeded_rng
 
 STEPS = ("initial", "critique", "revision")
@@ -390,8 +392,6 @@ def submit(store, config: dict, label: str | None = None):
     Everything that can be checked before a process starts is: the config's keys and values,
     the constitution (and that it has a principle to draw), and a non-empty prompt selection.
     """
-    from cai_engine import jobs
-    from cai_engine.prompts import select_prompts
 
     cfg = jobs.validate_config("critique", config)
     version = store.get_version(cfg.constitution)
@@ -402,7 +402,6 @@ def submit(store, config: dict, label: str | None = None):
 
 
 def run(ctx, config: CritiqueConfig) -> None:
-    from cai_engine.prompts import parse_prompt_ref, select_prompts
 
     version = ctx.store.get_version(config.constitution)
     constitution = version.constitution

@@ -27,9 +27,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai_engine import jobs
 from cai_engine.errors import CaiError, JobCancelled
+from cai_engine.eval import check_models, submit_eval
+from cai_engine.home import resolve_home
 from cai_engine.jobs import JobKind
+from cai_engine.labels import submit_labels
 from cai_engine.models import EMBEDDED
+from cai_engine.models.embedded import ensure_embedded
+from cai_engine.models.tiny import make_tiny_model
+from cai_engine.pairs import submit_pairs
 
 STAGES = ("critique", "sft", "pairs", "label", "dpo", "eval")
 STAGE_TITLES = {
@@ -95,8 +102,6 @@ class DemoConfig(BaseModel):
 
 def tiny_model_spec(home) -> str:
     """The tiny random model for the tiny profile, built once under the data home."""
-    from cai_engine.home import resolve_home
-    from cai_engine.models.tiny import make_tiny_model
 
     path = make_tiny_model(resolve_home(home) / "cache" / "tiny-demo-model")
     return f"hf:{path}?dtype=float32"
@@ -157,16 +162,10 @@ def submit_stage(store, stage: str, config: dict, label: str):
 
         return submit(store, config, label)
     if stage == "pairs":
-        from cai_engine.pairs import submit_pairs
-
         return submit_pairs(store, config, label)
     if stage == "label":
-        from cai_engine.labels import submit_labels
-
         return submit_labels(store, config, label)
     if stage == "eval":
-        from cai_engine.eval import submit_eval
-
         return submit_eval(store, config, label)
     from cai_engine.training.jobs import submit
 
@@ -187,14 +186,11 @@ def _write_stages(run, stages: dict[str, str]) -> None:
 
 
 def run_demo(ctx, config: DemoConfig) -> None:
-    from cai_engine import jobs
 
     base = config.model or (
         tiny_model_spec(ctx.store.home) if config.profile == "tiny" else EMBEDDED
     )
     if config.profile == "default" and base == EMBEDDED:
-        from cai_engine.models.embedded import ensure_embedded
-
         ensure_embedded(ctx.store.home, log=lambda *a: ctx.event("embedded_model", note=a[0]))
     stages = read_stages(ctx.run)
     succeeded: dict[str, str] = {}
@@ -233,7 +229,6 @@ def run_demo(ctx, config: DemoConfig) -> None:
 
 def _wait(ctx, job_id: str):
     """Wait for a stage; a cancelled demo cancels the stage in flight and stops."""
-    from cai_engine import jobs
 
     while True:
         if ctx.cancelled:
@@ -247,14 +242,11 @@ def _wait(ctx, job_id: str):
 
 
 def submit_demo(store, config: dict | None = None, label: str | None = None):
-    from cai_engine import jobs
 
     config = dict(config or {})
     cfg = jobs.validate_config("demo", config)
     store.get_version(cfg.constitution)  # names the constitutions there are if it is missing
     if cfg.model:
-        from cai_engine.eval import check_models
-
         check_models(store, [cfg.model])
     running = [j for j in jobs.list_jobs(store, kind="demo") if j.status in jobs.ACTIVE]
     if running:
@@ -273,7 +265,6 @@ JOB = JobKind(
 
 def stage_rows(store, demo_job) -> list[dict]:
     """One row per stage of a demo job: its title, job, status and progress, for display."""
-    from cai_engine import jobs
 
     started = read_stages(demo_job.run)
     rows = []
@@ -294,7 +285,6 @@ def stage_rows(store, demo_job) -> list[dict]:
 
 def latest_demo(store):
     """The newest demo job, or None."""
-    from cai_engine import jobs
 
     found = jobs.list_jobs(store, kind="demo", limit=1)
     return found[0] if found else None

@@ -18,7 +18,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.home import resolve_home
+from cai_engine.review import human_verdicts
 
 FORMATS = ("jsonl", "parquet", "hf")
 
@@ -47,7 +50,6 @@ def _traces_by_key(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def _job_rows(store, job_id: str, kind: str, what: str, needs: str) -> tuple[object, list[dict]]:
     """A finished-or-running job of `kind`, ingested, and its rows (traces or labels)."""
-    from cai_engine import jobs
 
     job = jobs.get_job(store, job_id)
     if job.kind != kind:
@@ -118,7 +120,6 @@ def prefs_from_revisions(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
 def _check_replaceable(out: Path, home: Path | None) -> None:
     """--force replaces an earlier export, and nothing else: a folder holding only what an
     export writes, with its manifest, and never the data home or a folder around it."""
-    from cai_engine.home import resolve_home
 
     home = resolve_home(home)
     target = out.resolve()
@@ -278,7 +279,6 @@ def prefs_from_labels(
     which a soft-label loss reads as "equally good"; `drop_ties` leaves ties out. The
     confidence and consistency filters apply to AI labels only: a human verdict is kept.
     """
-    from cai_engine.review import human_verdicts
 
     filters = filters or PrefFilters()
     human = human_verdicts(reviews)

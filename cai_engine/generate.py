@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+from cai_engine.prompts import parse_prompt_ref, select_prompts
 
 
 class GenerateConfig(BaseModel):
@@ -103,7 +104,6 @@ def _row(ctx, set_name: str, prompt_id: str, sample: int, model_spec: str, param
 
 
 def run(ctx, config: GenerateConfig) -> None:
-    from cai_engine.prompts import parse_prompt_ref, select_prompts
 
     prompts = select_prompts(ctx.store, config.prompts, config.limit)
     set_name, _ = parse_prompt_ref(config.prompts)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cai_engine import jobs
 from cai_engine.constitution import Constitution, Principle
 from cai_engine.critique import check_constitution
 from cai_engine.errors import CaiError
@@ -308,7 +309,6 @@ def _row(
 
 def submit_labels(store, config: dict, label: str | None = None):
     """Check a label config against the store, pin the constitution version, and submit."""
-    from cai_engine import jobs
 
     cfg = jobs.validate_config("label", config)
     source = jobs.get_job(store, cfg.pairs)
@@ -321,7 +321,6 @@ def submit_labels(store, config: dict, label: str | None = None):
 
 
 def run_labels(ctx, config: LabelConfig) -> None:
-    from cai_engine import jobs
 
     version = ctx.store.get_version(config.constitution)
     check_constitution(version.constitution, config)

@@ -9,9 +9,12 @@ import itertools
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.generate import generate_answers
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+from cai_engine.prompts import parse_prompt_ref, select_prompts
 from cai_engine.seeding import seeded_rng
 
 
@@ -134,8 +137,6 @@ def pairs_from_traces(rows: list[dict], job_id: str, source_job: str, seed: int 
 
 def submit_pairs(store, config: dict, label: str | None = None):
     """Check a pairs config against the store, then submit the job."""
-    from cai_engine import jobs
-    from cai_engine.prompts import select_prompts
 
     cfg = jobs.validate_config("pairs", config)
     if cfg.prompts:
@@ -150,7 +151,6 @@ def submit_pairs(store, config: dict, label: str | None = None):
 
 
 def run_pairs(ctx, config: PairsConfig) -> None:
-    from cai_engine import jobs
 
     previous = ctx.resume("pairs", key=("prompt_id", "pair"))
     if config.from_critique:
@@ -166,9 +166,6 @@ def run_pairs(ctx, config: PairsConfig) -> None:
         if not pairs:
             raise CaiError(f"critique job {source.id} has no trace with a revision to pair")
     else:
-        from cai_engine.generate import generate_answers
-        from cai_engine.prompts import parse_prompt_ref, select_prompts
-
         prompts = select_prompts(ctx.store, config.prompts, config.limit)
         set_name, _ = parse_prompt_ref(config.prompts)
         answers = generate_answers(

@@ -21,7 +21,10 @@ from datetime import datetime
 from typing import NamedTuple
 
 from cai_engine.errors import CaiError, JobCancelled, StoreLockedError
+from cai_engine.jobs import get_job, get_kind, ingest
+from cai_engine.models import load_model
 from cai_engine.runs import RunFolder
+from cai_engine.store import Store
 
 STATUS_EVERY = 0.5  # seconds between status.json rewrites for progress updates
 INGEST_LOCK_TIMEOUT = 5.0  # a job does not wait long for the store; readers ingest too
@@ -184,8 +187,6 @@ class JobContext:
 
         def get():
             if not loaded:
-                from cai_engine.models import load_model
-
                 loaded.append(load_model(spec, self.store.home))
                 self.event(event, **details, **loaded[0].info().details)
             return loaded[0]
@@ -197,8 +198,6 @@ class JobContext:
                 loaded[0].close()
 
     def try_ingest(self) -> None:
-        from cai_engine.jobs import get_job, ingest
-        from cai_engine.store import Store
 
         try:
             quick = Store(self.store.home, lock_timeout=INGEST_LOCK_TIMEOUT)
@@ -286,9 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--job", required=True)
     args = parser.parse_args(argv)
-
-    from cai_engine.jobs import get_job, get_kind
-    from cai_engine.store import Store
 
     store = Store(args.home)
     job = get_job(store, args.job)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cai_engine.home import resolve_home
 from cai_engine.models.base import (
     ChatModel,
     Completion,
@@ -17,19 +18,17 @@ from cai_engine.models.base import (
     ModelInfo,
     SamplingParams,
 )
+from cai_engine.models.local import LocalModel
+from cai_engine.models.openai_compat import OpenAIModel
 from cai_engine.models.spec import EMBEDDED, VALID_FORMS, ModelSpec, parse_spec
 
 
 def load_model(spec: str | dict | ModelSpec, home: Path | None = None) -> ChatModel:
     """Load the model a spec names. `home` is the data home (for the embedded and trained models)."""
-    from cai_engine.home import resolve_home
 
     parsed = parse_spec(spec)
     if parsed.backend == "openai":
-        from cai_engine.models.openai_compat import OpenAIModel
-
         return OpenAIModel(parsed)
-    from cai_engine.models.local import LocalModel
 
     return LocalModel(parsed, resolve_home(home))
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cai_engine.home import models_dir
 from cai_engine.models.base import (
     ChatModel,
     Completion,
@@ -31,6 +32,7 @@ from cai_engine.models.base import (
     SamplingParams,
     is_prefill,
 )
+from cai_engine.models.embedded import ensure_embedded
 from cai_engine.models.spec import ModelSpec
 
 CPU_BATCH = 64  # measured best on 2 cores for a 135M model (bench/generation.py)
@@ -98,8 +100,6 @@ def choose_cpu_dtype() -> tuple[str, str]:
 
 
 def resolve_local_path(spec: ModelSpec, home: Path) -> str:
-    from cai_engine.home import models_dir
-    from cai_engine.models.embedded import ensure_embedded
 
     if spec.kind == "embedded":
         return str(ensure_embedded(home))

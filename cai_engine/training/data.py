@@ -15,7 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cai_engine import export, jobs
 from cai_engine.errors import CaiError, NotFoundError
+from cai_engine.models import parse_spec
+from cai_engine.models.local import resolve_local_path
+from cai_engine.prompts import select_prompts
 
 
 @dataclass
@@ -145,37 +149,31 @@ class Source:
 
 
 def _sft_export(store, job_id, out, command):
-    from cai_engine import export
 
     export.export_sft(store, job_id, out, command=command)
 
 
 def _sft_examples(store, job_id):
-    from cai_engine import export
 
     return export.sft_examples(store.traces(job_id))[0]
 
 
 def _labels_export(store, job_id, out, command):
-    from cai_engine import export
 
     export.export_prefs_from_labels(store, job_id, out, command=command)
 
 
 def _labels_examples(store, job_id):
-    from cai_engine import export
 
     return export.prefs_from_labels(store.labels(job_id), store.reviews(job_id))[0]
 
 
 def _revisions_export(store, job_id, out, command):
-    from cai_engine import export
 
     export.export_prefs_from_revisions(store, job_id, out, command=command)
 
 
 def _revisions_examples(store, job_id):
-    from cai_engine import export
 
     return export.prefs_from_revisions(store.traces(job_id))[0]
 
@@ -235,7 +233,6 @@ class ExportFormat:
     def source_job(self, store, job_id: str):
         """The finished job that `--data JOB` names, if it can give this format; else a
         clear error."""
-        from cai_engine import jobs
 
         try:
             job = jobs.get_job(store, job_id)
@@ -266,13 +263,11 @@ class PromptFormat:
     sources: dict[str, Source] = field(default_factory=dict)  # no job exports into it
 
     def check(self, store, cfg) -> dict:
-        from cai_engine.prompts import select_prompts
 
         select_prompts(store, cfg.data, cfg.limit)
         return {}
 
     def load(self, store, config, run_dir: Path, command: str = "", lead: bool = True):
-        from cai_engine.prompts import select_prompts
 
         prompts = select_prompts(store, config.data, config.limit)
         examples = [{"prompt": p.messages, "prompt_id": p.prompt_id} for p in prompts]
@@ -280,7 +275,6 @@ class PromptFormat:
         return TrainingData(examples, config.data, manifest)
 
     def preview(self, store, cfg) -> list[dict]:
-        from cai_engine.prompts import select_prompts
 
         return [{"prompt": p.messages} for p in select_prompts(store, cfg.data, cfg.limit)]
 
@@ -338,8 +332,6 @@ def split(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict],
 
 def model_parameters(spec: str, home) -> int:
     """About how many parameters a local model has, from its weight files' sizes."""
-    from cai_engine.models import parse_spec
-    from cai_engine.models.local import resolve_local_path
 
     path = Path(resolve_local_path(parse_spec(spec), home))
     if not path.is_dir():

@@ -8,8 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.home import models_dir
 from cai_engine.jobs import JobKind
+from cai_engine.models import parse_spec
+from cai_engine.models.local import resolve_local_path
 from cai_engine.training.kinds import TRAINING_KINDS
 
 CANCEL_GRACE = 180.0  # seconds for the step in flight to finish and a checkpoint to be written
@@ -39,8 +43,6 @@ def submit(store, kind: str, config: dict, label: str | None = None):
     exported from, or a prompt set), the artifact name (not taken), and the config's own
     checks against the store (the reward model for RL).
     """
-    from cai_engine import jobs
-    from cai_engine.home import models_dir
 
     cfg = jobs.validate_config(kind, config)
     _check_base_model(cfg.model, store.home)
@@ -54,8 +56,6 @@ def submit(store, kind: str, config: dict, label: str | None = None):
 
 
 def _check_base_model(spec: str, home) -> None:
-    from cai_engine.models import parse_spec
-    from cai_engine.models.local import resolve_local_path
 
     parsed = parse_spec(spec)
     if parsed.kind in ("trained", "embedded"):

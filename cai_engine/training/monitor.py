@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai_engine.training.data import split
 from cai_engine.training.kinds import TRAINING_KINDS
 
 SAMPLES = "samples.jsonl"
@@ -104,7 +105,6 @@ def estimate(
     token at the device's measured training rate, times the kind's `cost` (2 for DPO's
     reference pass and pairs).
     """
-    from cai_engine.training.data import split
 
     train, _ = split(examples, config.eval_fraction, config.seed)
     per_step = config.batch_size * config.grad_accum * max(1, config.nproc)

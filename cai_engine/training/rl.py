@@ -15,14 +15,15 @@ import json
 from pathlib import Path
 
 from cai_engine.errors import CaiError
+from cai_engine.home import models_dir
 from cai_engine.labels import LabelConfig, label_pairs
+from cai_engine.models import SamplingParams, load_model, parse_spec
 from cai_engine.pairs import pair_flags
+from cai_engine.store import Store
 from cai_engine.training.kinds import TRAINING_KINDS
 
 
 def reward_model_path(spec: str, home: Path) -> str:
-    from cai_engine.home import models_dir
-    from cai_engine.models import parse_spec
 
     parsed = parse_spec(spec)
     if parsed.kind != "trained":
@@ -45,7 +46,6 @@ class ConstitutionReward:
     __name__ = "constitution_reward"
 
     def __init__(self, store, config, reference_answers: dict[str, str]):
-        from cai_engine.models import load_model
 
         version = store.get_version(config.constitution_reward)
         self.constitution = version.constitution
@@ -86,7 +86,6 @@ def reference_answers(store, config, base_path: str, examples: list[dict], run_p
     cache = run_path / "reference_answers.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    from cai_engine.models import SamplingParams, load_model
 
     model = load_model(f"hf:{base_path}", store.home)
     answers = model.chat(
@@ -109,8 +108,6 @@ def build_rl(spec, config, *, base_path, tokenizer, train, common, peft_config, 
     if config.reward_model:
         rewards.append(reward_model_path(config.reward_model, home))
     if config.constitution_reward:
-        from cai_engine.store import Store
-
         store = Store(home)
         run_path = Path(common["output_dir"]).parent
         answers = reference_answers(store, config, base_path, train.to_list(), run_path)

@@ -17,7 +17,11 @@ import torch
 from transformers import TrainerCallback
 
 from cai_engine.errors import CaiError, JobCancelled
+from cai_engine.home import models_dir
+from cai_engine.models import parse_spec
+from cai_engine.models.local import choose_cpu_dtype, resolve_local_path
 from cai_engine.training import data as training_data
+from cai_engine.training import trainers
 from cai_engine.training.kinds import TRAINING_KINDS
 from cai_engine.training.monitor import SAMPLES
 
@@ -44,7 +48,6 @@ def decide_precision(precision: str) -> tuple[bool, str]:
     if torch.cuda.is_available():
         ok = torch.cuda.is_bf16_supported()
         return ok, "GPU with bf16" if ok else "GPU without bf16: fp32"
-    from cai_engine.models.local import choose_cpu_dtype
 
     name, reason = choose_cpu_dtype()
     return name == "bfloat16", reason
@@ -174,9 +177,6 @@ def train(ctx, config, kind: str) -> None:
     """Train `kind` (a key of `TRAINING_KINDS`) as the job `ctx` describes."""
     from datasets import Dataset
 
-    from cai_engine.models import parse_spec
-    from cai_engine.models.local import resolve_local_path
-
     spec = TRAINING_KINDS[kind]
     lead = rank() == 0
     run_path = Path(ctx.run.path)
@@ -206,7 +206,6 @@ def train(ctx, config, kind: str) -> None:
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
     # 3) the kind's TRL trainer, with the job's callback (and rank 0's sampler)
-    from cai_engine.training import trainers
 
     trainer = trainers.build(
         kind,
@@ -382,7 +381,6 @@ def _length_for(tokenizer, examples: list[dict], kind: str) -> int:
 
 def save_artifact(trainer, tokenizer, name: str, home: Path, lineage: dict) -> Path:
     """Save the trained model to <home>/models/<name>, whole or not at all; never overwrite."""
-    from cai_engine.home import models_dir
 
     target = models_dir(home) / name
     if target.exists():
