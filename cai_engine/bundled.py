@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cai_engine.constitution import load_constitution
 from cai_engine.home import BUNDLED_CONSTITUTIONS, BUNDLED_PROMPT_SETS
 from cai_engine.prompts import import_prompt_set
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 PROMPT_SET_DESCRIPTIONS = {
     "red-team": "Red-team prompts across harm categories, written for CAI Studio.",
@@ -20,7 +25,7 @@ class InstallReport:
     prompts_added: dict[str, int] = field(default_factory=dict)
 
 
-def install_bundled(store) -> InstallReport:
+def install_bundled(store: Store) -> InstallReport:
     """Add each bundled constitution (a new version only if its content changed) and prompt set."""
     report = InstallReport()
     for path in sorted(BUNDLED_CONSTITUTIONS.glob("*.yaml")):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,6 +26,11 @@ from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 from cai_engine.prompts import parse_prompt_ref, select_prompts
 from cai_engine.seeding import seeded_rng
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+    from cai_engine.store import Store
+
 
 STEPS = ("initial", "critique", "revision")
 
@@ -386,7 +391,7 @@ def _public(row: dict) -> dict:
 # -- the job --------------------------------------------------------------------------------
 
 
-def submit(store, config: dict, label: str | None = None):
+def submit(store: Store, config: dict, label: str | None = None):
     """Check a critique config against the store, pin the constitution version, and submit.
 
     Everything that can be checked before a process starts is: the config's keys and values,
@@ -401,7 +406,7 @@ def submit(store, config: dict, label: str | None = None):
     return jobs.submit(store, "critique", pinned, label=label)
 
 
-def run(ctx, config: CritiqueConfig) -> None:
+def run(ctx: JobContext, config: CritiqueConfig) -> None:
 
     version = ctx.store.get_version(config.constitution)
     constitution = version.constitution

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,11 @@ from cai_engine.models import EMBEDDED
 from cai_engine.models.embedded import ensure_embedded
 from cai_engine.models.tiny import make_tiny_model
 from cai_engine.pairs import submit_pairs
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+    from cai_engine.store import Store
+
 
 STAGES = ("critique", "sft", "pairs", "label", "dpo", "eval")
 STAGE_TITLES = {
@@ -155,7 +160,7 @@ def stage_config(stage: str, cfg: DemoConfig, base: str, done: dict[str, str]) -
     raise ValueError(f"unknown demo stage {stage}")
 
 
-def submit_stage(store, stage: str, config: dict, label: str):
+def submit_stage(store: Store, stage: str, config: dict, label: str):
     """Submit one stage through the same checks the CLI and the studio use."""
     if stage == "critique":
         from cai_engine.critique import submit
@@ -185,7 +190,7 @@ def _write_stages(run, stages: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
-def run_demo(ctx, config: DemoConfig) -> None:
+def run_demo(ctx: JobContext, config: DemoConfig) -> None:
 
     base = config.model or (
         tiny_model_spec(ctx.store.home) if config.profile == "tiny" else EMBEDDED
@@ -227,7 +232,7 @@ def run_demo(ctx, config: DemoConfig) -> None:
     ctx.event("demo_finished", seconds=round(seconds, 1), eval_job=succeeded["eval"])
 
 
-def _wait(ctx, job_id: str):
+def _wait(ctx: JobContext, job_id: str):
     """Wait for a stage; a cancelled demo cancels the stage in flight and stops."""
 
     while True:
@@ -241,7 +246,7 @@ def _wait(ctx, job_id: str):
             return job
 
 
-def submit_demo(store, config: dict | None = None, label: str | None = None):
+def submit_demo(store: Store, config: dict | None = None, label: str | None = None):
 
     config = dict(config or {})
     cfg = jobs.validate_config("demo", config)
@@ -263,7 +268,7 @@ JOB = JobKind(
 )
 
 
-def stage_rows(store, demo_job) -> list[dict]:
+def stage_rows(store: Store, demo_job) -> list[dict]:
     """One row per stage of a demo job: its title, job, status and progress, for display."""
 
     started = read_stages(demo_job.run)
@@ -283,7 +288,7 @@ def stage_rows(store, demo_job) -> list[dict]:
     return rows
 
 
-def latest_demo(store):
+def latest_demo(store: Store):
     """The newest demo job, or None."""
 
     found = jobs.list_jobs(store, kind="demo", limit=1)

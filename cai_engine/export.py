@@ -17,11 +17,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.home import resolve_home
 from cai_engine.review import human_verdicts
+
+if TYPE_CHECKING:
+    from cai_engine.jobs import Job
+    from cai_engine.store import Store
+
 
 FORMATS = ("jsonl", "parquet", "hf")
 
@@ -48,7 +54,9 @@ def _traces_by_key(rows: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def _job_rows(store, job_id: str, kind: str, what: str, needs: str) -> tuple[object, list[dict]]:
+def _job_rows(
+    store: Store, job_id: str, kind: str, what: str, needs: str
+) -> tuple[object, list[dict]]:
     """A finished-or-running job of `kind`, ingested, and its rows (traces or labels)."""
 
     job = jobs.get_job(store, job_id)
@@ -61,7 +69,7 @@ def _job_rows(store, job_id: str, kind: str, what: str, needs: str) -> tuple[obj
     return job, rows
 
 
-def _critique_rows(store, job_id: str) -> tuple[object, list[dict]]:
+def _critique_rows(store: Store, job_id: str) -> tuple[object, list[dict]]:
     return _job_rows(store, job_id, "critique", "traces", "this export needs")
 
 
@@ -183,7 +191,13 @@ def write_examples(
 
 
 def _manifest(
-    kind: str, job, rows: list[dict], examples: list[dict], skipped: dict, command: str, **extra
+    kind: str,
+    job: Job,
+    rows: list[dict],
+    examples: list[dict],
+    skipped: dict,
+    command: str,
+    **extra,
 ) -> dict:
     first = rows[0]
     return {
@@ -205,7 +219,7 @@ def _manifest(
 
 
 def export_sft(
-    store, job_id: str, out: Path, *, all_rounds=False, fmt="jsonl", command="", force=False
+    store: Store, job_id: str, out: Path, *, all_rounds=False, fmt="jsonl", command="", force=False
 ) -> ExportResult:
     job, rows = _critique_rows(store, job_id)
     examples, skipped = sft_examples(rows, all_rounds)
@@ -217,7 +231,7 @@ def export_sft(
 
 
 def export_prefs_from_revisions(
-    store, job_id: str, out: Path, *, fmt="jsonl", command="", force=False
+    store: Store, job_id: str, out: Path, *, fmt="jsonl", command="", force=False
 ) -> ExportResult:
     job, rows = _critique_rows(store, job_id)
     examples, skipped = prefs_from_revisions(rows)
@@ -238,7 +252,7 @@ def export_prefs_from_revisions(
     return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
 
 
-def bundle(store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
+def bundle(store: Store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
     """A zip of data.jsonl and manifest.json, for a download button."""
     job, rows = _critique_rows(store, job_id)
     if kind == "sft":
@@ -326,11 +340,11 @@ def prefs_from_labels(
     return examples, skipped
 
 
-def _label_rows(store, job_id: str) -> tuple[object, list[dict]]:
+def _label_rows(store: Store, job_id: str) -> tuple[object, list[dict]]:
     return _job_rows(store, job_id, "label", "labels", "--labels needs")
 
 
-def _labels_manifest(job, rows, examples, skipped, filters, command) -> dict:
+def _labels_manifest(job: Job, rows, examples, skipped, filters, command) -> dict:
     first = rows[0]
     return {
         "kind": "prefs",
@@ -360,7 +374,9 @@ def _labels_manifest(job, rows, examples, skipped, filters, command) -> dict:
     }
 
 
-def labelled_prefs(store, job_id: str, filters: PrefFilters | None = None, command: str = ""):
+def labelled_prefs(
+    store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
+):
     """(examples, manifest) for a label job's preference export."""
     filters = filters or PrefFilters()
     job, rows = _label_rows(store, job_id)
@@ -374,7 +390,7 @@ def labelled_prefs(store, job_id: str, filters: PrefFilters | None = None, comma
 
 
 def export_prefs_from_labels(
-    store, job_id: str, out: Path, *, filters=None, fmt="jsonl", command="", force=False
+    store: Store, job_id: str, out: Path, *, filters=None, fmt="jsonl", command="", force=False
 ) -> ExportResult:
     examples, manifest = labelled_prefs(store, job_id, filters, command)
     write_examples(examples, Path(out), fmt, manifest, force, home=store.home)

@@ -7,11 +7,16 @@ seed `seed + k`, so samples of one prompt differ and a rerun reproduces them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 from cai_engine.prompts import parse_prompt_ref, select_prompts
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
 
 
 class GenerateConfig(BaseModel):
@@ -31,7 +36,13 @@ class GenerateConfig(BaseModel):
 
 
 def generate_answers(
-    ctx, prompts: list, set_name: str, model_spec: str, sampling, samples: int, shard_rows: int
+    ctx: JobContext,
+    prompts: list,
+    set_name: str,
+    model_spec: str,
+    sampling,
+    samples: int,
+    shard_rows: int,
 ) -> list[dict]:
     """Answer `prompts` `samples` times into the job's `generations` shards, continuing from
     what the shards already hold; returns every row, old and new. Progress counts answers."""
@@ -82,7 +93,9 @@ def generate_answers(
     return previous.rows + new_rows
 
 
-def _row(ctx, set_name: str, prompt_id: str, sample: int, model_spec: str, params, c) -> dict:
+def _row(
+    ctx: JobContext, set_name: str, prompt_id: str, sample: int, model_spec: str, params, c
+) -> dict:
     """The row of completion `c`; a prompt cut to fit the context is also an event."""
     if c.truncated_tokens:
         ctx.event("truncated", prompt_id=prompt_id, tokens=c.truncated_tokens)
@@ -103,7 +116,7 @@ def _row(ctx, set_name: str, prompt_id: str, sample: int, model_spec: str, param
     }
 
 
-def run(ctx, config: GenerateConfig) -> None:
+def run(ctx: JobContext, config: GenerateConfig) -> None:
 
     prompts = select_prompts(ctx.store, config.prompts, config.limit)
     set_name, _ = parse_prompt_ref(config.prompts)

@@ -23,12 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
 from cai_engine.errors import CaiError
 from cai_engine.home import runs_dir
 from cai_engine.runs import RunFolder
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
@@ -175,7 +180,7 @@ def _process_is_job(pid: int | None, job_id: str) -> bool:
     return state != b"Z" and job_id.encode() in cmdline
 
 
-def _launch(store, job_id: str, run: RunFolder, kind: str) -> int:
+def _launch(store: Store, job_id: str, run: RunFolder, kind: str) -> int:
     spec = get_kind(kind)
     prefix = spec.launcher(run.config()) if spec.launcher else [sys.executable, "-m"]
     log = open(run.log_path, "ab")
@@ -204,7 +209,7 @@ def _launch(store, job_id: str, run: RunFolder, kind: str) -> int:
 # -- the parent side ------------------------------------------------------------------------
 
 
-def submit(store, kind: str, config: dict, *, label: str | None = None) -> Job:
+def submit(store: Store, kind: str, config: dict, *, label: str | None = None) -> Job:
     """Validate `config`, record the job, create its run folder and start its process."""
     cfg = validate_config(kind, config)
     job_id = new_job_id(kind)
@@ -219,19 +224,19 @@ def submit(store, kind: str, config: dict, *, label: str | None = None) -> Job:
     return get_job(store, job_id)
 
 
-def get_job(store, job_id: str) -> Job:
+def get_job(store: Store, job_id: str) -> Job:
     return Job.from_row(store.job_row(job_id))
 
 
 def list_jobs(
-    store, *, kind: str | None = None, limit: int | None = 200, reconcile_first=True
+    store: Store, *, kind: str | None = None, limit: int | None = 200, reconcile_first=True
 ) -> list[Job]:
     if reconcile_first:
         reconcile(store)
     return [Job.from_row(r) for r in store.job_rows(kind=kind, limit=limit)]
 
 
-def reconcile(store) -> list[str]:
+def reconcile(store: Store) -> list[str]:
     """Settle jobs marked queued/running whose process is gone. Returns the ids changed.
 
     A job whose status.json reached a final state gets that state. Otherwise it becomes
@@ -285,7 +290,7 @@ def _kind_resumable(kind: str) -> bool:
         return False
 
 
-def ingest(store, job: Job) -> int:
+def ingest(store: Store, job: Job) -> int:
     """Ingest the job's complete shards that the store does not have yet (idempotent)."""
     done = store.ingested_paths(job.id)
     added = 0
@@ -300,7 +305,7 @@ def ingest(store, job: Job) -> int:
     return added
 
 
-def cancel(store, job_id: str, grace: float | None = None) -> Job:
+def cancel(store: Store, job_id: str, grace: float | None = None) -> Job:
     """SIGTERM the job's process group; SIGKILL it if it has not exited after `grace` seconds
     (default: the kind's grace, which gives training time to write a checkpoint)."""
     job = get_job(store, job_id)
@@ -332,7 +337,7 @@ def cancel(store, job_id: str, grace: float | None = None) -> Job:
     return get_job(store, job_id)
 
 
-def resume(store, job_id: str) -> Job:
+def resume(store: Store, job_id: str) -> Job:
     """Restart a failed, cancelled or interrupted job in its run folder."""
     reconcile(store)
     job = get_job(store, job_id)
@@ -351,7 +356,7 @@ def resume(store, job_id: str) -> Job:
 
 
 def wait(
-    store, job_id: str, timeout: float | None = None, poll: float = 0.5, on_update=None
+    store: Store, job_id: str, timeout: float | None = None, poll: float = 0.5, on_update=None
 ) -> Job:
     """Block until the job leaves queued/running (or `timeout` passes); returns it."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -371,5 +376,5 @@ def kinds() -> list[str]:
     return sorted(KIND_MODULES)
 
 
-def run_folder(store, job_id: str) -> Path:
+def run_folder(store: Store, job_id: str) -> Path:
     return Path(get_job(store, job_id).run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,6 +34,10 @@ from cai_engine.judge import (
     soft_label,
 )
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+    from cai_engine.store import Store
 
 
 class LabelConfig(BaseModel):
@@ -307,7 +312,7 @@ def _row(
     }
 
 
-def submit_labels(store, config: dict, label: str | None = None):
+def submit_labels(store: Store, config: dict, label: str | None = None):
     """Check a label config against the store, pin the constitution version, and submit."""
 
     cfg = jobs.validate_config("label", config)
@@ -320,7 +325,7 @@ def submit_labels(store, config: dict, label: str | None = None):
     return jobs.submit(store, "label", pinned, label=label)
 
 
-def run_labels(ctx, config: LabelConfig) -> None:
+def run_labels(ctx: JobContext, config: LabelConfig) -> None:
 
     version = ctx.store.get_version(config.constitution)
     check_constitution(version.constitution, config)

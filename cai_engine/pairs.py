@@ -6,6 +6,7 @@ job, each trace's initial answer against its final revision.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,6 +17,10 @@ from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 from cai_engine.prompts import parse_prompt_ref, select_prompts
 from cai_engine.seeding import seeded_rng
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+    from cai_engine.store import Store
 
 
 class PairsConfig(BaseModel):
@@ -135,7 +140,7 @@ def pairs_from_traces(rows: list[dict], job_id: str, source_job: str, seed: int 
     return out
 
 
-def submit_pairs(store, config: dict, label: str | None = None):
+def submit_pairs(store: Store, config: dict, label: str | None = None):
     """Check a pairs config against the store, then submit the job."""
 
     cfg = jobs.validate_config("pairs", config)
@@ -150,7 +155,7 @@ def submit_pairs(store, config: dict, label: str | None = None):
     return jobs.submit(store, "pairs", config, label=label)
 
 
-def run_pairs(ctx, config: PairsConfig) -> None:
+def run_pairs(ctx: JobContext, config: PairsConfig) -> None:
 
     previous = ctx.resume("pairs", key=("prompt_id", "pair"))
     if config.from_critique:

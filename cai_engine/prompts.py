@@ -16,9 +16,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cai_engine.errors import CaiError
 from cai_engine.files import MAX_INPUT_BYTES, InputFileError, decode_user_bytes, read_user_bytes
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "hf")
 ROLES = ("system", "user", "assistant")
@@ -392,7 +397,7 @@ def parse_prompts(
 
 
 def import_prompt_set(
-    store,
+    store: Store,
     source: str | Path | tuple[str, bytes],
     name: str,
     *,
@@ -453,7 +458,7 @@ def parse_prompt_ref(ref: str) -> tuple[str, str | None]:
 
 
 def select_prompts(
-    store, ref: str, limit: int | None = None, category: str | None = None
+    store: Store, ref: str, limit: int | None = None, category: str | None = None
 ) -> list[Prompt]:
     """The prompts a job config names, in a fixed order; an empty selection is an error."""
     name, split = parse_prompt_ref(ref)

@@ -23,9 +23,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cai_engine.errors import CaiError
 from cai_engine.seeding import seeded_rng
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 STRATEGIES = {
     "random": "Random",
@@ -126,7 +131,7 @@ def session(
 
 
 def record(
-    store,
+    store: Store,
     labels_job: str,
     prompt_id: str,
     pair: int,

@@ -18,13 +18,17 @@ import traceback
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cai_engine.errors import CaiError, JobCancelled, StoreLockedError
 from cai_engine.jobs import get_job, get_kind, ingest
 from cai_engine.models import load_model
 from cai_engine.runs import RunFolder
 from cai_engine.store import Store
+
+if TYPE_CHECKING:
+    from cai_engine.jobs import Job
+
 
 STATUS_EVERY = 0.5  # seconds between status.json rewrites for progress updates
 INGEST_LOCK_TIMEOUT = 5.0  # a job does not wait long for the store; readers ingest too
@@ -33,7 +37,7 @@ INGEST_LOCK_TIMEOUT = 5.0  # a job does not wait long for the store; readers ing
 class JobContext:
     """What a running stage sees: its config, its run folder, progress and shard writers."""
 
-    def __init__(self, store, job, kind, lead: bool = True):
+    def __init__(self, store: Store, job: Job, kind, lead: bool = True):
         self.store = store
         self.job = job
         self.job_id = job.id
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _follow(store, job, kind) -> int:
+def _follow(store: Store, job: Job, kind) -> int:
     """A rank other than 0 under torchrun or accelerate: it trains, and rank 0 reports."""
     ctx = JobContext(store, job, kind, lead=False)
     signal.signal(signal.SIGTERM, ctx.request_cancel)

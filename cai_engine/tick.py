@@ -7,9 +7,14 @@ shard in progress. `cai jobs submit tick` is a quick check that jobs work on a m
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai_engine.jobs import JobKind
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
 
 
 class TickConfig(BaseModel):
@@ -21,7 +26,7 @@ class TickConfig(BaseModel):
     fail_at: int | None = Field(None, ge=0, description="Raise an error at this row (for tests).")
 
 
-def run(ctx, config: TickConfig) -> None:
+def run(ctx: JobContext, config: TickConfig) -> None:
     import time
 
     done = {row["i"] for row in ctx.run.read_shard_rows("ticks")}

@@ -869,6 +869,21 @@ def test_rl_refuses_a_reward_model_that_is_not_a_reward_model(lab):
 # -- 9. a full disk while checkpointing -----------------------------------------------------
 
 
+def test_a_checkpoint_whose_state_file_was_cut_mid_write_is_not_complete(tmp_path):
+    """transformers writes trainer_state.json in place: a kill during that write leaves it
+    empty or cut short, and resuming from such a checkpoint would crash."""
+    from cai_engine.training.run import checkpoint_step, complete_checkpoints
+
+    for step, state in ((1, '{"global_step": 1}'), (2, ""), (3, '{"global_st'), (4, "{}")):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-5").mkdir()  # no state file at all
+    assert complete_checkpoints(tmp_path) == [tmp_path / "checkpoint-1"]
+    assert checkpoint_step(tmp_path / "checkpoint-1") == 1
+    with pytest.raises(CaiError, match="checkpoint-2 has no complete trainer_state.json"):
+        checkpoint_step(tmp_path / "checkpoint-2")
+
+
 def test_a_checkpoint_cut_by_a_full_disk_is_skipped_and_the_last_complete_one_resumes(
     tiny_model_dir, tokenizer, tmp_path, monkeypatch
 ):

@@ -12,8 +12,14 @@ import sys
 import time
 import types
 import typing
+from typing import TYPE_CHECKING
 
 from cai_engine.fields import config_field, field_bounds, sampling_with
+
+if TYPE_CHECKING:
+    from cai_engine.jobs import Job
+    from cai_engine.store import Store
+
 
 # -- output ---------------------------------------------------------------------------------
 
@@ -48,7 +54,7 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def progress_text(job) -> str:
+def progress_text(job: Job) -> str:
     if job.total:
         return f"{job.done}/{job.total} ({100 * job.done / job.total:.0f}%)"
     return str(job.done or "")
@@ -64,7 +70,7 @@ def command_line(args) -> str:
 # -- jobs -----------------------------------------------------------------------------------
 
 
-def follow(store, job, stream=None) -> int:
+def follow(store: Store, job: Job, stream=None) -> int:
     """Show a job's progress until it ends; returns 0 if it succeeded, else 1."""
     from cai_engine import jobs
 

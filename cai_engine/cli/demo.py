@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from cai_engine.cli.common import (
     add_command,
@@ -15,13 +16,16 @@ from cai_engine.cli.common import (
 )
 from cai_engine.cli.eval import print_eval
 
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m:02d}:{s:02d}"
 
 
-def _stage_printer(store, demo, started: float):
+def _stage_printer(store: Store, demo, started: float):
     """A `jobs.wait` callback printing the stage in flight, once per change."""
     from cai_engine import jobs
 

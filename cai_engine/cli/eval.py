@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cai_engine.cli.common import (
     add_command,
     add_config_flags,
@@ -12,10 +14,14 @@ from cai_engine.cli.common import (
     table,
 )
 
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
+
 SAMPLING = ("max_new_tokens", "temperature", "seed")
 
 
-def print_eval(store, job_id: str) -> None:
+def print_eval(store: Store, job_id: str) -> None:
     """An eval job's metrics, one column per model, then its revision progress if measured."""
     from cai_engine import eval as evaluation
     from cai_engine import jobs

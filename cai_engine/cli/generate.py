@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cai_engine.cli.common import (
     add_command,
     add_config_flags,
@@ -10,6 +12,10 @@ from cai_engine.cli.common import (
     submit_and_follow,
 )
 
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
+
 SAMPLING = ("max_new_tokens", "temperature", "seed")
 
 
@@ -17,7 +23,7 @@ def cmd_generate(args) -> int:
     from cai_engine import jobs
     from cai_engine.generate import GenerateConfig
 
-    def submit(store, config, label):
+    def submit(store: Store, config, label):
         return jobs.submit(store, "generate", config, label=label)
 
     return submit_and_follow(args, submit, config_from_args(args, GenerateConfig, SAMPLING))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cai_engine.cli.common import add_command, open_store, table
 
+if TYPE_CHECKING:
+    from cai_engine.store import Store
 
-def label_job_rows(store, job_id: str):
+
+def label_job_rows(store: Store, job_id: str):
     """A label job (ingested) and its labels; any other kind of job is refused."""
     from cai_engine import jobs
     from cai_engine.errors import CaiError

@@ -6,6 +6,8 @@ commands' `--help` stays instant.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cai_engine.cli.common import (
     add_config_flags,
     add_job_flags,
@@ -15,6 +17,10 @@ from cai_engine.cli.common import (
     parse_sets,
     submit_and_follow,
 )
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 TRAINERS = {
     "sft": "supervised fine-tuning on revisions (TRL SFTTrainer)",
@@ -33,7 +39,7 @@ def cmd_train(args) -> int:
     config.update(config_from_args(args, TRAINING_KINDS[args.trainer].config))
     config.update(parse_sets(args.set))
 
-    def submit_trainer(store, cfg, label):
+    def submit_trainer(store: Store, cfg, label):
         return submit(store, args.trainer, cfg, label=label)
 
     return submit_and_follow(args, submit_trainer, config)

@@ -5,17 +5,21 @@ from an earlier eval of the same weights and sampling, or generated now.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from cai_engine.eval.config import EvalConfig
 from cai_engine.models import parse_spec
 from cai_engine.models.local import model_fingerprint
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
 
 
 def answer_key(r: dict) -> tuple:
     return (r["model"], r["prompt_set"], r["prompt_id"])
 
 
-def collect_answers(ctx, cfg: EvalConfig, prompts: dict) -> list[dict]:
+def collect_answers(ctx: JobContext, cfg: EvalConfig, prompts: dict) -> list[dict]:
     """Every (model, set, prompt) answered: from the job's shards, reused from earlier eval
     jobs of the same weights and sampling, or generated now. Returns all answer rows."""
 
@@ -50,7 +54,7 @@ def collect_answers(ctx, cfg: EvalConfig, prompts: dict) -> list[dict]:
     return rows
 
 
-def _reuse(ctx, spec, fingerprint, sampling, set_name, set_prompts, have) -> list[dict]:
+def _reuse(ctx: JobContext, spec, fingerprint, sampling, set_name, set_prompts, have) -> list[dict]:
     """Answers earlier eval jobs stored for these weights, sampling and prompts, as this job's."""
     missing = {p.prompt_id for p in set_prompts if (spec, set_name, p.prompt_id) not in have}
     if not missing:
@@ -67,7 +71,7 @@ def _reuse(ctx, spec, fingerprint, sampling, set_name, set_prompts, have) -> lis
     ]
 
 
-def _generate(ctx, cfg, spec, fingerprint, sampling, todo, add) -> None:
+def _generate(ctx: JobContext, cfg, spec, fingerprint, sampling, todo, add) -> None:
     """Answer `todo` [(set name, prompt)] with one model, handing each finished batch to `add`."""
 
     def save(indices, completions):

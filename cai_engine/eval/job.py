@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cai_engine import jobs
 from cai_engine.critique import check_constitution
 from cai_engine.errors import CaiError
@@ -16,15 +18,19 @@ from cai_engine.models import parse_spec
 from cai_engine.models.local import check_model_available
 from cai_engine.prompts import select_prompts
 
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+    from cai_engine.store import Store
 
-def check_models(store, specs: list[str]) -> None:
+
+def check_models(store: Store, specs: list[str]) -> None:
     """Every model must exist now; a trained model that was deleted is named."""
 
     for spec in specs:
         check_model_available(parse_spec(spec), store.home)
 
 
-def submit_eval(store, config: dict, label: str | None = None):
+def submit_eval(store: Store, config: dict, label: str | None = None):
     """Check an eval config against the store (sets not empty, models on disk), then submit."""
 
     cfg = jobs.validate_config("eval", config)
@@ -43,7 +49,7 @@ def submit_eval(store, config: dict, label: str | None = None):
     return jobs.submit(store, "eval", pinned, label=label)
 
 
-def run_eval(ctx, config: EvalConfig) -> None:
+def run_eval(ctx: JobContext, config: EvalConfig) -> None:
 
     version = ctx.store.get_version(config.constitution)
     names = config.set_names()

@@ -5,6 +5,7 @@ and revision progress, continuing from the job's shards.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from cai_engine.constitution import Constitution, Principle
 from cai_engine.eval.answers import answer_key
@@ -13,6 +14,10 @@ from cai_engine.eval.refusals import judge_refusals, refusal_rule
 from cai_engine.eval.revisions import revision_pairs
 from cai_engine.labels import LabelConfig, label_pairs
 from cai_engine.pairs import pair_flags
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+
 
 HELPFULNESS = Principle(
     id="helpfulness",
@@ -47,7 +52,9 @@ def _judgement_key(r: dict) -> tuple:
     return (r["metric"], r["model"], r["prompt_set"], r["prompt_id"], int(r["item"]))
 
 
-def _judgement_row(ctx, cfg, metric, model, prompt_set, prompt_id, item, **fields) -> dict:
+def _judgement_row(
+    ctx: JobContext, cfg, metric, model, prompt_set, prompt_id, item, **fields
+) -> dict:
     return {
         "job_id": ctx.job_id,
         "metric": metric,
@@ -68,7 +75,9 @@ def _judgement_row(ctx, cfg, metric, model, prompt_set, prompt_id, item, **field
     }
 
 
-def judge_all(ctx, cfg, version, prompts, answers, previous, critique_rows) -> list[dict]:
+def judge_all(
+    ctx: JobContext, cfg, version, prompts, answers, previous, critique_rows
+) -> list[dict]:
     """Every verdict the metrics need, continuing from the job's shards."""
 
     # 1) what is left to judge: win-rate comparisons, refusal verdicts, revision progress
@@ -109,7 +118,9 @@ def judge_all(ctx, cfg, version, prompts, answers, previous, critique_rows) -> l
     return rows
 
 
-def _comparisons_todo(ctx, cfg, prompts, answers, messages, done) -> dict[str, list[dict]]:
+def _comparisons_todo(
+    ctx: JobContext, cfg, prompts, answers, messages, done
+) -> dict[str, list[dict]]:
     """metric -> the pairs (a model's answer, the reference's) still to compare."""
     by_key = {answer_key(a): a for a in answers}
     ref = cfg.ref_model
@@ -168,7 +179,7 @@ def _revisions_todo(cfg, critique_rows, done) -> list[dict]:
     ]
 
 
-def _judge_refusals(ctx, cfg, refusals, judge, emit) -> None:
+def _judge_refusals(ctx: JobContext, cfg, refusals, judge, emit) -> None:
     """Refusal verdicts in batches: by the rules, and by the judge when `judge` (its loader)
     is given."""
     if not refusals:
@@ -203,7 +214,7 @@ def _judge_refusals(ctx, cfg, refusals, judge, emit) -> None:
         )
 
 
-def _judge_pairs(ctx, cfg, version, task, judge, emit) -> None:
+def _judge_pairs(ctx: JobContext, cfg, version, task, judge, emit) -> None:
     """One metric's comparisons, in batches, as soft labels from the judge (`judge` loads it).
     `task` is (metric, pairs, constitution, its hash, few-shots or None for the config's)."""
     metric, pairs, constitution, chash, few_shots = task

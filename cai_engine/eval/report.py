@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cai_engine import jobs
 from cai_engine.eval.config import EvalConfig
 from cai_engine.eval.metrics import METRICS, RATE_METRICS
 from cai_engine.eval.refusals import refusal_rule
 from cai_engine.models import parse_spec
+
+if TYPE_CHECKING:
+    from cai_engine.jobs import Job
+    from cai_engine.store import Store
 
 
 def format_result(r: dict) -> str:
@@ -52,7 +57,7 @@ def results_table(results: list[dict], models: list[str] | None = None) -> list[
     return rows
 
 
-def model_lineage(store, spec: str) -> dict:
+def model_lineage(store: Store, spec: str) -> dict:
     """Where a model came from: for a model trained here, its job, base, data and constitution
     version; for the others, what the spec names."""
     parsed = parse_spec(spec)
@@ -89,7 +94,9 @@ class PromptComparison:
     disagreement: float  # the largest spread, across the models, of win or refusal
 
 
-def side_by_side(store, job_id: str, models: list[str], prompt_set: str) -> list[PromptComparison]:
+def side_by_side(
+    store: Store, job_id: str, models: list[str], prompt_set: str
+) -> list[PromptComparison]:
     """Each prompt of one eval set with every chosen model's answer and verdicts, sorted so the
     prompts where the models disagree most (in win probability or refusal) come first."""
 
@@ -147,6 +154,6 @@ def side_by_side(store, job_id: str, models: list[str], prompt_set: str) -> list
     return out
 
 
-def eval_models(job) -> list[str]:
+def eval_models(job: Job) -> list[str]:
     """The models an eval job answered with, in its config's order (the reference included)."""
     return EvalConfig(**job.config).answering

@@ -6,13 +6,17 @@ studio's forms all read these classes, so a default or a help text lives in one 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from cai_engine.models import EMBEDDED, parse_spec
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
+
 
 LAUNCHERS = ("python", "torchrun", "accelerate")
 
@@ -87,7 +91,7 @@ class TrainConfig(BaseModel):
             )
         return self
 
-    def check_store(self, store) -> None:
+    def check_store(self, store: Store) -> None:
         """Checks against the data home, run before the job is submitted (none here)."""
 
 
@@ -164,7 +168,7 @@ class RLConfig(TrainConfig):
             )
         return self
 
-    def check_store(self, store) -> None:
+    def check_store(self, store: Store) -> None:
         """The reward model is a trained reward model, and the constitution exists."""
         if self.reward_model:
             from cai_engine.training.rl import reward_model_path

@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cai_engine import export, jobs
 from cai_engine.errors import CaiError, NotFoundError
 from cai_engine.models import parse_spec
 from cai_engine.models.local import resolve_local_path
 from cai_engine.prompts import select_prompts
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
 
 
 @dataclass
@@ -148,32 +152,32 @@ class Source:
     examples: Callable  # examples(store, job_id) -> the same examples, writing nothing
 
 
-def _sft_export(store, job_id, out, command):
+def _sft_export(store: Store, job_id, out, command):
 
     export.export_sft(store, job_id, out, command=command)
 
 
-def _sft_examples(store, job_id):
+def _sft_examples(store: Store, job_id):
 
     return export.sft_examples(store.traces(job_id))[0]
 
 
-def _labels_export(store, job_id, out, command):
+def _labels_export(store: Store, job_id, out, command):
 
     export.export_prefs_from_labels(store, job_id, out, command=command)
 
 
-def _labels_examples(store, job_id):
+def _labels_examples(store: Store, job_id):
 
     return export.prefs_from_labels(store.labels(job_id), store.reviews(job_id))[0]
 
 
-def _revisions_export(store, job_id, out, command):
+def _revisions_export(store: Store, job_id, out, command):
 
     export.export_prefs_from_revisions(store, job_id, out, command=command)
 
 
-def _revisions_examples(store, job_id):
+def _revisions_examples(store: Store, job_id):
 
     return export.prefs_from_revisions(store.traces(job_id))[0]
 
@@ -196,7 +200,7 @@ class ExportFormat:
             raise CaiError(f"{where} has no examples; there is nothing to train on")
         return [self.convert(e, i, where) for i, e in enumerate(examples, 1)]
 
-    def check(self, store, cfg) -> dict:
+    def check(self, store: Store, cfg) -> dict:
         """Check `cfg.data` before a job starts; returns the config changes to submit (an
         export folder is stored resolved)."""
         folder = Path(cfg.data).expanduser()
@@ -207,7 +211,7 @@ class ExportFormat:
         self.to_trl(examples, str(folder))
         return {"data": str(folder.resolve())}
 
-    def load(self, store, config, run_dir: Path, command: str = "", lead: bool = True):
+    def load(self, store: Store, config, run_dir: Path, command: str = "", lead: bool = True):
         """`config.data` as TRL examples: a folder as it is, or a job exported into
         <run_dir>/data. A rank other than the lead waits for the lead's export."""
         folder = Path(config.data).expanduser()
@@ -220,7 +224,7 @@ class ExportFormat:
         examples, manifest = read_export(folder)
         return TrainingData(self.to_trl(examples, str(folder)), str(folder), manifest)
 
-    def preview(self, store, cfg) -> list[dict]:
+    def preview(self, store: Store, cfg) -> list[dict]:
         """The examples `cfg.data` would give, in TRL's form, without writing anything (for
         the estimate shown before a launch). Raises CaiError like a launch would."""
         folder = Path(cfg.data).expanduser()
@@ -230,7 +234,7 @@ class ExportFormat:
         job = self.source_job(store, cfg.data)
         return self.to_trl(self.sources[job.kind].examples(store, job.id), cfg.data)
 
-    def source_job(self, store, job_id: str):
+    def source_job(self, store: Store, job_id: str):
         """The finished job that `--data JOB` names, if it can give this format; else a
         clear error."""
 
@@ -247,7 +251,7 @@ class ExportFormat:
             raise CaiError(f"{job_id} is still {job.status}; train once it has finished")
         return job
 
-    def _export_job(self, store, job_id: str, out: Path, command: str) -> Path:
+    def _export_job(self, store: Store, job_id: str, out: Path, command: str) -> Path:
         if (out / "manifest.json").exists():
             return out  # exported on an earlier attempt of this job
         job = self.source_job(store, job_id)
@@ -262,19 +266,19 @@ class PromptFormat:
     name: str
     sources: dict[str, Source] = field(default_factory=dict)  # no job exports into it
 
-    def check(self, store, cfg) -> dict:
+    def check(self, store: Store, cfg) -> dict:
 
         select_prompts(store, cfg.data, cfg.limit)
         return {}
 
-    def load(self, store, config, run_dir: Path, command: str = "", lead: bool = True):
+    def load(self, store: Store, config, run_dir: Path, command: str = "", lead: bool = True):
 
         prompts = select_prompts(store, config.data, config.limit)
         examples = [{"prompt": p.messages, "prompt_id": p.prompt_id} for p in prompts]
         manifest = {"prompt_set": config.data, "prompts": len(examples)}
         return TrainingData(examples, config.data, manifest)
 
-    def preview(self, store, cfg) -> list[dict]:
+    def preview(self, store: Store, cfg) -> list[dict]:
 
         return [{"prompt": p.messages} for p in select_prompts(store, cfg.data, cfg.limit)]
 

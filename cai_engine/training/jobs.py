@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
@@ -15,6 +16,11 @@ from cai_engine.jobs import JobKind
 from cai_engine.models import parse_spec
 from cai_engine.models.local import resolve_local_path
 from cai_engine.training.kinds import TRAINING_KINDS
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+    from cai_engine.store import Store
+
 
 CANCEL_GRACE = 180.0  # seconds for the step in flight to finish and a checkpoint to be written
 
@@ -35,7 +41,7 @@ def launcher(config: dict) -> list[str]:
     return [sys.executable, "-m"]
 
 
-def submit(store, kind: str, config: dict, label: str | None = None):
+def submit(store: Store, kind: str, config: dict, label: str | None = None):
     """Check a training config against the store and the data home, then submit the job.
 
     Checked before any process starts: the config, the base model (a local model that
@@ -66,7 +72,7 @@ def _check_base_model(spec: str, home) -> None:
 
 
 def _run(kind: str):
-    def run(ctx, config) -> None:
+    def run(ctx: JobContext, config) -> None:
         from cai_engine.training.run import train
 
         train(ctx, config, kind)

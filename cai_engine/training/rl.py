@@ -45,7 +45,7 @@ class ConstitutionReward:
 
     __name__ = "constitution_reward"
 
-    def __init__(self, store, config, reference_answers: dict[str, str]):
+    def __init__(self, store: Store, config, reference_answers: dict[str, str]):
 
         version = store.get_version(config.constitution_reward)
         self.constitution = version.constitution
@@ -81,7 +81,9 @@ class ConstitutionReward:
         return [r["soft_label"] if r["soft_label"] is not None else 0.5 for r in rows]
 
 
-def reference_answers(store, config, base_path: str, examples: list[dict], run_path: Path) -> dict:
+def reference_answers(
+    store: Store, config, base_path: str, examples: list[dict], run_path: Path
+) -> dict:
     """The reference model's greedy answers, cached in the run folder for resumes."""
     cache = run_path / "reference_answers.json"
     if cache.exists():

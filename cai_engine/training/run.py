@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainerCallback
@@ -24,6 +25,10 @@ from cai_engine.training import data as training_data
 from cai_engine.training import trainers
 from cai_engine.training.kinds import TRAINING_KINDS
 from cai_engine.training.monitor import SAMPLES
+
+if TYPE_CHECKING:
+    from cai_engine.runner import JobContext
+
 
 CHECKPOINTS = "checkpoints"
 
@@ -57,17 +62,33 @@ def decide_precision(precision: str) -> tuple[bool, str]:
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoints whose trainer_state.json (written last) exists, oldest first."""
+    """Checkpoints whose trainer_state.json (written last) is whole, oldest first.
+
+    transformers writes that file in place, not atomically: a process killed while writing it
+    leaves it empty or cut short, and such a checkpoint is as incomplete as one without it.
+    """
     found = []
     for path in folder.glob("checkpoint-*"):
         step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / "trainer_state.json").exists():
+        if step.isdigit() and _state_step(path) is not None:
             found.append((int(step), path))
     return [p for _, p in sorted(found)]
 
 
+def _state_step(path: Path) -> int | None:
+    """The global step a checkpoint's trainer_state.json records; None if it is missing or
+    not (yet) whole JSON."""
+    try:
+        return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def checkpoint_step(path: Path) -> int:
-    return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
+    step = _state_step(path)
+    if step is None:
+        raise CaiError(f"{path} has no complete trainer_state.json")
+    return step
 
 
 # -- callbacks ------------------------------------------------------------------------------
@@ -77,7 +98,7 @@ class JobCallback(TrainerCallback):
     """Rank 0 streams every log to metrics.jsonl and progress to status.json; every rank
     stops (after a checkpoint) once SIGTERM has reached any of them."""
 
-    def __init__(self, ctx, sampler=None, sample_every: int = 0):
+    def __init__(self, ctx: JobContext, sampler=None, sample_every: int = 0):
         self.ctx = ctx
         self.sampler = sampler
         self.sample_every = sample_every
@@ -173,7 +194,7 @@ class Sampler:
 # -- the job --------------------------------------------------------------------------------
 
 
-def train(ctx, config, kind: str) -> None:
+def train(ctx: JobContext, config, kind: str) -> None:
     """Train `kind` (a key of `TRAINING_KINDS`) as the job `ctx` describes."""
     from datasets import Dataset
 
@@ -261,7 +282,7 @@ def _tokenizer(base_path: str):
     return tokenizer
 
 
-def _resume_point(ctx, out_dir: Path, lead: bool) -> Path | None:
+def _resume_point(ctx: JobContext, out_dir: Path, lead: bool) -> Path | None:
     """The last complete checkpoint to resume from, with the metrics after it dropped."""
     done = complete_checkpoints(out_dir)
     if done:
@@ -346,7 +367,7 @@ def _fit(trainer, resume_from: Path | None, config, max_length: int, out_dir: Pa
         ) from None
 
 
-def _register(ctx, config, kind: str, trainer, tokenizer, data, final: dict) -> None:
+def _register(ctx: JobContext, config, kind: str, trainer, tokenizer, data, final: dict) -> None:
     """Save the model under its name with its lineage, and register it in the store."""
     name = config.name or ctx.job_id
     lineage = {
