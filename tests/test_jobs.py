@@ -456,7 +456,7 @@ def test_the_stage_skeleton_resumes_keeps_rows_on_failure_and_always_closes_the_
     # model: loaded with an event, closed on the way out, also on failure; lazy: only if used
     loaded = []
     monkeypatch.setattr(
-        "cai_engine.models.load_model", lambda spec, home: loaded.append(FakeModel()) or loaded[-1]
+        "cai_engine.runner.load_model", lambda spec, home: loaded.append(FakeModel()) or loaded[-1]
     )
     with pytest.raises(RuntimeError), ctx.model("fake", model="fake") as model:
         raise RuntimeError("cancelled mid-batch")

@@ -971,11 +971,11 @@ def test_explicit_precision_is_kept():
 def test_auto_precision_on_a_cpu_follows_choose_cpu_dtype(monkeypatch, choice, bf16):
     import torch
 
-    from cai_engine.models import local
+    from cai_engine.training import run
     from cai_engine.training.run import decide_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(local, "choose_cpu_dtype", lambda: choice)
+    monkeypatch.setattr(run, "choose_cpu_dtype", lambda: choice)
     assert decide_precision("auto") == (bf16, choice[1])
 
 
