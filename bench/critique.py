@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,11 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 CEILING = 2200  # tokens/s: 2 x 135M FLOP per token at the measured bf16 matmul peak
 NEW_TOKENS = 128
 
 
-def setup(home: str, n: int):
+def setup(home: str, n: int, new_tokens: int):
     from cai_engine.bundled import install_bundled
     from cai_engine.critique import CritiqueConfig
     from cai_engine.models import SamplingParams
@@ -42,7 +42,7 @@ def setup(home: str, n: int):
     prompts = store.get_prompts("red-team")[:n]
     config = CritiqueConfig(
         constitution="harmless", prompts="red-team", rounds=2, few_shots=2,
-        sampling=SamplingParams(temperature=0.7, max_new_tokens=NEW_TOKENS, seed=0),
+        sampling=SamplingParams(temperature=0.7, max_new_tokens=new_tokens, seed=0),
     )  # fmt: skip
     return version, prompts, config
 
@@ -103,12 +103,12 @@ class NaiveModel:
         return out
 
 
-def run(variant: str, home: str, n: int, queue) -> None:
+def run(variant: str, home: str, n: int, new_tokens: int, queue) -> None:
     from cai_engine.critique import critique
     from cai_engine.models import load_model
     from cai_engine.models.embedded import ensure_embedded
 
-    version, prompts, config = setup(home, n)
+    version, prompts, config = setup(home, n, new_tokens)
     path = ensure_embedded(Path(home), log=lambda *_: None)
     model = NaiveModel(path) if variant == "naive" else load_model("smollm2-135m-instruct", home)
     started = time.perf_counter()
@@ -127,21 +127,23 @@ def main() -> None:
     )
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=4)
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     args = parser.parse_args()
     home = args.home or tempfile.mkdtemp(prefix="cai-bench-")
     from cai_engine.models.embedded import ensure_embedded
 
     ensure_embedded(Path(home))
-    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(describe())
     print(
-        f"workload: red-team prompts x 2 rounds, harmless constitution, 2 few-shots, {NEW_TOKENS} new tokens/step\n"
+        f"workload: red-team prompts x 2 rounds, harmless constitution, 2 few-shots, "
+        f"{args.new_tokens} new tokens/step\n"
     )
     ctx = mp.get_context("spawn")
     results = {}
     for variant, n in (("naive", args.naive_prompts), ("ours", args.prompts)):
         queue = ctx.Queue()
-        proc = ctx.Process(target=run, args=(variant, home, n, queue))
+        proc = ctx.Process(target=run, args=(variant, home, n, args.new_tokens, queue))
         proc.start()
         proc.join()
         if proc.exitcode != 0:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import platform
 import resource
 import socket
 import sys
@@ -27,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 NEW_TOKENS = 128
 TEMPERATURE = 0.7
@@ -163,10 +163,7 @@ def main() -> None:
     from cai_engine.models.embedded import ensure_embedded
 
     ensure_embedded(Path(home))
-    print(
-        f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}"
-    )
+    print(describe())
     print(f"workload: {args.prompts} red-team prompts x {NEW_TOKENS} new tokens, T={TEMPERATURE}\n")
     results = {}
     results["naive"] = measure(run_naive, home, args.naive_prompts)

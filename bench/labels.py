@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import resource
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 
@@ -165,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--baseline-pairs", type=int, default=24)
+    ap.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     args = ap.parse_args()
 
     from cai_engine import labels
@@ -173,7 +175,7 @@ def main() -> None:
     from cai_engine.models.embedded import ensure_embedded
     from cai_engine.store import Store
 
-    home = Path(tempfile.mkdtemp(prefix="cai-bench-labels-"))
+    home = Path(args.home or tempfile.mkdtemp(prefix="cai-bench-labels-"))
     os.environ["CAI_HOME"] = str(home)
     store = Store(home)
     install_bundled(store)
@@ -183,7 +185,7 @@ def main() -> None:
     config = labels.LabelConfig(
         pairs="bench", constitution="harmless", few_shots=2, batch_pairs=args.pairs
     )
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    print(describe())
     print(f"model: {model.info().details}")
 
     t = time.perf_counter()

@@ -29,8 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
 
-def make_data(home: Path, n: int) -> tuple[list[dict], list[dict]]:
+
+def make_data(home: Path, n: int, new_tokens: int) -> tuple[list[dict], list[dict]]:
     from cai_engine.bundled import install_bundled
     from cai_engine.models import SamplingParams, load_model
     from cai_engine.store import Store
@@ -42,7 +44,7 @@ def make_data(home: Path, n: int) -> tuple[list[dict], list[dict]]:
     answers = [
         model.chat(
             [p.messages for p in prompts],
-            SamplingParams(temperature=1.0, max_new_tokens=96, seed=k),
+            SamplingParams(temperature=1.0, max_new_tokens=new_tokens, seed=k),
         )
         for k in range(2)
     ]
@@ -136,6 +138,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--examples", type=int, default=64)
     ap.add_argument("--kinds", default="sft,dpo")
+    ap.add_argument("--answer-tokens", type=int, default=96, help="length of the sampled answers")
+    ap.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "VARIANT", "DATA", "HOME"))
     args = ap.parse_args()
     if args.child:
@@ -143,10 +147,11 @@ def main() -> None:
         print("RESULT " + json.dumps(child(kind, variant, data_path, home, args.steps)))
         return
 
-    home = Path(tempfile.mkdtemp(prefix="cai-bench-train-"))
+    home = Path(args.home or tempfile.mkdtemp(prefix="cai-bench-train-"))
     os.environ["CAI_HOME"] = str(home)
     t = time.perf_counter()
-    sft, prefs = make_data(home, args.examples)
+    print(describe())
+    sft, prefs = make_data(home, args.examples, args.answer_tokens)
     print(f"made {len(sft)} SFT and {len(prefs)} DPO examples in {time.perf_counter() - t:.0f}s")
     for kind in args.kinds.split(","):
         data = home / f"{kind}.json"

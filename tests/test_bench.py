@@ -1,0 +1,52 @@
+"""The benchmarks keep working: each script in bench/ runs end to end at a tiny size, on the
+embedded model, and prints its ratio line. The full-size runs are the benchmarks themselves
+(the commands in the README); these runs only prove the scripts still work, so
+nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+RUNS = {
+    "generation": (["--prompts", "4", "--naive-prompts", "1", "--no-vllm"], "local / naive ="),
+    "critique": (
+        ["--prompts", "2", "--naive-prompts", "1", "--new-tokens", "16"],
+        "ours / naive =",
+    ),
+    "labels": (["--pairs", "4", "--baseline-pairs", "2"], "ratio (ours / baseline)"),
+    "training": (
+        ["--steps", "2", "--examples", "8", "--kinds", "sft", "--answer-tokens", "16"],
+        "sft: ours / TRL defaults =",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_benchmark_runs_at_a_tiny_size(name, embedded_home, tmp_path):
+    args, expect = RUNS[name]
+    home = tmp_path / "home"
+    home.mkdir()
+    # the converted model is shared; each run gets its own store and run folders
+    (home / "models").symlink_to(embedded_home / "models", target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAI_HOME": str(home)}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert expect in run.stdout, run.stdout[-4000:]
+    # every benchmark says what it ran on: the CPU model, its flags and the dtype it chose
+    assert "cpu: " in run.stdout and "local dtype: " in run.stdout, run.stdout[:2000]
