@@ -619,6 +619,15 @@ class ConstitutionVersion:
     def constitution(self) -> Constitution:
         return Constitution.model_validate_json(self.body, context={"defer_semantics": True})
 
+    @property
+    def label(self) -> str:
+        """How a picker shows it: `harmless@2 · 2026-12-03 14:05 · <note> · 1a2b3c4d5e6f`."""
+        when = getattr(self.created_at, "strftime", None)
+        parts = [self.ref, when("%Y-%m-%d %H:%M") if when else str(self.created_at)]
+        if self.note:
+            parts.append(self.note if len(self.note) <= 60 else self.note[:59] + "…")
+        return " · ".join([*parts, self.short_hash])
+
 
 def pinned_ref(name: str, content_hash: str) -> str:
     """`NAME@HASHPREFIX`: the reference that pins one version (see `parse_ref`)."""

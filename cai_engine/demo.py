@@ -250,7 +250,8 @@ def submit_demo(store: Store, config: dict | None = None, label: str | None = No
 
     config = dict(config or {})
     cfg = jobs.validate_config("demo", config)
-    store.get_version(cfg.constitution)  # names the constitutions there are if it is missing
+    # Every stage uses this exact version, even if a newer one is saved while the demo runs.
+    config["constitution"] = store.get_version(cfg.constitution).pinned
     if cfg.model:
         check_models(store, [cfg.model])
     running = [j for j in jobs.list_jobs(store, kind="demo") if j.status in jobs.ACTIVE]

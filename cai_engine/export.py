@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.home import resolve_home
+from cai_engine.pairs import cut_off_sides
 from cai_engine.review import human_verdicts
+from cai_engine.traces import step_cut_off
 
 if TYPE_CHECKING:
     from cai_engine.jobs import Job
@@ -73,8 +75,16 @@ def _critique_rows(store: Store, job_id: str) -> tuple[object, list[dict]]:
     return _job_rows(store, job_id, "critique", "traces", "this export needs")
 
 
-def sft_examples(rows: list[dict], all_rounds: bool = False) -> tuple[list[dict], dict[str, int]]:
-    examples, skipped = [], {"incomplete traces": 0, "empty revisions": 0}
+CUT_OFF_SKIP = (
+    "cut off at the token limit"  # the manifest's count of texts --drop-truncated left out
+)
+
+
+def sft_examples(
+    rows: list[dict], all_rounds: bool = False, drop_truncated: bool = False
+) -> tuple[list[dict], dict[str, int]]:
+    """`drop_truncated` leaves out revisions that stopped at the token limit, mid-text."""
+    examples, skipped = [], {"incomplete traces": 0, "empty revisions": 0, CUT_OFF_SKIP: 0}
     for trace in _traces_by_key(rows).values():
         revisions = [r for r in trace if r["step"] == "revision"]
         if not revisions:
@@ -84,6 +94,9 @@ def sft_examples(rows: list[dict], all_rounds: bool = False) -> tuple[list[dict]
         for r in chosen:
             if not r["text"].strip():
                 skipped["empty revisions"] += 1
+                continue
+            if drop_truncated and step_cut_off(r):
+                skipped[CUT_OFF_SKIP] += 1
                 continue
             examples.append(
                 {
@@ -97,8 +110,11 @@ def sft_examples(rows: list[dict], all_rounds: bool = False) -> tuple[list[dict]
     return examples, skipped
 
 
-def prefs_from_revisions(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
-    examples, skipped = [], {"incomplete traces": 0, "unchanged or empty": 0}
+def prefs_from_revisions(
+    rows: list[dict], drop_truncated: bool = False
+) -> tuple[list[dict], dict[str, int]]:
+    """`drop_truncated` leaves out traces whose initial answer or final revision was cut off."""
+    examples, skipped = [], {"incomplete traces": 0, "unchanged or empty": 0, CUT_OFF_SKIP: 0}
     for trace in _traces_by_key(rows).values():
         initial = next((r for r in trace if r["step"] == "initial"), None)
         revisions = [r for r in trace if r["step"] == "revision"]
@@ -112,6 +128,9 @@ def prefs_from_revisions(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
             or final["text"] == initial["text"]
         ):
             skipped["unchanged or empty"] += 1
+            continue
+        if drop_truncated and (step_cut_off(final) or step_cut_off(initial)):
+            skipped[CUT_OFF_SKIP] += 1
             continue
         examples.append(
             {
@@ -218,25 +237,56 @@ def _manifest(
     }
 
 
+def _none_left(job_id: str, what: str, skipped: dict[str, int]) -> CaiError:
+    dropped = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+    return CaiError(
+        f"critique job {job_id} has no {what}" + (f" (left out: {dropped})" if dropped else "")
+    )
+
+
 def export_sft(
-    store: Store, job_id: str, out: Path, *, all_rounds=False, fmt="jsonl", command="", force=False
+    store: Store,
+    job_id: str,
+    out: Path,
+    *,
+    all_rounds=False,
+    drop_truncated=False,
+    fmt="jsonl",
+    command="",
+    force=False,
 ) -> ExportResult:
     job, rows = _critique_rows(store, job_id)
-    examples, skipped = sft_examples(rows, all_rounds)
+    examples, skipped = sft_examples(rows, all_rounds, drop_truncated)
     if not examples:
-        raise CaiError(f"critique job {job_id} has no finished revisions to export")
-    manifest = _manifest("sft", job, rows, examples, skipped, command, all_rounds=all_rounds)
+        raise _none_left(job_id, "finished revisions to export", skipped)
+    manifest = _manifest(
+        "sft",
+        job,
+        rows,
+        examples,
+        skipped,
+        command,
+        all_rounds=all_rounds,
+        drop_truncated=drop_truncated,
+    )
     write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
     return ExportResult(Path(out), "sft", len(examples), skipped, manifest)
 
 
 def export_prefs_from_revisions(
-    store: Store, job_id: str, out: Path, *, fmt="jsonl", command="", force=False
+    store: Store,
+    job_id: str,
+    out: Path,
+    *,
+    drop_truncated=False,
+    fmt="jsonl",
+    command="",
+    force=False,
 ) -> ExportResult:
     job, rows = _critique_rows(store, job_id)
-    examples, skipped = prefs_from_revisions(rows)
+    examples, skipped = prefs_from_revisions(rows, drop_truncated)
     if not examples:
-        raise CaiError(f"critique job {job_id} has no revised traces to turn into preferences")
+        raise _none_left(job_id, "revised traces to turn into preferences", skipped)
     manifest = _manifest(
         "prefs",
         job,
@@ -247,28 +297,37 @@ def export_prefs_from_revisions(
         source="revisions",
         chosen="final revision",
         rejected="initial answer",
+        drop_truncated=drop_truncated,
     )
     write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
     return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
 
 
-def bundle(store: Store, job_id: str, kind: str, all_rounds: bool = False) -> bytes:
+def bundle(
+    store: Store, job_id: str, kind: str, all_rounds: bool = False, drop_truncated: bool = False
+) -> bytes:
     """A zip of data.jsonl and manifest.json, for a download button."""
     job, rows = _critique_rows(store, job_id)
     if kind == "sft":
-        examples, skipped = sft_examples(rows, all_rounds)
+        examples, skipped = sft_examples(rows, all_rounds, drop_truncated)
         if not examples:
-            raise CaiError(f"critique job {job_id} has no finished revisions to export")
-        manifest = _manifest(
-            "sft", job, rows, examples, skipped, "studio download", all_rounds=all_rounds
-        )
+            raise _none_left(job_id, "finished revisions to export", skipped)
+        extra = {"all_rounds": all_rounds}
     else:
-        examples, skipped = prefs_from_revisions(rows)
+        examples, skipped = prefs_from_revisions(rows, drop_truncated)
         if not examples:
-            raise CaiError(f"critique job {job_id} has no revised traces to turn into preferences")
-        manifest = _manifest(
-            "prefs", job, rows, examples, skipped, "studio download", source="revisions"
-        )
+            raise _none_left(job_id, "revised traces to turn into preferences", skipped)
+        extra = {"source": "revisions"}
+    manifest = _manifest(
+        kind,
+        job,
+        rows,
+        examples,
+        skipped,
+        "studio download",
+        drop_truncated=drop_truncated,
+        **extra,
+    )
     return zip_examples(examples, manifest)
 
 
@@ -280,6 +339,7 @@ class PrefFilters:
     drop_ties: bool = False  # AI ties (soft label 0.5) and human tie / both-bad verdicts
     drop_inconsistent: bool = False  # AI labels whose two orders disagree (unless reviewed)
     min_confidence: float = 0.0  # AI labels below this confidence (unless reviewed)
+    drop_truncated: bool = False  # pairs with an answer cut off at the token limit (even reviewed)
 
 
 def prefs_from_labels(
@@ -297,8 +357,17 @@ def prefs_from_labels(
     filters = filters or PrefFilters()
     human = human_verdicts(reviews)
     examples = []
-    skipped = {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 0}
+    skipped = {
+        "unscored": 0,
+        "ties": 0,
+        "inconsistent": 0,
+        "below confidence": 0,
+        CUT_OFF_SKIP: 0,
+    }
     for r in labels:
+        if filters.drop_truncated and cut_off_sides(r.get("pair_flags")):
+            skipped[CUT_OFF_SKIP] += 1
+            continue
         verdict = human.get((r["prompt_id"], int(r["pair"])))
         if verdict is not None:
             source = "human"
@@ -361,6 +430,7 @@ def _labels_manifest(job: Job, rows, examples, skipped, filters, command) -> dic
             "drop_ties": filters.drop_ties,
             "drop_inconsistent": filters.drop_inconsistent,
             "min_confidence": filters.min_confidence,
+            "drop_truncated": filters.drop_truncated,
         },
         "counts": {
             "examples": len(examples),

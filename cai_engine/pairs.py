@@ -15,6 +15,7 @@ from cai_engine.errors import CaiError
 from cai_engine.generate import generate_answers
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
+from cai_engine.models.base import CUT_OFF
 from cai_engine.prompts import parse_prompt_ref, select_prompts
 from cai_engine.seeding import seeded_rng
 
@@ -55,13 +56,21 @@ class PairsConfig(BaseModel):
         return self
 
 
-def pair_flags(a: str, b: str) -> str:
+def pair_flags(a: str, b: str, a_cut: bool = False, b_cut: bool = False) -> str:
+    """identical, empty, and a_cut_off / b_cut_off for an answer that hit the token limit."""
     flags = []
     if a.strip() == b.strip():
         flags.append("identical")
     if not a.strip() or not b.strip():
         flags.append("empty")
+    flags += [f"{side}_cut_off" for side, cut in (("a", a_cut), ("b", b_cut)) if cut]
     return ",".join(flags)
+
+
+def cut_off_sides(flags: str | None) -> list[str]:
+    """The sides ("A", "B") of a pair whose answer was cut off at the token limit."""
+    names = (flags or "").split(",")
+    return [side.upper() for side in ("a", "b") if f"{side}_cut_off" in names]
 
 
 def pairs_from_samples(rows: list[dict], job_id: str) -> list[dict]:
@@ -89,7 +98,12 @@ def pairs_from_samples(rows: list[dict], job_id: str) -> list[dict]:
                     "seed_a": a["seed"],
                     "seed_b": b["seed"],
                     "constitution_hash": None,
-                    "flags": pair_flags(a["text"], b["text"]),
+                    "flags": pair_flags(
+                        a["text"],
+                        b["text"],
+                        a.get("finish_reason") == CUT_OFF,
+                        b.get("finish_reason") == CUT_OFF,
+                    ),
                 }
             )
     return out
@@ -134,7 +148,12 @@ def pairs_from_traces(rows: list[dict], job_id: str, source_job: str, seed: int 
                 "seed_a": a["seed"],
                 "seed_b": b["seed"],
                 "constitution_hash": initial["constitution_hash"],
-                "flags": pair_flags(a["text"], b["text"]),
+                "flags": pair_flags(
+                    a["text"],
+                    b["text"],
+                    a.get("finish_reason") == CUT_OFF,
+                    b.get("finish_reason") == CUT_OFF,
+                ),
             }
         )
     return out
@@ -180,7 +199,10 @@ def run_pairs(ctx: JobContext, config: PairsConfig) -> None:
         pairs = pairs_from_samples(answers, ctx.job_id)
     with ctx.writer("pairs", flush_rows=config.shard_rows) as out:
         out.add(previous.pending(pairs))
-    flagged = {f: sum(f in p["flags"].split(",") for p in pairs) for f in ("identical", "empty")}
+    flagged = {
+        f: sum(f in p["flags"].split(",") for p in pairs)
+        for f in ("identical", "empty", "a_cut_off", "b_cut_off")
+    }
     ctx.event("pairs", pairs=len(pairs), **flagged)
     ctx.metric(pairs=len(pairs), **flagged)
 

@@ -196,6 +196,7 @@ class Agreement:
     consistency_rate: float | None = None  # labels scored in both orders that agree
     first_position_rate: float | None = None  # orders in which the first-shown response won
     position_bias: bool = False
+    position: PositionEvidence | None = None  # the evidence behind position_bias
     soft_labels: list[float] = field(default_factory=list)
     strata: list[dict] = field(default_factory=list)  # per principle: labels, reviewed, left
 
@@ -269,7 +270,8 @@ def agreement(labels: list[dict], reviews: list[dict]) -> Agreement:
         firsts = [r["p_a_ab"] > 0.5 for r in both] + [r["p_a_ba"] < 0.5 for r in both]
         decided = [r for r in both if r["p_a_ab"] != 0.5 and r["p_a_ba"] != 0.5]
         result.first_position_rate = sum(firsts) / len(firsts)
-        result.position_bias = position_biased(decided)
+        result.position = PositionEvidence.of(decided)
+        result.position_bias = result.position.biased
     result.soft_labels = [float(r["soft_label"]) for r in scored]
     seen = {k[:2] for k in latest_verdicts(reviews)}
     strata: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -283,7 +285,15 @@ def agreement(labels: list[dict], reviews: list[dict]) -> Agreement:
     return result
 
 
-def position_biased(labels: list[dict], z: float = 2.58) -> bool:
+BIAS_Z = 2.58  # two-sided p < 0.01
+
+
+def _sign_test(first: int, second: int, z: float = BIAS_Z) -> bool:
+    m = first + second
+    return m >= 6 and abs(first - second) > z * m**0.5
+
+
+def position_biased(labels: list[dict], z: float = BIAS_Z) -> bool:
     """True when the judge favours one display slot beyond what chance allows.
 
     A pair scored in both orders is inconsistent when the same *slot* wins both times:
@@ -292,7 +302,54 @@ def position_biased(labels: list[dict], z: float = 2.58) -> bool:
     first-biased count f is Binomial(m, 1/2); a sign test flags |f - s| > z·sqrt(m)
     (z = 2.58: two-sided p < 0.01).
     """
-    first = sum(r["p_a_ab"] > 0.5 and r["p_a_ba"] < 0.5 for r in labels)
-    second = sum(r["p_a_ab"] < 0.5 and r["p_a_ba"] > 0.5 for r in labels)
-    m = first + second
-    return m >= 6 and abs(first - second) > z * m**0.5
+    return PositionEvidence.of(labels, z).biased
+
+
+@dataclass
+class PositionEvidence:
+    """What the position-bias sign test has to go on, and what it would take to decide."""
+
+    pairs: int  # pairs scored in both orders with a decided label in each
+    first: int  # inconsistent pairs where the first-shown response won both orders
+    second: int  # ... the second-shown one
+    biased: bool
+    needed: int  # more inconsistent pairs, all favouring the leading slot, to flag a bias
+
+    @classmethod
+    def of(cls, labels: list[dict], z: float = BIAS_Z) -> PositionEvidence:
+        first = sum(r["p_a_ab"] > 0.5 and r["p_a_ba"] < 0.5 for r in labels)
+        second = sum(r["p_a_ab"] < 0.5 and r["p_a_ba"] > 0.5 for r in labels)
+        biased = _sign_test(first, second, z)
+        needed = 0
+        if not biased:
+            lead, lag = max(first, second), min(first, second)
+            needed = next(k for k in range(1, 10_000) if _sign_test(lead + k, lag, z))
+        return cls(len(labels), first, second, biased, needed)
+
+    @property
+    def inconsistent(self) -> int:
+        return self.first + self.second
+
+    def describe(self) -> str:
+        """One sentence for a reviewer: the counts, the verdict and what it rests on."""
+        m = self.inconsistent
+        if not self.pairs:
+            return "No pair scored in both orders yet: position bias cannot be measured."
+        counts = (
+            f"{m} of {self.pairs} pairs scored in both orders are position-inconsistent "
+            f"({self.first} won by the first-shown answer both times, {self.second} by the "
+            "second)"
+        )
+        if self.biased:
+            slot = "first" if self.first > self.second else "second"
+            return (
+                f"{counts}: the judge prefers the {slot}-shown answer beyond chance "
+                "(sign test, p < 0.01)."
+            )
+        if not m:
+            return f"{counts}: no sign of position bias."
+        return (
+            f"{counts}: not enough to call a bias (sign test, p < 0.01); it would take "
+            f"{self.needed} more inconsistent pair{'s' if self.needed > 1 else ''} favouring "
+            "the same slot."
+        )

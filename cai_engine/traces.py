@@ -11,6 +11,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cai_engine.models.base import CUT_OFF
+
 _WORDS = re.compile(r"\S+|\s+")
 
 
@@ -46,7 +48,19 @@ class Trace:
 
     @property
     def flags(self) -> set[str]:
-        return {f for s in self.steps for f in (s.get("flags") or "").split(",") if f}
+        """The steps' flags (empty, skipped), and `cut_off` when a step hit the token limit."""
+        found = {f for s in self.steps for f in (s.get("flags") or "").split(",") if f}
+        return found | ({"cut_off"} if self.cut_off else set())
+
+    @property
+    def cut_off(self) -> bool:
+        """Some step of the trace stopped at the token limit, mid-text."""
+        return any(step_cut_off(s) for s in self.steps)
+
+
+def step_cut_off(step: dict) -> bool:
+    """The step's text stopped at the token limit (finish reason `length`), mid-sentence."""
+    return step.get("finish_reason") == CUT_OFF
 
 
 def group_traces(rows: list[dict]) -> list[Trace]:
@@ -71,9 +85,11 @@ def filter_traces(
     round_: int | None = None,
     category: str | None = None,
     search: str | None = None,
+    cut_off: bool | None = None,
 ) -> list[Trace]:
     """Traces that reached `round_` (and drew `principle` there, or anywhere when no round
-    is given), in `category`, mentioning `search` in the prompt or any step."""
+    is given), in `category`, mentioning `search` in the prompt or any step; with `cut_off`
+    True only those with a step cut off at the token limit, with False only those without."""
     out = []
     needle = (search or "").strip().lower()
     for t in traces:
@@ -92,6 +108,8 @@ def filter_traces(
             if principle not in drawn:
                 continue
         if category and t.category != category:
+            continue
+        if cut_off is not None and t.cut_off != cut_off:
             continue
         if (
             needle

@@ -11,9 +11,13 @@ import re
 import streamlit as st
 
 from cai_engine.bundled import install_bundled
+from cai_engine.constitution import ConstitutionVersion
 from cai_engine.errors import CaiError
 from cai_engine.fields import config_field, field_bounds
+from cai_engine.jobs import get_job
+from cai_engine.lineage import lineage_rows
 from cai_engine.store import Store
+from cai_engine.training.kinds import TRAINING_KINDS
 
 SEED_MAX = 2**31 - 1  # the largest seed a form offers (configs bound seeds below only)
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=])")
@@ -90,6 +94,46 @@ def checkbox_for(where, config_cls, name: str, label: str, **kw):
     return where.checkbox(label, bool(default), help=kw.pop("help", field.description), **kw)
 
 
+# -- pickers --------------------------------------------------------------------------------
+
+
+def pick_version(
+    store: Store,
+    key: str,
+    *,
+    default: str | None = None,
+    columns=None,
+    optional: str | None = None,
+) -> ConstitutionVersion | None:
+    """A constitution picker and a version picker beside it; returns the version picked.
+
+    The version offered first, and picked by default, is always the newest version of the
+    constitution picked: the version box is keyed by the constitution and its newest version, so
+    switching constitutions, or saving a new version, never keeps a version number left over from
+    before. Each version shows as `name@N · date · note · hash prefix`. With `optional` (the text
+    of a "none" entry, e.g. "(none)"), that entry comes first and picks nothing (None).
+    """
+    c1, c2 = columns or st.columns(2)
+    names = [s.name for s in store.list_constitutions()]
+    options = [optional, *names] if optional else names
+    index = options.index(default) if default in options else 0
+    name = c1.selectbox("Constitution", options, index=index, key=f"{key}_constitution")
+    if not name or name == optional:
+        c2.selectbox("Version", ["–"], disabled=True, key=f"{key}_version_none")
+        return None
+    versions = list(reversed(store.list_versions(name)))  # newest first
+    by_seq = {v.seq: v for v in versions}
+    seq = c2.selectbox(
+        "Version",
+        list(by_seq),
+        format_func=lambda n: by_seq[n].label,
+        key=f"{key}_version_{name}_{versions[0].seq}",
+        help="The newest version comes first. A job pins the version it starts with, so later "
+        "edits do not change it.",
+    )
+    return by_seq[seq]
+
+
 def pick_job(label: str, job_list: list, key: str, describe, *, empty: str, pending: str = ""):
     """A select box of jobs (newest first) that keeps the user's pick across reruns; returns
     the job picked. `describe` turns a job into the text shown for it. Without jobs the page
@@ -98,14 +142,30 @@ def pick_job(label: str, job_list: list, key: str, describe, *, empty: str, pend
     if not job_list:
         st.info(empty)
         st.stop()
+    by_id = {j.id: j for j in job_list}
     chosen = st.session_state.pop(pending, None) if pending else None
+    linked = st.query_params.get("job")
+    if linked in by_id:  # a link from another page (`job_url`) picks its job, once
+        chosen = linked
+        del st.query_params["job"]
     if chosen:
         st.session_state[key] = chosen
-    by_id = {j.id: j for j in job_list}
-    if st.session_state.get(key) not in by_id:
-        st.session_state[key] = job_list[0].id
+    # Assigned on every run, not only when missing: Streamlit keeps a select box's shown text
+    # in the browser and resends it only for a value set from code, so without this the box
+    # went on saying "queued" after the job had run and succeeded.
+    st.session_state[key] = (
+        st.session_state.get(key) if st.session_state.get(key) in by_id else job_list[0].id
+    )
     job_id = st.selectbox(label, list(by_id), key=key, format_func=lambda i: describe(by_id[i]))
     return by_id[job_id]
+
+
+def rerun_on_status_change(shown_status: str, live_status: str) -> None:
+    """Inside a page's polling fragment: when the job's status has moved on from the one the
+    page's full run showed (queued → running → succeeded), rerun the whole page, so its job
+    picker, buttons and results follow; a fragment rerun alone redraws only itself."""
+    if live_status != shown_status:
+        st.rerun(scope="app")
 
 
 def show_job_next(job, pending: str, message: str) -> None:
@@ -113,3 +173,58 @@ def show_job_next(job, pending: str, message: str) -> None:
     flash(message)
     st.session_state[pending] = job.id
     st.rerun()
+
+
+# -- links and lineage ----------------------------------------------------------------------
+
+# The page that shows each job kind's results (the training kinds all show on Training).
+RESULTS_PAGE = {
+    "critique": "traces",
+    "pairs": "labels",
+    "label": "labels",
+    "eval": "eval",
+    "demo": "",  # Home
+    **{kind: "training" for kind in TRAINING_KINDS},
+}
+
+
+def job_url(job_id: str, kind: str | None) -> str:
+    """A link to the page that shows a job's results, with the job picked there; the Jobs
+    page for a kind no page shows."""
+    page = RESULTS_PAGE.get(kind or "", "jobs")
+    return f"./{page}?job={job_id}"
+
+
+def show_lineage(store: Store, spec: str, *, key: str) -> None:
+    """Where a model came from, in a small table: the job that trained it, its data job (a
+    link to the page that shows it), the constitution version as `name@N (hash)`, and its
+    base, followed back to a model not trained here."""
+    rows = lineage_rows(store, spec)
+    kinds = {r.job: _job_kind(store, r.job) for r in rows if r.job}
+    st.dataframe(
+        [
+            {
+                "model": r.model,
+                "": r.what,
+                "value": r.value,
+                "open": job_url(r.job, kinds[r.job]) if r.job else None,
+            }
+            for r in rows
+        ],
+        hide_index=True,
+        key=key,
+        column_config={
+            "model": st.column_config.TextColumn(width="small"),
+            "value": st.column_config.TextColumn(width="large"),
+            "open": st.column_config.LinkColumn(
+                "job", display_text=r"job=(.*)$", help="Open the page that shows this job"
+            ),
+        },
+    )
+
+
+def _job_kind(store: Store, job_id: str) -> str | None:
+    try:
+        return get_job(store, job_id).kind
+    except CaiError:
+        return None

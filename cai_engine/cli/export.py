@@ -22,6 +22,7 @@ def cmd_export_sft(args) -> int:
         args.job,
         _out(args, f"{args.job}-sft"),
         all_rounds=args.all_rounds,
+        drop_truncated=args.drop_truncated,
         fmt=args.format,
         command=command_line(args),
         force=args.force,
@@ -48,7 +49,9 @@ def cmd_export_prefs(args) -> int:
             open_store(args),
             args.labels,
             _out(args, f"{args.labels}-prefs"),
-            filters=PrefFilters(args.drop_ties, args.drop_inconsistent, args.min_confidence),
+            filters=PrefFilters(
+                args.drop_ties, args.drop_inconsistent, args.min_confidence, args.drop_truncated
+            ),
             fmt=args.format,
             command=command_line(args),
             force=args.force,
@@ -64,6 +67,7 @@ def cmd_export_prefs(args) -> int:
         open_store(args),
         args.job,
         _out(args, f"{args.job}-prefs"),
+        drop_truncated=args.drop_truncated,
         fmt=args.format,
         command=command_line(args),
         force=args.force,
@@ -73,6 +77,11 @@ def cmd_export_prefs(args) -> int:
 
 
 def _add_output_flags(p, name: str) -> None:
+    p.add_argument(
+        "--drop-truncated",
+        action="store_true",
+        help="leave out texts cut off at the token limit (the manifest counts them)",
+    )
     p.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
     p.add_argument("--out", help=f"output folder (default: <home>/exports/<job>-{name})")
     p.add_argument("--force", action="store_true", help="replace an existing export folder")

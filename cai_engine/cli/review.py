@@ -39,6 +39,8 @@ def cmd_review_stats(args) -> int:
         f"{_pct(a.first_position_rate)} of orders"
         + ("  ** position bias detected **" if a.position_bias else "")
     )
+    if a.position is not None:
+        print(f"position bias: {a.position.describe()}")
     print(
         f"reviewed: {a.reviews} verdicts ({a.ties} tie, {a.both_bad} both bad, "
         f"{a.ai_ties} on AI ties); decisive: {a.decisive}"

@@ -42,6 +42,9 @@ class SamplingParams(BaseModel):
     )
 
 
+CUT_OFF = "length"  # the finish reason of a text that stopped at the token limit, mid-text
+
+
 @dataclass
 class Completion:
     text: str

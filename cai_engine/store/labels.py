@@ -13,7 +13,7 @@ class LabelQueries(StoreCore):
             frame = con.frame(
                 """
                 SELECT l.*, x.response_a, x.response_b, x.a_ref, x.b_ref,
-                       x.source, x.model AS pair_model,
+                       x.source, x.model AS pair_model, x.flags AS pair_flags,
                        p.messages AS prompt_messages, p.category
                 FROM labels l
                 LEFT JOIN pairs x

@@ -6,7 +6,7 @@ import streamlit as st
 from cai_engine import demo, jobs
 from cai_engine.errors import CaiError
 from cai_engine.fields import config_field
-from ui.common import get_store, md_escape, show_error
+from ui.common import get_store, md_escape, pick_version, show_error
 
 REFRESH_S = 2.0
 
@@ -46,9 +46,12 @@ profile = d1.radio(
     horizontal=True,
     help=profile_field.description,
 )
+demo_version = pick_version(store, "demo", default="harmless", columns=st.columns([3, 2]))
 if d2.button("Run the demo", type="primary", key="run_demo"):
     try:
-        demo.submit_demo(store, {"profile": profile})
+        demo.submit_demo(
+            store, {"profile": profile, "constitution": demo_version.ref if demo_version else ""}
+        )
     except CaiError as e:
         show_error(e)
 

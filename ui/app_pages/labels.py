@@ -1,6 +1,7 @@
 """Labels: make pairs, label them with the feedback model, spot-check the labels, and see
 how often people agree with the AI before training on it."""
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -9,7 +10,7 @@ from cai_engine.constitution import pinned_ref
 from cai_engine.errors import CaiError
 from cai_engine.fields import field_default, sampling_with
 from cai_engine.labels import LabelConfig, submit_labels
-from cai_engine.pairs import PairsConfig, submit_pairs
+from cai_engine.pairs import PairsConfig, cut_off_sides, submit_pairs
 from ui.common import (
     checkbox_for,
     flash,
@@ -17,6 +18,8 @@ from ui.common import (
     md_escape,
     number_input_for,
     pick_job,
+    pick_version,
+    rerun_on_status_change,
     show_error,
     show_flash,
     show_job_next,
@@ -24,6 +27,8 @@ from ui.common import (
 )
 
 REFRESH_S = 2.0
+CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
+CUT_MARK = "✂ cut off at the token limit"
 store = get_store()
 
 st.title("Labels")
@@ -92,7 +97,8 @@ def pairs_form() -> None:
     except CaiError as e:
         show_error(e, "Not started: ")
     else:
-        flash(f"Started {job.id}. Label its pairs when it finishes.")
+        flash(f"Started {job.id}. It is picked under Labels; label its pairs when it finishes.")
+        st.session_state["_select_pairs"] = job.id
         st.rerun()
 
 
@@ -101,22 +107,29 @@ def label_form() -> None:
     if not pair_jobs:
         st.caption("Make a pairs job first.")
         return
-    names = [s.name for s in store.list_constitutions()]
-    c1, c2, c3 = st.columns([2, 2, 1])
+    c1, c2, c3 = st.columns([2, 2, 2])
+    # A pairs job just started here is picked once; the rest of the time the pick is kept.
+    by_id = {j.id: j for j in pair_jobs}
+    pending = st.session_state.pop("_select_pairs", None)
+    current = pending or st.session_state.get("label_pairs_job")
+    # assigned on every run so the status shown follows the job (see ui/common.py: pick_job)
+    st.session_state["label_pairs_job"] = current if current in by_id else pair_jobs[0].id
     pairs_job = c1.selectbox(
         "Pairs job",
-        [j.id for j in pair_jobs],
-        format_func=lambda i: f"{i} · {next(j.status for j in pair_jobs if j.id == i)}",
+        list(by_id),
+        format_func=lambda i: (
+            f"{i} · {by_id[i].status} · {by_id[i].config.get('prompts') or 'from ' + str(by_id[i].config.get('from_critique'))}"
+        ),
         key="label_pairs_job",
     )
-    con_name = c2.selectbox(
-        "Constitution",
-        names,
-        index=names.index("harmless") if "harmless" in names else 0,
-        key="label_constitution",
-    )
-    versions = store.list_versions(con_name) if con_name else []
-    con_version = c3.selectbox("Version", [v.seq for v in reversed(versions)], key="label_version")
+    version = pick_version(store, "label", default="harmless", columns=(c2, c3))
+    if by_id[pairs_job].status != "succeeded":
+        st.caption(
+            f"{pairs_job} is {by_id[pairs_job].status}: a label job started now labels the "
+            "pairs it has written so far."
+            if by_id[pairs_job].status in jobs.ACTIVE
+            else f"{pairs_job} is {by_id[pairs_job].status}."
+        )
     with st.form("label_form"):
         model = text_input_for(st, LabelConfig, "model", "Feedback model", key="label_model")
         o1, o2, o3, o4 = st.columns(4)
@@ -139,7 +152,7 @@ def label_form() -> None:
         return
     config = {
         "pairs": pairs_job,
-        "constitution": f"{con_name}@{con_version}",
+        "constitution": version.ref if version else "",
         "model": model.strip(),
         "both_orders": both,
         "cot": cot,
@@ -183,7 +196,7 @@ labels = store.labels(job_id)
 
 
 @st.fragment(run_every=REFRESH_S if running else None)
-def job_progress(job_id: str, shown: int) -> None:
+def job_progress(job_id: str, shown: int, shown_status: str) -> None:
     jobs.reconcile(store)  # also ingests the batches the job has scored since last time
     job = jobs.get_job(store, job_id)
     if job.status in jobs.ACTIVE and job.total:
@@ -192,14 +205,55 @@ def job_progress(job_id: str, shown: int) -> None:
         )
     if job.error:
         st.error(md_escape(job.error), icon="⚠️")
-    if running and (job.status not in jobs.ACTIVE or (not shown and job.done)):
-        st.rerun(scope="app")  # finished, or its first labels arrived: redraw the page
+    rerun_on_status_change(shown_status, job.status)  # e.g. finished: redraw the page
+    if running and not shown and job.done:
+        st.rerun(scope="app")  # its first labels arrived
 
 
-job_progress(job_id, len(labels))
+job_progress(job_id, len(labels), picked.status)
 if not labels:
     st.caption("No labels yet; they appear as the job scores each batch of pairs.")
     st.stop()
+
+
+def calibration_frame(calibration: list[dict]) -> pd.DataFrame:
+    """The calibration bins with what a perfectly calibrated judge would score in each (the
+    bin's mid confidence as a win probability) and the agreement as text, `–` for no reviews."""
+    calib = pd.DataFrame(calibration)
+    calib["expected"] = (1 + (calib["low"] + calib["high"]) / 2) / 2
+    calib["agreement"] = pd.to_numeric(calib["agreement"], errors="coerce")
+    calib["agreement shown"] = [
+        "– (no decisive verdicts)" if n == 0 else f"{a:.0%} of {n}"
+        for a, n in zip(calib["agreement"], calib["reviewed"], strict=True)
+    ]
+    return calib
+
+
+def calibration_chart(calib: pd.DataFrame) -> alt.LayerChart:
+    """Observed agreement per confidence bin as points joined by a line (a bin alone still
+    shows), against the dashed line of a perfectly calibrated judge."""
+    base = alt.Chart(calib).encode(
+        x=alt.X("confidence:N", title="AI confidence", sort=None, axis=alt.Axis(labelAngle=0))
+    )
+    expected = base.mark_line(strokeDash=[4, 4], color="gray").encode(
+        y=alt.Y("expected:Q", title="human agreement", scale=alt.Scale(domain=[0, 1]),
+                axis=alt.Axis(format="%")),
+        tooltip=[alt.Tooltip("expected:Q", title="calibrated", format=".0%")],
+    )  # fmt: skip
+    observed = (
+        base.transform_filter("datum.reviewed > 0")
+        .mark_line(point=alt.OverlayMarkDef(size=80))
+        .encode(
+            y=alt.Y("agreement:Q"),
+            tooltip=[
+                "confidence:N",
+                alt.Tooltip("agreement:Q", format=".0%"),
+                alt.Tooltip("reviewed:Q", title="n"),
+            ],
+        )
+    )
+    return alt.layer(expected, observed).properties(height=260)
+
 
 review_tab, agreement_tab, labels_tab, export_tab = st.tabs(
     ["Review", "Agreement", "All labels", "Export"]
@@ -306,13 +360,16 @@ with review_tab:
         for m in row["prompt_messages"]:
             with st.chat_message(m["role"]):
                 st.text(m["content"])
+        # the slots (as shown) whose answer was cut off: swapped when B is shown first
+        swap = {"A": "A", "B": "B"} if order == "AB" else {"A": "B", "B": "A"}
+        cut_shown = {swap[side] for side in cut_off_sides(row.get("pair_flags"))}
         c1, c2 = st.columns(2)
-        with c1.container(border=True):
-            st.markdown("**A**")
-            st.text(first or "(empty)")
-        with c2.container(border=True):
-            st.markdown("**B**")
-            st.text(second or "(empty)")
+        for column, slot, text in ((c1, "A", first), (c2, "B", second)):
+            with column.container(border=True):
+                st.markdown(
+                    f"**{slot}**" + (f" · :orange-badge[{CUT_MARK}]" if slot in cut_shown else "")
+                )
+                st.text(text or "(empty)")
         note_key = f"note_{job_id}_{row['prompt_id']}_{row['pair']}"
         st.text_input("Note (optional)", key=note_key)
         buttons = st.columns(len(VERDICT_BUTTONS))
@@ -334,38 +391,48 @@ with review_tab:
 
 with agreement_tab:
     stats = review.agreement(labels, store.reviews(job_id))
+    evidence = stats.position
     a1, a2, a3, a4 = st.columns(4)
-    a1.metric("Agreement", "–" if stats.rate is None else f"{stats.rate:.1%}")
-    a2.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.3f}")
+    a1.metric(
+        f"Agreement · n={stats.decisive}",
+        "–" if stats.rate is None else f"{stats.rate:.1%}",
+        help="Decisive human verdicts (A or B) that match the AI's winner; n counts them.",
+    )
+    a2.metric(
+        f"Cohen's κ · n={stats.decisive}", "–" if stats.kappa is None else f"{stats.kappa:.3f}"
+    )
     a3.metric(
-        "Position consistency",
+        f"Position consistency · n={evidence.pairs if evidence else 0}",
         "–" if stats.consistency_rate is None else f"{stats.consistency_rate:.1%}",
-        help="Labels scored in both orders whose two orders prefer the same response.",
+        help="Labels scored in both orders whose two orders prefer the same response; n "
+        "counts the pairs scored in both orders.",
     )
     a4.metric(
-        "First-shown wins",
+        f"First-shown wins · n={2 * evidence.pairs if evidence else 0}",
         "–" if stats.first_position_rate is None else f"{stats.first_position_rate:.1%}",
-        help="An unbiased judge is at 50%.",
+        help="An unbiased judge is at 50%; n counts the orders scored.",
     )
-    if stats.position_bias:
+    if evidence is None:
+        st.caption("Position bias: label in both orders to measure it.")
+    elif stats.position_bias:
         st.warning(
-            "Position bias: this judge prefers one display slot far more often than chance. "
-            "Use both orders, and drop inconsistent pairs when exporting.",
+            md_escape(f"Position bias: {evidence.describe()} ")
+            + "Use both orders, and drop position-inconsistent pairs when exporting.",
             icon="⚠️",
         )
-    st.caption(
-        f"{stats.reviews} verdicts counted (latest per reviewer and pair, skips left out): "
-        f"{stats.decisive} decisive, {stats.ties} tie, {stats.both_bad} both bad, "
-        f"{stats.ai_ties} on pairs the AI called a tie. Agreement and κ use decisive verdicts "
-        "only: a tie or 'both bad' states no preference to agree with."
-    )
+    else:
+        st.caption(md_escape(f"Position bias: {evidence.describe()}"))
     g1, g2 = st.columns(2)
     with g1:
         st.markdown("**Calibration**: AI confidence against human agreement")
-        calib = pd.DataFrame(stats.calibration)
-        calib["expected"] = (1 + (calib["low"] + calib["high"]) / 2) / 2
-        st.line_chart(calib.set_index("confidence")[["agreement", "expected"]], y_label="agreement")
-        st.dataframe(calib[["confidence", "reviewed", "agreement"]], hide_index=True)
+        calib = calibration_frame(stats.calibration)
+        st.altair_chart(calibration_chart(calib), width="stretch")
+        st.dataframe(
+            calib[["confidence", "reviewed", "agreement shown"]].rename(
+                columns={"agreement shown": "agreement"}
+            ),
+            hide_index=True,
+        )
     with g2:
         st.markdown("**Soft labels**: P(A better)")
         hist = pd.cut(
@@ -391,15 +458,22 @@ with agreement_tab:
 # -- all labels -----------------------------------------------------------------------------
 
 with labels_tab:
-    f1, f2 = st.columns([1, 2])
+    f1, f2, f3 = st.columns([1, 2, 1])
     only_inconsistent = f1.checkbox("Position-inconsistent only", key="labels_inconsistent")
     principles = sorted({r["principle_id"] for r in labels})
     principle = f2.selectbox("Principle", ["all", *principles], key="labels_principle")
+    cut_filter = f3.selectbox(
+        "Cut off",
+        list(CUT_FILTER),
+        key="labels_cut",
+        help="Pairs with an answer that stopped at the token limit, mid-sentence (✂).",
+    )
     shown = [
         r
         for r in labels
         if (not only_inconsistent or r["consistent"] is False)
         and (principle == "all" or r["principle_id"] == principle)
+        and CUT_FILTER[cut_filter] in (None, bool(cut_off_sides(r.get("pair_flags"))))
     ]
     st.caption(f"{len(shown)} of {len(labels)} labels")
     table = pd.DataFrame(
@@ -413,6 +487,7 @@ with labels_tab:
                 "winner": r["winner"],
                 "confidence": r["confidence"],
                 "consistent": r["consistent"],
+                "cut off": " ".join(f"✂{s}" for s in cut_off_sides(r.get("pair_flags"))),
                 "flags": r["flags"],
             }
             for r in shown
@@ -438,9 +513,11 @@ with labels_tab:
     if rows:
         r = shown[rows[0]]
         d1, d2 = st.columns(2)
+        cut = cut_off_sides(r.get("pair_flags"))
         for column, side, ref in ((d1, "a", r["a_ref"]), (d2, "b", r["b_ref"])):
             with column.container(border=True):
-                st.markdown(f"**{side.upper()}** · {md_escape(ref or '')}")
+                mark = f" · :orange-badge[{CUT_MARK}]" if side.upper() in cut else ""
+                st.markdown(f"**{side.upper()}** · {md_escape(ref or '')}{mark}")
                 st.text(r[f"response_{side}"] or "(empty)")
         for order, key in (("as given", "cot_ab"), ("swapped", "cot_ba")):
             if r.get(key):
@@ -455,15 +532,21 @@ with export_tab:
         "chosen is better. A human verdict overrides the AI label. `cai export prefs --labels` "
         "writes JSONL, Parquet or a datasets folder."
     )
-    e1, e2, e3 = st.columns(3)
+    e1, e2, e3, e4 = st.columns(4)
     drop_ties = e1.checkbox("Drop ties", key="export_drop_ties")
     drop_inconsistent = e2.checkbox("Drop position-inconsistent", key="export_drop_inconsistent")
-    min_conf = e3.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="export_min_conf")
+    drop_truncated = e3.checkbox(
+        "Drop cut-off answers",
+        key="export_drop_truncated",
+        help="Leave out pairs with an answer that stopped at the token limit (even reviewed "
+        "ones); the manifest counts them.",
+    )
+    min_conf = e4.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="export_min_conf")
     try:
         examples, manifest = export.labelled_prefs(
             store,
             job_id,
-            export.PrefFilters(drop_ties, drop_inconsistent, float(min_conf)),
+            export.PrefFilters(drop_ties, drop_inconsistent, float(min_conf), drop_truncated),
             command="studio download",
         )
     except CaiError as e:

@@ -13,6 +13,8 @@ from ui.common import (
     md_escape,
     number_input_for,
     pick_job,
+    pick_version,
+    rerun_on_status_change,
     show_error,
     show_flash,
     show_job_next,
@@ -20,7 +22,9 @@ from ui.common import (
 )
 
 REFRESH_S = 2.0
-REWRITE = 0.6  # above this share of changed words a word diff is noise: show the new text
+REWRITE = 0.6  # above this share of changed words an inline diff is noise: show the new text
+CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
+CUT_MARK = "✂ cut off at the token limit"
 store = get_store()
 
 st.title("Traces")
@@ -28,19 +32,10 @@ show_flash()
 
 # -- launch ---------------------------------------------------------------------------------
 
-summaries = store.list_constitutions()
 sets = store.list_prompt_sets()
 with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="critique", limit=1)):
     # Outside the form: picking a constitution must update the versions offered.
-    c1, c2 = st.columns(2)
-    con_name = c1.selectbox("Constitution", [s.name for s in summaries], key="crit_constitution")
-    versions = store.list_versions(con_name) if con_name else []
-    con_version = c2.selectbox(
-        "Version",
-        [v.seq for v in reversed(versions)],
-        key="crit_version",
-        help="The version is pinned in the job, so later edits do not change it.",
-    )
+    version = pick_version(store, "crit", default="harmless")
     with st.form("critique_form"):
         p1, p2 = st.columns(2)
         set_name = p1.selectbox(
@@ -69,7 +64,7 @@ with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="cr
         submitted = st.form_submit_button("Start critique job", type="primary")
     if submitted:
         config = {
-            "constitution": f"{con_name}@{con_version}",
+            "constitution": version.ref if version else "",
             "prompts": set_name if split == "all" else f"{set_name}:{split}",
             "model": model.strip(),
             "rounds": int(rounds),
@@ -103,7 +98,7 @@ running = picked.status in jobs.ACTIVE
 
 
 @st.fragment(run_every=REFRESH_S if running else None)
-def live_traces(job_id: str) -> None:
+def live_traces(job_id: str, shown_status: str) -> None:
     jobs.reconcile(store)  # also ingests the shards the job has finished since last time
     job = jobs.get_job(store, job_id)
     if job.total:
@@ -113,8 +108,7 @@ def live_traces(job_id: str) -> None:
         )
     if job.error:
         st.error(md_escape(job.error), icon="⚠️")
-    if running and job.status not in jobs.ACTIVE:
-        st.rerun()  # finished: stop refreshing
+    rerun_on_status_change(shown_status, job.status)  # e.g. finished: stop refreshing
 
     all_traces = traces.group_traces(store.traces(job_id))
     if not all_traces:
@@ -122,14 +116,20 @@ def live_traces(job_id: str) -> None:
         export_section(job_id)
         return
 
-    f1, f2, f3, f4 = st.columns([2, 1, 2, 3])
+    f1, f2, f3, f4, f5 = st.columns([2, 1, 2, 2, 3])
     principles = sorted({p for t in all_traces for p in t.principles})
     principle = f1.selectbox("Principle", ["all", *principles], key="trace_principle")
     max_round = max((t.rounds_done for t in all_traces), default=0)
     round_ = f2.selectbox("Round", ["all", *range(1, max(max_round, 1) + 1)], key="trace_round")
     categories = sorted({t.category for t in all_traces if t.category})
     category = f3.selectbox("Category", ["all", *categories], key="trace_category")
-    search = f4.text_input(
+    cut = f4.selectbox(
+        "Cut off",
+        list(CUT_FILTER),
+        key="trace_cut",
+        help="Texts that stopped at the token limit, mid-sentence (✂).",
+    )
+    search = f5.text_input(
         "Search", key="trace_search", placeholder="text in the prompt or any step"
     )
     shown = traces.filter_traces(
@@ -138,6 +138,7 @@ def live_traces(job_id: str) -> None:
         round_=None if round_ == "all" else int(round_),
         category=None if category == "all" else category,
         search=search or None,
+        cut_off=CUT_FILTER[cut],
     )
     st.caption(f"{len(shown)} of {len(all_traces)} traces")
     table = pd.DataFrame(
@@ -150,7 +151,7 @@ def live_traces(job_id: str) -> None:
                 "principles": ", ".join(t.principles),
                 "changed": t.changed,
                 "final answer": t.answers[-1]["text"] if t.answers else "",
-                "flags": ", ".join(sorted(t.flags)),
+                "flags": ", ".join("✂ cut off" if f == "cut_off" else f for f in sorted(t.flags)),
             }
             for t in shown
         ],
@@ -209,10 +210,18 @@ def export_section(job_id: str) -> None:
         ("SFT (every round)", "sft", True, "sft-all-rounds", "dl_sft_all"),
         ("Preferences (revision vs initial)", "prefs", False, "prefs", "dl_prefs"),
     ]
+    drop_truncated = st.checkbox(
+        "Drop texts cut off at the token limit",
+        key="export_drop_truncated",
+        help="Leave out revisions (and, for preferences, initial answers) that stopped at the "
+        "token limit mid-sentence; the manifest counts them.",
+    )
     missing = []
     for column, (label, kind, all_rounds, suffix, key) in zip(columns, offers, strict=True):
         try:
-            data = export.bundle(store, job_id, kind, all_rounds=all_rounds)
+            data = export.bundle(
+                store, job_id, kind, all_rounds=all_rounds, drop_truncated=drop_truncated
+            )
         except CaiError as e:
             missing.append(str(e))
             continue
@@ -223,22 +232,70 @@ def export_section(job_id: str) -> None:
         st.caption(md_escape(f"Nothing to export yet: {missing[0]}"))
 
 
-def diff_markdown(old: str, new: str) -> str:
-    """Words removed in red and struck through, words added in green; all text escaped."""
+def diff_markdown(old: str, new: str, *, side: str = "both") -> str:
+    """Words removed in red and struck through, words added in green; all text escaped.
+    `side="old"` shows the old text with its removals marked, `"new"` the new text with its
+    additions, `"both"` one inline diff."""
     parts = []
     for op, text in traces.word_diff(old, new):
         if op == "equal":
             parts.append(md_escape(text))
-        elif text.strip():
-            body = md_escape(text.strip())
-            parts.append(
-                f":red-background[~~{body}~~] " if op == "delete" else f":green-background[{body}] "
-            )
+        elif text.strip() and op == "delete" and side != "new":
+            parts.append(f":red-background[~~{md_escape(text.strip())}~~] ")
+        elif text.strip() and op == "insert" and side != "old":
+            parts.append(f":green-background[{md_escape(text.strip())}] ")
     return "".join(parts)
 
 
+def step_caption(step: dict) -> None:
+    """Under a step: cut off at the token limit, flags, few-shots dropped, prompt truncated."""
+    notes = [f for f in (step.get("flags") or "").split(",") if f and f != "skipped"]
+    if step.get("few_shots_dropped"):
+        notes.append(f"{step['few_shots_dropped']} few-shots dropped to fit")
+    if step.get("truncated_tokens"):
+        notes.append(f"{step['truncated_tokens']} prompt tokens truncated")
+    if traces.step_cut_off(step):
+        st.markdown(
+            f":orange-badge[{CUT_MARK}] after {step['completion_tokens']} tokens; the text "
+            "ends mid-way. Raise Max new tokens, or drop cut-off texts when exporting."
+        )
+    if notes:
+        st.caption(", ".join(notes))
+
+
+def show_revision(step: dict, previous: str, side_by_side: bool) -> None:
+    size = traces.edit_size(previous, step["text"])
+    if step["text"] == previous:
+        st.text(step["text"] or "(empty)")
+        st.caption("unchanged")
+    elif side_by_side:
+        before, after = st.columns(2)
+        with before.container(border=True):
+            st.caption("before (red: removed)")
+            st.markdown(diff_markdown(previous, step["text"], side="old") or "(empty)")
+        with after.container(border=True):
+            st.caption("revision (green: added)")
+            st.markdown(diff_markdown(previous, step["text"], side="new") or "(empty)")
+        st.caption(f"{size:.0%} of words changed")
+    elif size <= REWRITE:
+        st.markdown(diff_markdown(previous, step["text"]))
+        st.caption(f"{size:.0%} of words changed (red: removed, green: added)")
+    else:
+        st.text(step["text"] or "(empty)")
+        st.caption(f"rewritten: {size:.0%} of words changed; pick Side by side to compare")
+
+
 def show_trace(trace) -> None:
-    st.subheader("Trace")
+    h1, h2 = st.columns([3, 2])
+    h1.subheader("Trace")
+    view = h2.segmented_control(
+        "Revisions",
+        ["Inline", "Side by side"],
+        default="Inline",
+        key="revision_view",
+        help="Inline: one text with removals and additions marked (a rewrite shows as the new "
+        "text). Side by side: the text before and the revision, changes marked, always.",
+    )
     for m in trace.prompt:
         with st.chat_message(m["role"]):
             st.text(m["content"])
@@ -256,33 +313,13 @@ def show_trace(trace) -> None:
             skipped = "skipped" in (step.get("flags") or "")
             note = " · skipped: the critique said no change was needed" if skipped else ""
             st.markdown(f"**Round {step['round']} · revision**{note}")
-            size = traces.edit_size(previous, step["text"]) if previous is not None else 0.0
-            if previous is not None and step["text"] != previous and size <= REWRITE:
-                st.markdown(diff_markdown(previous, step["text"]))
-                st.caption(f"{size:.0%} of words changed (red: removed, green: added)")
-            else:
+            if previous is None:
                 st.text(step["text"] or "(empty)")
-                if size > REWRITE:
-                    st.caption(f"rewritten: {size:.0%} of words changed")
+            else:
+                show_revision(step, previous, view == "Side by side")
         if step["step"] in ("initial", "revision"):
             previous = step["text"]
-        flags = [f for f in (step.get("flags") or "").split(",") if f and f != "skipped"]
-        if flags or step.get("few_shots_dropped") or step.get("truncated_tokens"):
-            st.caption(
-                ", ".join(
-                    flags
-                    + (
-                        [f"{step['few_shots_dropped']} few-shots dropped to fit"]
-                        if step.get("few_shots_dropped")
-                        else []
-                    )
-                    + (
-                        [f"{step['truncated_tokens']} prompt tokens truncated"]
-                        if step.get("truncated_tokens")
-                        else []
-                    )
-                )
-            )
+        step_caption(step)
 
 
-live_traces(job_id)
+live_traces(job_id, picked.status)

@@ -10,20 +10,26 @@ from pydantic.fields import FieldInfo
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.lineage import constitution_text
 from cai_engine.training import monitor
 from cai_engine.training.config import bounds
 from cai_engine.training.data import model_parameters
 from cai_engine.training.jobs import submit
 from cai_engine.training.kinds import TRAINING_KINDS, TrainingKind
-from ui.common import flash, get_store, md_escape, show_error, show_flash
+from ui.common import (
+    flash,
+    get_store,
+    md_escape,
+    pick_job,
+    rerun_on_status_change,
+    show_error,
+    show_flash,
+    show_lineage,
+)
 
 REFRESH_S = 2.0
 STEPS = 20  # the form starts a short run by default; -1 trains for the configured epochs
 store = get_store()
-
-pending = st.session_state.pop("_select_training", None)
-if pending:
-    st.session_state["training_job"] = pending
 
 st.title("Training")
 show_flash()
@@ -187,19 +193,19 @@ with st.expander("New training job", expanded=not training_jobs):
 if not training_jobs:
     st.info("No training jobs yet. Start one above, or with `cai train sft|reward|dpo|rl`.")
 else:
-    by_id = {j.id: j for j in training_jobs}
-    if st.session_state.get("training_job") not in by_id:
-        st.session_state["training_job"] = training_jobs[0].id
-    job_id = st.selectbox(
+    picked = pick_job(
         "Training job",
-        list(by_id),
-        key="training_job",
-        format_func=lambda i: f"{i} · {by_id[i].status} · {by_id[i].config.get('model')}",
+        training_jobs,
+        "training_job",
+        empty="",
+        pending="_select_training",
+        describe=lambda j: f"{j.id} · {j.status} · {j.config.get('model')}",
     )
-    running = by_id[job_id].status in jobs.ACTIVE
+    job_id = picked.id
+    running = picked.status in jobs.ACTIVE
 
     @st.fragment(run_every=REFRESH_S if running else None)
-    def live(job_id: str) -> None:
+    def live(job_id: str, shown_status: str) -> None:
         jobs.reconcile(store)
         job = jobs.get_job(store, job_id)
         if job.total:
@@ -241,10 +247,9 @@ else:
                 hide_index=True,
                 column_config={"completion": st.column_config.TextColumn(width="large")},
             )
-        if running and job.status not in jobs.ACTIVE:
-            st.rerun(scope="app")
+        rerun_on_status_change(shown_status, job.status)
 
-    live(job_id)
+    live(job_id, picked.status)
 
 # -- artifacts ------------------------------------------------------------------------------
 
@@ -261,7 +266,11 @@ else:
                     "kind": m["kind"],
                     "base": m["base_model"],
                     "data": m["data"],
-                    "constitution": (m["constitution_hash"] or "")[:12],
+                    "constitution": constitution_text(
+                        store,
+                        (m["lineage"].get("data_manifest") or {}).get("constitution"),
+                        m["constitution_hash"],
+                    ),
                     "job": m["job_id"],
                     "created": m["created_at"],
                 }
@@ -271,6 +280,8 @@ else:
         hide_index=True,
         key="trained_models",
     )
-    picked = st.selectbox("Lineage of", [m["name"] for m in models], key="lineage_of")
-    lineage = next(m["lineage"] for m in models if m["name"] == picked)
-    st.code(json.dumps(lineage, indent=2, default=str), language="json")
+    lineage_of = st.selectbox("Lineage of", [m["name"] for m in models], key="lineage_of")
+    show_lineage(store, f"model:{lineage_of}", key="lineage_table")
+    with st.expander("Everything stored with it (JSON)"):
+        lineage = next(m["lineage"] for m in models if m["name"] == lineage_of)
+        st.code(json.dumps(lineage, indent=2, default=str), language="json")
