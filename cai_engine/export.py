@@ -84,7 +84,9 @@ def sft_examples(
     rows: list[dict], all_rounds: bool = False, drop_truncated: bool = False
 ) -> tuple[list[dict], dict[str, int]]:
     """`drop_truncated` leaves out revisions that stopped at the token limit, mid-text."""
-    examples, skipped = [], {"incomplete traces": 0, "empty revisions": 0, CUT_OFF_SKIP: 0}
+    examples, skipped = [], {"incomplete traces": 0, "empty revisions": 0}
+    if drop_truncated:
+        skipped[CUT_OFF_SKIP] = 0
     for trace in _traces_by_key(rows).values():
         revisions = [r for r in trace if r["step"] == "revision"]
         if not revisions:
@@ -114,7 +116,9 @@ def prefs_from_revisions(
     rows: list[dict], drop_truncated: bool = False
 ) -> tuple[list[dict], dict[str, int]]:
     """`drop_truncated` leaves out traces whose initial answer or final revision was cut off."""
-    examples, skipped = [], {"incomplete traces": 0, "unchanged or empty": 0, CUT_OFF_SKIP: 0}
+    examples, skipped = [], {"incomplete traces": 0, "unchanged or empty": 0}
+    if drop_truncated:
+        skipped[CUT_OFF_SKIP] = 0
     for trace in _traces_by_key(rows).values():
         initial = next((r for r in trace if r["step"] == "initial"), None)
         revisions = [r for r in trace if r["step"] == "revision"]
@@ -357,13 +361,9 @@ def prefs_from_labels(
     filters = filters or PrefFilters()
     human = human_verdicts(reviews)
     examples = []
-    skipped = {
-        "unscored": 0,
-        "ties": 0,
-        "inconsistent": 0,
-        "below confidence": 0,
-        CUT_OFF_SKIP: 0,
-    }
+    skipped = {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 0}
+    if filters.drop_truncated:
+        skipped[CUT_OFF_SKIP] = 0
     for r in labels:
         if filters.drop_truncated and cut_off_sides(r.get("pair_flags")):
             skipped[CUT_OFF_SKIP] += 1

@@ -279,6 +279,58 @@ def test_incomplete_traces_are_skipped_and_counted(finished):
     assert skipped == {"incomplete traces": 1, "unchanged or empty": 2}
 
 
+def test_drop_truncated_leaves_out_texts_cut_off_at_the_token_limit_and_counts_them(finished):
+    rows = [dict(r) for trace in finished.traces.values() for r in trace]
+    kept, _ = export.sft_examples(rows)
+    # cut off: one trace's final revision, and another trace's initial answer only
+    first, second = sorted({e["prompt_id"] for e in kept})[:2]
+    final_of = {
+        pid: max((r for r in rows if r["prompt_id"] == pid and r["step"] == "revision"),
+                 key=lambda r: r["round"])
+        for pid in (first, second)
+    }  # fmt: skip
+    for r in rows:
+        r["finish_reason"] = "stop"
+    final_of[first]["finish_reason"] = "length"
+    next(r for r in rows if r["prompt_id"] == second and r["step"] == "initial")[
+        "finish_reason"
+    ] = "length"
+
+    same, skipped = export.sft_examples(rows)  # off by default: nothing changes
+    assert len(same) == len(kept) and export.CUT_OFF_SKIP not in skipped
+    examples, skipped = export.sft_examples(rows, drop_truncated=True)
+    assert {e["prompt_id"] for e in examples} == {e["prompt_id"] for e in kept} - {first}
+    assert skipped[export.CUT_OFF_SKIP] == 1
+
+    changed = {p["prompt_id"] for p in export.prefs_from_revisions(rows)[0]}
+    pairs, skipped = export.prefs_from_revisions(rows, drop_truncated=True)
+    left_out = changed & {first, second}  # either side cut off leaves the pair out
+    assert {p["prompt_id"] for p in pairs} == changed - left_out
+    assert skipped[export.CUT_OFF_SKIP] == len(left_out)
+
+
+def test_a_cut_off_sft_export_says_so_in_its_manifest(finished, tmp_path):
+    # 8 new tokens: every text of the tiny model stopped at the limit; keep one cut off
+    first = finished.changed[0]
+    update = "UPDATE traces SET finish_reason = ? WHERE job_id = ? AND prompt_id <> ?"
+    with finished.store.connect() as con:
+        con.rows(update, ["stop", finished.job_id, first])
+    try:
+        out = tmp_path / "sft"
+        result = export.export_sft(finished.store, finished.job_id, out, drop_truncated=True)
+    finally:
+        with finished.store.connect() as con:
+            con.rows(update, ["length", finished.job_id, first])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["drop_truncated"] is True
+    assert manifest["counts"][f"skipped {export.CUT_OFF_SKIP}"] == 1
+    assert result.examples == 2  # 4 traces: one empty, one cut off
+
+    # with every text cut off, nothing is left, and the refusal says why
+    with pytest.raises(CaiError, match="1 empty revisions, 3 cut off at the token limit"):
+        export.export_sft(finished.store, finished.job_id, tmp_path / "none", drop_truncated=True)
+
+
 # -- refusals ------------------------------------------------------------------------------
 
 
@@ -623,6 +675,19 @@ def test_the_consistency_and_confidence_filters_apply_to_ai_labels_only():
     assert skipped == {"unscored": 0, "ties": 0, "inconsistent": 1, "below confidence": 1}
 
 
+def test_drop_truncated_leaves_out_pairs_with_a_cut_off_answer_even_reviewed():
+    labels = [ai_label("whole", 0, 0.9), ai_label("cut-a", 0, 0.9), ai_label("cut-b", 0, 0.2)]
+    labels[1]["pair_flags"], labels[2]["pair_flags"] = "a_cut_off", "identical,b_cut_off"
+    reviews = [human("cut-b", 0, "A")]
+    examples, skipped = export.prefs_from_labels(labels, reviews)
+    assert len(examples) == 3 and export.CUT_OFF_SKIP not in skipped
+    examples, skipped = export.prefs_from_labels(
+        labels, reviews, export.PrefFilters(drop_truncated=True)
+    )
+    assert [e["prompt_id"] for e in examples] == ["whole"]
+    assert skipped[export.CUT_OFF_SKIP] == 2
+
+
 def test_the_score_is_the_probability_that_chosen_is_better():
     for p in (0.0, 0.01, 0.3, 0.5, 0.51, 0.99, 1.0):
         ((e,), _) = export.prefs_from_labels([ai_label("p", 0, p)], [])
@@ -732,6 +797,7 @@ def test_export_of_a_label_job_writes_data_and_a_manifest(labelled, tmp_path, ti
         "drop_ties": False,
         "drop_inconsistent": False,
         "min_confidence": 0.0,
+        "drop_truncated": False,
     }
     assert manifest["counts"] == {
         "examples": 4,

@@ -126,7 +126,9 @@ def test_a_pairs_job_writes_generations_and_pairs_with_lineage(pairs_job, tiny_s
         assert (p["model"], p["sampling"]) == (spec, ga["sampling"])
         assert '"max_new_tokens":4' in p["sampling"].replace(" ", "")
         assert (p["job_id"], p["source"], p["prompt_set"]) == (job.id, "samples", "red-team")
-        assert p["flags"] == pair_flags(ga["text"], gb["text"])
+        # 4 new tokens: the answers stop at the token limit, and the pair says which did
+        cut = (ga["finish_reason"] == "length", gb["finish_reason"] == "length")
+        assert p["flags"] == pair_flags(ga["text"], gb["text"], *cut)
         assert p["prompt_messages"] and p["category"]  # joined from the prompt set
     assert sorted({p["prompt_id"] for p in pairs}) == sorted(prompts)
     [metric] = [m for m in job.run.metrics() if "pairs" in m]
