@@ -15,8 +15,11 @@ WIDTH = 420  # px per facet; the value labels go to the right of it
 
 
 def rate_rows(results: list[dict], labels: dict[str, str]) -> list[dict]:
-    """One row per (model, rate metric) with a value: what `rates_chart` draws."""
-    return [
+    """One row per (model, rate metric) with a value, in `METRICS` order then the models'
+    order: what `rates_chart` draws."""
+    order = {m: i for i, m in enumerate(evaluation.METRICS)}
+    models = list(labels)
+    rows = [
         {
             "model": labels[r["model"]],
             "spec": r["model"],
@@ -34,6 +37,7 @@ def rate_rows(results: list[dict], labels: dict[str, str]) -> list[dict]:
         and r["metric"] in evaluation.RATE_METRICS
         and r["value"] is not None
     ]
+    return sorted(rows, key=lambda r: (order[r["key"]], models.index(r["spec"])))
 
 
 def _tooltip(*first) -> list:
@@ -106,9 +110,13 @@ def revision_chart(rows: list[dict]) -> alt.LayerChart:
         alt.Tooltip("key:N", title="key"),
     )
     # every layer names the y axis the same: Vega-Lite joins differing titles with commas
-    title = "Preferred share (revision over the answer before it)"
+    title = "Preferred share"
     share = {"title": title, "axis": alt.Axis(format="%"), "scale": alt.Scale(domain=[0, 1])}
-    x = alt.X("round:O", title="Critique round", axis=alt.Axis(labelAngle=0))
+    x = alt.X(
+        "round:O",
+        title="Critique round k (its revision against round k-1's answer)",
+        axis=alt.Axis(labelAngle=0),
+    )
     base = alt.Chart(data).encode(x=x, tooltip=tooltip)
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", **share), y2="high:Q")
     line = base.mark_line(point=alt.OverlayMarkDef(size=60)).encode(y=alt.Y("preferred:Q", **share))

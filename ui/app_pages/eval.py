@@ -163,6 +163,7 @@ with tab_metrics:
     st.dataframe(
         frame,
         hide_index=True,
+        height="content",  # every metric in view, no scrolling inside the table
         key="metrics_table",
         column_config={
             "key": st.column_config.TextColumn(
