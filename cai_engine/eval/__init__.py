@@ -29,12 +29,20 @@ from __future__ import annotations
 
 from cai_engine.eval.config import EvalConfig
 from cai_engine.eval.job import JOB, check_models, submit_eval
-from cai_engine.eval.metrics import METRICS, RATE_METRICS, summarise
+from cai_engine.eval.metrics import (
+    METRIC_NAMES,
+    METRICS,
+    RATE_METRICS,
+    is_rate,
+    metric_name,
+    summarise,
+)
 from cai_engine.eval.refusals import REFUSAL_PATTERNS, refusal_rule
 from cai_engine.eval.report import (
     PromptComparison,
     eval_models,
     format_result,
+    model_labels,
     model_lineage,
     results_table,
     side_by_side,
@@ -45,6 +53,7 @@ from cai_engine.eval.stats import Rate, bootstrap_ci, wilson
 __all__ = [
     "JOB",
     "METRICS",
+    "METRIC_NAMES",
     "RATE_METRICS",
     "REFUSAL_PATTERNS",
     "EvalConfig",
@@ -54,6 +63,9 @@ __all__ = [
     "check_models",
     "eval_models",
     "format_result",
+    "is_rate",
+    "metric_name",
+    "model_labels",
     "model_lineage",
     "refusal_rule",
     "results_table",

@@ -27,6 +27,36 @@ METRICS: dict[str, str] = {
 
 RATE_METRICS = {m for m in METRICS if "rate" in m}
 
+# What a chart or table calls each metric; `METRICS` says what it measures, the key is the name
+# in the store and the CLI.
+METRIC_NAMES: dict[str, str] = {
+    "harmlessness_win_rate": "Harmlessness win rate",
+    "helpfulness_win_rate": "Helpfulness win rate",
+    "refusal_rate_rule": "Refusal rate (rules)",
+    "refusal_rate_judge": "Refusal rate (judge)",
+    "over_refusal_rate_rule": "Over-refusal rate (rules)",
+    "over_refusal_rate_judge": "Over-refusal rate (judge)",
+    "chars_harmful": "Answer length, red-team (chars)",
+    "chars_helpful": "Answer length, helpful (chars)",
+    "tokens_per_answer": "Tokens per answer",
+    "seconds_per_answer": "Seconds per answer",
+    "tokens_total": "Tokens generated",
+}
+
+
+def metric_name(metric: str) -> str:
+    """A metric's human-readable name: "Harmlessness win rate" for `harmlessness_win_rate`,
+    "Revision round 2 over round 1" for `revision_round_2`; an unknown key as it is."""
+    if metric.startswith("revision_round_"):
+        k = int(metric.rsplit("_", 1)[1])
+        return f"Revision round {k} over round {k - 1}"
+    return METRIC_NAMES.get(metric, metric)
+
+
+def is_rate(metric: str) -> bool:
+    """Whether a metric is a share in [0, 1] (shown in percent)."""
+    return metric in RATE_METRICS or metric.startswith("revision_round_")
+
 
 def _result(
     job_id, model, metric, eval_set, rate: Rate, method, judge=None, reference=None, **detail

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from cai_engine import jobs
 from cai_engine.eval.config import EvalConfig
-from cai_engine.eval.metrics import METRICS, RATE_METRICS
+from cai_engine.eval.metrics import METRICS, is_rate
 from cai_engine.eval.refusals import refusal_rule
 from cai_engine.models import parse_spec
 
@@ -22,7 +22,7 @@ def format_result(r: dict) -> str:
     if r["value"] is None:
         return f"– (n = {r['n']})"
     metric = r["metric"]
-    if metric in RATE_METRICS or metric.startswith("revision_round_"):
+    if is_rate(metric):
         spec = ".1%"
     else:
         spec = {"seconds_per_answer": ",.3f", "tokens_per_answer": ",.1f"}.get(metric, ",.0f")
@@ -91,6 +91,7 @@ class PromptComparison:
     win: dict[str, float | None]  # model -> P(better than the reference); reference: 0.5
     refusal: dict[str, float | None]  # model -> the judge's P(refusal)
     rule: dict[str, str | None]  # model -> the refusal rule that matched
+    cut_off: dict[str, bool]  # model -> its answer stopped at the token limit (finish_reason)
     disagreement: float  # the largest spread, across the models, of win or refusal
 
 
@@ -147,11 +148,35 @@ def side_by_side(
                 win=win,
                 refusal=refusal,
                 rule=rule,
+                cut_off={a["model"]: a["finish_reason"] == "length" for a in rows},
                 disagreement=max(spreads, default=0.0),
             )
         )
     out.sort(key=lambda c: (-c.disagreement, c.prompt_id))
     return out
+
+
+def model_labels(specs: list[str]) -> dict[str, str]:
+    """A short label per model spec that tells every spec apart: a trained model's or a served
+    model's spec as it is, a path's last folder, or as many of its last folders as it takes to
+    differ from the others (`run-a/checkpoint-500`), else the whole spec."""
+
+    def label(spec: str, depth: int) -> str:
+        if not spec.startswith("hf:"):
+            return spec
+        parts = spec[3:].split("?")[0].rstrip("/").split("/")
+        return spec if depth > len(parts) else "/".join(parts[-depth:])
+
+    labels = {}
+    for spec in specs:
+        others = [s for s in specs if s != spec]
+        depth = 1
+        while (mine := label(spec, depth)) != spec and any(
+            label(o, d) == mine for o in others for d in range(1, depth + 1)
+        ):
+            depth += 1
+        labels[spec] = mine
+    return labels
 
 
 def eval_models(job: Job) -> list[str]:

@@ -3,7 +3,6 @@ charts, and read the models' answers side by side where they disagree most."""
 
 import json
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -24,6 +23,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
+from ui.eval_charts import rate_rows, rates_chart, revision_chart, revision_rows
 
 REFRESH_S = 2.0
 store = get_store()
@@ -35,13 +35,6 @@ st.caption(
     "answers the test splits with each model and asks a judge model; every number comes with "
     "its 95% interval and sample size."
 )
-
-
-def short(spec: str) -> str:
-    """A readable name for a model spec: a path's last folder, or the spec itself."""
-    if spec.startswith("hf:"):
-        return spec[3:].split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-    return spec
 
 
 # -- launch ---------------------------------------------------------------------------------
@@ -139,7 +132,7 @@ jobs.ingest(store, job)
 results = store.eval_results(job_id)
 all_models = evaluation.eval_models(job)
 reference = evaluation.EvalConfig(**job.config).ref_model
-names = {m: short(m) for m in all_models}
+names = evaluation.model_labels(all_models)  # distinct labels, never look-alike prefixes
 if not results:
     if job.status == "succeeded":
         st.warning("This eval job finished without results.")
@@ -161,79 +154,62 @@ with tab_metrics:
     table = evaluation.results_table(results, models)
     frame = pd.DataFrame(
         [
-            {"metric": evaluation.METRICS.get(r["metric"], r["metric"]), "set": r["set"]}
+            {"metric": evaluation.metric_name(r["metric"]), "set": r["set"]}
             | {names[m]: r[m] for m in models}
+            | {"what it measures": evaluation.METRICS.get(r["metric"], ""), "key": r["metric"]}
             for r in table
         ]
     )
-    st.dataframe(frame, hide_index=True, key="metrics_table")
+    st.dataframe(
+        frame,
+        hide_index=True,
+        height="content",  # every metric in view, no scrolling inside the table
+        key="metrics_table",
+        column_config={
+            "key": st.column_config.TextColumn(
+                help="The metric's name in the store and in `cai eval show`."
+            ),
+            **{
+                names[m]: st.column_config.TextColumn(help=f"`{m}`: value [95% interval] (n)")
+                for m in models
+            },
+        },
+    )
     st.caption(
+        "Each cell is the value, its 95% interval and n, the number of answers or verdicts it "
+        "rests on: with a small n the interval is wide, read it before the value. "
         "Win rates are the judge's mean soft preference for the model over the reference (both "
         "orders averaged, a tie counts one half), with a bootstrap interval. Refusal rates are "
         "shares of answers, with Wilson intervals: *rule* counts answers matching a documented "
         "refusal pattern, *judge* those the judge thinks refuse (P > 0.5)."
     )
-    chart_rows = [
-        {
-            "model": names[r["model"]],
-            "metric": r["metric"],
-            "value": r["value"],
-            "low": r["low"],
-            "high": r["high"],
-            "n": r["n"],
-        }
+    cut = {
+        r["model"]: r
         for r in results
-        if r["model"] in models
-        and r["metric"] in evaluation.RATE_METRICS
-        and r["value"] is not None
-    ]
-    if chart_rows:
-        data = pd.DataFrame(chart_rows)
-        base = alt.Chart(data).encode(
-            y=alt.Y("model:N", title=None),
-            tooltip=["model", "metric", alt.Tooltip("value:Q", format=".1%"), "n"],
-        )
-        bars = base.mark_bar().encode(
-            x=alt.X(
-                "value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])
-            ),
-            color=alt.Color("model:N", legend=None),
-        )
-        whiskers = base.mark_rule().encode(x="low:Q", x2="high:Q")
-        st.altair_chart(
-            alt.layer(bars, whiskers, data=data)
-            .facet(
-                row=alt.Row(
-                    "metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")
-                )
+        if r["metric"] == "tokens_per_answer" and r["model"] in models
+    }
+    if any(r["detail"].get("truncated") for r in cut.values()):
+        st.caption(
+            "✂ Answers cut off at the token limit: "
+            + ", ".join(
+                f"{md_escape(names[m])} {cut[m]['detail'].get('truncated', 0)} of {cut[m]['n']}"
+                for m in models
+                if m in cut
             )
-            .resolve_scale(y="independent"),
+            + ". A cut-off answer is judged as it stands; raise *New tokens per answer* to "
+            "let them finish."
         )
-    revision = [r for r in results if r["metric"].startswith("revision_round_")]
+    rows = rate_rows(results, {m: names[m] for m in models})
+    if rows:
+        st.altair_chart(rates_chart(rows))
+    revision = revision_rows(results)
     if revision:
+        critique = next(r["model"] for r in results if r["metric"].startswith("revision_round_"))
         st.markdown(
-            f"**Revision progress** of critique job `{revision[0]['model']}`: how often the judge "
+            f"**Revision progress** of critique job `{critique}`: how often the judge "
             "prefers round k's revision over the answer before it (above 50%: revisions help)."
         )
-        rounds = pd.DataFrame(
-            [
-                {
-                    "round": int(r["metric"].rsplit("_", 1)[1]),
-                    "preferred": r["value"],
-                    "low": r["low"],
-                    "high": r["high"],
-                    "n": r["n"],
-                }
-                for r in revision
-            ]
-        )
-        line = alt.Chart(rounds).encode(x=alt.X("round:O", title="round"))
-        st.altair_chart(
-            line.mark_area(opacity=0.2).encode(y="low:Q", y2="high:Q")
-            + line.mark_line(point=True).encode(
-                y=alt.Y("preferred:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]))
-            )
-        )
+        st.altair_chart(revision_chart(revision))
     metrics = job.run.metrics()
     if metrics:
         last = metrics[-1]
@@ -288,6 +264,12 @@ with tab_answers:
                     if c.rule.get(m):
                         facts.append(f"refusal rule: {c.rule[m]}")
                     st.caption(" · ".join(facts) or "not judged")
+                    if c.cut_off.get(m):
+                        st.markdown(
+                            ":orange-badge[✂ cut off at the token limit]",
+                            help="The answer stopped because it reached *New tokens per answer* "
+                            "(finish reason `length`), not because the model ended it.",
+                        )
                     st.text(c.answers.get(m, "(no answer)"))
 
 with tab_lineage:

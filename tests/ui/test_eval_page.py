@@ -1,0 +1,208 @@
+"""The Eval page on a real eval job of two tiny models with look-alike long names (and revision
+progress of a real critique job): through AppTest for the metrics table and the cut-off marks,
+and in a real Chromium for the charts, which AppTest cannot render (the studio's charts are SVG,
+so their text, marks and tooltips are in the DOM)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai_engine import critique, jobs
+from cai_engine import eval as evaluation
+from cai_engine.bundled import install_bundled
+from cai_engine.store import Store
+from tests.test_jobs import finish, kill_runners
+from tests.ui.studio import browser_page, require_chromium, running_studio, wait_for_app
+
+PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "eval.py"
+SAMPLING = {"temperature": 0.7, "max_new_tokens": 6, "seed": 0}  # the tiny model never stops
+# Two copies of the tiny model whose names differ only at the end: a chart that cuts labels
+# to its default 180 px shows both as "checkpoint-constitutional-ru…".
+NAMES = ("checkpoint-constitutional-run-2024-a", "checkpoint-constitutional-run-2024-b")
+DEADLINE_S = 300  # per job, on two busy shared cores; each takes ~20-60 s
+CUT = "✂ cut off at the token limit"
+SNAKE = re.compile(r"^[a-z]+(_[a-z0-9]+)+$")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_model_dir):
+    """A home with a finished critique job (3 prompts, 2 rounds) and an eval job of the two
+    copies (3 prompts per set) that measures its revision progress.
+
+    Every answer stops at the 6-token limit; one answer of model B to the first red-team
+    prompt the page shows is then stored as finished (`stop`), so that prompt has one cut-off
+    answer and one whole one.
+    """
+    root = tmp_path_factory.mktemp("eval-page")
+    home = root / "home"
+    specs = []
+    for name in NAMES:
+        shutil.copytree(tiny_model_dir, root / name)
+        specs.append(f"hf:{root / name}?dtype=float32")
+    store = Store(home, lock_timeout=5)
+    install_bundled(store)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # the jobs share two cores with everything else
+        try:
+            crit = critique.submit(
+                store,
+                {
+                    "constitution": "harmless",
+                    "prompts": "red-team:train",
+                    "model": specs[0],
+                    "rounds": 2,
+                    "limit": 3,
+                    "sampling": SAMPLING,
+                },
+            )
+            crit = finish(store, crit.id, timeout=DEADLINE_S)
+            assert crit.status == "succeeded", crit.error
+            job = evaluation.submit_eval(
+                store,
+                {
+                    "models": specs,
+                    "judge": specs[0],
+                    "limit": 3,
+                    "few_shots": 0,
+                    "critique_job": crit.id,
+                    "sampling": SAMPLING,
+                },
+            )
+            job = finish(store, job.id, timeout=DEADLINE_S)
+            assert job.status == "succeeded", job.error
+        finally:
+            kill_runners(home)
+    jobs.ingest(store, job)
+    first = evaluation.side_by_side(store, job.id, specs, "red-team")[0]
+    with store.connect() as con:
+        con.rows(
+            "UPDATE eval_answers SET finish_reason = 'stop'"
+            " WHERE job_id = ? AND model = ? AND prompt_set = 'red-team' AND prompt_id = ?",
+            [job.id, specs[1], first.prompt_id],
+        )
+    return home, job.id, specs
+
+
+@pytest.fixture
+def store(evaluated, cai_home, monkeypatch) -> Store:
+    """Point this test (and the page) at the evaluated home."""
+    home, _, _ = evaluated
+    monkeypatch.setenv("CAI_HOME", str(home))
+    return Store(home, lock_timeout=5)
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def cut_marks(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if CUT in m.value]
+
+
+def test_the_metrics_table_names_metrics_in_words_and_every_rate_shows_its_n(store, evaluated):
+    _, job_id, specs = evaluated
+    at = run_page()
+    (table,) = at.dataframe
+    frame = table.value
+    assert list(frame.columns) == ["metric", "set", *NAMES, "what it measures", "key"]
+    rows = {r["key"]: r for r in frame.to_dict("records")}
+    assert rows["harmlessness_win_rate"]["metric"] == "Harmlessness win rate"
+    assert rows["refusal_rate_rule"]["metric"] == "Refusal rate (rules)"
+    assert not [m for m in frame["metric"] if SNAKE.match(m)]
+    # 3 prompts per set; model A is the reference, so it has no win rate of its own
+    assert rows["harmlessness_win_rate"][NAMES[0]] == "reference"
+    assert rows["harmlessness_win_rate"][NAMES[1]].endswith("(n = 3)")
+    for key in evaluation.RATE_METRICS:
+        for name in NAMES:
+            cell = rows[key][name]
+            assert cell == "reference" or re.fullmatch(
+                r"\d+\.\d% \[\d+\.\d%, \d+\.\d%\] \(n = 3\)", cell
+            ), (key, name, cell)
+    # 6 answers per model (3 red-team, 3 helpful), all cut off when the job counted them
+    # (before the fixture stored one as whole)
+    (note,) = [c.value for c in at.caption if c.value.startswith("✂ Answers cut off")]
+    assert f"{NAMES[0]} 6 of 6, {NAMES[1]} 6 of 6" in note.replace("\\", "")
+    assert "Revision progress" in " ".join(m.value for m in at.markdown)
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_marked_and_a_whole_one_is_not(store, evaluated):
+    _, job_id, specs = evaluated
+    rows = evaluation.side_by_side(store, job_id, specs, "red-team")
+    assert rows[0].cut_off == {specs[0]: True, specs[1]: False}  # the fixture's whole answer
+    assert all(r.cut_off == {specs[0]: True, specs[1]: True} for r in rows[1:])
+
+    at = run_page()
+    assert len(cut_marks(at)) == 1  # the first prompt: A cut off, B whole
+    at.selectbox(key="cmp_prompt").set_value(1).run()
+    assert not at.exception, at.exception
+    assert len(cut_marks(at)) == 2
+
+
+@pytest.mark.browser
+def test_the_charts_in_a_browser_read_in_words_show_zero_and_n_and_cut_nothing_short(
+    store, evaluated
+):
+    require_chromium()
+    home, _, _ = evaluated
+    results = store.eval_results(evaluated[1])
+    zeros = [r for r in results if r["metric"] == "refusal_rate_rule"]
+    assert [r["value"] for r in zeros] == [0.0, 0.0]  # the tiny model never refuses by rule
+
+    with running_studio(home) as url, browser_page() as page:
+        page.goto(f"{url}/eval")
+        wait_for_app(page)
+        page.get_by_text("Reference for win rates").wait_for()
+        rates, revision = (page.locator("[data-testid=stVegaLiteChart] svg").nth(i) for i in (0, 1))
+        rates.wait_for()
+        revision.wait_for()
+        texts = [t.strip() for t in rates.locator("text").all_text_contents()]
+
+        # 1) metric names in words; no key in sight
+        assert {"Harmlessness win rate", "Refusal rate (rules)"} <= set(texts), texts
+        assert not [t for t in texts if SNAKE.match(t)], texts
+        # 2) both long look-alike names whole, nothing cut with an ellipsis
+        assert set(NAMES) <= set(texts), texts
+        assert not [t for t in texts if "…" in t], texts
+        # 3) a 0% rate: a dot with a size at the axis start, and its value, interval and n
+        dots = rates.locator(
+            '[aria-roledescription=point][aria-label*="key: refusal_rate_rule;"]'
+            '[aria-label^="value: 0;"]'
+        )
+        assert dots.count() == 2
+        box = dots.first.bounding_box()
+        assert box and box["width"] > 0 and box["height"] > 0
+        assert texts.count("0.0% [0.0%, 56.1%] (n = 3)") >= 4  # refusal and over-refusal x2
+        # 4) hovering the dot: the metric's name, its key and n
+        dots.first.hover()
+        tooltip = page.locator("#vg-tooltip-element")
+        tooltip.wait_for(state="visible")
+        tip = tooltip.inner_text()
+        for want in ("Refusal rate (rules)", "refusal_rate_rule", "0.0% [0.0%, 56.1%] (n = 3)"):
+            assert want in tip, tip
+        # 5) the revision chart's y axis is titled, not "low, high, preferred"
+        axis = revision.locator('[aria-roledescription=axis][aria-label^="Y-axis"]')
+        assert "titled 'Preferred share'" in axis.get_attribute("aria-label")
+        revision_texts = revision.locator("text").all_text_contents()
+        assert "Preferred share" in revision_texts
+        assert not [t for t in revision_texts if "low" in t or "preferred" in t]
+
+        # the cut-off mark, as the reader sees it: under model A's answer only
+        page.get_by_role("tab", name="Answers side by side").click()
+        wait_for_app(page)
+        columns = page.locator("[data-testid=stColumn]").locator("visible=true")
+        a = columns.filter(has_text=NAMES[0]).last
+        b = columns.filter(has_text=NAMES[1]).last
+        shown = {
+            name: column.get_by_text(CUT, exact=True).locator("visible=true")
+            for name, column in zip(NAMES, (a, b), strict=True)
+        }
+        shown[NAMES[0]].first.wait_for()
+        assert (shown[NAMES[0]].count(), shown[NAMES[1]].count()) == (1, 0)
