@@ -87,3 +87,28 @@ def lineage_rows(store: Store, spec: str) -> list[LineageRow]:
         spec = str(facts["base_model"])
     rows.append(LineageRow(spec, "note", f"lineage cut after {MAX_DEPTH} models"))
     return rows
+
+
+class VersionNames:
+    """Readable names for the constitution references jobs keep: `harmless@1a2b3c4d5e6f` (the
+    pinned form) reads `harmless@2 (1a2b3c4d5e6f)`. Loads every version once, so a page can name
+    the versions of a few hundred jobs without a query each."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._versions = [
+            v for c in store.list_constitutions() for v in store.list_versions(c.name)
+        ]
+
+    def __call__(self, ref: str | None) -> str:
+        if not ref:
+            return "no constitution"
+        name, _, selector = str(ref).partition("@")
+        mine = [v for v in self._versions if v.name == name]
+        if not selector or selector == "latest":
+            match = mine[-1:]
+        elif selector.removeprefix("v").isdigit() and len(selector.removeprefix("v")) < 4:
+            match = [v for v in mine if v.seq == int(selector.removeprefix("v"))]
+        else:
+            match = [v for v in mine if v.hash.startswith(selector)]
+        return f"{match[0].ref} ({match[0].short_hash})" if len(match) == 1 else str(ref)

@@ -378,6 +378,38 @@ def test_position_bias_is_a_sign_test_over_the_inconsistent_pairs():
     assert a.consistency_rate == pytest.approx(50 / 57)
 
 
+def test_the_position_evidence_says_what_it_rests_on_and_what_it_would_take():
+    consistent = [label(f"c{i}", 0, 0.9, 0.9) for i in range(10)]
+    none = review.PositionEvidence.of(consistent)
+    assert (none.pairs, none.inconsistent, none.biased) == (10, 0, False)
+    assert none.describe().endswith("no sign of position bias.")
+
+    # 3 first-slot wins: the test cannot call it yet; 4 more on the same side would (7 > 6.83)
+    early = review.PositionEvidence.of(first_biased(3) + consistent)
+    assert (early.first, early.second, early.biased, early.needed) == (3, 0, False, 4)
+    assert "3 of 13 pairs" in early.describe()
+    assert early.describe().endswith(
+        "it would take 4 more inconsistent pairs favouring the same slot."
+    )
+    assert review.PositionEvidence.of(first_biased(3 + early.needed) + consistent).biased
+
+    # mixed slots need more; the count grows with the evidence against a bias
+    mixed = review.PositionEvidence.of(first_biased(5) + second_biased(3))
+    # 13 vs 3: 10 < 2.58 * sqrt(16) = 10.32; 14 vs 3: 11 > 2.58 * sqrt(17) = 10.64
+    assert (mixed.biased, mixed.needed) == (False, 9)
+    assert review.PositionEvidence.of(first_biased(5 + 9) + second_biased(3)).biased
+    assert not review.PositionEvidence.of(first_biased(5 + 8) + second_biased(3)).biased
+
+    biased = review.PositionEvidence.of(second_biased(8) + consistent)
+    assert biased.biased and biased.needed == 0
+    assert "prefers the second-shown answer beyond chance" in biased.describe()
+    assert review.PositionEvidence.of([]).describe().startswith("No pair scored in both orders")
+
+    a = review.agreement(first_biased(3) + consistent, [])
+    assert a.position == early and a.position_bias is False
+    assert review.agreement([label("one", 0, 0.9)], []).position is None  # one order only
+
+
 # -- against the store ---------------------------------------------------------------------
 
 LABEL_COLUMNS = [

@@ -279,3 +279,24 @@ def test_principle_stats_order_ties_by_name_and_handle_no_traces():
     rows = trace_rows("t", "q", None, "A", [("zeta", "c", "B"), ("alpha", "c", "B")])
     assert [s["principle"] for s in principle_stats(group_traces(rows))] == ["alpha", "zeta"]
     assert principle_stats([]) == []
+
+
+# -- cut off at the token limit ------------------------------------------------------------
+
+
+def test_a_trace_with_a_step_that_hit_the_token_limit_is_cut_off_and_filters_by_it():
+    rows = [dict(r, finish_reason="stop") for r in ROWS]
+    # trace "a": round 2's critique stopped at the token limit
+    next(r for r in rows if (r["prompt_id"], r["round"], r["step"]) == ("a", 2, "critique"))[
+        "finish_reason"
+    ] = "length"
+    a, b, c = group_traces(rows)
+    assert (a.cut_off, b.cut_off, c.cut_off) == (True, False, False)
+    assert "cut_off" in a.flags and "cut_off" not in b.flags
+    traces = [a, b, c]
+    assert ids(filter_traces(traces, cut_off=True)) == ["a"]
+    assert ids(filter_traces(traces, cut_off=False)) == ["b", "c"]
+    assert ids(filter_traces(traces, cut_off=None)) == ["a", "b", "c"]
+    assert ids(filter_traces(traces, cut_off=True, category="benign")) == []
+    # rows from before finish reasons were read (none recorded) are not cut off
+    assert not any(t.cut_off for t in group_traces(ROWS))

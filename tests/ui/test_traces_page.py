@@ -26,6 +26,7 @@ from cai_engine.prompts import import_prompt_set
 from cai_engine.store import Store
 from tests.fake_openai import BAD_REQUEST_MESSAGE, FakeOpenAI
 from tests.test_jobs import finish, kill_runners
+from tests.ui.pickers import version_box, version_seqs
 from tests.ui.test_pages import PAYLOAD, UNESCAPED, markdown_strings, md_unescape
 
 PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "traces.py"
@@ -94,11 +95,15 @@ def fill_form(at: AppTest, **values) -> None:
     """Set the launch form's widgets by key suffix: `fill_form(at, limit=2)` sets `crit_limit`."""
     kinds = {
         "constitution": at.selectbox,
-        "version": at.selectbox,
         "prompts": at.selectbox,
         "split": at.selectbox,
         "model": at.text_input,
     }
+    if "constitution" in values:  # the versions offered follow the constitution picked
+        at.selectbox(key="crit_constitution").set_value(values.pop("constitution"))
+        rerun(at)
+    if "version" in values:
+        version_box(at, "crit").set_value(values.pop("version"))
     for name, value in values.items():
         widgets = kinds.get(name, at.number_input)
         widgets(key=f"crit_{name}").set_value(value)
@@ -156,6 +161,7 @@ def test_with_no_critique_jobs_the_form_is_open_and_the_page_says_so(store):
     assert launch_expander(at).proto.expanded is True
     assert [i.value for i in at.info] == [NO_JOBS]
     assert at.selectbox(key="crit_constitution").options == ["default", "harmless"]
+    assert at.selectbox(key="crit_constitution").value == "harmless"
     assert at.selectbox(key="crit_prompts").value == "red-team"  # preferred when present
     assert at.text_input(key="crit_model").value == "smollm2-135m-instruct"
     assert "trace_job" not in [s.key for s in at.selectbox]
@@ -420,20 +426,29 @@ def test_model_text_is_shown_as_text_not_markup(store, fake):
 # -- known bugs -----------------------------------------------------------------------------
 
 
-def test_choosing_a_constitution_in_the_form_offers_its_versions(seeded_store, tiny_spec):
+def test_the_version_picked_is_the_newest_of_the_constitution_picked(seeded_store, tiny_spec):
     store = seeded_store
     harmless = store.get_version("harmless@1")
     retitled = harmless.constitution.model_copy(update={"description": "Harmless, v2."})
     v2, created = store.save_constitution(retitled, parent_hash=harmless.hash, note="v2")
     assert created and v2.seq == 2
     at = run_page()
-    assert at.selectbox(key="crit_constitution").value == "default"  # the first; 1 version
-    assert at.selectbox(key="crit_version").options == ["1"]
+    assert at.selectbox(key="crit_constitution").value == "harmless"  # made for red-team prompts
+    assert version_seqs(at, "crit") == [2, 1]  # newest first, and picked
+    assert version_box(at, "crit").value == 2
+    assert version_box(at, "crit").options[0].startswith("harmless@2 · ")
+    assert version_box(at, "crit").options[0].endswith(f" · v2 · {v2.short_hash}")
 
-    at.selectbox(key="crit_constitution").select("harmless")
+    at.selectbox(key="crit_constitution").select("default")
     rerun(at)  # what a browser does when a selectbox changes (a form holds it back)
-    assert at.selectbox(key="crit_version").options == ["2", "1"]  # newest first
-    fill_form(at, version=2, limit=1, model=tiny_spec, max_new=8)
+    assert version_seqs(at, "crit") == [1]
+    version_box(at, "crit").set_value(1)
+    at.selectbox(key="crit_constitution").select("harmless")
+    rerun(at)
+    # The bug: the version stayed at 1 (left over from `default`), and the job ran on
+    # harmless@1 instead of the version just saved.
+    assert version_box(at, "crit").value == 2
+    fill_form(at, limit=1, model=tiny_spec, max_new=8)
     submit_form(at)
     (row,) = store.job_rows()
     assert jobs.get_job(store, row[0]).config["constitution"] == f"harmless@{v2.hash[:12]}"

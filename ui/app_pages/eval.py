@@ -1,8 +1,6 @@
 """Eval: evaluate models on the test splits, read the metrics with their intervals, see the
 charts, and read the models' answers side by side where they disagree most."""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
@@ -11,6 +9,7 @@ from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.eval import EvalConfig
 from cai_engine.fields import sampling_with
+from cai_engine.lineage import VersionNames
 from cai_engine.models import EMBEDDED
 from ui.common import (
     checkbox_for,
@@ -18,9 +17,12 @@ from ui.common import (
     md_escape,
     number_input_for,
     pick_job,
+    pick_version,
+    rerun_on_status_change,
     show_error,
     show_flash,
     show_job_next,
+    show_lineage,
     text_input_for,
 )
 from ui.eval_charts import rate_rows, rates_chart, revision_chart, revision_rows
@@ -46,6 +48,8 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
         for j in jobs.list_jobs(store, kind="critique", reconcile_first=False)
         if j.status == "succeeded"
     ]
+    # Outside the form: picking a constitution must update the versions offered.
+    judge_version = pick_version(store, "eval", default="harmless")
     with st.form("new_eval"):
         chosen = st.multiselect(
             "Models (the first is the reference unless you pick one)",
@@ -58,9 +62,8 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
         harmful = text_input_for(c1, EvalConfig, "harmful", "Red-team set")
         helpful = text_input_for(c2, EvalConfig, "helpful", "Helpful set")
         limit = number_input_for(c3, EvalConfig, "limit", "Prompts per set", max_value=10_000)
-        d1, d2, d3 = st.columns(3)
+        d1, d3 = st.columns(2)
         judge = text_input_for(d1, EvalConfig, "judge", "Judge model")
-        constitution = text_input_for(d2, EvalConfig, "constitution", "Constitution")
         critique_job = d3.selectbox(
             "Revision progress of (optional)", ["(none)", *critiques], help="A critique job."
         )
@@ -80,7 +83,7 @@ with st.expander("New evaluation", expanded=not jobs.list_jobs(store, kind="eval
                         "helpful": helpful or None,
                         "limit": int(limit),
                         "judge": judge,
-                        "constitution": constitution,
+                        "constitution": judge_version.ref if judge_version else "",
                         "critique_job": None if critique_job == "(none)" else critique_job,
                         "both_orders": both,
                         "judge_refusals": judge_refusals,
@@ -107,7 +110,7 @@ job_id = job.id
 
 
 @st.fragment(run_every=REFRESH_S if job.status in jobs.ACTIVE else None)
-def progress(job_id: str, was_active: bool) -> None:
+def progress(job_id: str, shown_status: str) -> None:
     jobs.reconcile(store)
     live = jobs.get_job(store, job_id)
     if live.status in jobs.ACTIVE or live.status != "succeeded":
@@ -123,11 +126,10 @@ def progress(job_id: str, was_active: bool) -> None:
             show_error(e)
         else:
             st.rerun(scope="app")
-    if was_active and live.status not in jobs.ACTIVE:
-        st.rerun(scope="app")  # finished: show its results
+    rerun_on_status_change(shown_status, live.status)  # e.g. finished: show its results
 
 
-progress(job_id, job.status in jobs.ACTIVE)
+progress(job_id, job.status)
 jobs.ingest(store, job)
 results = store.eval_results(job_id)
 all_models = evaluation.eval_models(job)
@@ -145,7 +147,8 @@ if not models:
     st.stop()
 st.caption(
     f"Reference for win rates: **{md_escape(names[reference])}** · judge: "
-    f"`{job.config['judge']}` · constitution: `{job.config['constitution']}`"
+    f"`{md_escape(job.config['judge'])}` · constitution: "
+    f"**{md_escape(VersionNames(store)(job.config['constitution']))}**"
 )
 
 tab_metrics, tab_answers, tab_lineage = st.tabs(["Metrics", "Answers side by side", "Lineage"])
@@ -274,7 +277,6 @@ with tab_answers:
 
 with tab_lineage:
     st.caption("Where each model came from: its base, its data and the constitution version.")
-    for m in models:
-        lineage = evaluation.model_lineage(store, m)
-        st.markdown(f"**{md_escape(names[m])}** · `{m}`")
-        st.code(json.dumps(lineage, indent=2, default=str), language="json")
+    for i, m in enumerate(models):
+        st.markdown(f"**{md_escape(names[m])}** · `{md_escape(m)}`")
+        show_lineage(store, m, key=f"lineage_{i}")

@@ -10,6 +10,7 @@ from cai_engine.constitution import pinned_ref
 from cai_engine.errors import CaiError
 from cai_engine.fields import field_default, sampling_with
 from cai_engine.labels import LabelConfig, submit_labels
+from cai_engine.lineage import VersionNames
 from cai_engine.pairs import PairsConfig, cut_off_sides, submit_pairs
 from ui.common import (
     checkbox_for,
@@ -176,6 +177,7 @@ with st.expander("New pairs or labels", expanded=not label_jobs):
         label_form()
 
 
+version_names = VersionNames(store)
 picked = pick_job(
     "Label job",
     label_jobs,
@@ -184,7 +186,7 @@ picked = pick_job(
     "`cai label`.",
     pending="_select_labels",
     describe=lambda j: (
-        f"{j.id} · {j.status} · {j.config.get('constitution')} · "
+        f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
         f"{'CoT' if j.config.get('cot') else 'log-prob'}"
     ),
 )

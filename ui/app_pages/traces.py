@@ -7,6 +7,7 @@ from cai_engine import critique, export, jobs, traces
 from cai_engine.critique import CritiqueConfig
 from cai_engine.errors import CaiError
 from cai_engine.fields import sampling_with
+from cai_engine.lineage import VersionNames
 from ui.common import (
     SEED_MAX,
     get_store,
@@ -83,6 +84,7 @@ with st.expander("New critique job", expanded=not jobs.list_jobs(store, kind="cr
 # -- pick a job -----------------------------------------------------------------------------
 
 critique_jobs = jobs.list_jobs(store, kind="critique")
+version_names = VersionNames(store)
 picked = pick_job(
     "Critique job",
     critique_jobs,
@@ -90,7 +92,7 @@ picked = pick_job(
     empty="No critique jobs yet. Start one above, or with `cai critique`.",
     pending="_select_critique",
     describe=lambda j: (
-        f"{j.id} · {j.status} · {j.config.get('constitution')} · {j.config.get('prompts')}"
+        f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · {j.config.get('prompts')}"
     ),
 )
 job_id = picked.id
