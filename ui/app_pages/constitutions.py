@@ -74,27 +74,31 @@ def _few_shot_label(where: str) -> str:
     return f"{BANK_LABELS[m[1]]} #{int(m[2]) + 1}"
 
 
-def _table_problem(p: Problem, rows: list[dict], renames: dict[str, str]) -> str:
-    """A table save's problem in the table's terms: rows, not list indices, and for a few-shot
-    that names a principle the table renamed or deleted, where and how to fix it."""
+def _table_problem(p: Problem, now: dict[str, tuple[int, str]]) -> str:
+    """A table save's problem in the table's terms: rows, not list indices; and for a few-shot
+    that names a principle whose row was renamed, cleared or deleted, where and how to fix it.
+
+    `now` maps each id of the saved version to its row number and current id cell, for the
+    rows still in the table.
+    """
     unknown = re.match(r"unknown principle '([^']*)'", p.message)
-    if p.where.endswith(".principle") and unknown:
-        old = unknown[1]
-        shot = f"{_few_shot_label(p.where)} (Few-shots tab), principle"
-        if old in renames:
-            new = renames[old]
-            row = next((n + 1 for n, r in enumerate(rows) if r.get("id") == new), None)
-            at = f"row {row} renames" if row else "the table renames"
-            return (
-                f"{shot}: still names '{old}', which {at} to '{new}'. Tick \"Also rename the "
-                f"few-shot references\" above and save again, or change this few-shot's "
-                f"principle in the YAML tab."
-            )
+    if not (p.where.endswith(".principle") and unknown):
+        return _rows_from_one((f"{p.where}: " if p.where else "") + p.message)
+    old = unknown[1]
+    shot = f"{_few_shot_label(p.where)} (Few-shots tab), principle"
+    fix_here = "change this few-shot's principle in the YAML tab."
+    if old not in now:
         return (
             f"{shot}: names '{old}', which is no longer in the table. Restore that principle, "
             "or change or remove this few-shot in the YAML tab."
         )
-    return _rows_from_one((f"{p.where}: " if p.where else "") + p.message)
+    row, new = now[old]
+    if not new:
+        return f"{shot}: names '{old}', the id cleared in row {row}. Put it back, or {fix_here}"
+    return (
+        f"{shot}: still names '{old}', which row {row} renames to '{new}'. Tick \"Also rename "
+        f'the few-shot references" above and save again, or {fix_here}'
+    )
 
 
 def show_problems(err: ConstitutionError, kept: str, describe=None) -> None:
@@ -137,6 +141,19 @@ def _text(value) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _keep_form_edit(tag: str, idx: int, field: str) -> None:
+    """on_change of a form field: note the edit before the run, so that it is kept even when
+    the same run switches the form to another principle and this field is not drawn again."""
+    key = f"pform_{tag}_{idx}_{field}"
+    edits = st.session_state.setdefault(f"_pform_{tag}", {})
+    start = st.session_state.setdefault(f"_pform_from_{tag}", {}).get(key, "")
+    value = st.session_state.get(key, start)
+    if value != start:
+        edits.setdefault(idx, {})[field] = {"from": start, "value": value}
+    elif edits.get(idx, {}).pop(field, None) is not None and not edits[idx]:
+        del edits[idx]
+
+
 def principle_form(tag: str, table: pd.DataFrame) -> dict:
     """Edit one row of the table in text areas; return the form's edits.
 
@@ -174,14 +191,14 @@ def principle_form(tag: str, table: pd.DataFrame) -> dict:
             starts[key] = edit["from"] if edit else current
         elif not edit and st.session_state[key] == starts[key] != current:
             st.session_state[key] = starts[key] = current  # untouched here, edited in the table
-        if field == "title":
-            value = st.text_input(label, key=key)
-        else:
-            value = st.text_area(label, key=key, height=150)
-        if value != starts[key]:
-            edits.setdefault(idx, {})[field] = {"from": starts[key], "value": value}
-        elif edits.get(idx, {}).pop(field, None) is not None and not edits[idx]:
-            del edits[idx]
+        widget = st.text_input if field == "title" else st.text_area
+        value = widget(
+            label,
+            key=key,
+            on_change=_keep_form_edit,
+            args=(tag, idx, field),
+            **({} if field == "title" else {"height": 150}),
+        )
         if value != starts[key] and current not in (starts[key], value):
             st.warning(
                 f"The table's {field} for this row changed too. Saving keeps neither until they "
@@ -389,11 +406,16 @@ if names:
             except ConstitutionError as e:
                 problems += e.problems
             if problems:
+                now = {
+                    constitution.principles[idx].id: (n + 1, _text(edited.loc[idx, "id"]).strip())
+                    for n, idx in enumerate(edited.index)
+                    if idx < len(constitution.principles)
+                }
                 problems.sort(key=_row_of)  # row by row; stable within a row
                 show_problems(
                     ConstitutionError("table", problems),
                     "Nothing was lost: your edits are still in the table and the form above.",
-                    describe=lambda p: _table_problem(p, rows, renames),
+                    describe=lambda p: _table_problem(p, now),
                 )
             else:
                 moved = len(references) if rename_references else 0
