@@ -174,6 +174,7 @@ def test_the_form_saves_a_principles_long_texts_as_a_new_version(store):
         p for i, p in enumerate(c1.principles) if i != 2
     ]
     assert (v2.note, v2.parent_hash) == ("from the form", v1.hash)
+    assert at.selectbox(key=f"pform_pick_{v2.short_hash}").value == 2  # still on row 3
     assert v1.constitution.principles[2].title == "Harm to the user or third parties"
 
 
@@ -187,9 +188,13 @@ def test_form_edits_survive_picking_another_principle_and_a_refused_save(store):
     assert [e.value for e in at.error] == [f"Not saved: 1 problem(s). {KEPT}"]
     assert problem_lines(at) == ["row 2, revision_request: missing required key 'revision_request'"]
     assert at.text_area(key=f"pform_{tag}_1_revision_request").value == "   "
-    assert (
-        at.selectbox(key=f"pform_pick_{tag}").format_func(0) == "row 1 · general-harm · edited here"
-    )
+    assert at.selectbox(key=f"pform_pick_{tag}").options[:2] == [
+        "general-harm",
+        "unethical-illegal-dangerous",
+    ]
+    assert "Row 2 of the table; unsaved edits here also to general\\-harm\\." in [
+        c.value for c in at.caption
+    ]
     at.selectbox(key=f"pform_pick_{tag}").set_value(0).run()
     assert at.text_area(key=f"pform_{tag}_0_critique_request").value == "First, edited."
 
@@ -244,12 +249,12 @@ def test_the_diff_marks_removed_words_red_and_added_words_green(store):
     at, tag = harmless(store)
     save_title(at, tag, "Any kind of harm")
     # "General harm" -> "Any kind of harm": "General" was replaced, " harm" kept. The old line
-    # is marked "−" in red, the removed word struck through on red; the new line "+" in green,
-    # the added words on green.
+    # is marked "−" in red, the removed word red and struck through on red; the new line "+"
+    # in green, the added words green on green.
     assert (
         ":gray[title]  \n"
-        ":red[**−**]:red-background[~~General~~] harm  \n"
-        ":green[**+**]:green-background[Any kind of] harm"
+        ":red[**−**] :red-background[:red[~~General~~]] harm  \n"
+        ":green[**+**] :green-background[:green[Any kind of]] harm"
     ) in [m.value for m in at.markdown]
     code = at.code[-1]
     assert code.proto.wrap_lines is True  # long lines wrap; no sideways scrolling
@@ -280,6 +285,6 @@ def test_user_text_in_the_diff_is_escaped(store, field):
     at.button(key="save_principles").click().run()
     assert not at.exception, at.exception
     (shown,) = [rendered_text(m.value) for m in at.markdown if ":green[**+**]" in m.value]
-    assert shown.splitlines()[-1] == f"+{typed}"  # the new text, exactly as typed
+    assert shown.splitlines()[-1] == f"+ {typed}"  # the new text, exactly as typed
     assert [s for s in markdown_strings(at) if UNESCAPED.search(s)] == []
     assert not any("[x](y)" in m.value or ":red[z]" in m.value for m in at.markdown)

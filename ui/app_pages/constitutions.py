@@ -154,7 +154,7 @@ def _keep_form_edit(tag: str, idx: int, field: str) -> None:
         del edits[idx]
 
 
-def principle_form(tag: str, table: pd.DataFrame) -> dict:
+def principle_form(tag: str, table: pd.DataFrame, base_ids: list[str]) -> dict:
     """Edit one row of the table in text areas; return the form's edits.
 
     The edits are `{row index: {field: {"from": text, "value": text}}}`, where "from" is the
@@ -165,23 +165,40 @@ def principle_form(tag: str, table: pd.DataFrame) -> dict:
     edits = st.session_state.setdefault(f"_pform_{tag}", {})
     starts = st.session_state.setdefault(f"_pform_from_{tag}", {})
     st.markdown("**One principle, in full**")
+    st.caption('"Save as new version" below saves these edits together with the table\'s.')
     rows = list(table.index)
     if not rows:
         st.caption("The table is empty.")
         return edits
     position = {idx: n for n, idx in enumerate(rows)}
     pick_key = f"pform_pick_{tag}"
+    carried = st.session_state.pop("_pform_carry_pick", None)  # the pick before a save
+    if pick_key not in st.session_state and carried in position:
+        st.session_state[pick_key] = carried
     if st.session_state.get(pick_key) not in position:
         st.session_state[pick_key] = rows[0]
+    # Labels must not change while picked (the browser keeps the pick by its label), so they
+    # name a principle by its id in this version, or a new row by its number among new rows.
     idx = st.selectbox(
         "Principle",
         rows,
         key=pick_key,
         format_func=lambda i: (
-            f"row {position[i] + 1} · {_text(table.loc[i, 'id']) or '(no id)'}"
-            + (" · edited here" if edits.get(i) else "")
+            base_ids[i] if i < len(base_ids) else f"new row {i - len(base_ids) + 1}"
         ),
     )
+    now_id = _text(table.loc[idx, "id"]).strip()
+    where = [f"Row {position[idx] + 1} of the table"]
+    if idx < len(base_ids) and now_id != base_ids[idx]:
+        where.append(f"its id now '{now_id}'" if now_id else "its id now cleared")
+    others = [
+        base_ids[i] if i < len(base_ids) else "a new row"
+        for i in edits
+        if i != idx and i in position
+    ]
+    if others:
+        where.append(f"unsaved edits here also to {', '.join(others)}")
+    st.caption(md_escape("; ".join(where) + "."))
     for field, label in FORM_FIELDS.items():
         key = f"pform_{tag}_{idx}_{field}"
         current = _text(table.loc[idx, field])
@@ -238,7 +255,7 @@ def rows_with_form_edits(table: pd.DataFrame, edits: dict) -> tuple[list[dict], 
 def _segments_markdown(line, colour: str, sign: str) -> str:
     """One diff line as markdown: changed words on a coloured background (struck through when
     removed), the rest as plain text; every piece of user text escaped."""
-    out = [f":{colour}[**{sign}**]"]
+    out = [f":{colour}[**{sign}**] "]
     for changed, text in line:
         core = text.strip()
         if not core:
@@ -248,7 +265,7 @@ def _segments_markdown(line, colour: str, sign: str) -> str:
         trail = " " if text[-1:].isspace() else ""
         body = md_escape(core)
         if changed:
-            body = f":{colour}-background[{'~~' + body + '~~' if sign == '−' else body}]"
+            body = f":{colour}-background[:{colour}[{'~~' + body + '~~' if sign == '−' else body}]]"
         out.append(f"{lead}{body}{trail}")
     return "".join(out)
 
@@ -368,7 +385,7 @@ if names:
             },
         )
         with form_col.container(border=True):
-            form_edits = principle_form(tag, edited)
+            form_edits = principle_form(tag, edited, [p.id for p in constitution.principles])
 
         # Few-shots name principles by id: a renamed id can take its references along.
         renames = principle_renames(constitution, edited["id"].to_dict())
@@ -419,6 +436,7 @@ if names:
                 )
             else:
                 moved = len(references) if rename_references else 0
+                st.session_state["_pform_carry_pick"] = st.session_state.get(f"pform_pick_{tag}")
                 save(
                     updated,
                     note,
