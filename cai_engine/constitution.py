@@ -488,15 +488,16 @@ def principle_renames(base: Constitution, edited_ids: dict[int, object]) -> dict
         base (`Constitution`): the version the table was loaded from.
         edited_ids (`dict[int, object]`): the id cell of each row still in the table, keyed by
             the row's index in `base.principles` (rows added in the table have no old id and
-            are ignored, as are cleared ids).
+            are ignored, as are cleared ids and ids that are not valid slugs: references can
+            follow only to a valid id).
     """
     renames = {}
     for index, new in edited_ids.items():
         new = _cell(new)
         if 0 <= index < len(base.principles) and isinstance(new, str):
-            old = base.principles[index].id
-            if new.strip() != old:
-                renames[old] = new.strip()
+            old, new = base.principles[index].id, new.strip()
+            if new != old and re.match(SLUG, new):
+                renames[old] = new
     return renames
 
 

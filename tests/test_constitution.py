@@ -434,6 +434,7 @@ def test_renamed_ids_are_found_by_row_and_their_references_listed():
     assert principle_renames(c, {0: " kindness ", 1: "new"}) == {"kind": "kindness"}
     assert principle_renames(c, {0: "kind"}) == {}
     assert principle_renames(c, {0: None}) == {}
+    assert principle_renames(c, {0: "Not A Slug"}) == {}  # references follow only a valid id
     assert principle_references(c, ["kind"]) == [
         ("few_shots[0].principle", "kind"),
         ("comparison_few_shots[0].principle", "kind"),

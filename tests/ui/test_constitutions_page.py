@@ -130,6 +130,24 @@ def test_without_the_rename_each_few_shot_to_fix_is_named(store):
     assert at.session_state[f"grid_{tag}"]["edited_rows"][11] == {"id": "crime"}
 
 
+def test_a_rename_to_an_invalid_id_asks_for_a_valid_one_first(store):
+    at, tag = harmless(store)
+    seed_grid(at, tag, edited={11: {"id": "Crime Assistance"}})
+    at.run()
+    assert not [c for c in at.checkbox if c.key == f"rename_refs_{tag}"]  # nothing to follow
+    at.button(key="save_principles").click().run()
+    fix = (
+        "names 'crime-assistance', which row 12 renames to 'Crime Assistance', not a valid id. "
+        "Fix that id first; the references can then follow it."
+    )
+    assert problem_lines(at) == [
+        "row 12, id: must be a slug: lowercase letters, digits, '-' or '_', starting with a "
+        "letter or digit",
+        f"critique few-shot #1 (Few-shots tab), principle: {fix}",
+        f"comparison few-shot #2 (Few-shots tab), principle: {fix}",
+    ]
+
+
 def test_deleting_a_referenced_principle_names_the_few_shots_that_need_it(store):
     at, tag = harmless(store)
     seed_grid(at, tag, deleted=[11])

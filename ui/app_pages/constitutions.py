@@ -10,6 +10,7 @@ import streamlit as st
 
 from cai_engine.constitution import (
     PRINCIPLE_COLUMNS,
+    SLUG,
     Constitution,
     ConstitutionDiff,
     ConstitutionError,
@@ -95,6 +96,11 @@ def _table_problem(p: Problem, now: dict[str, tuple[int, str]]) -> str:
     row, new = now[old]
     if not new:
         return f"{shot}: names '{old}', the id cleared in row {row}. Put it back, or {fix_here}"
+    if not re.match(SLUG, new):
+        return (
+            f"{shot}: names '{old}', which row {row} renames to '{new}', not a valid id. Fix "
+            "that id first; the references can then follow it."
+        )
     return (
         f"{shot}: still names '{old}', which row {row} renames to '{new}'. Tick \"Also rename "
         f'the few-shot references" above and save again, or {fix_here}'
