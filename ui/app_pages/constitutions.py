@@ -70,7 +70,7 @@ BANK_LABELS = {"few_shots": "critique few-shot", "comparison_few_shots": "compar
 
 
 def _few_shot_label(where: str) -> str:
-    """ "few_shots[2].principle" -> "critique few-shot #3", numbered as the Few-shots tab is."""
+    """Name few_shots[2] "critique few-shot #3", numbered as the Few-shots tab numbers it."""
     m = re.match(r"(\w+)\[(\d+)\]", where)
     return f"{BANK_LABELS[m[1]]} #{int(m[2]) + 1}"
 
@@ -125,10 +125,13 @@ def show_problems(err: ConstitutionError, kept: str, describe=None) -> None:
 YAML_KEPT = "Nothing was lost: your text is still in the YAML box above."
 
 
-def _row_of(p: Problem) -> int:
-    """The table row a problem is on (-1 for none), to list problems row by row."""
+def _row_of(p: Problem) -> float:
+    """Where a problem sorts: the document as a whole first, then row by row, then the rest
+    (the few-shots)."""
     m = re.match(r"principles\[(\d+)\]", p.where)
-    return int(m[1]) if m else -1 if not p.where else 1 << 30
+    if m:
+        return int(m[1])
+    return -1 if not p.where else float("inf")
 
 
 # -- the per-principle form -----------------------------------------------------------------
