@@ -9,6 +9,7 @@ change the hashes of existing versions.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -34,9 +35,10 @@ class _Model(BaseModel):
 
     @model_validator(mode="after")
     def _no_blank_text(self):
-        for name, value in self:
-            if isinstance(value, str) and name in type(self)._required_text() and not value.strip():
-                raise ValueError(f"'{name}' must not be blank")
+        required = type(self)._required_text()
+        blank = [n for n, v in self if n in required and isinstance(v, str) and not v.strip()]
+        if blank:  # every blank field at once, not just the first
+            raise ValueError("; ".join(f"'{n}' must not be blank" for n in blank))
         return self
 
     @classmethod
@@ -174,44 +176,66 @@ class ConstitutionError(CaiError):
 
 def semantic_problems(c: Constitution) -> list[Problem]:
     """Cross-field checks: unique principle ids, and few-shots that name real principles."""
+    return _semantic_problems(c.model_dump(mode="json"))
+
+
+def _semantic_problems(data: dict) -> list[Problem]:
+    """The cross-field checks on raw data, so that they run even when some field is invalid.
+
+    Each check looks only at values of the right type; a value of the wrong type is already
+    reported by pydantic, and guessing around it would only add noise.
+    """
     problems = []
     seen: dict[str, int] = {}
-    for i, p in enumerate(c.principles):
-        if p.id in seen:
+    principles = data.get("principles")
+    for i, p in enumerate(principles if isinstance(principles, list) else []):
+        pid = p.get("id") if isinstance(p, dict) else None
+        if not isinstance(pid, str) or not pid:
+            continue
+        if pid in seen:
             problems.append(
                 Problem(
                     f"principles[{i}].id",
-                    f"duplicate principle id '{p.id}' (also used by principles[{seen[p.id]}]); "
+                    f"duplicate principle id '{pid}' (also used by principles[{seen[pid]}]); "
                     "ids must be unique",
                 )
             )
-        seen.setdefault(p.id, i)
-    for bank in ("few_shots", "comparison_few_shots"):
-        for i, shot in enumerate(getattr(c, bank)):
-            if shot.principle is not None and shot.principle not in seen:
+        seen.setdefault(pid, i)
+    for bank, last_role, what in (
+        ("few_shots", "assistant", "the assistant answer that the critique is about"),
+        ("comparison_few_shots", "user", "the user turn that both responses answer"),
+    ):
+        shots = data.get(bank)
+        for i, shot in enumerate(shots if isinstance(shots, list) else []):
+            if not isinstance(shot, dict):
+                continue
+            ref = shot.get("principle")
+            if isinstance(ref, str) and isinstance(principles, list) and ref not in seen:
                 problems.append(
                     Problem(
                         f"{bank}[{i}].principle",
-                        f"unknown principle '{shot.principle}'; known ids: {', '.join(seen)}",
+                        f"unknown principle '{ref}'; known ids: {', '.join(seen)}",
                     )
                 )
-    for i, shot in enumerate(c.few_shots):
-        if shot.conversation[-1].role != "assistant":
-            problems.append(
-                Problem(
-                    f"few_shots[{i}].conversation",
-                    "must end with the assistant answer that the critique is about",
-                )
-            )
-    for i, shot in enumerate(c.comparison_few_shots):
-        if shot.conversation[-1].role != "user":
-            problems.append(
-                Problem(
-                    f"comparison_few_shots[{i}].conversation",
-                    "must end with the user turn that both responses answer",
-                )
-            )
+            turns = shot.get("conversation")
+            last = turns[-1] if isinstance(turns, list) and turns else None
+            role = last.get("role") if isinstance(last, dict) else None
+            if role in ("system", "user", "assistant") and role != last_role:
+                problems.append(Problem(f"{bank}[{i}].conversation", f"must end with {what}"))
     return problems
+
+
+def _in_document_order(problems: list[Problem]) -> list[Problem]:
+    """Sort by section (in schema order), then by item index; stable within one item."""
+    sections = list(Constitution.model_fields)
+
+    def key(p: Problem) -> tuple[int, int]:
+        loc = _parse_loc(p.where)
+        section = sections.index(loc[0]) if loc and loc[0] in sections else -1
+        index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else -1
+        return section, index
+
+    return sorted(problems, key=key)
 
 
 def canonical_json(c: Constitution) -> str:
@@ -404,22 +428,24 @@ def constitution_from_data(data, source: str = "<data>", node=None) -> Constitut
                 )
             ],
         )
+    # Field checks (pydantic) and cross-field checks (ids, references) both run, so one save
+    # lists every problem: a blank id in one row must not hide a duplicate id in another.
+    problems = []
     try:
         c = Constitution.model_validate(data, context={"defer_semantics": True})
     except ValidationError as e:
-        problems = [
-            Problem(
-                _format_loc(tuple(err["loc"])), _describe(err), _line_of(node, tuple(err["loc"]))
-            )
-            for err in e.errors()
-        ]
-        raise ConstitutionError(source, problems) from None
-    problems = semantic_problems(c)
+        c = None
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            problems.append(Problem(_format_loc(loc), _describe(err), _line_of(node, loc)))
+    flagged = {p.where for p in problems}
+    problems += [
+        Problem(p.where, p.message, _line_of(node, _parse_loc(p.where)))
+        for p in _semantic_problems(data)
+        if p.where not in flagged
+    ]
     if problems:
-        raise ConstitutionError(
-            source,
-            [Problem(p.where, p.message, _line_of(node, _parse_loc(p.where))) for p in problems],
-        )
+        raise ConstitutionError(source, _in_document_order(problems))
     return c
 
 
@@ -455,14 +481,53 @@ def _cell(value):
     return value
 
 
+def principle_renames(base: Constitution, edited_ids: dict[int, object]) -> dict[str, str]:
+    """`{old id: new id}` for the principles of `base` whose id cell was changed.
+
+    Args:
+        base (`Constitution`): the version the table was loaded from.
+        edited_ids (`dict[int, object]`): the id cell of each row still in the table, keyed by
+            the row's index in `base.principles` (rows added in the table have no old id and
+            are ignored, as are cleared ids and ids that are not valid slugs: references can
+            follow only to a valid id).
+    """
+    renames = {}
+    for index, new in edited_ids.items():
+        new = _cell(new)
+        if 0 <= index < len(base.principles) and isinstance(new, str):
+            old, new = base.principles[index].id, new.strip()
+            if new != old and re.match(SLUG, new):
+                renames[old] = new
+    return renames
+
+
+def principle_references(c: Constitution, ids) -> list[tuple[str, str]]:
+    """`(where, id)` for every few-shot that names one of `ids`, e.g.
+    `("comparison_few_shots[2].principle", "harm")`, in document order."""
+    ids = set(ids)
+    return [
+        (f"{bank}[{i}].principle", shot.principle)
+        for bank in ("few_shots", "comparison_few_shots")
+        for i, shot in enumerate(getattr(c, bank))
+        if shot.principle in ids
+    ]
+
+
 def constitution_from_rows(
-    rows: list[dict], base: Constitution, *, description: str | None = None, source: str = "table"
+    rows: list[dict],
+    base: Constitution,
+    *,
+    description: str | None = None,
+    source: str = "table",
+    renames: dict[str, str] | None = None,
 ) -> Constitution:
     """Rebuild `base` with its principles replaced by edited table rows.
 
     Blank cells count as missing, so an empty required field reports "missing required key".
     A row with no text at all (a freshly added row, whose checkbox and number cells hold the
-    editor's defaults) is dropped.
+    editor's defaults) is dropped. `renames` (`{old id: new id}`, see `principle_renames`)
+    also renames the few-shots' references to those principles; without it, a reference to
+    a renamed id is reported as unknown.
     """
     principles = []
     for row in rows:
@@ -473,6 +538,10 @@ def constitution_from_rows(
             principles.append(p)
     data = base.model_dump(mode="json", exclude_defaults=True)
     data["principles"] = principles
+    for bank in ("few_shots", "comparison_few_shots"):
+        for shot in data.get(bank, []):
+            if shot.get("principle") in (renames or {}):
+                shot["principle"] = renames[shot["principle"]]
     if description is not None:
         data["description"] = description
     return constitution_from_data(data, source)
@@ -584,6 +653,74 @@ def diff_constitutions(old: Constitution, new: Constitution) -> ConstitutionDiff
     d.few_shots = bank_delta(old.few_shots, new.few_shots)
     d.comparison_few_shots = bank_delta(old.comparison_few_shots, new.comparison_few_shots)
     return d
+
+
+# A word, a run of spaces or one punctuation mark: the units a word diff marks.
+_WORD = re.compile(r"\w+|\s+|[^\w\s]")
+
+Line = list[tuple[bool, str]]  # (changed, text) segments; no segment holds a newline
+
+
+def word_diff(old: str, new: str) -> tuple[list[Line], list[Line]]:
+    """Both texts as lines of `(changed, text)` segments: what `new` removed, marked in
+    `old`'s lines, and what it added, marked in `new`'s.
+
+    Lines are matched first; only lines that were replaced are compared word by word, so a
+    long text with one edited sentence marks that sentence and nothing else.
+
+    Example: `word_diff("the cat sat", "the dog sat")` is
+    `([[(False, "the "), (True, "cat"), (False, " sat")]],
+    [[(False, "the "), (True, "dog"), (False, " sat")]])`.
+    """
+    a, b = old.split("\n"), new.split("\n")
+    old_lines: list[Line] = []
+    new_lines: list[Line] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            old_lines += [[(False, x)] if x else [] for x in a[i1:i2]]
+            new_lines += [[(False, x)] if x else [] for x in b[j1:j2]]
+        elif op == "replace":
+            old_words, new_words = _word_marks("\n".join(a[i1:i2]), "\n".join(b[j1:j2]))
+            old_lines += _as_lines(old_words)
+            new_lines += _as_lines(new_words)
+        else:  # a whole-line delete or insert
+            old_lines += [[(True, x)] if x else [] for x in a[i1:i2]]
+            new_lines += [[(True, x)] if x else [] for x in b[j1:j2]]
+    return old_lines, new_lines
+
+
+def _word_marks(old: str, new: str) -> tuple[list[tuple[bool, str]], list[tuple[bool, str]]]:
+    a, b = _WORD.findall(old), _WORD.findall(new)
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    old_marks: list[tuple[bool, str]] = []
+    new_marks: list[tuple[bool, str]] = []
+    for k, (op, i1, i2, j1, j2) in enumerate(ops):
+        changed = op != "equal"
+        # A lone space kept between two changes reads as part of one change: "red fox" ->
+        # "blue cat" marks the whole phrase, not two words with an unmarked gap.
+        if not changed and 0 < k < len(ops) - 1 and all(t.isspace() for t in a[i1:i2]):
+            changed = "\n" not in "".join(a[i1:i2])
+        old_marks += [(changed, t) for t in a[i1:i2]]
+        new_marks += [(changed, t) for t in b[j1:j2]]
+    return old_marks, new_marks
+
+
+def _as_lines(marks: list[tuple[bool, str]]) -> list[Line]:
+    """Split marked tokens at newlines and merge neighbours with the same mark."""
+    lines: list[Line] = [[]]
+    for changed, token in marks:
+        parts = token.split("\n")
+        for n, part in enumerate(parts):
+            if n:
+                lines.append([])
+            if not part:
+                continue
+            line = lines[-1]
+            if line and line[-1][0] == changed:
+                line[-1] = (changed, line[-1][1] + part)
+            else:
+                line.append((changed, part))
+    return lines
 
 
 # -- versions -----------------------------------------------------------------------------

@@ -15,8 +15,11 @@ from cai_engine.constitution import (
     diff_constitutions,
     load_constitution,
     parse_constitution,
+    principle_references,
+    principle_renames,
     principles_to_rows,
     to_yaml,
+    word_diff,
 )
 from cai_engine.errors import CaiError, NotFoundError
 from cai_engine.files import InputFileError
@@ -359,3 +362,129 @@ def test_diff_of_identical_versions_is_empty():
     c = parse_constitution(TINY)
     assert diff_constitutions(c, c).is_empty
     assert diff_constitutions(c, c).render() == "no differences"
+
+
+# -- every problem at once, with renames ----------------------------------------------------
+
+TWO_SHOTS = textwrap.dedent(
+    """\
+    few_shots:
+      - principle: kind
+        conversation:
+          - {role: user, content: hi}
+          - {role: assistant, content: go away}
+        critique: Rude.
+        revision: Hello! How can I help?
+    comparison_few_shots:
+      - principle: kind
+        conversation:
+          - {role: user, content: hi}
+        response_a: go away
+        response_b: Hello!
+        preferred: B
+    """
+)
+
+
+def test_a_blank_id_does_not_hide_a_duplicate_id_in_the_table():
+    c = parse_constitution(TINY + TINY.split("principles:\n")[1].replace("id: kind", "id: calm"))
+    rows = principles_to_rows(c) + [{**principles_to_rows(c)[0]}]  # row 3 copies row 1's id
+    rows[1]["id"] = ""  # row 2's id cleared
+    with pytest.raises(ConstitutionError) as err:
+        constitution_from_rows(rows, c)
+    # Two problems, row by row: the pydantic one (blank id) and the cross-field one (duplicate).
+    assert [(p.where, p.message) for p in err.value.problems] == [
+        ("principles[1].id", "missing required key 'id'"),
+        (
+            "principles[2].id",
+            "duplicate principle id 'kind' (also used by principles[0]); ids must be unique",
+        ),
+    ]
+
+
+def test_field_and_cross_field_problems_are_listed_together_in_document_order():
+    second = TINY.split("principles:\n")[1]
+    text = (
+        TINY.replace("    title: Kind\n", "")  # principles[0]: no title (line 3)
+        + second  # principles[1]: duplicate id 'kind' (line 7)
+        + TWO_SHOTS.replace("principle: kind", "principle: gone", 1)  # few_shots[0]: unknown
+    )
+    err = errors_of(text)
+    assert [(p.line, p.where) for p in err.problems] == [
+        (3, "principles[0].title"),
+        (7, "principles[1].id"),
+        (13, "few_shots[0].principle"),
+    ]
+    assert err.problems[2].message == "unknown principle 'gone'; known ids: kind"
+
+
+def test_every_blank_field_of_a_principle_is_named():
+    err = errors_of(
+        TINY.replace("Rewrite it kindly.", "' '").replace("Which response is kinder?", "'  '")
+    )
+    (problem,) = err.problems
+    assert problem.message == (
+        "'revision_request' must not be blank; 'preference_question' must not be blank"
+    )
+
+
+def test_renamed_ids_are_found_by_row_and_their_references_listed():
+    c = parse_constitution(TINY + TWO_SHOTS)
+    # Row 0 renamed; a row added in the table (index 1) has no old id; a cleared id is no rename.
+    assert principle_renames(c, {0: " kindness ", 1: "new"}) == {"kind": "kindness"}
+    assert principle_renames(c, {0: "kind"}) == {}
+    assert principle_renames(c, {0: None}) == {}
+    assert principle_renames(c, {0: "Not A Slug"}) == {}  # references follow only a valid id
+    assert principle_references(c, ["kind"]) == [
+        ("few_shots[0].principle", "kind"),
+        ("comparison_few_shots[0].principle", "kind"),
+    ]
+
+
+def test_renaming_a_referenced_id_is_refused_unless_the_references_follow():
+    c = parse_constitution(TINY + TWO_SHOTS)
+    rows = principles_to_rows(c)
+    rows[0]["id"] = "kindness"
+    with pytest.raises(ConstitutionError) as err:
+        constitution_from_rows(rows, c)
+    assert [p.where for p in err.value.problems] == [
+        "few_shots[0].principle",
+        "comparison_few_shots[0].principle",
+    ]
+    renamed = constitution_from_rows(rows, c, renames={"kind": "kindness"})
+    assert [s.principle for s in [*renamed.few_shots, *renamed.comparison_few_shots]] == [
+        "kindness",
+        "kindness",
+    ]
+    assert c.few_shots[0].principle == "kind"  # the base is untouched
+
+
+# -- word diffs -----------------------------------------------------------------------------
+
+
+def test_word_diff_marks_only_the_changed_words():
+    old, new = word_diff("Say how the answer was unkind.", "Say how the reply was cruel.")
+    assert old == [
+        [
+            (False, "Say how the "),
+            (True, "answer"),
+            (False, " was "),
+            (True, "unkind"),
+            (False, "."),
+        ]
+    ]
+    assert new == [
+        [(False, "Say how the "), (True, "reply"), (False, " was "), (True, "cruel"), (False, ".")]
+    ]
+
+
+def test_word_diff_matches_lines_first_and_marks_whole_added_lines():
+    old, new = word_diff("one\ntwo red fox\nthree", "one\ntwo blue cat\nthree\nfour")
+    assert old == [[(False, "one")], [(False, "two "), (True, "red fox")], [(False, "three")]]
+    assert new == [
+        [(False, "one")],
+        [(False, "two "), (True, "blue cat")],  # the space between two changes joins them
+        [(False, "three")],
+        [(True, "four")],
+    ]
+    assert word_diff("same", "same") == ([[(False, "same")]], [[(False, "same")]])

@@ -10,12 +10,19 @@ import streamlit as st
 
 from cai_engine.constitution import (
     PRINCIPLE_COLUMNS,
+    SLUG,
+    Constitution,
+    ConstitutionDiff,
     ConstitutionError,
+    Problem,
     constitution_from_rows,
     diff_constitutions,
     parse_constitution,
+    principle_references,
+    principle_renames,
     principles_to_rows,
     to_yaml,
+    word_diff,
 )
 from cai_engine.errors import CaiError
 from cai_engine.peer_formats import export_anthropic, export_llm_swarm, import_files
@@ -59,17 +66,273 @@ def _rows_from_one(text: str) -> str:
     return re.sub(r"principles\[(\d+)\]", lambda m: f"row {int(m[1]) + 1}", text)
 
 
-def show_problems(err: ConstitutionError, kept: str = "Your edits are kept below.") -> None:
+BANK_LABELS = {"few_shots": "critique few-shot", "comparison_few_shots": "comparison few-shot"}
+
+
+def _few_shot_label(where: str) -> str:
+    """Name few_shots[2] "critique few-shot #3", numbered as the Few-shots tab numbers it."""
+    m = re.match(r"(\w+)\[(\d+)\]", where)
+    return f"{BANK_LABELS[m[1]]} #{int(m[2]) + 1}"
+
+
+def _table_problem(p: Problem, now: dict[str, tuple[int, str]]) -> str:
+    """A table save's problem in the table's terms: rows, not list indices; and for a few-shot
+    that names a principle whose row was renamed, cleared or deleted, where and how to fix it.
+
+    `now` maps each id of the saved version to its row number and current id cell, for the
+    rows still in the table.
+    """
+    unknown = re.match(r"unknown principle '([^']*)'", p.message)
+    if not (p.where.endswith(".principle") and unknown):
+        return _rows_from_one((f"{p.where}: " if p.where else "") + p.message)
+    old = unknown[1]
+    shot = f"{_few_shot_label(p.where)} (Few-shots tab), principle"
+    fix_here = "change this few-shot's principle in the YAML tab."
+    if old not in now:
+        return (
+            f"{shot}: names '{old}', which is no longer in the table. Restore that principle, "
+            "or change or remove this few-shot in the YAML tab."
+        )
+    row, new = now[old]
+    if not new:
+        return f"{shot}: names '{old}', the id cleared in row {row}. Put it back, or {fix_here}"
+    if not re.match(SLUG, new):
+        return (
+            f"{shot}: names '{old}', which row {row} renames to '{new}', not a valid id. Fix "
+            "that id first; the references can then follow it."
+        )
+    return (
+        f"{shot}: still names '{old}', which row {row} renames to '{new}'. Tick \"Also rename "
+        f'the few-shot references" above and save again, or {fix_here}'
+    )
+
+
+def show_problems(err: ConstitutionError, kept: str, describe=None) -> None:
+    """List every problem under one error that counts them; `describe` words one problem."""
     st.error(f"Not saved: {len(err.problems)} problem(s). {kept}", icon="⚠️")
     for p in err.problems:
-        text = (f"{p.where}: " if p.where else "") + p.message
-        if err.source == "table":
-            text = _rows_from_one(text)
-        elif p.line:
-            text = f"line {p.line}: {text}"
-        if err.source not in ("table", "YAML"):  # an uploaded file: say which one
-            text = f"{err.source}: {text}"
+        if describe:
+            text = describe(p)
+        else:
+            text = (f"{p.where}: " if p.where else "") + p.message
+            if p.line:
+                text = f"line {p.line}: {text}"
+            if err.source != "YAML":  # an uploaded file: say which one
+                text = f"{err.source}: {text}"
         st.markdown(f"- {md_escape(text)}")
+
+
+YAML_KEPT = "Nothing was lost: your text is still in the YAML box above."
+
+
+def _row_of(p: Problem) -> float:
+    """Where a problem sorts: the document as a whole first, then row by row, then the rest
+    (the few-shots)."""
+    m = re.match(r"principles\[(\d+)\]", p.where)
+    if m:
+        return int(m[1])
+    return -1 if not p.where else float("inf")
+
+
+# -- the per-principle form -----------------------------------------------------------------
+
+# The text fields a principle has; the form edits them in full, the table shows one line each.
+FORM_FIELDS = {
+    "title": "Title",
+    "critique_request": "Critique request",
+    "revision_request": "Revision request",
+    "preference_question": "Preference question",
+}
+
+
+def _text(value) -> str:
+    """A table cell as the text a form field shows (a blank new cell is None or NaN)."""
+    return value if isinstance(value, str) else ""
+
+
+def _keep_form_edit(tag: str, idx: int, field: str) -> None:
+    """on_change of a form field: note the edit before the run, so that it is kept even when
+    the same run switches the form to another principle and this field is not drawn again."""
+    key = f"pform_{tag}_{idx}_{field}"
+    edits = st.session_state.setdefault(f"_pform_{tag}", {})
+    start = st.session_state.setdefault(f"_pform_from_{tag}", {}).get(key, "")
+    value = st.session_state.get(key, start)
+    if value != start:
+        edits.setdefault(idx, {})[field] = {"from": start, "value": value}
+    elif edits.get(idx, {}).pop(field, None) is not None and not edits[idx]:
+        del edits[idx]
+
+
+def principle_form(tag: str, table: pd.DataFrame, base_ids: list[str]) -> dict:
+    """Edit one row of the table in text areas; return the form's edits.
+
+    The edits are `{row index: {field: {"from": text, "value": text}}}`, where "from" is the
+    table's text when the form started and "value" is the form's. They live in session state,
+    outside the widgets, so picking another principle keeps them. A field not edited here
+    follows the table.
+    """
+    edits = st.session_state.setdefault(f"_pform_{tag}", {})
+    starts = st.session_state.setdefault(f"_pform_from_{tag}", {})
+    st.markdown("**One principle, in full**")
+    st.caption('"Save as new version" below saves these edits together with the table\'s.')
+    rows = list(table.index)
+    if not rows:
+        st.caption("The table is empty.")
+        return edits
+    position = {idx: n for n, idx in enumerate(rows)}
+    pick_key = f"pform_pick_{tag}"
+    carried = st.session_state.pop("_pform_carry_pick", None)  # the pick before a save
+    if pick_key not in st.session_state and carried in position:
+        st.session_state[pick_key] = carried
+    if st.session_state.get(pick_key) not in position:
+        st.session_state[pick_key] = rows[0]
+    # Labels must not change while picked (the browser keeps the pick by its label), so they
+    # name a principle by its id in this version, or a new row by its number among new rows.
+    idx = st.selectbox(
+        "Principle",
+        rows,
+        key=pick_key,
+        format_func=lambda i: (
+            base_ids[i] if i < len(base_ids) else f"new row {i - len(base_ids) + 1}"
+        ),
+    )
+    now_id = _text(table.loc[idx, "id"]).strip()
+    where = [f"Row {position[idx] + 1} of the table"]
+    if idx < len(base_ids) and now_id != base_ids[idx]:
+        where.append(f"its id now '{now_id}'" if now_id else "its id now cleared")
+    others = [
+        base_ids[i] if i < len(base_ids) else "a new row"
+        for i in edits
+        if i != idx and i in position
+    ]
+    if others:
+        where.append(f"unsaved edits here also to {', '.join(others)}")
+    st.caption(md_escape("; ".join(where) + "."))
+    for field, label in FORM_FIELDS.items():
+        key = f"pform_{tag}_{idx}_{field}"
+        current = _text(table.loc[idx, field])
+        edit = edits.get(idx, {}).get(field)
+        if key not in st.session_state:  # shown for the first time, or again after a switch
+            st.session_state[key] = edit["value"] if edit else current
+            starts[key] = edit["from"] if edit else current
+        elif not edit and st.session_state[key] == starts[key] != current:
+            st.session_state[key] = starts[key] = current  # untouched here, edited in the table
+        widget = st.text_input if field == "title" else st.text_area
+        value = widget(
+            label,
+            key=key,
+            on_change=_keep_form_edit,
+            args=(tag, idx, field),
+            **({} if field == "title" else {"height": 150}),
+        )
+        if value != starts[key] and current not in (starts[key], value):
+            st.warning(
+                f"The table's {field} for this row changed too. Saving keeps neither until they "
+                "agree: copy the text you want into both."
+            )
+    return edits
+
+
+def rows_with_form_edits(table: pd.DataFrame, edits: dict) -> tuple[list[dict], list[Problem]]:
+    """The table's rows with the form's edits laid over them, and any field edited differently
+    in both places (a conflict: neither wins silently)."""
+    rows = table.to_dict("records")
+    position = {idx: n for n, idx in enumerate(table.index)}
+    conflicts = []
+    for idx, fields in edits.items():
+        if idx not in position:  # the row was deleted in the table; so are its form edits
+            continue
+        n = position[idx]
+        for field, edit in fields.items():
+            current = _text(rows[n][field])
+            if current not in (edit["from"], edit["value"]):
+                conflicts.append(
+                    Problem(
+                        f"principles[{n}].{field}",
+                        "edited differently in the table and in the form; make them agree "
+                        "(copy the text you want into both) and save again",
+                    )
+                )
+            else:
+                rows[n][field] = edit["value"]
+    return rows, conflicts
+
+
+# -- the coloured diff ----------------------------------------------------------------------
+
+
+def _segments_markdown(line, colour: str, sign: str) -> str:
+    """One diff line as markdown: changed words on a coloured background (struck through when
+    removed), the rest as plain text; every piece of user text escaped."""
+    out = [f":{colour}[**{sign}**] "]
+    for changed, text in line:
+        core = text.strip()
+        if not core:
+            out.append(" ")
+            continue
+        lead = " " if text[:1].isspace() else ""
+        trail = " " if text[-1:].isspace() else ""
+        body = md_escape(core)
+        if changed:
+            body = f":{colour}-background[:{colour}[{'~~' + body + '~~' if sign == '−' else body}]]"
+        out.append(f"{lead}{body}{trail}")
+    return "".join(out)
+
+
+def _value_text(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def _show_change(label: str, old, new) -> None:
+    """One field's change: the old text with what was removed in red, the new text with what
+    was added in green."""
+    old_lines, new_lines = word_diff(_value_text(old), _value_text(new))
+    lines = []
+    if old is not None and _value_text(old):
+        lines += [_segments_markdown(x, "red", "−") for x in old_lines]
+    if new is not None and _value_text(new):
+        lines += [_segments_markdown(x, "green", "+") for x in new_lines]
+    st.markdown(f":gray[{md_escape(label)}]  \n" + "  \n".join(lines))
+
+
+def show_diff(old: Constitution, new: Constitution, diff: ConstitutionDiff) -> None:
+    """The diff coloured and wrapped, principle by principle; then the same as plain text."""
+    if diff.is_empty:
+        st.caption("No differences.")
+        return
+    for name, a, b in diff.meta:
+        with st.container(border=True):
+            _show_change(name, a, b)
+    for pid, c, colour, sign in [
+        *((pid, new, "green", "+") for pid in diff.added),
+        *((pid, old, "red", "−") for pid in diff.removed),
+    ]:
+        with st.container(border=True):
+            verb = "added" if sign == "+" else "removed"
+            st.markdown(f":{colour}[**{sign}**] principle **{md_escape(pid)}** ({verb})")
+            for fname, value in c.principle(pid).model_dump().items():
+                _show_change(fname, None if sign == "+" else value, value if sign == "+" else None)
+    for pid, fields in diff.changed.items():
+        with st.container(border=True):
+            st.markdown(f":orange[**~**] principle **{md_escape(pid)}**")
+            for fname, a, b in fields:
+                _show_change(fname, a, b)
+    notes = [":orange[**~**] principles reordered"] if diff.reordered else []
+    for label, (plus, minus) in (
+        ("critique few-shot", diff.few_shots),
+        ("comparison few-shot", diff.comparison_few_shots),
+    ):
+        notes += [f":green[**+**] {plus} {label} example(s)"] if plus else []
+        notes += [f":red[**−**] {minus} {label} example(s)"] if minus else []
+    if notes:
+        st.markdown("  \n".join(notes))
+    st.caption("The same diff as plain text, to copy:")
+    text = diff.render()
+    st.code(
+        text, language=None, wrap_lines=True, height=320 if text.count("\n") > 14 else "content"
+    )
 
 
 if names:
@@ -108,7 +371,8 @@ if names:
         description = st.text_area(
             "Description", constitution.description, key=f"desc_{tag}", height=80
         )
-        edited = st.data_editor(
+        table_col, form_col = st.columns([3, 2], gap="medium")
+        edited = table_col.data_editor(
             pd.DataFrame(principles_to_rows(constitution), columns=PRINCIPLE_COLUMNS),
             key=f"grid_{tag}",
             num_rows="dynamic",
@@ -129,18 +393,65 @@ if names:
                 ),
             },
         )
+        with form_col.container(border=True):
+            form_edits = principle_form(tag, edited, [p.id for p in constitution.principles])
+
+        # Few-shots name principles by id: a renamed id can take its references along.
+        renames = principle_renames(constitution, edited["id"].to_dict())
+        references = principle_references(constitution, renames)
+        rename_references = False
+        if references:
+            rename_references = st.checkbox(
+                f"Also rename the {len(references)} few-shot reference(s) to the renamed "
+                "principle(s)",
+                value=True,
+                key=f"rename_refs_{tag}",
+            )
+            st.caption(
+                md_escape(
+                    "; ".join(
+                        f"'{old}' → '{renames[old]}': "
+                        + ", ".join(_few_shot_label(w) for w, ref in references if ref == old)
+                        for old in dict.fromkeys(ref for _, ref in references)
+                    )
+                )
+            )
         note = st.text_input(
             "Note for the new version", key=f"note_{tag}", placeholder="what changed and why"
         )
         if st.button("Save as new version", key="save_principles", type="primary"):
+            rows, conflicts = rows_with_form_edits(edited, form_edits)
+            problems = list(conflicts)
             try:
                 updated = constitution_from_rows(
-                    edited.to_dict("records"), constitution, description=description
+                    rows,
+                    constitution,
+                    description=description,
+                    renames=renames if rename_references else None,
                 )
             except ConstitutionError as e:
-                show_problems(e)
+                problems += e.problems
+            if problems:
+                now = {
+                    constitution.principles[idx].id: (n + 1, _text(edited.loc[idx, "id"]).strip())
+                    for n, idx in enumerate(edited.index)
+                    if idx < len(constitution.principles)
+                }
+                problems.sort(key=_row_of)  # row by row; stable within a row
+                show_problems(
+                    ConstitutionError("table", problems),
+                    "Nothing was lost: your edits are still in the table and the form above.",
+                    describe=lambda p: _table_problem(p, now),
+                )
             else:
-                save(updated, note, version.hash)
+                moved = len(references) if rename_references else 0
+                st.session_state["_pform_carry_pick"] = st.session_state.get(f"pform_pick_{tag}")
+                save(
+                    updated,
+                    note,
+                    version.hash,
+                    notes=(f"Renamed {moved} few-shot reference(s).",) if moved else (),
+                )
 
     with tab_shots:
         st.caption(
@@ -183,14 +494,14 @@ if names:
             try:
                 parsed = parse_constitution(text, "YAML")
             except ConstitutionError as e:
-                show_problems(e)
+                show_problems(e, YAML_KEPT)
             else:
                 st.success(f"Valid: {len(parsed.principles)} principles, hash {parsed.hash[:12]}.")
         if save_col.button("Save as new version", key="save_yaml", type="primary"):
             try:
                 parsed = parse_constitution(text, "YAML")
             except ConstitutionError as e:
-                show_problems(e)
+                show_problems(e, YAML_KEPT)
             else:
                 save(parsed, yaml_note, version.hash)
 
@@ -221,13 +532,14 @@ if names:
                 st.session_state[f"_diff_latest_{name}"] = seqs[0]
             old_seq = a.selectbox("From", seqs, index=1, key=f"diff_old_{name}")
             new_seq = b.selectbox("To", seqs, index=0, key=f"diff_new_{name}")
-            diff = diff_constitutions(by_seq[old_seq].constitution, by_seq[new_seq].constitution)
+            old_c, new_c = by_seq[old_seq].constitution, by_seq[new_seq].constitution
+            diff = diff_constitutions(old_c, new_c)
             m = st.columns(4)
             m[0].metric("Added", len(diff.added))
             m[1].metric("Removed", len(diff.removed))
             m[2].metric("Changed", len(diff.changed))
             m[3].metric("Few-shots ±", f"+{diff.few_shots[0]} / -{diff.few_shots[1]}")
-            st.code(diff.render(), language=None)
+            show_diff(old_c, new_c, diff)
         else:
             st.caption("Only one version so far. Save an edit to start a history.")
 
@@ -287,6 +599,6 @@ if st.button("Import", key="import_button", disabled=not uploads):
             notes=tuple(f"Note: {n}." for n in result.notes),
         )
     except ConstitutionError as e:
-        show_problems(e, kept="Nothing was imported.")
+        show_problems(e, "Nothing was imported.")
     except CaiError as e:
         show_error(e, "Not imported: ")
