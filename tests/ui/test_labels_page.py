@@ -19,9 +19,10 @@ from streamlit.testing.v1 import AppTest
 from cai_engine import export, jobs, review
 from cai_engine.bundled import install_bundled
 from cai_engine.labels import submit_labels
-from cai_engine.pairs import submit_pairs
+from cai_engine.pairs import cut_off_sides, submit_pairs
 from cai_engine.store import Store
 from tests.runners import finish
+from tests.ui.test_pages import md_unescape
 
 PAGE = str(Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "labels.py")
 N_PROMPTS = 4  # x 2 samples -> 4 pairs
@@ -64,7 +65,13 @@ def page(labelled_home, monkeypatch):
 
 
 def metric(at, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    """A metric's value by its label; a rate's label carries its n (`Agreement · n=3`)."""
+    return next(m.value for m in at.metric if m.label.split(" · n=")[0] == label)
+
+
+def metric_n(at, label: str) -> int:
+    (shown,) = [m.label for m in at.metric if m.label.split(" · n=")[0] == label]
+    return int(shown.split(" · n=")[1])
 
 
 def test_without_label_jobs_the_page_says_how_to_make_one(seeded_store):
@@ -125,6 +132,17 @@ def test_agreement_numbers_follow_the_verdicts(page, labelled_home):
     assert shown == ("–" if expected.rate is None else f"{expected.rate:.0%}")
     assert metric(page, "Decisive verdicts") == str(expected.decisive)
     assert metric(page, "Position consistency") == f"{expected.consistency_rate:.1%}"
+    # every rate says how many it rests on
+    assert metric_n(page, "Agreement with AI") == metric_n(page, "Agreement") == expected.decisive
+    assert metric_n(page, "Position consistency") == expected.position.pairs == N_PROMPTS
+    assert metric_n(page, "First-shown wins") == 2 * N_PROMPTS
+    # the position-bias evidence is stated, whatever it shows
+    shown = [md_unescape(x.value) for x in [*page.caption, *page.warning]]
+    (said,) = [x for x in shown if x.startswith("Position bias: ")]
+    assert said.startswith(f"Position bias: {expected.position.describe()}")
+    # calibration: the table says "–" for a bin without verdicts, never None
+    table = next(d.value for d in page.dataframe if "confidence" in d.value.columns)
+    assert "None" not in table.to_string() and table["agreement"].notna().all()
     page.button(key="verdict_skip").click().run()
     assert any("Done: you reviewed all 4 pairs" in s.body for s in page.success)
 
@@ -180,20 +198,33 @@ def test_the_export_download_has_trl_rows_and_a_manifest(page, labelled_home):
 
 
 def test_launching_pairs_then_labels_from_the_page(seeded_store, cai_home, tiny_spec):
+    older = submit_pairs(
+        seeded_store,
+        {"prompts": "helpful", "model": tiny_spec, "limit": 1, "sampling": {"max_new_tokens": 4}},
+    )
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
+    assert at.selectbox(key="label_pairs_job").value == older.id  # the only one
     at.number_input(key="pairs_limit").set_value(2)
     at.text_input(key="pairs_model").input(tiny_spec)
     at.number_input(key="pairs_max_new").set_value(8)
     at.button[0].click().run()  # the form's submit button
     assert not at.exception
-    (pairs_job,) = jobs.list_jobs(seeded_store, kind="pairs")
+    pairs_job, _ = jobs.list_jobs(seeded_store, kind="pairs")  # newest first
+    assert pairs_job.id != older.id
     assert pairs_job.config["limit"] == 2 and pairs_job.config["samples"] == 2
-    pairs_job = finish(seeded_store, pairs_job.id)
+    # The bug: the label form kept the older pairs job picked, and its hint invited
+    # labelling the wrong job. The job just started is picked.
+    assert at.selectbox(key="label_pairs_job").value == pairs_job.id
+    # two jobs at once on two busy cores: more time than one job's default
+    pairs_job = finish(seeded_store, pairs_job.id, timeout=180)
     assert pairs_job.status == "succeeded", pairs_job.error
+    assert finish(seeded_store, older.id, timeout=180).status == "succeeded"
 
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.run()
+    at.run()  # the pick is kept across runs (and the status it shows follows the job)
+    box = at.selectbox(key="label_pairs_job")
+    assert box.value == pairs_job.id
+    assert box.options[0].startswith(f"{pairs_job.id} · succeeded · ")
     at.text_input(key="label_model").input(tiny_spec)
     at.checkbox(key="label_cot").check()
     submit = next(b for b in at.button if b.label == "Start label job")
@@ -202,7 +233,7 @@ def test_launching_pairs_then_labels_from_the_page(seeded_store, cai_home, tiny_
     (label_job,) = jobs.list_jobs(seeded_store, kind="label")
     assert label_job.config["pairs"] == pairs_job.id and label_job.config["cot"] is True
     assert label_job.config["constitution"].startswith("harmless@")
-    label_job = finish(seeded_store, label_job.id)
+    label_job = finish(seeded_store, label_job.id, timeout=180)
     assert label_job.status == "succeeded", label_job.error
 
 
@@ -214,3 +245,29 @@ def test_a_bad_model_spec_is_refused_with_the_form_kept(seeded_store):
     assert any("Not started" in e.value for e in at.error)
     assert at.text_input(key="pairs_model").value == "nonsense:://"
     assert not jobs.list_jobs(seeded_store, kind="pairs")
+
+
+def test_answers_cut_off_at_the_token_limit_are_marked_filtered_and_droppable(page, labelled_home):
+    home, _, label_id = labelled_home
+    labels = Store(home).labels(label_id)
+    # 8 new tokens: the tiny model never stops on its own, so every answer is cut off
+    assert all(set(cut_off_sides(r["pair_flags"])) == {"A", "B"} for r in labels)
+    table = next(d.value for d in page.dataframe if "soft label" in d.value.columns)
+    assert set(table["cut off"]) == {"✂A ✂B"}
+    page.selectbox(key="labels_cut").set_value("not cut off").run()
+    assert not [d for d in page.dataframe if "soft label" in d.value.columns and len(d.value)]
+    page.selectbox(key="labels_cut").set_value("only cut off").run()
+    table = next(d.value for d in page.dataframe if "soft label" in d.value.columns)
+    assert len(table) == len(labels)
+
+    # the review screen marks both answers
+    page.text_input(key="reviewer").input("dee").run()
+    marks = [m.value for m in page.markdown if "✂ cut off at the token limit" in m.value]
+    assert len(marks) == 2
+
+    # and the export can leave them out, saying so
+    page.checkbox(key="export_drop_truncated").check().run()
+    assert any(
+        "Not started" in e.value or "leaves no preference pairs" in e.value for e in page.error
+    )
+    assert any("4 cut off at the token limit" in e.value for e in page.error)

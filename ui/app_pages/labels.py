@@ -1,7 +1,6 @@
 """Labels: make pairs, label them with the feedback model, spot-check the labels, and see
 how often people agree with the AI before training on it."""
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -26,6 +25,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
+from ui.label_charts import calibration_chart, calibration_frame
 
 REFRESH_S = 2.0
 CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
@@ -218,45 +218,6 @@ if not labels:
     st.stop()
 
 
-def calibration_frame(calibration: list[dict]) -> pd.DataFrame:
-    """The calibration bins with what a perfectly calibrated judge would score in each (the
-    bin's mid confidence as a win probability) and the agreement as text, `–` for no reviews."""
-    calib = pd.DataFrame(calibration)
-    calib["expected"] = (1 + (calib["low"] + calib["high"]) / 2) / 2
-    calib["agreement"] = pd.to_numeric(calib["agreement"], errors="coerce")
-    calib["agreement shown"] = [
-        "– (no decisive verdicts)" if n == 0 else f"{a:.0%} of {n}"
-        for a, n in zip(calib["agreement"], calib["reviewed"], strict=True)
-    ]
-    return calib
-
-
-def calibration_chart(calib: pd.DataFrame) -> alt.LayerChart:
-    """Observed agreement per confidence bin as points joined by a line (a bin alone still
-    shows), against the dashed line of a perfectly calibrated judge."""
-    base = alt.Chart(calib).encode(
-        x=alt.X("confidence:N", title="AI confidence", sort=None, axis=alt.Axis(labelAngle=0))
-    )
-    expected = base.mark_line(strokeDash=[4, 4], color="gray").encode(
-        y=alt.Y("expected:Q", title="human agreement", scale=alt.Scale(domain=[0, 1]),
-                axis=alt.Axis(format="%")),
-        tooltip=[alt.Tooltip("expected:Q", title="calibrated", format=".0%")],
-    )  # fmt: skip
-    observed = (
-        base.transform_filter("datum.reviewed > 0")
-        .mark_line(point=alt.OverlayMarkDef(size=80))
-        .encode(
-            y=alt.Y("agreement:Q"),
-            tooltip=[
-                "confidence:N",
-                alt.Tooltip("agreement:Q", format=".0%"),
-                alt.Tooltip("reviewed:Q", title="n"),
-            ],
-        )
-    )
-    return alt.layer(expected, observed).properties(height=260)
-
-
 review_tab, agreement_tab, labels_tab, export_tab = st.tabs(
     ["Review", "Agreement", "All labels", "Export"]
 )
@@ -330,7 +291,10 @@ with review_tab:
     stats = review.agreement(labels, reviews)
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Reviewed", f"{progress.reviewed} of {progress.total}")
-    m2.metric("Agreement with AI", "–" if stats.rate is None else f"{stats.rate:.0%}")
+    m2.metric(
+        f"Agreement with AI · n={stats.decisive}",
+        "–" if stats.rate is None else f"{stats.rate:.0%}",
+    )
     m3.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.2f}")
     m4.metric("Decisive verdicts", stats.decisive)
     st.progress(progress.reviewed / max(1, progress.total))
