@@ -48,13 +48,21 @@ def progress_text(page) -> str:
     return bars.first.inner_text().strip() if bars.count() else ""
 
 
+def picker_text(page) -> str:
+    """What the "Critique job" picker shows: the job picked, with its status."""
+    boxes = page.get_by_role("combobox", name="Critique job")
+    return boxes.first.input_value() if boxes.count() else ""
+
+
 def traces_caption(page) -> str:
     captions = page.locator("[data-testid=stCaptionContainer]").all_inner_texts()
     return next((c.strip() for c in captions if re.fullmatch(r"\d+ of \d+ traces", c.strip())), "")
 
 
 def test_a_job_started_from_the_form_fills_the_page_while_it_runs(studio, cai_home, tiny_spec):
-    seen: list[tuple[float, str, str]] = []  # (seconds since submit, progress, caption)
+    seen: list[
+        tuple[float, str, str, str]
+    ] = []  # (seconds since submit, progress, caption, picker)
     with browser_page() as page:
         page.goto(f"{studio}/traces")
         wait_for_app(page)
@@ -71,9 +79,9 @@ def test_a_job_started_from_the_form_fills_the_page_while_it_runs(studio, cai_ho
 
         # From here on the test only watches: no reload, no click.
         while time.monotonic() - start < DEADLINE_S:
-            progress, caption = progress_text(page), traces_caption(page)
-            if not seen or seen[-1][1:] != (progress, caption):
-                seen.append((round(time.monotonic() - start, 1), progress, caption))
+            progress, caption, picker = progress_text(page), traces_caption(page), picker_text(page)
+            if not seen or seen[-1][1:] != (progress, caption, picker):
+                seen.append((round(time.monotonic() - start, 1), progress, caption, picker))
             if progress.startswith(("succeeded", "failed")):
                 break
             page.wait_for_timeout(250)
@@ -82,7 +90,7 @@ def test_a_job_started_from_the_form_fills_the_page_while_it_runs(studio, cai_ho
         # (1) Traces showed up while the job was still running, and, still with no reload,
         # the step count went on growing under them.
         counts = []  # steps done, as shown while the job ran and every trace was listed
-        for _, progress, caption in seen:
+        for _, progress, caption, _ in seen:
             done = re.match(r"running: (\d+)/(\d+) steps", progress)
             if done and caption == f"{LIMIT} of {LIMIT} traces" and int(done[1]) not in counts:
                 assert int(done[2]) == STEPS, timeline
@@ -95,6 +103,14 @@ def test_a_job_started_from_the_form_fills_the_page_while_it_runs(studio, cai_ho
             timeline
         )
         wait_for_app(page)
+        # (3) The job picker followed the job with no reload: it said "running" while the job
+        # ran and says "succeeded" now (it used to say "queued" until a reload).
+        assert any(" · running · " in picker for *_, picker in seen), timeline
+        for _ in range(60):  # the page's full rerun follows the fragment's within a moment
+            if " · succeeded · " in picker_text(page):
+                break
+            page.wait_for_timeout(250)
+        assert " · succeeded · " in picker_text(page), f"{timeline}\nnow: {picker_text(page)}"
         page.get_by_text(f"Round {ROUNDS} · revision", exact=True).wait_for()
         assert traces_caption(page) == f"{LIMIT} of {LIMIT} traces"
         # .first: while a fragment rerun replaces its elements, the old button can linger a moment

@@ -93,17 +93,16 @@ def rerun(at: AppTest) -> AppTest:
 
 def fill_form(at: AppTest, **values) -> None:
     """Set the launch form's widgets by key suffix: `fill_form(at, limit=2)` sets `crit_limit`."""
-    kinds = {
-        "constitution": at.selectbox,
-        "prompts": at.selectbox,
-        "split": at.selectbox,
-        "model": at.text_input,
-    }
     if "constitution" in values:  # the versions offered follow the constitution picked
         at.selectbox(key="crit_constitution").set_value(values.pop("constitution"))
         rerun(at)
     if "version" in values:
         version_box(at, "crit").set_value(values.pop("version"))
+    kinds = {  # read after any rerun: each run makes a new element tree
+        "prompts": at.selectbox,
+        "split": at.selectbox,
+        "model": at.text_input,
+    }
     for name, value in values.items():
         widgets = kinds.get(name, at.number_input)
         widgets(key=f"crit_{name}").set_value(value)
