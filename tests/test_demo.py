@@ -26,6 +26,8 @@ def test_cai_demo_tiny_runs_every_stage_as_a_real_job_and_resumes_after_a_cancel
     # Start it, and cancel it while its first stage (critique) is running.
     assert main(["demo", "--tiny", "--model", tiny_spec, "--no-wait"]) == 0
     (demo_job,) = jobs.list_jobs(seeded_store, kind="demo")
+    # every stage uses the version that was newest at the start, even if one is saved meanwhile
+    assert demo_job.config["constitution"] == seeded_store.get_version("harmless").pinned
     with pytest.raises(CaiError, match=f"demo {demo_job.id} is still running"):
         demo.submit_demo(seeded_store, {"profile": "tiny", "model": tiny_spec})
     wait_until(lambda: "critique" in demo.read_stages(demo_job.run), "the critique stage", 120)

@@ -248,7 +248,13 @@ def test_the_trained_models_table_lists_both_models_with_their_lineage(trained, 
     for name, job in (("page-sft", sft_job), ("page-rm", rm_job)):
         at.selectbox(key="lineage_of").set_value(name).run()
         assert not at.exception
-        (code,) = at.code
+        # in words first: who trained it, on what, from which base
+        table = next(d.value for d in at.dataframe if "value" in d.value.columns)
+        said = dict(zip(table[""], table["value"], strict=True))
+        assert said["trained by"] == f"{job.kind} job {job.id}"
+        assert said["base model"] == job.config["model"]
+        assert "data" in said
+        (code,) = at.code  # everything stored, in an expander below
         lineage = json.loads(code.value)
         assert lineage == json.loads(json.dumps(store.model_named(name), default=str))
         assert (lineage["job"], lineage["base_model"]) == (job.id, job.config["model"])
