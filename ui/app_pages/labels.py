@@ -393,6 +393,10 @@ with agreement_tab:
         st.markdown("**Calibration**: AI confidence against human agreement")
         calib = calibration_frame(stats.calibration)
         st.altair_chart(calibration_chart(calib), width="stretch")
+        st.caption(
+            "Dots: how often reviewers agreed with the AI in each confidence bin. Dashed: where a "
+            "perfectly calibrated judge would be (a label 80% sure is right 80% of the time)."
+        )
         st.dataframe(
             calib[["confidence", "reviewed", "agreement shown"]].rename(
                 columns={"agreement shown": "agreement"}

@@ -129,7 +129,8 @@ def live_traces(job_id: str, shown_status: str) -> None:
         "Cut off",
         list(CUT_FILTER),
         key="trace_cut",
-        help="Texts that stopped at the token limit, mid-sentence (✂).",
+        help="Texts that stopped at the token limit, mid-sentence (✂). Raise Max new tokens "
+        "for the next job, or drop cut-off texts when exporting.",
     )
     search = f5.text_input(
         "Search", key="trace_search", placeholder="text in the prompt or any step"
@@ -257,10 +258,7 @@ def step_caption(step: dict) -> None:
     if step.get("truncated_tokens"):
         notes.append(f"{step['truncated_tokens']} prompt tokens truncated")
     if traces.step_cut_off(step):
-        st.markdown(
-            f":orange-badge[{CUT_MARK}] after {step['completion_tokens']} tokens; the text "
-            "ends mid-way. Raise Max new tokens, or drop cut-off texts when exporting."
-        )
+        st.markdown(f":orange-badge[{CUT_MARK}] after {step['completion_tokens']} tokens")
     if notes:
         st.caption(", ".join(notes))
 
