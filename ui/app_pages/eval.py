@@ -24,6 +24,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 store = get_store()
@@ -118,9 +119,7 @@ def progress(job_id: str, was_active: bool) -> None:
     jobs.reconcile(store)
     live = jobs.get_job(store, job_id)
     if live.status in jobs.ACTIVE or live.status != "succeeded":
-        done, total = live.done, live.total
-        text = f"{live.status}: {done}/{total} answers and verdicts" if total else live.status
-        st.progress(min(1.0, done / total) if total else 0.0, text=text)
+        show_progress(live)
     if live.error:
         st.error(md_escape(live.error), icon="⚠️")
     if live.status in jobs.RESUMABLE and st.button("Resume", key="eval_resume"):

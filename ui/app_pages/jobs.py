@@ -1,6 +1,8 @@
-"""Jobs: every job with its progress, and one job's live log, events, cancel and resume."""
+"""Jobs: every job with its progress, and one job's live log, events, cancel and resume, with
+a link to the page that shows what it made."""
 
 import json
+import time
 from datetime import datetime
 
 import pandas as pd
@@ -8,10 +10,26 @@ import streamlit as st
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.progress import format_duration, terminal_text, token_rate
 from ui.common import flash, get_store, md_escape, show_error, show_flash
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 store = get_store()
+
+# kind -> (the page that shows its results, its title, the session key that preselects the job
+# there: a page's pending pick (see `pick_job`), or the pairs picker of the label form)
+RESULTS = {
+    "critique": ("app_pages/traces.py", "Traces", "_select_critique"),
+    "pairs": ("app_pages/labels.py", "Labels", "label_pairs_job"),
+    "label": ("app_pages/labels.py", "Labels", "_select_labels"),
+    "eval": ("app_pages/eval.py", "Eval", "_select_eval"),
+    "sft": ("app_pages/training.py", "Training", "_select_training"),
+    "reward": ("app_pages/training.py", "Training", "_select_training"),
+    "dpo": ("app_pages/training.py", "Training", "_select_training"),
+    "rl": ("app_pages/training.py", "Training", "_select_training"),
+    "demo": ("app_pages/home.py", "Home", None),
+}
 
 st.title("Jobs")
 show_flash()
@@ -22,6 +40,11 @@ def duration(seconds: float | None) -> str:
         return ""
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def time_left(job) -> str:
+    left = job.eta
+    return format_duration(left) if left else ""
 
 
 def jobs_frame(listed: list) -> pd.DataFrame:
@@ -37,6 +60,7 @@ def jobs_frame(listed: list) -> pd.DataFrame:
                 else (1.0 if j.status == "succeeded" else 0.0),
                 "done": f"{j.done}/{j.total}" if j.total else str(j.done or ""),
                 "elapsed": duration(j.elapsed),
+                "left": time_left(j),
                 "tokens": j.tokens,
                 "created": j.created_at,
             }
@@ -50,10 +74,24 @@ def jobs_frame(listed: list) -> pd.DataFrame:
             "progress",
             "done",
             "elapsed",
+            "left",
             "tokens",
             "created",
         ],
     )
+
+
+def results_link(job) -> None:
+    """A link to the page that shows what the job made, with the job picked there."""
+    if job.kind not in RESULTS:
+        return
+    page, title, pending = RESULTS[job.kind]
+    if pending:
+        # Read once by that page when it next runs (and only if the job is among its options):
+        # the job looked at here is the one shown there.
+        st.session_state[pending] = job.id
+    label = "Label its pairs" if job.kind == "pairs" else "See its results"
+    st.page_link(page, label=f"{label} on the {title} page", icon="➡️")
 
 
 listed = jobs.list_jobs(store)
@@ -127,15 +165,15 @@ if job.status in jobs.RESUMABLE and actions[1].button("Resume", key="resume_job"
 def job_detail(job_id: str) -> None:
     jobs.reconcile(store)
     j = jobs.get_job(store, job_id)
-    m = st.columns(5)
+    m = st.columns(6)
     m[0].metric("Status", j.status)
     m[1].metric("Progress", f"{j.done}/{j.total}" if j.total else str(j.done))
     m[2].metric("Elapsed", duration(j.elapsed) or "-")
-    m[3].metric("Tokens", f"{j.tokens:,}")
-    rate = j.tokens / j.elapsed if j.elapsed and j.tokens else 0
-    m[4].metric("Tokens/s", f"{rate:.0f}")
-    if j.progress is not None:
-        st.progress(j.progress, text=f"{100 * j.progress:.0f}%")
+    m[3].metric("Time left", time_left(j) or "-")
+    m[4].metric("Tokens", f"{j.tokens:,}")
+    m[5].metric("Tokens/s", f"{token_rate(j, time.time()) or 0:.0f}")
+    show_progress(j)
+    results_link(j)
     if j.error:
         st.error(md_escape(j.error), icon="⚠️")
     if j.status in jobs.ACTIVE and job.status not in jobs.ACTIVE:
@@ -144,8 +182,8 @@ def job_detail(job_id: str) -> None:
         st.rerun()  # it just ended: stop refreshing, show resume if it applies
 
     tab_log, tab_events, tab_config = st.tabs(["Log", "Events", "Config"])
-    with tab_log:
-        st.code(j.run.log_tail() or "(empty)", language=None)
+    with tab_log:  # as a terminal shows it: a rewritten progress line in its last state
+        st.code(terminal_text(j.run.log_tail()) or "(empty)", language=None, wrap_lines=True)
     with tab_events:
         events = j.run.events(limit=200)
         if events:

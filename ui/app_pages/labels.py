@@ -22,6 +22,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 store = get_store()
@@ -186,10 +187,8 @@ labels = store.labels(job_id)
 def job_progress(job_id: str, shown: int) -> None:
     jobs.reconcile(store)  # also ingests the batches the job has scored since last time
     job = jobs.get_job(store, job_id)
-    if job.status in jobs.ACTIVE and job.total:
-        st.progress(
-            min(1.0, job.done / job.total), text=f"{job.status}: {job.done}/{job.total} pairs"
-        )
+    if job.status in jobs.ACTIVE:
+        show_progress(job, rate=True)
     if job.error:
         st.error(md_escape(job.error), icon="⚠️")
     if running and (job.status not in jobs.ACTIVE or (not shown and job.done)):

@@ -18,6 +18,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 REWRITE = 0.6  # above this share of changed words a word diff is noise: show the new text
@@ -106,11 +107,7 @@ running = picked.status in jobs.ACTIVE
 def live_traces(job_id: str) -> None:
     jobs.reconcile(store)  # also ingests the shards the job has finished since last time
     job = jobs.get_job(store, job_id)
-    if job.total:
-        rate = f" · {job.tokens / job.elapsed:.0f} tokens/s" if job.elapsed and job.tokens else ""
-        st.progress(
-            min(1.0, job.done / job.total), text=f"{job.status}: {job.done}/{job.total} steps{rate}"
-        )
+    show_progress(job, rate=True)
     if job.error:
         st.error(md_escape(job.error), icon="⚠️")
     if running and job.status not in jobs.ACTIVE:
