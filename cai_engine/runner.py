@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     job.attempts = attempts
     ctx = JobContext(store, job, kind)
     signal.signal(signal.SIGTERM, ctx.request_cancel)
-    ctx.phase("starting", setup=True)  # until the stage says what it is doing
+    ctx.phase("starting")  # until the stage says what it is doing
     ctx.event("started", pid=os.getpid(), attempt=attempts)
     partial = ctx.run.remove_partial_shards()  # left by an attempt killed mid-write
     if partial:

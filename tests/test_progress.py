@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from cai_engine import jobs
+from cai_engine.home import runs_dir
 from cai_engine.jobs import Job
 from cai_engine.progress import (
     describe,
@@ -22,10 +23,23 @@ from cai_engine.progress import (
     token_rate,
 )
 from cai_engine.runner import JobContext
+from cai_engine.runs import RunFolder
 from tests.runners import finish
 from tests.test_jobs import FakeModel
 
 NOW = 1_000_000.0  # the wall clock of every hand-made job below
+
+
+def made_job(store, job_id: str, kind: str, status: str, config: dict | None = None, **live):
+    """A job row and run folder made by hand, with no process behind it (so only a finished
+    status survives `reconcile`), whose status.json holds `live`."""
+    run = RunFolder(runs_dir(store.home) / job_id)
+    run.create(config or {})
+    store.insert_job(job_id, kind, config or {}, str(run.path), None)
+    run.write_status(state=status, **live)
+    started = datetime.now() - timedelta(minutes=2)
+    store.update_job(job_id, status=status, started_at=started, finished_at=datetime.now())
+    return jobs.get_job(store, job_id)
 
 
 def job(status: str = "running", elapsed: float = 60.0, **live) -> Job:
