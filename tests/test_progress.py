@@ -7,11 +7,14 @@ writes into status.json (phase, setup, pace, tokens), in process, on a real run 
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import datetime, timedelta
 
 import pytest
 
 from cai_engine import jobs
+from cai_engine.cli import main
 from cai_engine.home import runs_dir
 from cai_engine.jobs import Job
 from cai_engine.progress import (
@@ -207,3 +210,59 @@ def test_the_log_shows_a_rewritten_line_in_its_last_state_without_escape_codes()
         "done\n"
     )
     assert terminal_text("no carriage returns\nat all") == "no carriage returns\nat all"
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def cai(capsys, *args: str) -> tuple[int, str]:
+    rc = main(list(args))
+    return rc, capsys.readouterr().out
+
+
+def test_cli_wait_says_what_the_job_does_then_its_counts_and_time_left(store, capsys):
+    rc, out = cai(
+        capsys, "jobs", "submit", "tick", "--wait",
+        "--set", "total=20", "--set", "shard_size=2", "--set", "delay_s=0.2",
+    )  # fmt: skip
+    assert rc == 0, out
+    lines = out.splitlines()
+    job_id = lines[0].removeprefix("submitted ")
+    assert lines[-1] == f"{job_id} succeeded"
+    # a log (not a terminal) gets a line per change: before any row the job says what it is
+    # doing; later lines carry a bar, the counts and the time left, never twice the same state
+    assert any(re.fullmatch(rf"{job_id} (queued|running): (starting|waiting.*)( · 0/20)?", line)
+               for line in lines), out  # fmt: skip
+    counted = [
+        re.fullmatch(rf"{job_id} \[[#.]{{30}}\] running: (\d+)/20 · about \d+ s left( · \d+ tokens/s)?", line)
+        for line in lines
+    ]  # fmt: skip
+    done = [int(m[1]) for m in counted if m]
+    assert done and done == sorted(set(done)), out
+
+
+def test_cli_list_and_show_give_tokens_and_no_time_left_for_a_cancelled_job(store, capsys):
+    live = {"done": 6, "total": 40, "unit": "step", "tokens": 1234, "pace": [time.time(), 0, 0]}
+    made_job(store, "sft-20250101-000000-dddd", "sft", "cancelled", {"model": "hf:x"}, **live)
+
+    rc, out = cai(capsys, "jobs", "list")
+    assert rc == 0
+    header, _, row = out.splitlines()
+    assert header.split() == [
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "elapsed",
+        "left",
+        "tokens",
+        "label",
+    ]
+    # elapsed 2 min (made_job's start), nothing left: the tokens come right after it
+    assert row.split() == ["sft-20250101-000000-dddd", "sft", "cancelled", "step", "6/40", "(15%)", "2m00s", "1234"]  # fmt: skip
+
+    rc, out = cai(capsys, "jobs", "show", "sft-20250101-000000-dddd")
+    assert rc == 0
+    assert "now:       cancelled: step 6/40\n" in out
+    assert "left:" not in out
+    assert "tokens:    1,234  (10 tokens/s)\n" in out  # 1,234 tokens in 120 s
