@@ -3,7 +3,7 @@ final revision; the pairs job and the bad configs it refuses."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -140,10 +140,11 @@ def test_a_pairs_job_writes_generations_and_pairs_with_lineage(pairs_job, tiny_s
     assert job.tokens > 0 and job.elapsed is not None
 
 
-def critique_job_with_traces(store, prompts: int = 2) -> str:
+def critique_job_with_traces(
+    store, prompts: int = 2, job_id: str = "critique-00000000-000000-made"
+) -> str:
     """A finished critique job (no process behind it) whose one shard holds `prompts` traces
     of one round, each step of 5 completion tokens."""
-    job_id = "critique-00000000-000000-made"
     run = RunFolder(runs_dir(store.home) / job_id)
     run.create({})
     store.insert_job(job_id, "critique", {}, str(run.path), "made by hand")
@@ -153,9 +154,13 @@ def critique_job_with_traces(store, prompts: int = 2) -> str:
     columns |= {"flags": ""}
     rows = [{**columns, **r} for n in range(prompts) for r in trace(f"red-team-{n:04d}", rounds=1)]
     run.write_shard("traces", rows)
-    run.write_status(state="succeeded", done=len(rows), total=len(rows), unit="steps")
+    tokens = sum(r["completion_tokens"] for r in rows)
+    run.write_status(
+        state="succeeded", done=len(rows), total=len(rows), unit="steps", tokens=tokens
+    )
+    ended = datetime.now()  # 30 s after it started
     store.update_job(
-        job_id, status="succeeded", started_at=datetime.now(), finished_at=datetime.now()
+        job_id, status="succeeded", started_at=ended - timedelta(seconds=30), finished_at=ended
     )
     jobs.ingest(store, jobs.get_job(store, job_id))
     return job_id

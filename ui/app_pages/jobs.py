@@ -165,7 +165,7 @@ if job.status in jobs.RESUMABLE and actions[1].button("Resume", key="resume_job"
 def job_detail(job_id: str) -> None:
     jobs.reconcile(store)
     j = jobs.get_job(store, job_id)
-    m = st.columns(6)
+    m = st.columns([1.6, 1, 1, 1, 1, 1])  # room for "interrupted"
     m[0].metric("Status", j.status)
     m[1].metric("Progress", f"{j.done}/{j.total}" if j.total else str(j.done))
     m[2].metric("Elapsed", duration(j.elapsed) or "-")
