@@ -231,10 +231,10 @@ def test_cli_wait_says_what_the_job_does_then_its_counts_and_time_left(store, ca
     assert lines[-1] == f"{job_id} succeeded"
     # a log (not a terminal) gets a line per change: before any row the job says what it is
     # doing; later lines carry a bar, the counts and the time left, never twice the same state
-    assert any(re.fullmatch(rf"{job_id} (queued|running): (starting|waiting.*)( · 0/20)?", line)
+    assert any(re.fullmatch(rf"{job_id} (queued|running): (\[\.{{30}}\] )?(starting|waiting.*)( · 0/20)?", line)
                for line in lines), out  # fmt: skip
     counted = [
-        re.fullmatch(rf"{job_id} \[[#.]{{30}}\] running: (\d+)/20 · about \d+ s left( · \d+ tokens/s)?", line)
+        re.fullmatch(rf"{job_id} running: \[[#.]{{30}}\] (\d+)/20 · about \d+ s left( · \d+ tokens/s)?", line)
         for line in lines
     ]  # fmt: skip
     done = [int(m[1]) for m in counted if m]

@@ -97,7 +97,7 @@ def follow(store: Store, job: Job, stream=None) -> int:
         if j.total:
             filled = int(30 * fraction(j))
             bar = "[" + "#" * filled + "." * (30 - filled) + "] "
-        line = f"{j.id} {bar}{describe(j, rate=True)}"
+        line = f"{j.id} {j.status}: {bar}{describe(j, rate=True, status=False)}"
         if tty:  # one line, redrawn in place: cut to the terminal, the rest of it cleared
             print("\r" + line[:width] + "\x1b[K", end="", file=stream, flush=True)
             return
