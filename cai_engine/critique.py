@@ -414,9 +414,10 @@ def run(ctx: JobContext, config: CritiqueConfig) -> None:
     prompts = select_prompts(ctx.store, config.prompts, config.limit)
     set_name, _ = parse_prompt_ref(config.prompts)
     total = len(prompts) * config.samples * config.steps_per_trace
-    previous = ctx.resume("traces", total=total, tokens="completion_tokens").rows
+    previous = ctx.resume("traces", total=total, tokens="completion_tokens", unit="steps").rows
     if len(previous) >= total:
         return
+    ctx.phase("answering the first batch of prompts" if not previous else "resuming: next batch")
     with ctx.model(config.model) as model:
         ctx.event("constitution", ref=version.ref, hash=version.hash)
         with ctx.writer(

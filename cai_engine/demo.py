@@ -37,6 +37,7 @@ from cai_engine.models import EMBEDDED
 from cai_engine.models.embedded import ensure_embedded
 from cai_engine.models.tiny import make_tiny_model
 from cai_engine.pairs import submit_pairs
+from cai_engine.progress import describe
 
 if TYPE_CHECKING:
     from cai_engine.runner import JobContext
@@ -192,6 +193,8 @@ def _write_stages(run, stages: dict[str, str]) -> None:
 
 def run_demo(ctx: JobContext, config: DemoConfig) -> None:
 
+    ctx.progress(total=len(STAGES), unit="stages")
+    ctx.phase("preparing the model", setup=True)
     base = config.model or (
         tiny_model_spec(ctx.store.home) if config.profile == "tiny" else EMBEDDED
     )
@@ -199,7 +202,8 @@ def run_demo(ctx: JobContext, config: DemoConfig) -> None:
         ensure_embedded(ctx.store.home, log=lambda *a: ctx.event("embedded_model", note=a[0]))
     stages = read_stages(ctx.run)
     succeeded: dict[str, str] = {}
-    ctx.progress(done=0, total=len(STAGES), force=True)
+    tokens = 0  # of the stages that finished; the stage in flight adds its own
+    ctx.progress(done=0, total=len(STAGES), tokens=0, force=True)
     started = time.monotonic()
     for n, stage in enumerate(STAGES):
         job_id = stages.get(stage)
@@ -215,25 +219,31 @@ def run_demo(ctx: JobContext, config: DemoConfig) -> None:
             _write_stages(ctx.run, stages)
             ctx.event("stage_started", stage=stage, job=job.id)
         ctx.progress(stage=stage, stage_job=job.id, force=True)
+        # the demo has no pace of its own (its stages differ too much): it says which stage
+        # runs, with that stage's own progress and time left
+        ctx.phase(f"stage {n + 1}/{len(STAGES)}, {STAGE_TITLES[stage]}")
         t0 = time.monotonic()
-        job = _wait(ctx, job.id)
+        job = _wait(ctx, job.id, f"stage {n + 1}/{len(STAGES)}, {STAGE_TITLES[stage]}", tokens)
         if job.status != "succeeded":
             raise CaiError(
                 f"stage {stage} ({job.id}) {job.status}: {job.error or 'see its log'}; "
                 "resume the demo to retry it"
             )
         succeeded[stage] = job.id
+        tokens += job.tokens
         ctx.event(
             "stage_finished", stage=stage, job=job.id, seconds=round(time.monotonic() - t0, 1)
         )
-        ctx.progress(done=n + 1, force=True)
+        ctx.progress(done=n + 1, tokens=tokens, force=True)
     seconds = time.monotonic() - started
     ctx.metric(seconds=seconds, **{f"{s}_job": j for s, j in succeeded.items()})
     ctx.event("demo_finished", seconds=round(seconds, 1), eval_job=succeeded["eval"])
 
 
-def _wait(ctx: JobContext, job_id: str):
-    """Wait for a stage; a cancelled demo cancels the stage in flight and stops."""
+def _wait(ctx: JobContext, job_id: str, title: str = "", tokens: int = 0):
+    """Wait for a stage, showing its progress as the demo's phase ("stage 2/6, SFT: step
+    3/20 · about 1 min left") and counting its tokens as the demo's; a cancelled demo cancels
+    the stage in flight and stops."""
 
     while True:
         if ctx.cancelled:
@@ -244,6 +254,7 @@ def _wait(ctx: JobContext, job_id: str):
         job = jobs.wait(ctx.store, job_id, timeout=POLL_S, poll=POLL_S / 4)
         if job.status not in jobs.ACTIVE:
             return job
+        ctx.progress(phase=f"{title}: {describe(job, status=False)}", tokens=tokens + job.tokens)
 
 
 def submit_demo(store: Store, config: dict | None = None, label: str | None = None):

@@ -29,13 +29,13 @@ from pydantic import BaseModel, ValidationError
 
 from cai_engine.errors import CaiError
 from cai_engine.home import runs_dir
+from cai_engine.progress import ACTIVE, job_eta
 from cai_engine.runs import RunFolder
 
 if TYPE_CHECKING:
     from cai_engine.store import Store
 
 
-ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 RESUMABLE = ("failed", "cancelled", "interrupted")
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
@@ -115,7 +115,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
-    live: dict = field(default_factory=dict)  # status.json: progress, tokens, message
+    live: dict = field(default_factory=dict)  # status.json: progress, tokens, phase, pace
 
     @classmethod
     def from_row(cls, row: tuple) -> Job:
@@ -152,6 +152,16 @@ class Job:
         if not self.total:
             return None
         return min(1.0, self.done / self.total)
+
+    @property
+    def unit(self) -> str:
+        """What `done` counts: "pairs", "steps"... ("step" for training: "step 6/40")."""
+        return self.live.get("unit") or ""
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace of its current work; None unless it is running."""
+        return job_eta(self.status, self.live, time.time())
 
 
 def new_job_id(kind: str) -> str:

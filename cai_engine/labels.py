@@ -312,6 +312,10 @@ def _row(
     }
 
 
+# The tokens a label job counts: the questions it scored (both orders) and any reasoning it wrote.
+TOKENS = ("prompt_tokens", "cot_tokens")
+
+
 def submit_labels(store: Store, config: dict, label: str | None = None):
     """Check a label config against the store, pin the constitution version, and submit."""
 
@@ -339,11 +343,12 @@ def run_labels(ctx: JobContext, config: LabelConfig) -> None:
     if config.limit:
         pairs = pairs[: config.limit]
     previous = ctx.resume(
-        "labels", key=("prompt_id", "pair"), total=len(pairs), tokens="cot_tokens"
+        "labels", key=("prompt_id", "pair"), total=len(pairs), tokens=TOKENS, unit="pairs"
     )
     todo = previous.pending(pairs)
     if not todo:
         return
+    ctx.phase(f"scoring the first batch of {min(len(todo), config.batch_pairs)} pairs")
     with ctx.model(config.model) as model:
         ctx.event("constitution", ref=version.ref, hash=version.hash)
         with ctx.writer(
@@ -351,7 +356,7 @@ def run_labels(ctx: JobContext, config: LabelConfig) -> None:
             flush_rows=config.batch_pairs,
             checkpoint=True,  # a scored batch is a checkpoint
             done=len(previous.done),
-            tokens="cot_tokens",
+            tokens=TOKENS,
         ) as out:
             label_pairs(
                 todo,

@@ -178,6 +178,7 @@ def run_pairs(ctx: JobContext, config: PairsConfig) -> None:
 
     previous = ctx.resume("pairs", key=("prompt_id", "pair"))
     if config.from_critique:
+        ctx.phase("reading the critique job's traces")
         source = jobs.get_job(ctx.store, config.from_critique)
         jobs.ingest(ctx.store, source)
         traces = ctx.store.traces(source.id)
@@ -192,12 +193,17 @@ def run_pairs(ctx: JobContext, config: PairsConfig) -> None:
     else:
         prompts = select_prompts(ctx.store, config.prompts, config.limit)
         set_name, _ = parse_prompt_ref(config.prompts)
+        ctx.progress(unit="answers")  # sampled first; the count turns to pairs after
+        ctx.phase(f"sampling the first batch of {config.samples} answers per prompt")
         answers = generate_answers(
             ctx, prompts, set_name, config.model, config.sampling, config.samples, config.shard_rows
         )
         ctx.check_cancelled()
         pairs = pairs_from_samples(answers, ctx.job_id)
-    with ctx.writer("pairs", flush_rows=config.shard_rows) as out:
+    # progress counts pairs now, like the label job that scores them
+    ctx.progress(done=len(previous.done), total=len(pairs), unit="pairs")
+    ctx.phase("writing the pairs")
+    with ctx.writer("pairs", flush_rows=config.shard_rows, done=len(previous.done)) as out:
         out.add(previous.pending(pairs))
     flagged = {
         f: sum(f in p["flags"].split(",") for p in pairs)

@@ -54,7 +54,11 @@ class JobContext:
             "done": previous.get("done") or 0,
             "total": previous.get("total"),
             "tokens": previous.get("tokens") or 0,
+            "unit": previous.get("unit"),
+            "phase": None,
+            "setup": False,
         }
+        self._restart_pace()  # this attempt is timed from its own start
         self._last_status = 0.0
 
     # -- cancellation ---------------------------------------------------------------------
@@ -78,10 +82,18 @@ class JobContext:
         total: int | None = None,
         tokens: int | None = None,
         force: bool = False,
+        *,
+        unit: str | None = None,
         **extra,
     ) -> None:
-        """Update live progress; status.json is rewritten at most every STATUS_EVERY seconds."""
-        for key, value in (("done", done), ("total", total), ("tokens", tokens)):
+        """Update live progress; status.json is rewritten at most every STATUS_EVERY seconds.
+
+        Args:
+            unit (`str`, *optional*):
+                What `done` counts, plural ("pairs", "answers"), or "step" for training,
+                which reads "step 6/40".
+        """
+        for key, value in (("done", done), ("total", total), ("tokens", tokens), ("unit", unit)):
             if value is not None:
                 self._live[key] = value
         self._live.update(extra)
@@ -91,6 +103,22 @@ class JobContext:
         if force or now - self._last_status >= STATUS_EVERY:
             self.run.write_status(**self._live)
             self._last_status = now
+
+    def phase(self, text: str | None, *, setup: bool = False) -> None:
+        """Say what the job is doing now, e.g. "loading the model" or "scoring the first
+        batch of pairs". Pages and the CLI show it until the first unit of work after it is
+        done (a setup phase, for as long as it lasts), so a job never sits at 0/N unexplained.
+
+        A phase that is not `setup` starts a new stretch of work: the ETA is measured from
+        here, so loading a model (a setup phase) does not count as working time.
+        """
+        self._live.update(phase=text, setup=setup)
+        if not setup:
+            self._restart_pace()
+        self.progress(force=True)
+
+    def _restart_pace(self) -> None:
+        self._live["pace"] = [time.time(), self._live.get("done") or 0, self.tokens]
 
     @property
     def tokens(self) -> int:
@@ -121,7 +149,8 @@ class JobContext:
         key: Sequence[str] | Callable[[dict], Hashable] | None = None,
         *,
         total: int | None = None,
-        tokens: str | None = None,
+        tokens: str | tuple[str, ...] | None = None,
+        unit: str | None = None,
     ) -> Resume:
         """The rows earlier attempts of this job left in `table`'s shards, and their keys.
 
@@ -132,20 +161,24 @@ class JobContext:
             total (`int`, *optional*):
                 When given, progress restarts from the shards: `done` counts what they hold
                 (keys, or rows without a key), out of `total`.
-            tokens (`str`, *optional*):
-                With `total`, the column whose sum is the job's token count so far.
+            tokens (`str` or `tuple[str, ...]`, *optional*):
+                With `total`, the column (or columns) whose sum is the job's token count so far.
+            unit (`str`, *optional*):
+                With `total`, what the count counts (see `progress`).
         """
         rows = self.run.read_shard_rows(table)
         key_of = _key_function(key)
         found = Resume(rows, {key_of(r) for r in rows} if key_of else set(), key_of)
         if total is not None:
             # Counts come from the shards, not from status.json, which can lag them after a crash.
-            self.progress(
+            self._live.update(
                 done=len(found.done) if key_of else len(rows),
                 total=total,
-                tokens=sum(r[tokens] for r in rows) if tokens else None,
-                force=True,
+                tokens=sum(row_tokens(r, tokens) for r in rows) if tokens else self.tokens,
+                unit=unit or self._live.get("unit"),
             )
+            self._restart_pace()  # the work of this attempt starts from these counts
+            self.progress(force=True)
         return found
 
     def writer(
@@ -156,7 +189,7 @@ class JobContext:
         flush_s: float = 2.0,
         checkpoint: bool = False,
         done: int | None = None,
-        tokens: str | None = None,
+        tokens: str | tuple[str, ...] | None = None,
     ) -> ShardBuffer:
         """A streaming shard writer, used as `with ctx.writer(table) as out: out.add(rows)`.
 
@@ -169,8 +202,8 @@ class JobContext:
             done (`int`, *optional*):
                 Count progress from here: each added row adds one, and leaving the block
                 reports the count at once.
-            tokens (`str`, *optional*):
-                The column of added rows whose sum is added to the job's token count.
+            tokens (`str` or `tuple[str, ...]`, *optional*):
+                The column (or columns) of added rows whose sum is added to the job's tokens.
         """
         return ShardBuffer(self, table, flush_rows, flush_s, checkpoint, done, tokens)
 
@@ -191,8 +224,11 @@ class JobContext:
 
         def get():
             if not loaded:
+                before = self._live.get("phase"), self._live.get("setup")
+                self.phase("loading the model", setup=True)
                 loaded.append(load_model(spec, self.store.home))
                 self.event(event, **details, **loaded[0].info().details)
+                self.phase(before[0], setup=before[1])  # back to what it was doing
             return loaded[0]
 
         try:
@@ -210,7 +246,7 @@ class JobContext:
             pass  # the next reader ingests it
 
     def finish(self, state: str, error: str | None = None) -> None:
-        self._live.update(state=state, error=error)
+        self._live.update(state=state, error=error, phase=None, setup=False)
         if self.lead:
             self.run.write_status(**self._live)
 
@@ -225,6 +261,13 @@ class Resume(NamedTuple):
     def pending(self, items: list[dict]) -> list[dict]:
         """The `items` (rows with the key's columns) that no earlier attempt finished."""
         return [item for item in items if self.key(item) not in self.done]
+
+
+def row_tokens(row: dict, columns: str | tuple[str, ...]) -> int:
+    """The tokens a row counts: one column's value, or the sum of several."""
+    if isinstance(columns, str):
+        return int(row[columns] or 0)
+    return sum(int(row[c] or 0) for c in columns)
 
 
 def _key_function(key) -> Callable[[dict], Hashable] | None:
@@ -246,7 +289,7 @@ class ShardBuffer:
         flush_s: float,
         checkpoint: bool = False,
         done: int | None = None,
-        tokens: str | None = None,
+        tokens: str | tuple[str, ...] | None = None,
     ):
         self.ctx, self.table = ctx, table
         self.flush_rows, self.flush_s = flush_rows, flush_s
@@ -264,7 +307,7 @@ class ShardBuffer:
         ):
             self.flush()
         if self.tokens:
-            self.ctx.add_tokens(sum(r[self.tokens] for r in rows))
+            self.ctx.add_tokens(sum(row_tokens(r, self.tokens) for r in rows))
         if self.done is not None:
             self.done += len(rows)
             self.ctx.progress(done=self.done)
@@ -310,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     job.attempts = attempts
     ctx = JobContext(store, job, kind)
     signal.signal(signal.SIGTERM, ctx.request_cancel)
-    ctx.progress(force=True)
+    ctx.phase("starting")  # until the stage says what it is doing
     ctx.event("started", pid=os.getpid(), attempt=attempts)
     partial = ctx.run.remove_partial_shards()  # left by an attempt killed mid-write
     if partial:

@@ -777,9 +777,9 @@ def test_cli_critique_waits_and_shows_steps_done_of_total(seeded_store, tiny_spe
     job_id = lines[0].removeprefix("submitted ")
     assert lines[-1] == f"{job_id} succeeded"
     # 2 prompts x (1 initial + 1 round x 2 steps) = 6 steps.
-    progress = [line for line in lines if re.search(r"\d+/6 \(\d+%\)", line)]
+    progress = [line for line in lines if re.search(r"\d+/6 steps", line)]
     assert progress and progress[-1].startswith(f"{job_id} succeeded: [")
-    assert "6/6 (100%)" in progress[-1]
+    assert "] 6/6 steps" in progress[-1]
     assert len(seeded_store.traces(job_id)) == 6
 
 

@@ -50,6 +50,9 @@ def test_cai_demo_tiny_runs_every_stage_as_a_real_job_and_resumes_after_a_cancel
     assert stages["critique"] == critique_id  # the cancelled stage was resumed, not redone
     done = {stage: jobs.get_job(seeded_store, job_id) for stage, job_id in stages.items()}
     assert {stage: j.status for stage, j in done.items()} == dict.fromkeys(demo.STAGES, "succeeded")
+    # the demo's counts are its stages, and its tokens those of its stages
+    assert (demo_job.done, demo_job.total, demo_job.unit) == (6, 6, "stages")
+    assert demo_job.tokens == sum(j.tokens for j in done.values()) > 0
     profile = demo.PROFILES["tiny"]
     n = profile.train_prompts
 

@@ -618,7 +618,9 @@ def test_a_label_job_labels_every_pair_with_the_pinned_constitution(pairs_job, t
         assert r["prompt_tokens"] > 0
         # A random model's two options are never exactly as likely.
         assert r["p_a_ab"] != 0.5 and r["winner"] in ("A", "B")
-    assert (job.live["done"], job.live["total"]) == (36, 36)
+    assert (job.live["done"], job.live["total"], job.unit) == (36, 36, "pairs")
+    # its tokens are those it scored: every question, in both orders (no reasoning here)
+    assert job.tokens == sum(r["prompt_tokens"] + r["cot_tokens"] for r in rows) > 0
 
 
 @pytest.mark.parametrize(

@@ -3,15 +3,19 @@ final revision; the pairs job and the bad configs it refuses."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 
+from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.home import runs_dir
 from cai_engine.jobs import JobConfigError
 from cai_engine.models import parse_spec
 from cai_engine.pairs import pair_flags, pairs_from_samples, pairs_from_traces, submit_pairs
+from cai_engine.runs import RunFolder
 from tests.conftest import PAIRS_PROMPTS, PAIRS_SAMPLES
-from tests.runners import runner_pids
+from tests.runners import finish, runner_pids
 
 
 def generation(prompt_id: str, sample: int, text: str) -> dict:
@@ -133,6 +137,44 @@ def test_a_pairs_job_writes_generations_and_pairs_with_lineage(pairs_job, tiny_s
     assert sorted({p["prompt_id"] for p in pairs}) == sorted(prompts)
     [metric] = [m for m in job.run.metrics() if "pairs" in m]
     assert metric["pairs"] == 36
+    # its progress ends counting pairs, like the label job that scores them
+    assert (job.done, job.total, job.unit) == (36, 36, "pairs")
+    assert job.tokens > 0 and job.elapsed is not None
+
+
+def critique_job_with_traces(
+    store, prompts: int = 2, job_id: str = "critique-00000000-000000-made"
+) -> str:
+    """A finished critique job (no process behind it) whose one shard holds `prompts` traces
+    of one round, each step of 5 completion tokens."""
+    run = RunFolder(runs_dir(store.home) / job_id)
+    run.create({})
+    store.insert_job(job_id, "critique", {}, str(run.path), "made by hand")
+    columns = {"job_id": job_id, "principle_id": "p1", "constitution": "harmless"}
+    columns |= {"prompt_tokens": 9, "completion_tokens": 5, "latency_s": 0.1}
+    columns |= {"finish_reason": "stop", "truncated_tokens": 0, "few_shots_dropped": 0}
+    columns |= {"flags": ""}
+    rows = [{**columns, **r} for n in range(prompts) for r in trace(f"red-team-{n:04d}", rounds=1)]
+    run.write_shard("traces", rows)
+    tokens = sum(r["completion_tokens"] for r in rows)
+    run.write_status(
+        state="succeeded", done=len(rows), total=len(rows), unit="steps", tokens=tokens
+    )
+    ended = datetime.now()  # 30 s after it started
+    store.update_job(
+        job_id, status="succeeded", started_at=ended - timedelta(seconds=30), finished_at=ended
+    )
+    jobs.ingest(store, jobs.get_job(store, job_id))
+    return job_id
+
+
+def test_a_pairs_job_from_a_critique_job_counts_its_pairs(seeded_store):
+    source = critique_job_with_traces(seeded_store, prompts=2)
+    job = finish(seeded_store, submit_pairs(seeded_store, {"from_critique": source}).id)
+    assert job.status == "succeeded", job.error
+    assert len(seeded_store.pairs(job.id)) == 2  # one per trace: initial against revision
+    assert (job.done, job.total, job.unit) == (2, 2, "pairs")
+    assert job.elapsed is not None
 
 
 def insert_job(store, kind: str) -> str:

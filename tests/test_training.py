@@ -619,6 +619,10 @@ def test_each_trainer_trains_and_registers_a_model_with_its_lineage(
     [final] = [m for m in job.run.metrics() if m.get("final")]
     assert final["step"] == 3 and math.isfinite(final["train_loss"])
 
+    # the tokens it saw are the job's tokens: the count TRL logs as num_tokens at the last step
+    logged = [m["num_tokens"] for m in job.run.metrics() if "num_tokens" in m]
+    assert logged and job.tokens == logged[-1] > 0
+
     # the weights moved
     path = models_dir(lab.home) / name
     trained, base = tensors(path), tensors(Path(tiny_model_dir))

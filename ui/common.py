@@ -144,7 +144,7 @@ def pick_job(label: str, job_list: list, key: str, describe, *, empty: str, pend
         st.stop()
     by_id = {j.id: j for j in job_list}
     chosen = st.session_state.pop(pending, None) if pending else None
-    linked = st.query_params.get("job")
+    linked = linked_job()
     if linked in by_id:  # a link from another page (`job_url`) picks its job, once
         chosen = linked
         del st.query_params["job"]
@@ -183,16 +183,28 @@ RESULTS_PAGE = {
     "pairs": "labels",
     "label": "labels",
     "eval": "eval",
-    "demo": "",  # Home
+    "demo": "home",
     **{kind: "training" for kind in TRAINING_KINDS},
 }
 
 
+def linked_job() -> str | None:
+    """The job a link from another page asked to show (`?job=<id>`), if any."""
+    return st.query_params.get("job")
+
+
 def job_url(job_id: str, kind: str | None) -> str:
-    """A link to the page that shows a job's results, with the job picked there; the Jobs
-    page for a kind no page shows."""
+    """A link to the page that shows a job's results, with the job picked there (the page's
+    job picker reads `?job=`); the Jobs page for a kind no page shows."""
     page = RESULTS_PAGE.get(kind or "", "jobs")
-    return f"./{page}?job={job_id}"
+    return f"./{'' if page == 'home' else page}?job={job_id}"
+
+
+def results_link(job, label: str) -> None:
+    """A link to the page that shows what `job` made, with the job picked there."""
+    page = RESULTS_PAGE.get(job.kind)
+    if page:
+        st.page_link(f"app_pages/{page}.py", label=label, icon="➡️", query_params={"job": job.id})
 
 
 def show_lineage(store: Store, spec: str, *, key: str) -> None:

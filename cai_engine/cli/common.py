@@ -8,8 +8,8 @@ argparse. A config class reaches `add_config_flags` only when the command line n
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
-import time
 import types
 import typing
 from typing import TYPE_CHECKING
@@ -55,9 +55,19 @@ def duration(seconds: float | None) -> str:
 
 
 def progress_text(job: Job) -> str:
-    if job.total:
-        return f"{job.done}/{job.total} ({100 * job.done / job.total:.0f}%)"
-    return str(job.done or "")
+    """The job's counts, e.g. "12/36 pairs (33%)" or "step 6/40 (15%)"."""
+    from cai_engine.progress import counts
+
+    text = counts(job.done, job.total, job.unit)
+    return text + (f" ({100 * job.done / job.total:.0f}%)" if job.total else "")
+
+
+def time_left(job: Job) -> str:
+    """ "about 3 min 20 s" for a running job with a pace; "" for any other."""
+    from cai_engine.progress import format_duration
+
+    left = job.eta
+    return f"about {format_duration(left)}" if left else ""
 
 
 def command_line(args) -> str:
@@ -73,25 +83,29 @@ def command_line(args) -> str:
 def follow(store: Store, job: Job, stream=None) -> int:
     """Show a job's progress until it ends; returns 0 if it succeeded, else 1."""
     from cai_engine import jobs
+    from cai_engine.progress import describe, fraction, shown_phase
 
     stream = stream or sys.stdout
     tty = stream.isatty()
-    started = time.monotonic()
+    width = shutil.get_terminal_size().columns - 1
     last = [None]
 
     def show(j):
-        elapsed = time.monotonic() - started
-        rate = f", {j.tokens / elapsed:.0f} tok/s" if j.tokens and elapsed > 0 else ""
+        # the same line the studio shows: what it is doing while nothing is counted yet,
+        # then its counts and the time left, with a bar while the total is known
         bar = ""
         if j.total:
-            filled = int(30 * j.done / j.total)
+            filled = int(30 * fraction(j))
             bar = "[" + "#" * filled + "." * (30 - filled) + "] "
-        line = f"{j.id} {j.status}: {bar}{progress_text(j)}{rate}"
-        if tty:
-            print("\r" + line.ljust(100), end="", file=stream, flush=True)
-        elif line != last[0]:
+        line = f"{j.id} {j.status}: {bar}{describe(j, rate=True, status=False)}"
+        if tty:  # one line, redrawn in place: cut to the terminal, the rest of it cleared
+            print("\r" + line[:width] + "\x1b[K", end="", file=stream, flush=True)
+            return
+        # a log file gets a line when something but the clock changed
+        state = (j.status, j.done, j.total, shown_phase(j))
+        if state != last[0]:
             print(line, file=stream, flush=True)
-        last[0] = line
+        last[0] = state
 
     try:
         final = jobs.wait(store, job.id, poll=0.5, on_update=show)
@@ -386,4 +400,5 @@ __all__ = [
     "progress_text",
     "submit_and_follow",
     "table",
+    "time_left",
 ]

@@ -16,6 +16,7 @@ from cai_engine.cli.common import (
     progress_text,
     submit_and_follow,
     table,
+    time_left,
 )
 
 
@@ -29,17 +30,19 @@ def cmd_jobs_list(args) -> int:
             j.status,
             progress_text(j),
             duration(j.elapsed),
+            time_left(j),
             j.tokens or "",
             j.label or "",
         ]
         for j in jobs.list_jobs(open_store(args), kind=args.kind, limit=args.limit)
     ]
-    print(table(rows, ["id", "kind", "status", "progress", "elapsed", "tokens", "label"]))
+    print(table(rows, ["id", "kind", "status", "progress", "elapsed", "left", "tokens", "label"]))
     return 0
 
 
 def cmd_jobs_show(args) -> int:
     from cai_engine import jobs
+    from cai_engine.progress import describe, token_rate
 
     store = open_store(args)
     jobs.reconcile(store)
@@ -47,9 +50,13 @@ def cmd_jobs_show(args) -> int:
     print(f"id:        {j.id}")
     print(f"kind:      {j.kind}" + (f"  ({j.label})" if j.label else ""))
     print(f"status:    {j.status}" + (f"  error: {j.error}" if j.error else ""))
+    rate = token_rate(j, time.time())
+    print(f"now:       {describe(j)}")
     print(
-        f"progress:  {progress_text(j) or '-'}  tokens: {j.tokens}  elapsed: {duration(j.elapsed) or '-'}"
+        f"progress:  {progress_text(j) or '-'}  elapsed: {duration(j.elapsed) or '-'}"
+        + (f"  left: {time_left(j)}" if time_left(j) else "")
     )
+    print(f"tokens:    {j.tokens:,}" + (f"  ({rate:.0f} tokens/s)" if rate else ""))
     print(f"pid:       {j.pid}  attempts: {j.attempts}")
     print(f"created:   {j.created_at:%Y-%m-%d %H:%M:%S}")
     print(f"run dir:   {j.run_dir}")

@@ -74,9 +74,11 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
         + n_compared * n_prompts  # win-rate comparisons against the reference
         + (len(revision_pairs(critique[1])) if critique else 0)
     )
-    ctx.progress(total=planned, force=True)
+    ctx.progress(total=planned, unit="answers and verdicts", force=True)
+    ctx.phase("answering the first batch of prompts")
     answers = collect_answers(ctx, config, prompts)
     ctx.check_cancelled()
+    ctx.phase("judging the first batch")
     judgements = judge_all(
         ctx,
         config,
@@ -88,6 +90,7 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
     )
     ctx.check_cancelled()
     lineages = {spec: model_lineage(ctx.store, spec) for spec in config.answering}
+    ctx.phase("summarising", setup=True)
     results = summarise(config, ctx.job_id, answers, judgements, lineages, critique)
     ctx.write_shard("eval_results", results)
     ctx.progress(force=True)

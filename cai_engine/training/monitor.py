@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai_engine.progress import eta_seconds, format_duration  # noqa: F401 (read from here too)
 from cai_engine.training.data import split
 from cai_engine.training.kinds import TRAINING_KINDS
 
@@ -51,32 +52,10 @@ def curves(metrics: list[dict], kind: str) -> list[tuple[str, list[dict]]]:
     return out
 
 
-def format_duration(seconds: float) -> str:
-    """12 s, 3 min 20 s, 2 h 05 min, 4 d 03 h."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m} min {s:02d} s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h} h {m:02d} min"
-    d, h = divmod(h, 24)
-    return f"{d} d {h:02d} h"
-
-
 def has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def eta_seconds(done: int, total: int | None, elapsed: float | None) -> float | None:
-    """Seconds left at the pace so far; None until a step has finished."""
-    if not total or not done or not elapsed or done >= total:
-        return None
-    return elapsed / done * (total - done)
 
 
 @dataclass

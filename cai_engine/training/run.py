@@ -106,9 +106,13 @@ class JobCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.ctx.progress(done=state.global_step, total=state.max_steps, force=True)
+            self.ctx.progress(done=state.global_step, total=state.max_steps, unit="step")
             if self.sampler and state.global_step == 0:
+                self.ctx.phase("sampling completions before the first step", setup=True)
                 self.sampler(0)
+            self.ctx.phase(
+                "the first step" if state.global_step == 0 else "the first step after resuming"
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -119,7 +123,11 @@ class JobCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.ctx.progress(done=state.global_step, total=state.max_steps)
+            # tokens seen: counted by transformers (include_num_input_tokens_seen) or, for
+            # online RL, by TRL itself; kept in checkpoints, so a resume goes on counting
+            self.ctx.progress(
+                done=state.global_step, total=state.max_steps, tokens=state.num_input_tokens_seen
+            )
         if self._cancel_agreed():
             self.stopped = True
             control.should_save = True
@@ -204,6 +212,7 @@ def train(ctx: JobContext, config, kind: str) -> None:
     out_dir = run_path / CHECKPOINTS
     base_path = resolve_local_path(parse_spec(config.model), ctx.store.home)
     # 1) data: the examples, split; human-reviewed pairs held out where the kind says so
+    ctx.phase("loading the data", setup=True)
     data = spec.data.load(ctx.store, config, run_path, f"train {kind} job {ctx.job_id}", lead)
     examples, human_rows = _hold_out_human(spec, data.examples)
     train_rows, eval_rows = training_data.split(examples, config.eval_fraction, config.seed)
@@ -227,7 +236,12 @@ def train(ctx: JobContext, config, kind: str) -> None:
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
     # 3) the kind's TRL trainer, with the job's callback (and rank 0's sampler)
-
+    ctx.phase("loading the model and preparing the data", setup=True)
+    common = training_args(config, out_dir, bf16)
+    if not isinstance(
+        spec.data, training_data.PromptFormat
+    ):  # online RL: TRL counts the tokens itself
+        common["include_num_input_tokens_seen"] = "non_padding"
     trainer = trainers.build(
         kind,
         config,
@@ -235,7 +249,7 @@ def train(ctx: JobContext, config, kind: str) -> None:
         tokenizer=tokenizer,
         train=Dataset.from_list(train_rows),
         evals=Dataset.from_list(eval_rows) if eval_rows else None,
-        common=training_args(config, out_dir, bf16),
+        common=common,
         max_length=max_length,
         peft_config=_lora(spec, config),
         home=ctx.store.home,
@@ -252,6 +266,7 @@ def train(ctx: JobContext, config, kind: str) -> None:
             ctx.event("checkpointed_on_cancel", step=trainer.state.global_step)
         raise JobCancelled()
     # 5) final metrics, and the model saved and registered with its lineage
+    ctx.phase("evaluating and saving the model", setup=True)
     final = {"train_loss": result.training_loss, "train_seconds": time.perf_counter() - started}
     final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
     if eval_rows and spec.evaluates:

@@ -7,20 +7,26 @@ bounded polls. A finalizer kills any runner a test leaves behind (see `tests/tes
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from cai_engine import jobs
-from tests.test_jobs import finish, squares, wait_shards
+from tests.test_jobs import finish, squares, wait_shards, wait_until
+from tests.test_progress import made_job
 
-PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "jobs.py"
+ROUTER = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 
 
 def run_page() -> AppTest:
-    at = AppTest.from_file(str(PAGE), default_timeout=30)
+    """The Jobs page, through the router: its links to other pages resolve against it."""
+    at = AppTest.from_file(str(ROUTER), default_timeout=30)
     at.run()
+    at.switch_page("app_pages/jobs.py").run()
     assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Jobs"]
     return at
 
 
@@ -93,7 +99,8 @@ def test_the_check_button_submits_a_tick_job(store):
 
 
 def test_cancel_then_resume_from_the_page(store):
-    job = jobs.submit(store, "tick", {"total": 40, "shard_size": 5, "delay_s": 0.05})
+    # 0.4 s a row: it is still running when the page (through the router) has drawn it
+    job = jobs.submit(store, "tick", {"total": 40, "shard_size": 5, "delay_s": 0.4})
     wait_shards(job, 1)
 
     at = run_page()
@@ -118,3 +125,83 @@ def test_cancel_then_resume_from_the_page(store):
     assert job.status == "succeeded", job.error
     assert job.attempts == 2
     assert store.ticks(job.id) == squares(40)
+
+
+# -- what a job says about itself: progress, log, where its results are ---------------------
+
+
+def test_the_log_shows_rewritten_lines_in_their_last_state_and_wraps_long_lines(store):
+    job = finish(store, jobs.submit(store, "tick", {"total": 2, "delay_s": 0.01}).id)
+    long_line = "x" * 400
+    with open(job.run.log_path, "a") as f:
+        f.write("Loading weights: 0%|  | 0/4\rLoading weights: 50%|# | 2/4")
+        f.write("\rLoading weights: 100%|##| 4/4\n" + long_line + "\n")
+
+    at = run_page()
+    (log,) = at.code
+    assert "\r" not in log.value
+    assert "succeeded\nLoading weights: 100%|##| 4/4\n" + long_line in log.value
+    assert "Loading weights: 0%" not in log.value and "50%" not in log.value
+    assert log.proto.wrap_lines  # the long line wraps instead of scrolling sideways
+
+
+# kind -> (the page its link opens, its link's label, the picker that picks the job there)
+RESULTS = {
+    "critique": ("app_pages/traces.py", "See its results on the Traces page", "trace_job"),
+    "pairs": ("app_pages/labels.py", "Label its pairs on the Labels page", "label_pairs_job"),
+    "label": ("app_pages/labels.py", "See its results on the Labels page", "label_job"),
+    "eval": ("app_pages/eval.py", "See its results on the Eval page", "eval_job"),
+    "sft": ("app_pages/training.py", "See its results on the Training page", "training_job"),
+}
+
+
+@pytest.mark.parametrize("kind", list(RESULTS))
+def test_each_job_links_to_the_page_of_its_results_with_the_job_picked_there(store, kind):
+    page, label, picker = RESULTS[kind]
+    config = {"eval": {"models": ["hf:x"]}, "sft": {"model": "hf:x"}}.get(kind, {})
+    older = made_job(store, f"{kind}-20250101-000000-aaaa", kind, "succeeded", config, done=1)
+    newer = made_job(store, f"{kind}-20250101-000001-bbbb", kind, "succeeded", config, done=1)
+
+    at = run_page()
+    at.selectbox(key="job_selected").select(older.id).run()
+    assert not at.exception, at.exception
+    (link,) = at.page_link
+    assert link.value == label
+
+    # following it opens that page with this job picked, not the newest one (the link carries
+    # the job as `?job=`, which the page's picker reads once)
+    assert "job=" + older.id in str(link.proto)
+    at.query_params["job"] = older.id
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key=picker).value == older.id != newer.id
+
+
+def test_a_cancelled_job_shows_its_counts_and_no_time_left(store):
+    # cancelled at step 6 of 40 after a minute of work: the pace would say 34 steps are left
+    live = {"done": 6, "total": 40, "unit": "step", "pace": [time.time() - 60, 0, 0]}
+    job = made_job(store, "sft-20250101-000000-cccc", "sft", "cancelled", {"model": "hf:x"}, **live)
+
+    at = run_page()
+    (bar,) = at.progress
+    assert bar.text == "cancelled: step 6/40"
+    assert bar.value == 15  # 6/40 as a percentage
+    assert metrics(at)["Time left"] == "-"
+    assert "left" not in "".join(str(v) for v in at.dataframe[0].value["left"])
+
+    # the Training page's bar is the same widget
+    at.switch_page("app_pages/training.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="training_job").value == job.id
+    assert [p.text for p in at.progress] == ["cancelled: step 6/40"]
+
+
+def test_a_running_job_says_what_it_is_doing_then_how_long_is_left(store):
+    job = jobs.submit(store, "tick", {"total": 40, "shard_size": 5, "delay_s": 0.1})
+    wait_until(lambda: jobs.get_job(store, job.id).done >= 10, f"{job.id} to write 10 rows")
+
+    at = run_page()
+    (bar,) = at.progress
+    assert re.fullmatch(r"running: \d+/40 · about \d+ s left", bar.text), bar.text
+    assert re.fullmatch(r"\d+ s", metrics(at)["Time left"]), metrics(at)
+    assert jobs.cancel(store, job.id, grace=2).status == "cancelled"

@@ -26,6 +26,7 @@ from ui.common import (
     text_input_for,
 )
 from ui.eval_charts import rate_rows, rates_chart, revision_chart, revision_rows
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 store = get_store()
@@ -114,9 +115,7 @@ def progress(job_id: str, shown_status: str) -> None:
     jobs.reconcile(store)
     live = jobs.get_job(store, job_id)
     if live.status in jobs.ACTIVE or live.status != "succeeded":
-        done, total = live.done, live.total
-        text = f"{live.status}: {done}/{total} answers and verdicts" if total else live.status
-        st.progress(min(1.0, done / total) if total else 0.0, text=text)
+        show_progress(live)
     if live.error:
         st.error(md_escape(live.error), icon="⚠️")
     if live.status in jobs.RESUMABLE and st.button("Resume", key="eval_resume"):

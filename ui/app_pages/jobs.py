@@ -1,6 +1,8 @@
-"""Jobs: every job with its progress, and one job's live log, events, cancel and resume."""
+"""Jobs: every job with its progress, and one job's live log, events, cancel and resume, with
+a link to the page that shows what it made."""
 
 import json
+import time
 from datetime import datetime
 
 import pandas as pd
@@ -8,7 +10,17 @@ import streamlit as st
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
-from ui.common import flash, get_store, md_escape, show_error, show_flash
+from cai_engine.progress import format_duration, terminal_text, token_rate
+from ui.common import (
+    RESULTS_PAGE,
+    flash,
+    get_store,
+    md_escape,
+    results_link,
+    show_error,
+    show_flash,
+)
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 store = get_store()
@@ -24,6 +36,11 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def time_left(job) -> str:
+    left = job.eta
+    return format_duration(left) if left else ""
+
+
 def jobs_frame(listed: list) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -37,6 +54,7 @@ def jobs_frame(listed: list) -> pd.DataFrame:
                 else (1.0 if j.status == "succeeded" else 0.0),
                 "done": f"{j.done}/{j.total}" if j.total else str(j.done or ""),
                 "elapsed": duration(j.elapsed),
+                "left": time_left(j),
                 "tokens": j.tokens,
                 "created": j.created_at,
             }
@@ -50,6 +68,7 @@ def jobs_frame(listed: list) -> pd.DataFrame:
             "progress",
             "done",
             "elapsed",
+            "left",
             "tokens",
             "created",
         ],
@@ -127,15 +146,18 @@ if job.status in jobs.RESUMABLE and actions[1].button("Resume", key="resume_job"
 def job_detail(job_id: str) -> None:
     jobs.reconcile(store)
     j = jobs.get_job(store, job_id)
-    m = st.columns(5)
+    m = st.columns([1.6, 1, 1, 1, 1, 1])  # room for "interrupted"
     m[0].metric("Status", j.status)
     m[1].metric("Progress", f"{j.done}/{j.total}" if j.total else str(j.done))
     m[2].metric("Elapsed", duration(j.elapsed) or "-")
-    m[3].metric("Tokens", f"{j.tokens:,}")
-    rate = j.tokens / j.elapsed if j.elapsed and j.tokens else 0
-    m[4].metric("Tokens/s", f"{rate:.0f}")
-    if j.progress is not None:
-        st.progress(j.progress, text=f"{100 * j.progress:.0f}%")
+    m[3].metric("Time left", time_left(j) or "-")
+    m[4].metric("Tokens", f"{j.tokens:,}")
+    m[5].metric("Tokens/s", f"{token_rate(j, time.time()) or 0:.0f}")
+    show_progress(j)
+    if j.kind in RESULTS_PAGE:
+        title = RESULTS_PAGE[j.kind].capitalize()
+        what = "Label its pairs" if j.kind == "pairs" else "See its results"
+        results_link(j, f"{what} on the {title} page")
     if j.error:
         st.error(md_escape(j.error), icon="⚠️")
     if j.status in jobs.ACTIVE and job.status not in jobs.ACTIVE:
@@ -144,8 +166,8 @@ def job_detail(job_id: str) -> None:
         st.rerun()  # it just ended: stop refreshing, show resume if it applies
 
     tab_log, tab_events, tab_config = st.tabs(["Log", "Events", "Config"])
-    with tab_log:
-        st.code(j.run.log_tail() or "(empty)", language=None)
+    with tab_log:  # as a terminal shows it: a rewritten progress line in its last state
+        st.code(terminal_text(j.run.log_tail()) or "(empty)", language=None, wrap_lines=True)
     with tab_events:
         events = j.run.events(limit=200)
         if events:

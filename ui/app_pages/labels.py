@@ -15,6 +15,7 @@ from ui.common import (
     checkbox_for,
     flash,
     get_store,
+    linked_job,
     md_escape,
     number_input_for,
     pick_job,
@@ -26,6 +27,7 @@ from ui.common import (
     text_input_for,
 )
 from ui.label_charts import calibration_chart, calibration_frame
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
@@ -112,6 +114,9 @@ def label_form() -> None:
     # A pairs job just started here is picked once; the rest of the time the pick is kept.
     by_id = {j.id: j for j in pair_jobs}
     pending = st.session_state.pop("_select_pairs", None)
+    if linked_job() in by_id:  # a link from the Jobs page
+        pending = linked_job()
+        del st.query_params["job"]
     current = pending or st.session_state.get("label_pairs_job")
     # assigned on every run so the status shown follows the job (see ui/common.py: pick_job)
     st.session_state["label_pairs_job"] = current if current in by_id else pair_jobs[0].id
@@ -169,8 +174,9 @@ def label_form() -> None:
 
 
 label_jobs = jobs.list_jobs(store, kind="label")
-with st.expander("New pairs or labels", expanded=not label_jobs):
-    t1, t2 = st.tabs(["Pairs", "Labels"])
+linked_pairs = any(j.id == linked_job() for j in jobs.list_jobs(store, kind="pairs"))
+with st.expander("New pairs or labels", expanded=not label_jobs or linked_pairs):
+    t1, t2 = st.tabs(["Pairs", "Labels"], default="Labels" if linked_pairs else None)
     with t1:
         pairs_form()
     with t2:
@@ -201,10 +207,8 @@ labels = store.labels(job_id)
 def job_progress(job_id: str, shown: int, shown_status: str) -> None:
     jobs.reconcile(store)  # also ingests the batches the job has scored since last time
     job = jobs.get_job(store, job_id)
-    if job.status in jobs.ACTIVE and job.total:
-        st.progress(
-            min(1.0, job.done / job.total), text=f"{job.status}: {job.done}/{job.total} pairs"
-        )
+    if job.status in jobs.ACTIVE:
+        show_progress(job, rate=True)
     if job.error:
         st.error(md_escape(job.error), icon="⚠️")
     rerun_on_status_change(shown_status, job.status)  # e.g. finished: redraw the page

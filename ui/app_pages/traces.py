@@ -21,6 +21,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 REWRITE = 0.6  # above this share of changed words an inline diff is noise: show the new text
@@ -103,11 +104,7 @@ running = picked.status in jobs.ACTIVE
 def live_traces(job_id: str, shown_status: str) -> None:
     jobs.reconcile(store)  # also ingests the shards the job has finished since last time
     job = jobs.get_job(store, job_id)
-    if job.total:
-        rate = f" · {job.tokens / job.elapsed:.0f} tokens/s" if job.elapsed and job.tokens else ""
-        st.progress(
-            min(1.0, job.done / job.total), text=f"{job.status}: {job.done}/{job.total} steps{rate}"
-        )
+    show_progress(job, rate=True)
     if job.error:
         st.error(md_escape(job.error), icon="⚠️")
     rerun_on_status_change(shown_status, job.status)  # e.g. finished: stop refreshing

@@ -26,6 +26,7 @@ from ui.common import (
     show_flash,
     show_lineage,
 )
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 STEPS = 20  # the form starts a short run by default; -1 trains for the configured epochs
@@ -208,15 +209,7 @@ else:
     def live(job_id: str, shown_status: str) -> None:
         jobs.reconcile(store)
         job = jobs.get_job(store, job_id)
-        if job.total:
-            left = monitor.eta_seconds(job.done, job.total, job.elapsed)
-            eta = f" · about {monitor.format_duration(left)} left" if left else ""
-            st.progress(
-                min(1.0, job.done / job.total),
-                text=f"{job.status}: step {job.done}/{job.total}{eta}",
-            )
-        else:
-            st.caption(f"{job.status}: preparing (loading data and model)")
+        show_progress(job)
         if job.error:
             st.error(md_escape(job.error), icon="⚠️")
         b1, b2, _ = st.columns([1, 1, 4])
