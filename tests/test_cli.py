@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cai_engine import jobs
 from cai_engine.bundled import install_bundled
 from cai_engine.cli import build_parser, main
 from cai_engine.constitution import ConstitutionError
@@ -1127,3 +1129,18 @@ def test_train_flags_are_known_after_any_global_options(
     # two: with --debug the refusal is raised, not printed; the flags must still be known
     with pytest.raises(CaiError, match="neither an export folder nor a job"):
         main(["--home", str(train_home), "--debug", *train])
+
+
+def test_jobs_cancel_leaves_the_grace_to_the_job_kind_unless_given(monkeypatch, cai_home):
+    # A training job needs minutes to write its checkpoint on SIGTERM; a fixed 10 s grace in the
+    # CLI used to override that and SIGKILL it mid-write.
+    asked = []
+
+    def cancel(store, job_id, grace=None):
+        asked.append((job_id, grace))
+        return types.SimpleNamespace(id=job_id, status="cancelled")
+
+    monkeypatch.setattr(jobs, "cancel", cancel)
+    main(["jobs", "cancel", "sft-1"])
+    main(["jobs", "cancel", "sft-2", "--grace", "3"])
+    assert asked == [("sft-1", None), ("sft-2", 3.0)]

@@ -143,7 +143,13 @@ def register(sub, full: bool) -> None:
         jsub, "cancel", cmd_jobs_cancel, "SIGTERM the job, SIGKILL after a grace period"
     )
     p.add_argument("job")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL (default: 10)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds before SIGKILL (default: the job kind's: 10, or long enough for training "
+        "to write a checkpoint)",
+    )
     p = add_command(
         jsub,
         "resume",
