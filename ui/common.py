@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import streamlit as st
 
 from cai_engine.bundled import install_bundled
@@ -207,32 +208,24 @@ def results_link(job, label: str) -> None:
         st.page_link(f"app_pages/{page}.py", label=label, icon="➡️", query_params={"job": job.id})
 
 
-def show_lineage(store: Store, spec: str, *, key: str) -> None:
+def show_lineage(store: Store, spec: str) -> None:
     """Where a model came from, in a small table: the job that trained it, its data job (a
     link to the page that shows it), the constitution version as `name@N (hash)`, and its
     base, followed back to a model not trained here."""
-    rows = lineage_rows(store, spec)
-    kinds = {r.job: _job_kind(store, r.job) for r in rows if r.job}
-    st.dataframe(
-        [
-            {
-                "model": r.model,
-                "": r.what,
-                "value": r.value,
-                "open": job_url(r.job, kinds[r.job]) if r.job else None,
-            }
-            for r in rows
-        ],
-        hide_index=True,
-        key=key,
-        column_config={
-            "model": st.column_config.TextColumn(width="small"),
-            "value": st.column_config.TextColumn(width="large"),
-            "open": st.column_config.LinkColumn(
-                "job", display_text=r"job=(.*)$", help="Open the page that shows this job"
-            ),
-        },
-    )
+    rows, last = [], None
+    for r in lineage_rows(store, spec):
+        value = md_escape(r.value)
+        if r.job:
+            value = value.replace(
+                md_escape(r.job),
+                f"[{md_escape(r.job)}]({job_url(r.job, _job_kind(store, r.job))})",
+                1,
+            )
+        rows.append(
+            {"model": "" if r.model == last else md_escape(r.model), "": r.what, "value": value}
+        )
+        last = r.model
+    st.table(pd.DataFrame(rows).set_index("model"))
 
 
 def _job_kind(store: Store, job_id: str) -> str | None:

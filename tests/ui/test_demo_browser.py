@@ -83,4 +83,7 @@ def test_the_tiny_demo_runs_from_home_live_and_opens_in_eval(studio, cai_home):
         page.get_by_text("where the models disagree most first").wait_for()
         assert page.get_by_text("P(better than reference)").count() == 2  # SFT and DPO
         page.get_by_role("tab", name="Lineage").click()
-        page.locator("[data-testid=stCode]").filter(has_text=stages["critique"]).first.wait_for()
+        # in words, with the data jobs as links: the SFT model's data is the critique job
+        page.locator("[data-testid=stTable]").filter(has_text=stages["critique"]).first.wait_for()
+        link = page.get_by_role("link", name=stages["critique"]).first
+        assert link.get_attribute("href").endswith(f"traces?job={stages['critique']}")

@@ -25,6 +25,7 @@ from cai_engine.training import jobs as training_jobs
 from cai_engine.training import monitor
 from tests.runners import kill_runners, wait_until
 from tests.test_training import prefs_export, sft_export, sft_rows
+from tests.ui.test_pages import md_unescape
 
 PAGE = str(Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "training.py")
 DEADLINE = 240.0  # seconds for a tiny job (the two cores may be busy with other jobs)
@@ -249,10 +250,12 @@ def test_the_trained_models_table_lists_both_models_with_their_lineage(trained, 
         at.selectbox(key="lineage_of").set_value(name).run()
         assert not at.exception
         # in words first: who trained it, on what, from which base
-        table = next(d.value for d in at.dataframe if "value" in d.value.columns)
-        said = dict(zip(table[""], table["value"], strict=True))
-        assert said["trained by"] == f"{job.kind} job {job.id}"
-        assert said["base model"] == job.config["model"]
+        (table,) = at.table
+        said = dict(zip(table.value[""], table.value["value"], strict=True))
+        # the job is a link that opens it on this page
+        assert said["trained by"].startswith(f"{job.kind} job [")
+        assert f"(./training?job={job.id})" in said["trained by"]
+        assert md_unescape(said["base model"]) == job.config["model"]
         assert "data" in said
         (code,) = at.code  # everything stored, in an expander below
         lineage = json.loads(code.value)

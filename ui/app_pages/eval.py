@@ -276,6 +276,6 @@ with tab_answers:
 
 with tab_lineage:
     st.caption("Where each model came from: its base, its data and the constitution version.")
-    for i, m in enumerate(models):
-        st.markdown(f"**{md_escape(names[m])}** · `{md_escape(m)}`")
-        show_lineage(store, m, key=f"lineage_{i}")
+    for m in models:
+        st.markdown(f"**{md_escape(names[m])}** · {md_escape(m)}")
+        show_lineage(store, m)

@@ -7,6 +7,7 @@ from cai_engine import demo, jobs
 from cai_engine.errors import CaiError
 from cai_engine.fields import config_field
 from ui.common import get_store, md_escape, pick_version, show_error
+from ui.progress import show_progress
 
 REFRESH_S = 2.0
 
@@ -67,6 +68,8 @@ def demo_status(job_id: str) -> None:
     st.progress(
         finished / len(rows), text=f"demo {job.id}: {job.status} · {finished}/{len(rows)} stages"
     )
+    if job.status in jobs.ACTIVE:
+        show_progress(job)  # the stage in flight: what it is doing, and its time left
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,

@@ -274,7 +274,7 @@ else:
         key="trained_models",
     )
     lineage_of = st.selectbox("Lineage of", [m["name"] for m in models], key="lineage_of")
-    show_lineage(store, f"model:{lineage_of}", key="lineage_table")
+    show_lineage(store, f"model:{lineage_of}")
     with st.expander("Everything stored with it (JSON)"):
         lineage = next(m["lineage"] for m in models if m["name"] == lineage_of)
         st.code(json.dumps(lineage, indent=2, default=str), language="json")
