@@ -1,0 +1,109 @@
+"""Measure a few real training steps on this machine, for the estimate before a launch:
+`python -m cai_engine.training.calibrate --home H --kind K --folder F --steps N --started T`.
+
+F holds config.json and examples.jsonl (written by `estimate.measure`, which started this
+process at time T); the measurement goes to F/measurement.json. The process does what a job
+does up to its steps (imports, model load, tokenisation, the kind's TRL trainer, with the
+job's callback timing each part), then times one sample completion and one save of the model.
+Nothing is registered and nothing is written outside F.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from cai_engine.errors import CaiError
+from cai_engine.models import parse_spec
+from cai_engine.models.local import resolve_local_path
+from cai_engine.training import estimate, run
+from cai_engine.training.kinds import TRAINING_KINDS
+
+SAMPLE_TOKENS = 16  # enough new tokens to time generation per token
+
+
+class QuietContext:
+    """The part of a JobContext the job's callback uses, reporting nowhere."""
+
+    cancelled = False
+
+    def progress(self, **_) -> None:
+        pass
+
+    def metric(self, **_) -> None:
+        pass
+
+
+def measure(home: Path, kind: str, folder: Path, steps: int, started: float) -> dict:
+    """Train `steps` steps as a job would and return the measurement's fields."""
+    spec = TRAINING_KINDS[kind]
+    config = spec.config.model_validate_json((folder / "config.json").read_text())
+    # one checkpoint, at the last step; samples and logs only where timed below
+    config = config.model_copy(
+        update={"max_steps": steps, "save_steps": steps, "sample_every": 0, "logging_steps": steps}
+    )
+    lines = (folder / "examples.jsonl").read_text(encoding="utf-8").splitlines()
+    examples = [json.loads(line) for line in lines if line.strip()]
+    # 1) what a job does before its first step
+    base_path = resolve_local_path(parse_spec(config.model), home)
+    prep = run.prepare(kind, config, examples, base_path)
+    trainer = run.build_trainer(kind, config, prep, base_path, folder / "checkpoints", home)
+    callback = run.JobCallback(QuietContext())
+    trainer.add_callback(callback)
+    # 2) the steps, and the checkpoint after the last one
+    trainer.train()
+    clock = callback.clock
+    # 3) one sample completion, counted as if inside the loop (where a job samples)
+    held, _ = prep.sample_rows
+    if config.sample_prompts and held and not spec.scores:
+        tokens = min(config.sample_tokens, SAMPLE_TOKENS)
+        sampler = run.Sampler(
+            folder, lambda: trainer.model, prep.tokenizer, [held[0]["prompt"]], tokens
+        )
+        began = time.time()
+        sampler(0)
+        took = time.time() - began
+        clock.sample_s, clock.sample_tokens, clock.end = took, tokens, clock.end + took
+    # 4) the model saved as a job saves it (merged LoRA, weights and tokenizer)
+    began = time.time()
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(str(folder / "model"), safe_serialization=True)
+    prep.tokenizer.save_pretrained(str(folder / "model"))
+    measured = clock.measurement(
+        startup_s=clock.begin - started,
+        finish_s=time.time() - began,
+        tokens_per_step=estimate.step_tokens(prep.train_rows, config),
+        dtype="bf16" if prep.bf16 else "fp32",
+        source=f"{steps} steps before launch",
+    )
+    return asdict(measured)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cai_engine.training.calibrate")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--kind", required=True, choices=list(TRAINING_KINDS))
+    parser.add_argument("--folder", required=True)
+    parser.add_argument("--steps", type=int, default=estimate.MEASURE_STEPS)
+    parser.add_argument("--started", type=float, default=None)
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    try:
+        fields = measure(
+            Path(args.home), args.kind, folder, args.steps, args.started or time.time()
+        )
+    except CaiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    (folder / "measurement.json").write_text(json.dumps(fields, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
