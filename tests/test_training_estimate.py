@@ -210,3 +210,47 @@ def test_measuring_a_model_that_cannot_load_names_the_failure(seeded_store, tmp_
     with pytest.raises(CaiError, match=r"^measuring 4 sft steps failed: "):
         estimate.estimate_for(seeded_store, "sft", config)
     assert estimate.recorded(seeded_store.home, config, "sft") is None
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def test_cai_train_estimate_prints_the_estimate_and_its_basis_and_starts_nothing(
+    seeded_store, tmp_path, tiny_spec, capsys
+):
+    from cai_engine.cli import main
+
+    folder = sft_export(tmp_path / "sft")
+    flags = {"data": str(folder), "model": tiny_spec, "max_steps": 5, "batch_size": 2}
+    config = jobs.validate_config("sft", flags)
+    estimate.record(seeded_store.home, config, "sft", measurement())  # measured earlier
+    argv = ["--home", str(seeded_store.home), "train", "sft", "--data", str(folder),
+            "--model", tiny_spec, "--max-steps", "5", "--batch-size", "2", "--estimate"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    shown = estimate.estimate_for(seeded_store, "sft", config, measure_missing=False)
+    assert out == f"estimate: {shown.text()}\n"
+    assert shown.headline().startswith("~") and "measured on this CPU (bf16)" in out
+    assert jobs.list_jobs(seeded_store) == []
+
+
+def test_cai_train_prints_the_estimate_after_submitting_and_does_not_measure(
+    seeded_store, tmp_path, tiny_spec, capsys
+):
+    from cai_engine.cli import main
+    from tests.runners import kill_runners
+
+    folder = sft_export(tmp_path / "sft")
+    argv = ["--home", str(seeded_store.home), "train", "sft", "--data", str(folder),
+            "--model", tiny_spec, "--max-steps", "5", "--batch-size", "2"]  # fmt: skip
+    try:
+        assert main(argv) == 0
+        out = capsys.readouterr().out.splitlines()
+        (job,) = jobs.list_jobs(seeded_store)
+        jobs.cancel(seeded_store, job.id, grace=5)
+    finally:
+        kill_runners(seeded_store.home)
+    # nothing measured yet on this machine: a guess, which says so; no measuring before it
+    assert out[0].startswith("estimate: ~") and "a guess from the model's size" in out[0], out
+    assert out[1] == f"submitted {job.id}"
+    assert not (seeded_store.home / "calibration").exists()
