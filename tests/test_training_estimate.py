@@ -27,6 +27,7 @@ def measurement(**override) -> estimate.Measurement:
         "steps": 4,
         "source": "job sft-test",
         "measured_at": 1_800_000_000.0,
+        "load": 3.5,
     }
     return estimate.Measurement(**{**fields, **override})
 
@@ -64,8 +65,13 @@ def test_the_estimate_adds_start_up_samples_checkpoints_and_finish_to_the_measur
     assert est.steps_s == pytest.approx(33.5)
     # samples at step 0, 4, 8 and the end: 4 x 3 prompts x 48 tokens x 0.05 s = 28.8 s;
     # checkpoints at step 5 and the end: 2 x 2.0 s; start-up 18 s; finish 3 s
-    assert est.other_s == pytest.approx(18 + 28.8 + 4.0 + 3.0)
+    assert (est.startup_s, est.samples_s, est.saving_s) == pytest.approx((18, 28.8, 4.0 + 3.0))
     assert est.seconds == pytest.approx(33.5 + 53.8)
+    # 87.3 s in all; the headline names each part
+    assert est.headline() == (
+        "~1 min 27 s: 8 steps × 4.0 s/step measured on this CPU (bf16) + 18 s start-up, "
+        "29 s samples and 7 s saving"
+    )
 
 
 def test_a_step_scales_with_its_tokens_and_the_epochs_set_the_steps():
@@ -115,15 +121,15 @@ def test_the_first_steps_warm_up_is_kept_apart_and_the_loops_overhead_spread_ove
 def test_the_text_names_the_time_steps_step_time_device_precision_and_fixed_costs():
     config = sft_config(max_steps=8, eval_fraction=0, sample_prompts=0, save_steps=50)
     est = estimate.estimate(rows(64, 400), config, "sft", 135_000_000, measurement(step_s=4.2))
-    # 18 + 1.5 + 8 x 4.2 + 2.0 (one checkpoint, at the end) + 3.0 = 58.1 s; other: 23 s
+    # 18 + 1.5 + 8 x 4.2 + 2.0 (one checkpoint, at the end) + 3.0 = 58.1 s; no samples
     assert est.headline() == (
-        "~58 s: 8 steps × 4.2 s/step measured on this CPU (bf16) + 23 s start-up, samples "
-        "and saving"
+        "~58 s: 8 steps × 4.2 s/step measured on this CPU (bf16) + 18 s start-up and 5 s saving"
     )
     assert est.basis().startswith("64 training examples, about 6,400 tokens. Measured ")
-    assert "by job sft-test (4 steps of about 800 tokens; this run's steps: about 800)" in (
+    assert "by job sft-test (4 steps of about 800 tokens; this run's steps: about 800)." in (
         est.basis()
     )
+    assert "The load was 3.5 on " in est.basis()  # the machine's load when it was measured
     assert est.text() == f"{est.headline()}. {est.basis()}"
 
 
@@ -207,7 +213,7 @@ def test_measuring_a_model_that_cannot_load_names_the_failure(seeded_store, tmp_
     missing = tmp_path / "no-model"
     missing.mkdir()
     config = jobs.validate_config("sft", {"data": str(folder), "model": f"hf:{missing}"})
-    with pytest.raises(CaiError, match=r"^measuring 4 sft steps failed: "):
+    with pytest.raises(CaiError, match=rf"^measuring {estimate.MEASURE_STEPS} sft steps failed: "):
         estimate.estimate_for(seeded_store, "sft", config)
     assert estimate.recorded(seeded_store.home, config, "sft") is None
 
@@ -251,6 +257,6 @@ def test_cai_train_prints_the_estimate_after_submitting_and_does_not_measure(
     finally:
         kill_runners(seeded_store.home)
     # nothing measured yet on this machine: a guess, which says so; no measuring before it
-    assert out[0].startswith("estimate: ~") and "a guess from the model's size" in out[0], out
-    assert out[1] == f"submitted {job.id}"
+    assert out[0] == f"submitted {job.id}"
+    assert out[1].startswith("estimate: ~") and "a guess from the model's size" in out[1], out
     assert not (seeded_store.home / "calibration").exists()

@@ -13,10 +13,10 @@ from cai_engine.cli.common import (
     add_job_flags,
     add_set_flags,
     config_from_args,
+    follow,
     load_config_file,
     open_store,
     parse_sets,
-    submit_and_follow,
 )
 
 if TYPE_CHECKING:
@@ -42,12 +42,11 @@ def cmd_train(args) -> int:
     if args.estimate:
         return print_estimate(open_store(args), args.trainer, config, measure=True)
 
-    def submit_trainer(store: Store, cfg, label):
-        job = submit(store, args.trainer, cfg, label=label)
-        print_estimate(store, args.trainer, job.config, measure=False)
-        return job
-
-    return submit_and_follow(args, submit_trainer, config)
+    store = open_store(args)
+    job = submit(store, args.trainer, config, label=args.label)
+    print(f"submitted {job.id}", flush=True)
+    print_estimate(store, args.trainer, job.config, measure=False)
+    return follow(store, job) if args.wait else 0
 
 
 def print_estimate(store: Store, kind: str, config: dict, measure: bool) -> int:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from cai_engine.store import Store
 
 CALIBRATION = "calibration"
-MEASURE_STEPS = 4  # the first step warms up; the others give a steady step's time
+MEASURE_STEPS = 3  # the first step warms up; the others give a steady step's time
 MEASURE_TIMEOUT_S = 900.0
 
 # The guess where nothing is measured: 6 x parameters FLOP per token (forward and backward).
@@ -119,6 +119,7 @@ class Measurement:
     steps: int  # steps timed
     source: str  # the job that measured it, or "a few steps before launch"
     measured_at: float = field(default_factory=time.time)
+    load: float | None = None  # the 1-minute load average then: other work slows training
 
 
 def setting(config, kind: str) -> dict:
@@ -195,6 +196,7 @@ def from_timings(
         dtype=dtype,
         steps=n,
         source=source,
+        load=_load(),
     )
 
 
@@ -267,46 +269,66 @@ class Estimate:
     tokens: int  # tokens processed in all steps (approximate; both sides of a pair)
     step_s: float  # one step, scaled to this config's tokens per step
     steps_s: float  # all steps, with the first one's warm-up
-    other_s: float  # start-up, samples, checkpoints and the finish
-    dtype: str | None  # the precision measured; None for a guess
+    startup_s: float  # submitted -> the first step
+    samples_s: float  # the sample completions
+    saving_s: float  # the checkpoints, and the finish (final eval, save, register)
     device: str
     measurement: Measurement | None  # None: a guess from the model's size
 
     @property
     def seconds(self) -> float:
-        return self.steps_s + self.other_s
+        return self.steps_s + self.startup_s + self.samples_s + self.saving_s
 
     def headline(self) -> str:
-        """ "~60 s: 8 steps × 4.2 s/step measured on this CPU (bf16) + 20 s start-up, samples
-        and saving"."""
-        took, other = format_duration(self.seconds), format_duration(self.other_s)
+        """ "~60 s: 8 steps × 4.2 s/step measured on this CPU (bf16) + 18 s start-up, 10 s
+        samples and 4 s saving"; a part that rounds to nothing is left out."""
         per = f"{self.step_s:.1f}" if self.step_s < 10 else f"{self.step_s:.0f}"
-        head = f"~{took}: {self.steps} steps × {per} s/step"
-        if self.measurement:
-            return (
-                f"{head} measured on this {self.device} ({self.measurement.dtype}) + {other} "
-                "start-up, samples and saving"
+        head = f"~{format_duration(self.seconds)}: {self.steps} steps × {per} s/step"
+        parts = [
+            f"{format_duration(seconds)} {name}"
+            for seconds, name in (
+                (self.startup_s, "start-up"),
+                (self.samples_s, "samples"),
+                (self.saving_s, "saving"),
             )
-        return (
-            f"{head}, a guess from the model's size (not measured on this {self.device} yet) "
-            f"+ {other} start-up, samples and saving (guessed)"
+            if round(seconds) > 0
+        ]
+        rest = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+        if self.measurement:
+            return f"{head} measured on this {self.device} ({self.measurement.dtype})" + (
+                f" + {rest}" if rest else ""
+            )
+        return f"{head}, a guess from the model's size (not measured on this {self.device} yet)" + (
+            f" + {rest} (guessed)" if rest else ""
         )
 
     def basis(self) -> str:
-        """The data's size, and where the step time comes from."""
+        """The data's size, and where the step time comes from (and how busy the machine was)."""
         size = f"{self.train_examples} training examples, about {self.tokens:,} tokens."
         m = self.measurement
         if not m:
             return f"{size} A finished job, or an estimate that measures, replaces the guess."
         ago = format_duration(max(0.0, time.time() - m.measured_at))
+        load = ""
+        if m.load is not None:
+            load = f" The load was {m.load:.1f} on {machine()['threads']} threads then, "
+            load += f"{_load():.1f} now: other work on this machine slows training."
         return (
             f"{size} Measured {ago} ago by {m.source} ({m.steps} steps of about "
             f"{m.tokens_per_step:,.0f} tokens; this run's steps: about "
-            f"{self.tokens / max(1, self.steps):,.0f}). Other work on this machine slows it."
+            f"{self.tokens / max(1, self.steps):,.0f}).{load}"
         )
 
     def text(self) -> str:
         return f"{self.headline()}. {self.basis()}"
+
+
+def _load() -> float:
+    """The 1-minute load average (processes running or waiting for a CPU)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
 
 
 def estimate(
@@ -352,8 +374,9 @@ def estimate(
         tokens=int(tokens_per_step * steps),
         step_s=step_s,
         steps_s=first + steps * step_s,
-        other_s=startup + samples * per_token + saves * save + finish,
-        dtype=m.dtype if m else None,
+        startup_s=startup,
+        samples_s=samples * per_token,
+        saving_s=saves * save + finish,
         device=device_name(gpu),
         measurement=m,
     )

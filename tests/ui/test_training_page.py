@@ -151,9 +151,10 @@ def test_estimate_measures_this_machine_once_and_states_its_basis(
     button(at, "Estimate").click().run(timeout=DEADLINE)  # the first Estimate is the SFT tab's
     assert not at.exception and not at.error, [e.value for e in at.error]
     headline, basis = estimate_shown(at)
+    took = r"(\d+ s|\d+ min \d\d s|\d+ h \d\d min)"  # format_duration's forms
     assert re.fullmatch(
-        r"~\d+ s: 5 steps × [\d.]+ s/step measured on this CPU \((bf16|fp32)\) \+ "
-        r"\d+ s start-up, samples and saving",
+        rf"~{took}: 5 steps × [\d.]+ s/step measured on this CPU \((bf16|fp32)\) \+ "
+        rf"{took} start-up, {took} samples and {took} saving",
         headline,
     ), headline
     assert basis.startswith(f"{len(train)} training examples, about ")
