@@ -10,6 +10,7 @@ import pytest
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
+from cai_engine.training import data as training_data
 from cai_engine.training import estimate
 from tests.test_training import sft_export
 
@@ -95,6 +96,17 @@ def test_online_rl_counts_each_prompts_completions_and_their_tokens():
     est = estimate.estimate(prompts, config, "rl", 135_000_000, measurement())
     # 6 prompts x 4 completions / 4 a step = 6 steps; each step 4 x (100 + 100) tokens
     assert (est.steps, est.tokens) == (6, 6 * 800)
+
+
+def test_a_reward_models_estimate_leaves_out_the_human_pairs_as_its_job_does():
+    from tests.test_training import pref_rows
+
+    pairs = [training_data.PREFS.convert(r, i, "t") for i, r in enumerate(pref_rows(20, 4))]
+    config = jobs.validate_config("reward", {"data": "unused", "max_steps": -1})
+    est = estimate.estimate(pairs, config, "reward", 135_000_000, measurement())
+    # 20 pairs, every 4th human: 15 AI pairs, 2 of them (round(1.5)) held out for eval
+    assert est.train_examples == 13
+    assert est.samples_s == 0  # a reward model writes no samples
 
 
 def test_the_first_steps_warm_up_is_kept_apart_and_the_loops_overhead_spread_over_steps():

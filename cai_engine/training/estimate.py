@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from cai_engine.errors import CaiError
 from cai_engine.models import parse_spec
-from cai_engine.training.data import model_parameters, split
+from cai_engine.training.data import hold_out_human, model_parameters, split
 from cai_engine.training.kinds import TRAINING_KINDS
 from cai_engine.training.monitor import format_duration
 
@@ -211,8 +211,8 @@ class Clock:
     sample_s: float = 0.0  # sample completions inside the loop
     final_sample_s: float = 0.0  # ...and the one after it
     sample_tokens: int = 0  # prompts x new tokens asked for, inside the loop
-    _step_begin: float | None = None
-    _step_done: float | None = None
+    step_began: float | None = None  # the step in flight began
+    step_done: float | None = None  # the last step (and its samples) ended
 
     def measurement(
         self, startup_s: float, finish_s: float, tokens_per_step: float, dtype: str, source: str
@@ -347,13 +347,14 @@ def estimate(
     + the checkpoints (every `save_steps` and at the end) + the finish.
     """
     spec = TRAINING_KINDS[kind]
-    train, _ = split(examples, config.eval_fraction, config.seed)
+    train, evals = split(hold_out_human(spec, examples)[0], config.eval_fraction, config.seed)
     steps = count_steps(len(train), config)
     tokens_per_step = step_tokens(train, config)
-    samples = 0
+    samples = 0  # prompts x new tokens
     if not spec.scores and config.sample_prompts:
         events = 2 + (steps // config.sample_every if config.sample_every else 0)
-        samples = events * min(config.sample_prompts, len(examples)) * config.sample_tokens
+        prompts = min(config.sample_prompts, len(evals or train))
+        samples = events * prompts * config.sample_tokens
     saves = math.ceil(steps / config.save_steps)
     m = measurement
     if m:

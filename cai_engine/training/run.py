@@ -125,7 +125,7 @@ class JobCallback(TrainerCallback):
                 self._sample(0)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.clock._step_begin = time.time()
+        self.clock.step_began = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -135,8 +135,8 @@ class JobCallback(TrainerCallback):
         self.ctx.metric(step=state.global_step, **values)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.clock._step_begin is not None:
-            self.clock.steps.append(time.time() - self.clock._step_begin)
+        if self.clock.step_began is not None:
+            self.clock.steps.append(time.time() - self.clock.step_began)
         if state.is_world_process_zero:
             self.ctx.progress(done=state.global_step, total=state.max_steps)
         if self._cancel_agreed():
@@ -151,11 +151,11 @@ class JobCallback(TrainerCallback):
             and state.is_world_process_zero
         ):
             self._sample(state.global_step)
-        self.clock._step_done = time.time()  # a checkpoint, if due, is saved next
+        self.clock.step_done = time.time()  # a checkpoint, if due, is saved next
 
     def on_save(self, args, state, control, **kwargs):
-        if self.clock._step_done is not None:
-            self.clock.saves.append(time.time() - self.clock._step_done)
+        if self.clock.step_done is not None:
+            self.clock.saves.append(time.time() - self.clock.step_done)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.clock.end = time.time()
@@ -259,7 +259,7 @@ def prepare(kind: str, config, examples: list[dict], base_path: str) -> Prepared
     """Hold out the human pairs, split, load the tokenizer, decide the precision and the
     token limit."""
     spec = TRAINING_KINDS[kind]
-    examples, human_rows = _hold_out_human(spec, examples)
+    examples, human_rows = training_data.hold_out_human(spec, examples)
     train_rows, eval_rows = training_data.split(examples, config.eval_fraction, config.seed)
     tokenizer = _tokenizer(base_path)
     bf16, why = decide_precision(config.precision)
@@ -367,15 +367,6 @@ def _record_timings(
         ctx.event("timings_not_recorded", error=f"{type(e).__name__}: {e}")
     else:
         ctx.event("timings_recorded", path=str(path), step_s=round(m.step_s, 3))
-
-
-def _hold_out_human(spec, examples: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(examples to train and evaluate on, human-reviewed pairs held out of both): the human
-    verdicts are the gold check of a reward model. Kept in training if they are all there is."""
-    if not spec.human_holdout:
-        return examples, []
-    human = [e for e in examples if e.get("label_source") == "human"]
-    return [e for e in examples if e.get("label_source") != "human"] or examples, human
 
 
 def _tokenizer(base_path: str):
