@@ -103,12 +103,21 @@ def gone(process: psutil.Process, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stopping_cai_studio_stops_its_streamlit_server_and_frees_the_port(cai_home, tmp_path, sig):
+@pytest.mark.parametrize(
+    "sig, group",
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT", "Ctrl-C"],  # Ctrl-C: a terminal signals the whole group
+)
+def test_stopping_cai_studio_stops_its_streamlit_server_and_frees_the_port(
+    cai_home, tmp_path, sig, group
+):
     with cai_studio(cai_home, tmp_path) as (proc, url, port):
         server = streamlit_server(proc)
         assert not port_is_free(port)
-        os.kill(proc.pid, sig)  # to the command only, as a service manager or `kill` sends it
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)  # to the command only, as a service manager or `kill` does
         code = proc.wait(timeout=30)
         assert gone(server, timeout=20), f"streamlit (pid {server.pid}) outlived `cai studio`"
         assert not healthy(url)
