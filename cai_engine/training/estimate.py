@@ -205,12 +205,11 @@ class Clock:
     """What a run's parts took (wall seconds), read by the job's callback (run.py)."""
 
     begin: float | None = None  # the training loop began (time.time())
-    end: float | None = None  # ...and ended
+    end: float | None = None  # ...and ended, with the samples after its last step
     steps: list[float] = field(default_factory=list)  # each optimizer step's own duration
     saves: list[float] = field(default_factory=list)  # each checkpoint
-    sample_s: float = 0.0  # sample completions inside the loop
-    final_sample_s: float = 0.0  # ...and the one after it
-    sample_tokens: int = 0  # prompts x new tokens asked for, inside the loop
+    sample_s: float = 0.0  # the sample completions
+    sample_tokens: int = 0  # ...their prompts x new tokens asked for
     step_began: float | None = None  # the step in flight began
     step_done: float | None = None  # the last step (and its samples) ended
 

@@ -107,15 +107,11 @@ class JobCallback(TrainerCallback):
         self.stopped = False
         self.clock = estimate.Clock()
 
-    def _sample(self, step: int, final: bool = False) -> None:
+    def _sample(self, step: int) -> None:
         started = time.time()
         self.sampler(step)
-        took = time.time() - started
-        if final:
-            self.clock.final_sample_s += took
-        else:
-            self.clock.sample_s += took
-            self.clock.sample_tokens += len(self.sampler.prompts) * self.sampler.tokens
+        self.clock.sample_s += time.time() - started
+        self.clock.sample_tokens += len(self.sampler.prompts) * self.sampler.tokens
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.clock.begin = time.time()
@@ -158,9 +154,9 @@ class JobCallback(TrainerCallback):
             self.clock.saves.append(time.time() - self.clock.step_done)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.clock.end = time.time()
         if self.sampler and state.is_world_process_zero and not self.stopped:
-            self._sample(state.global_step, final=True)
+            self._sample(state.global_step)
+        self.clock.end = time.time()  # the loop, with its last samples
 
     def _cancel_agreed(self) -> bool:
         flag = self.ctx.cancelled
@@ -357,7 +353,7 @@ def _record_timings(
         submitted = ctx.job.created_at.timestamp()
         m = clock.measurement(
             startup_s=clock.begin - submitted,
-            finish_s=time.time() - clock.end - clock.final_sample_s,
+            finish_s=time.time() - clock.end,
             tokens_per_step=estimate.step_tokens(prep.train_rows, config),
             dtype="bf16" if prep.bf16 else "fp32",
             source=f"job {ctx.job_id}",
