@@ -111,8 +111,8 @@ def test_a_reward_models_estimate_leaves_out_the_human_pairs_as_its_job_does():
 
 def test_the_first_steps_warm_up_is_kept_apart_and_the_loops_overhead_spread_over_steps():
     m = estimate.from_timings(
-        [5.0, 2.0, 2.2, 1.8],
-        loop_s=14.0,  # 11.0 of steps + 1.0 of samples + 1.2 of checkpoints + 0.8 between
+        [9.0, 4.0, 2.2, 1.8, 2.1, 1.9],
+        loop_s=24.0,  # 21.0 of steps + 1.0 of samples + 1.2 of checkpoints + 0.8 between
         saves=[1.2],
         startup_s=20.0,
         finish_s=3.0,
@@ -122,9 +122,15 @@ def test_the_first_steps_warm_up_is_kept_apart_and_the_loops_overhead_spread_ove
         dtype="fp32",
         source="test",
     )
-    assert m.step_s == pytest.approx(2.0 + 0.8 / 4)  # the median of the later steps, + 0.2
-    assert m.first_step_s == pytest.approx(3.0)  # 5.0 - 2.0
+    # a steady step: the median of the later half (1.8, 2.1, 1.9), + 0.8 / 6 between steps
+    assert m.step_s == pytest.approx(1.9 + 0.8 / 6)
+    assert m.first_step_s == pytest.approx(21.0 - 6 * 1.9)  # the warm-up: 9.6 s, charged once
     assert (m.save_s, m.sample_s_per_token) == (pytest.approx(1.2), pytest.approx(0.025))
+    # the same steps again add up to what these took: 9.6 + 6 x (1.9 + 0.133) = 21.8 s
+    # (5 examples of 100 tokens a step: the 500 tokens measured)
+    config = sft_config(max_steps=6, batch_size=5, grad_accum=1, eval_fraction=0)
+    est = estimate.estimate(rows(10, 400), config, "sft", 135_000_000, m)
+    assert est.steps_s == pytest.approx(21.0 + 0.8)
 
 
 # -- the text -------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 F holds config.json and examples.jsonl (written by `estimate.measure`, which started this
 process at time T); the measurement goes to F/measurement.json. The process does what a job
 does up to its steps (imports, model load, tokenisation, the kind's TRL trainer, with the
-job's callback timing each part), then times one sample completion and one save of the model.
+job's callback timing each part and a short sample completion before and after the steps),
+then times a save of the model.
 Nothing is registered and nothing is written outside F.
 """
 
@@ -44,8 +45,8 @@ def measure(home: Path, kind: str, folder: Path, steps: int, started: float) -> 
     spec = TRAINING_KINDS[kind]
     config = spec.config.model_validate_json((folder / "config.json").read_text())
     # One micro-batch a step (a step of the job is scaled by its tokens: accumulating N
-    # micro-batches costs about N times one), one checkpoint at the last step, and samples and
-    # logs only where timed below: the measurement takes as little time as it can.
+    # micro-batches costs about N times one), one checkpoint and one log line, at the last
+    # step: the measurement takes as little time as it can.
     update = {"max_steps": steps, "grad_accum": 1, "save_steps": steps, "sample_every": 0}
     config = config.model_copy(update={**update, "logging_steps": steps})
     lines = (folder / "examples.jsonl").read_text(encoding="utf-8").splitlines()
@@ -54,23 +55,19 @@ def measure(home: Path, kind: str, folder: Path, steps: int, started: float) -> 
     base_path = resolve_local_path(parse_spec(config.model), home)
     prep = run.prepare(kind, config, examples, base_path)
     trainer = run.build_trainer(kind, config, prep, base_path, folder / "checkpoints", home)
-    callback = run.JobCallback(QuietContext())
-    trainer.add_callback(callback)
-    # 2) the steps, and the checkpoint after the last one
-    trainer.train()
-    clock = callback.clock
-    # 3) one sample completion, counted as if inside the loop (where a job samples)
+    # 2) the steps, the checkpoint after the last one, and a short sample completion before the
+    # first step and after the last one, as a job samples (one prompt, a few tokens)
     held, _ = prep.sample_rows
+    sampler = None
     if config.sample_prompts and held and not spec.scores:
         tokens = min(config.sample_tokens, SAMPLE_TOKENS)
-        sampler = run.Sampler(
-            folder, lambda: trainer.model, prep.tokenizer, [held[0]["prompt"]], tokens
-        )
-        began = time.time()
-        sampler(0)
-        took = time.time() - began
-        clock.sample_s, clock.sample_tokens, clock.end = took, tokens, clock.end + took
-    # 4) the model saved as a job saves it (merged LoRA, weights and tokenizer)
+        prompts = [held[0]["prompt"]]
+        sampler = run.Sampler(folder, lambda: trainer.model, prep.tokenizer, prompts, tokens)
+    callback = run.JobCallback(QuietContext(), sampler)
+    trainer.add_callback(callback)
+    trainer.train()
+    clock = callback.clock
+    # 3) the model saved as a job saves it (merged LoRA, weights and tokenizer)
     began = time.time()
     model = trainer.model
     if hasattr(model, "merge_and_unload"):

@@ -110,7 +110,7 @@ class Measurement:
 
     step_s: float  # a steady optimizer step (compute, data and logging), at `tokens_per_step`
     tokens_per_step: float  # approximate tokens per step when measured (see `step_tokens`)
-    first_step_s: float  # what the first step takes beyond a steady one (warm-up)
+    first_step_s: float  # what the first steps take beyond steady ones (warm-up)
     startup_s: float  # submitted -> first step begins: process, imports, data, model, tokens
     save_s: float  # one checkpoint
     finish_s: float  # after the last step: final eval, saving and registering the model
@@ -177,18 +177,19 @@ def from_timings(
     `step_times` are the optimizer steps' own durations; `loop_s` is the whole training loop,
     of which `sample_s` went to sample completions (`sample_tokens`: prompts x new tokens) and
     `saves` to checkpoints. What the loop spent beyond those (data loading, logging) is spread
-    over the steps. The first step's warm-up is kept apart, so a long run is not charged it on
-    every step.
+    over the steps. A steady step is the median of the later half of the steps; what the steps
+    took beyond that is the warm-up (the first steps are slow), charged once: the same number
+    of steps again adds up to what these took, and a long run is not charged it on every step.
     """
     n = len(step_times)
     if not n:
         raise ValueError("no step was timed")
-    steady = statistics.median(step_times[1:]) if n > 1 else step_times[0]
+    steady = statistics.median(step_times[n // 2 :])
     between = max(0.0, loop_s - sum(step_times) - sample_s - sum(saves)) / n
     return Measurement(
         step_s=steady + between,
         tokens_per_step=tokens_per_step,
-        first_step_s=max(0.0, step_times[0] - steady),
+        first_step_s=max(0.0, sum(step_times) - n * steady),
         startup_s=max(0.0, startup_s),
         save_s=statistics.mean(saves) if saves else GUESS_SAVE_S,
         finish_s=max(0.0, finish_s),
