@@ -869,7 +869,7 @@ def test_one_order_flags_turn_both_orders_off(capsys, rl, tiny_spec, flag):
     )  # fmt: skip
     try:
         assert (rc, err) == (0, "")
-        job_id = out.strip().removeprefix("submitted ")
+        job_id = out.splitlines()[0].removeprefix("submitted ")  # then the estimate
         job = jobs.get_job(rl.store, job_id)
         assert job.kind == "label"
         assert job.config["both_orders"] is False
@@ -1004,7 +1004,7 @@ def test_cai_train_sft_wait_trains_the_tiny_model_and_prints_the_job(
 def submitted_config(out: str) -> dict:
     from cai_engine import jobs
 
-    job_id = out.strip().removeprefix("submitted ")
+    job_id = out.splitlines()[0].removeprefix("submitted ")  # then the estimate
     return jobs.get_job(Store(), job_id).config
 
 

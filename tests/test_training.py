@@ -481,7 +481,8 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, tiny_model_dir):
     """One data home with an SFT and a preference export (with human-reviewed pairs), where
-    the sft, reward, dpo, broken-base and 2-rank torchrun jobs are submitted together."""
+    the sft, reward, dpo, broken-base, 2-rank torchrun and no-eval-split SFT jobs are submitted
+    together."""
     home = tmp_path_factory.mktemp("lab-home")
     store = Store(home, lock_timeout=10)
     install_bundled(store)
@@ -501,6 +502,7 @@ def lab(tmp_path_factory, tiny_model_dir):
         lab.submit("reward", "reward", data=str(prefs), name="lab-rm")
         lab.submit("dpo", "dpo", data=str(prefs), name="lab-dpo", beta=BETA)
         lab.submit("torchrun", "sft", data=str(sft), name="lab-ddp", launcher="torchrun", nproc=2)
+        lab.submit("nosplit", "sft", data=str(sft), name="lab-nosplit", eval_fraction=0)
         yield lab
     finally:
         kill_runners(home)
@@ -674,15 +676,61 @@ def test_a_trained_chat_model_is_usable_as_a_model_spec(lab, key):
     assert out.completion_tokens >= 1
 
 
-def test_sft_writes_sample_completions_at_the_start_and_the_end(lab):
+def test_sft_writes_sample_completions_of_held_out_prompts_at_the_start_and_the_end(lab):
     job = lab.job("sft")
     lines = (job.run.path / "samples.jsonl").read_text(encoding="utf-8").splitlines()
     samples = [json.loads(line) for line in lines]
     assert samples
     assert {s["step"] for s in samples} == {0, 3}
-    held_out = {r["messages"][0]["content"] for r in sft_rows()}
-    assert {s["prompt"] for s in samples} <= held_out
+    train, evals = training_data.split(sft_rows(), 0.1, 0)  # the default share and seed
+    assert len(evals) == 2  # round(16 x 0.1)
+    assert {s["prompt"] for s in samples} == {r["messages"][0]["content"] for r in evals}
+    assert all(s["held_out"] is True for s in samples)
     assert all(isinstance(s["completion"], str) for s in samples)
+    [setup] = events(job, "training_setup")
+    assert setup["sample_prompts"] == "held-out prompts"
+
+
+def test_without_an_eval_split_the_samples_are_training_prompts_and_say_so(lab):
+    job = lab.job("nosplit")
+    assert job.status == "succeeded", job.error
+    [setup] = events(job, "training_setup")
+    assert (setup["train_examples"], setup["eval_examples"]) == (16, 0)  # nothing held out
+    assert setup["sample_prompts"] == "training prompts (no held-out split)"
+    samples = [
+        json.loads(line)
+        for line in (job.run.path / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    # the first sample_prompts (3) training prompts, each marked as not held out
+    assert {s["prompt"] for s in samples} == {r["messages"][0]["content"] for r in sft_rows(3)}
+    assert samples and all(s["held_out"] is False for s in samples)
+    log = job.run.log_path.read_text(errors="replace")
+    assert "sample completions are on training prompts (no held-out split)" in log
+
+
+def test_a_finished_job_records_what_its_parts_took_for_the_next_estimate(lab):
+    from cai_engine.training import estimate
+
+    ids = {lab.job(key).id for key in ("sft", "nosplit")}  # the same setting: the later wins
+    for key in ("sft", "nosplit"):
+        [recorded] = events(lab.job(key), "timings_recorded")
+        assert Path(recorded["path"]).parent == lab.home / "calibration"
+    config = jobs.validate_config("sft", {"data": str(lab.sft), "model": lab.base, **TINY_RUN})
+    m = estimate.recorded(lab.home, config, "sft")
+    assert m is not None and m.source.removeprefix("job ") in ids
+    assert m.steps == 3 and m.dtype in ("bf16", "fp32")
+    assert m.step_s > 0 and m.startup_s > 0 and m.sample_s_per_token > 0
+    # its training rows in TRL's form: all 16 without a split, else the 14 the split keeps
+    rows = training_data.SFT.to_trl(sft_rows(), "test")
+    if m.source != f"job {lab.ids['nosplit']}":
+        rows = training_data.split(rows, 0.1, 0)[0]
+    # two examples a step (batch 2, no accumulation), each about its JSON's characters / 4
+    mean_chars = sum(len(json.dumps(r)) for r in rows) / len(rows)
+    assert m.tokens_per_step == pytest.approx(2 * mean_chars / 4)
+    # another setting (LoRA) has no measurement yet
+    assert estimate.recorded(lab.home, config.model_copy(update={"lora": True}), "sft") is None
+    # a job that failed before training records nothing
+    assert not events(jobs.get_job(lab.store, lab.ids["broken"]), "timings_recorded")
 
 
 def test_the_reward_job_reports_accuracy_on_human_pairs_held_out_of_training(lab):

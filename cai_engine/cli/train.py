@@ -13,9 +13,10 @@ from cai_engine.cli.common import (
     add_job_flags,
     add_set_flags,
     config_from_args,
+    follow,
     load_config_file,
+    open_store,
     parse_sets,
-    submit_and_follow,
 )
 
 if TYPE_CHECKING:
@@ -38,11 +39,37 @@ def cmd_train(args) -> int:
     config = load_config_file(args.config, f"{args.trainer} config keys")
     config.update(config_from_args(args, TRAINING_KINDS[args.trainer].config))
     config.update(parse_sets(args.set))
+    if args.estimate:
+        return print_estimate(open_store(args), args.trainer, config, measure=True)
 
-    def submit_trainer(store: Store, cfg, label):
-        return submit(store, args.trainer, cfg, label=label)
+    store = open_store(args)
+    job = submit(store, args.trainer, config, label=args.label)
+    print(f"submitted {job.id}", flush=True)
+    print_estimate(store, args.trainer, job.config, measure=False)
+    return follow(store, job) if args.wait else 0
 
-    return submit_and_follow(args, submit_trainer, config)
+
+def print_estimate(store: Store, kind: str, config: dict, measure: bool) -> int:
+    """Print the estimate: with `measure`, a few real steps are timed first when this machine
+    has no measurement for the setting (else it is a guess, and says so)."""
+    from cai_engine import jobs
+    from cai_engine.errors import CaiError
+    from cai_engine.training import estimate
+
+    cfg = jobs.validate_config(kind, config)
+    if measure and estimate.recorded(store.home, cfg, kind) is None:
+        print(
+            f"measuring {estimate.MEASURE_STEPS} {kind} steps on this machine (once)…", flush=True
+        )
+    try:
+        est = estimate.estimate_for(store, kind, cfg, measure_missing=measure)
+    except CaiError as e:
+        if measure:
+            raise
+        print(f"estimate: not available ({e})")  # the job itself is started: do not fail it
+        return 1
+    print(f"estimate: {est.text()}", flush=True)
+    return 0
 
 
 def register(sub, full: bool) -> None:
@@ -54,6 +81,12 @@ def register(sub, full: bool) -> None:
         p = tsub.add_parser(kind, help=text, description=text)
         add_set_flags(p, "a YAML file of config keys (flags override it)")
         add_job_flags(p)
+        p.add_argument(
+            "--estimate",
+            action="store_true",
+            help="print how long the job would take, and start nothing (the first time for a "
+            "model and setting, a few real steps are timed on this machine)",
+        )
         if full:
             from cai_engine.training.kinds import TRAINING_KINDS
 

@@ -319,6 +319,16 @@ def _wait_for(path: Path, timeout: float = 600) -> None:
         time.sleep(0.5)
 
 
+def hold_out_human(spec, examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(examples to train and evaluate on, human-reviewed pairs held out of both) where the
+    kind `spec` says so: the human verdicts are the gold check of a reward model. Kept in
+    training if they are all there is."""
+    if not spec.human_holdout:
+        return examples, []
+    human = [e for e in examples if e.get("label_source") == "human"]
+    return [e for e in examples if e.get("label_source") != "human"] or examples, human
+
+
 def split(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, eval): a seeded shuffle; eval gets `fraction` of the examples, at least one when
     there are five or more, and never all of them."""

@@ -1,27 +1,22 @@
-"""What a training job shows while it runs: curves, progress with an ETA, sample completions,
-and a rough estimate before launch. Light: no torch here, so the studio can import it."""
+"""What a training job shows while it runs: curves, progress with an ETA and sample
+completions (the estimate before launch is `estimate.py`). Light: no torch here, so the studio
+can import it."""
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from cai_engine.progress import eta_seconds, format_duration  # noqa: F401 (read from here too)
-from cai_engine.training.data import split
 from cai_engine.training.kinds import TRAINING_KINDS
 
 SAMPLES = "samples.jsonl"
+# What the sample completions' prompts are (samples.jsonl's `held_out`), for the job's log,
+# its training_setup event and the Training page.
+SAMPLE_SOURCES = {True: "held-out prompts", False: "training prompts (no held-out split)"}
 
 # Loss and learning rate lead every job's charts; its kind's charts follow (kinds.py).
 COMMON_CHARTS = (("Loss", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)))
-
-# Rough training throughput, in FLOP/s, for 6 x parameters x tokens (forward and backward).
-# bench/training.py measured about 128 tokens/s for SFT of the 135M model on the 2-core CPU
-# (bf16 autocast): 6 x 135M x 128 = 1.0e11. The GPU figure is a conservative guess.
-CPU_TRAIN_FLOPS = 1.0e11
-GPU_TRAIN_FLOPS = 1.0e14
 
 
 def read_samples(run_path) -> list[dict]:
@@ -37,6 +32,16 @@ def read_samples(run_path) -> list[dict]:
     return out
 
 
+def samples_source(samples: list[dict], setup: dict | None = None) -> str:
+    """What the sampled prompts are: "held-out prompts", or "training prompts (no held-out
+    split)" when any line says it was not held out. Lines written before `held_out` existed
+    go by the job's training_setup event (no eval examples: training prompts)."""
+    flags = [bool(s["held_out"]) for s in samples if "held_out" in s]
+    if not flags and setup and "eval_examples" in setup:
+        flags = [bool(setup["eval_examples"])]
+    return SAMPLE_SOURCES[all(flags)] if flags else "prompts"
+
+
 def curves(metrics: list[dict], kind: str) -> list[tuple[str, list[dict]]]:
     """(title, rows of {step, <key>: value}) for each chart with data, in display order."""
     out = []
@@ -50,49 +55,3 @@ def curves(metrics: list[dict], kind: str) -> list[tuple[str, list[dict]]]:
         if rows:
             out.append((title, rows))
     return out
-
-
-def has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-@dataclass
-class Estimate:
-    examples: int
-    train_examples: int
-    steps: int
-    tokens: int  # tokens processed in all steps (both sides of a preference pair)
-    seconds: float
-    device: str
-
-    def text(self) -> str:
-        took = format_duration(self.seconds)
-        return (
-            f"{self.train_examples} training examples → {self.steps} steps, about "
-            f"{self.tokens:,} tokens: roughly {took} on this {self.device} (a rough guide)"
-        )
-
-
-def estimate(
-    examples: list[dict], config, kind: str, parameters: int, gpu: bool | None = None
-) -> Estimate:
-    """Steps and time before launch, from the data's size and the model's parameter count.
-
-    Tokens are approximated as characters / 4; the time assumes 6 x parameters FLOP per
-    token at the device's measured training rate, times the kind's `cost` (2 for DPO's
-    reference pass and pairs).
-    """
-
-    train, _ = split(examples, config.eval_fraction, config.seed)
-    per_step = config.batch_size * config.grad_accum * max(1, config.nproc)
-    steps_per_epoch = max(1, math.ceil(len(train) / per_step))
-    steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    chars = sum(len(json.dumps(e, ensure_ascii=False)) for e in train) / max(1, len(train))
-    tokens = int(chars / 4 * per_step * steps)
-    factor = TRAINING_KINDS[kind].cost if kind in TRAINING_KINDS else 1.0
-    gpu = has_gpu() if gpu is None else gpu
-    rate = GPU_TRAIN_FLOPS if gpu else CPU_TRAIN_FLOPS
-    seconds = 6 * parameters * tokens * factor / rate
-    return Estimate(len(examples), len(train), steps, tokens, seconds, "GPU" if gpu else "CPU")

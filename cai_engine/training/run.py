@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +23,9 @@ from cai_engine.home import models_dir
 from cai_engine.models import parse_spec
 from cai_engine.models.local import choose_cpu_dtype, resolve_local_path
 from cai_engine.training import data as training_data
-from cai_engine.training import trainers
+from cai_engine.training import estimate, trainers
 from cai_engine.training.kinds import TRAINING_KINDS
-from cai_engine.training.monitor import SAMPLES
+from cai_engine.training.monitor import SAMPLE_SOURCES, SAMPLES
 
 if TYPE_CHECKING:
     from cai_engine.runner import JobContext
@@ -96,23 +97,35 @@ def checkpoint_step(path: Path) -> int:
 
 class JobCallback(TrainerCallback):
     """Rank 0 streams every log to metrics.jsonl and progress to status.json; every rank
-    stops (after a checkpoint) once SIGTERM has reached any of them."""
+    stops (after a checkpoint) once SIGTERM has reached any of them. Its `clock` times the
+    steps, samples and checkpoints."""
 
     def __init__(self, ctx: JobContext, sampler=None, sample_every: int = 0):
         self.ctx = ctx
         self.sampler = sampler
         self.sample_every = sample_every
         self.stopped = False
+        self.clock = estimate.Clock()
+
+    def _sample(self, step: int) -> None:
+        started = time.time()
+        self.sampler(step)
+        self.clock.sample_s += time.time() - started
+        self.clock.sample_tokens += len(self.sampler.prompts) * self.sampler.tokens
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.clock.begin = time.time()
         if state.is_world_process_zero:
             self.ctx.progress(done=state.global_step, total=state.max_steps, unit="step")
             if self.sampler and state.global_step == 0:
                 self.ctx.phase("sampling completions before the first step", setup=True)
-                self.sampler(0)
+                self._sample(0)
             self.ctx.phase(
                 "the first step" if state.global_step == 0 else "the first step after resuming"
             )
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.clock.step_began = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -122,6 +135,8 @@ class JobCallback(TrainerCallback):
         self.ctx.metric(step=state.global_step, **values)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.clock.step_began is not None:
+            self.clock.steps.append(time.time() - self.clock.step_began)
         if state.is_world_process_zero:
             # tokens seen: counted by transformers (include_num_input_tokens_seen) or, for
             # online RL, by TRL itself; kept in checkpoints, so a resume goes on counting
@@ -139,11 +154,17 @@ class JobCallback(TrainerCallback):
             and state.global_step % self.sample_every == 0
             and state.is_world_process_zero
         ):
-            self.sampler(state.global_step)
+            self._sample(state.global_step)
+        self.clock.step_done = time.time()  # a checkpoint, if due, is saved next
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.clock.step_done is not None:
+            self.clock.saves.append(time.time() - self.clock.step_done)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.sampler and state.is_world_process_zero and not self.stopped:
-            self.sampler(state.global_step)
+            self._sample(state.global_step)
+        self.clock.end = time.time()  # the loop, with its last samples
 
     def _cancel_agreed(self) -> bool:
         flag = self.ctx.cancelled
@@ -157,16 +178,25 @@ class JobCallback(TrainerCallback):
 
 
 class Sampler:
-    """Greedy completions for a few fixed held-out prompts, written to samples.jsonl."""
+    """Greedy completions for a few fixed prompts, written to samples.jsonl. Each line says
+    whether its prompt was held out of training (`held_out`): without an eval split the
+    prompts are training prompts, and the page and the log say so."""
 
     def __init__(
-        self, run_path: Path, model_getter, tokenizer, prompts: list[list[dict]], tokens: int
+        self,
+        run_path: Path,
+        model_getter,
+        tokenizer,
+        prompts: list[list[dict]],
+        tokens: int,
+        held_out: bool = True,
     ):
         self.path = run_path / SAMPLES
         self.model_getter = model_getter
         self.tokenizer = tokenizer
         self.prompts = prompts
         self.tokens = tokens
+        self.held_out = held_out
 
     def __call__(self, step: int) -> None:
         if not self.prompts:
@@ -191,7 +221,14 @@ class Sampler:
                 text = self.tokenizer.decode(
                     out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
                 )
-                rows.append({"step": step, "prompt": prompt[-1]["content"], "completion": text})
+                rows.append(
+                    {
+                        "step": step,
+                        "prompt": prompt[-1]["content"],
+                        "completion": text,
+                        "held_out": self.held_out,
+                    }
+                )
         finally:
             model.train(was_training)
         with open(self.path, "a", encoding="utf-8") as f:
@@ -202,10 +239,61 @@ class Sampler:
 # -- the job --------------------------------------------------------------------------------
 
 
-def train(ctx: JobContext, config, kind: str) -> None:
-    """Train `kind` (a key of `TRAINING_KINDS`) as the job `ctx` describes."""
+@dataclass
+class Prepared:
+    """What a job and a measurement (calibrate.py) prepare the same way before the trainer."""
+
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    human_rows: list[dict]  # human-reviewed pairs held out of both (where the kind says so)
+    tokenizer: object
+    bf16: bool
+    precision_reason: str
+    max_length: int
+
+    @property
+    def sample_rows(self) -> tuple[list[dict], bool]:
+        """(the rows whose prompts are sampled, whether they are held out of training). With
+        no eval split (eval_fraction 0, or under five examples) they are training prompts:
+        holding some out anyway would shrink a tiny dataset behind the user's back."""
+        return (self.eval_rows, True) if self.eval_rows else (self.train_rows, False)
+
+
+def prepare(kind: str, config, examples: list[dict], base_path: str) -> Prepared:
+    """Hold out the human pairs, split, load the tokenizer, decide the precision and the
+    token limit."""
+    spec = TRAINING_KINDS[kind]
+    examples, human_rows = training_data.hold_out_human(spec, examples)
+    train_rows, eval_rows = training_data.split(examples, config.eval_fraction, config.seed)
+    tokenizer = _tokenizer(base_path)
+    bf16, why = decide_precision(config.precision)
+    max_length = config.max_length or _length_for(tokenizer, examples, kind)
+    return Prepared(train_rows, eval_rows, human_rows, tokenizer, bf16, why, max_length)
+
+
+def build_trainer(kind: str, config, prep: Prepared, base_path: str, out_dir: Path, home: Path):
+    """The kind's TRL trainer on the prepared data."""
     from datasets import Dataset
 
+    common = training_args(config, out_dir, prep.bf16)
+    if not isinstance(TRAINING_KINDS[kind].data, training_data.PromptFormat):
+        common["include_num_input_tokens_seen"] = "non_padding"  # (online RL: TRL counts them)
+    return trainers.build(
+        kind,
+        config,
+        base_path=base_path,
+        tokenizer=prep.tokenizer,
+        train=Dataset.from_list(prep.train_rows),
+        evals=Dataset.from_list(prep.eval_rows) if prep.eval_rows else None,
+        common=common,
+        max_length=prep.max_length,
+        peft_config=_lora(TRAINING_KINDS[kind], config),
+        home=home,
+    )
+
+
+def train(ctx: JobContext, config, kind: str) -> None:
+    """Train `kind` (a key of `TRAINING_KINDS`) as the job `ctx` describes."""
     spec = TRAINING_KINDS[kind]
     lead = rank() == 0
     run_path = Path(ctx.run.path)
@@ -214,12 +302,10 @@ def train(ctx: JobContext, config, kind: str) -> None:
     # 1) data: the examples, split; human-reviewed pairs held out where the kind says so
     ctx.phase("loading the data", setup=True)
     data = spec.data.load(ctx.store, config, run_path, f"train {kind} job {ctx.job_id}", lead)
-    examples, human_rows = _hold_out_human(spec, data.examples)
-    train_rows, eval_rows = training_data.split(examples, config.eval_fraction, config.seed)
     # 2) the tokenizer, precision and token limit, and the checkpoint to resume from
-    tokenizer = _tokenizer(base_path)
-    bf16, why = decide_precision(config.precision)
-    max_length = config.max_length or _length_for(tokenizer, examples, kind)
+    prep = prepare(kind, config, data.examples, base_path)
+    train_rows, eval_rows = prep.train_rows, prep.eval_rows
+    held, held_out = prep.sample_rows
     resume_from = _resume_point(ctx, out_dir, lead)
     if lead:
         ctx.event(
@@ -229,38 +315,27 @@ def train(ctx: JobContext, config, kind: str) -> None:
             data=data.source,
             train_examples=len(train_rows),
             eval_examples=len(eval_rows),
-            bf16=bf16,
-            precision_reason=why,
-            max_length=max_length,
+            sample_prompts=SAMPLE_SOURCES[held_out] if not spec.scores else None,
+            bf16=prep.bf16,
+            precision_reason=prep.precision_reason,
+            max_length=prep.max_length,
             world_size=world_size(),
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
+        if not held_out and not spec.scores and config.sample_prompts:
+            print(f"sample completions are on {SAMPLE_SOURCES[False]}", flush=True)
     # 3) the kind's TRL trainer, with the job's callback (and rank 0's sampler)
     ctx.phase("loading the model and preparing the data", setup=True)
-    common = training_args(config, out_dir, bf16)
-    if not isinstance(
-        spec.data, training_data.PromptFormat
-    ):  # online RL: TRL counts the tokens itself
-        common["include_num_input_tokens_seen"] = "non_padding"
-    trainer = trainers.build(
-        kind,
-        config,
-        base_path=base_path,
-        tokenizer=tokenizer,
-        train=Dataset.from_list(train_rows),
-        evals=Dataset.from_list(eval_rows) if eval_rows else None,
-        common=common,
-        max_length=max_length,
-        peft_config=_lora(spec, config),
-        home=ctx.store.home,
+    trainer = build_trainer(kind, config, prep, base_path, out_dir, ctx.store.home)
+    held = held[: config.sample_prompts]
+    sampler = (
+        _sampler(spec, config, trainer, prep.tokenizer, run_path, held, held_out) if lead else None
     )
-    held = (eval_rows or train_rows)[: config.sample_prompts]
-    sampler = _sampler(spec, config, trainer, tokenizer, run_path, held) if lead else None
     callback = JobCallback(ctx, sampler, config.sample_every)
     trainer.add_callback(callback)
     # 4) train; a cancelled job stops here (its checkpoint was saved on the way out)
     started = time.perf_counter()
-    result = _fit(trainer, resume_from, config, max_length, out_dir)
+    result = _fit(trainer, resume_from, config, prep.max_length, out_dir)
     if callback.stopped:
         if lead:
             ctx.event("checkpointed_on_cancel", step=trainer.state.global_step)
@@ -272,19 +347,36 @@ def train(ctx: JobContext, config, kind: str) -> None:
     if eval_rows and spec.evaluates:
         final.update(trainers.evaluate(trainer))
     if spec.human_holdout and lead:
-        final.update(trainers.human_accuracy(trainer, tokenizer, eval_rows, human_rows))
+        final.update(trainers.human_accuracy(trainer, prep.tokenizer, eval_rows, prep.human_rows))
     if lead:
         ctx.metric(step=trainer.state.global_step, final=True, **final)
-        _register(ctx, config, kind, trainer, tokenizer, data, final)
+        _register(ctx, config, kind, trainer, prep.tokenizer, data, final)
+        # 6) what this run's parts took, for the next estimate (a whole run only)
+        if resume_from is None and ctx.attempt <= 1:
+            _record_timings(ctx, config, kind, callback.clock, prep)
 
 
-def _hold_out_human(spec, examples: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(examples to train and evaluate on, human-reviewed pairs held out of both): the human
-    verdicts are the gold check of a reward model. Kept in training if they are all there is."""
-    if not spec.human_holdout:
-        return examples, []
-    human = [e for e in examples if e.get("label_source") == "human"]
-    return [e for e in examples if e.get("label_source") != "human"] or examples, human
+def _record_timings(
+    ctx: JobContext, config, kind: str, clock: estimate.Clock, prep: Prepared
+) -> None:
+    """Keep this run's timings as this machine's measurement for its setting; an estimate
+    is never worth failing a trained job for."""
+    if clock.begin is None or clock.end is None or not clock.steps:
+        return
+    try:
+        submitted = ctx.job.created_at.timestamp()
+        m = clock.measurement(
+            startup_s=clock.begin - submitted,
+            finish_s=time.time() - clock.end,
+            tokens_per_step=estimate.step_tokens(prep.train_rows, config),
+            dtype="bf16" if prep.bf16 else "fp32",
+            source=f"job {ctx.job_id}",
+        )
+        path = estimate.record(ctx.store.home, config, kind, m)
+    except (OSError, ValueError, AttributeError) as e:
+        ctx.event("timings_not_recorded", error=f"{type(e).__name__}: {e}")
+    else:
+        ctx.event("timings_recorded", path=str(path), step_s=round(m.step_s, 3))
 
 
 def _tokenizer(base_path: str):
@@ -353,12 +445,14 @@ def _lora(spec, config):
     )
 
 
-def _sampler(spec, config, trainer, tokenizer, run_path: Path, held: list[dict]):
-    """A sampler of a few held-out prompts; None for a model that cannot generate."""
+def _sampler(spec, config, trainer, tokenizer, run_path: Path, held: list[dict], held_out: bool):
+    """A sampler of a few prompts; None for a model that cannot generate."""
     if spec.scores or not held:
         return None
     prompts = [r["prompt"] for r in held]
-    return Sampler(run_path, lambda: trainer.model, tokenizer, prompts, config.sample_tokens)
+    return Sampler(
+        run_path, lambda: trainer.model, tokenizer, prompts, config.sample_tokens, held_out
+    )
 
 
 def _fit(trainer, resume_from: Path | None, config, max_length: int, out_dir: Path):

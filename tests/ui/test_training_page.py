@@ -21,8 +21,8 @@ from cai_engine.bundled import install_bundled
 from cai_engine.models import parse_spec
 from cai_engine.store import Store
 from cai_engine.training import data as training_data
+from cai_engine.training import estimate, monitor
 from cai_engine.training import jobs as training_jobs
-from cai_engine.training import monitor
 from tests.runners import kill_runners, wait_until
 from tests.test_training import prefs_export, sft_export, sft_rows
 from tests.ui.test_pages import md_unescape
@@ -63,8 +63,8 @@ def finish(store, job_id: str, timeout: float = DEADLINE) -> jobs.Job:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_spec):
-    """One data home with a finished tiny SFT job (samples at every step) and a finished
-    reward job, submitted together so their start-ups overlap."""
+    """One data home with a finished tiny SFT job (samples at every step), a finished reward
+    job and an SFT job with no eval split, submitted together so their start-ups overlap."""
     home = tmp_path_factory.mktemp("training-page") / "home"
     store = Store(home, lock_timeout=10)
     install_bundled(store)
@@ -78,12 +78,17 @@ def trained(tmp_path_factory, tiny_spec):
         rm_job = training_jobs.submit(
             store, "reward", {"data": str(prefs), "model": tiny_spec, "name": "page-rm", **TINY}
         )
+        whole_job = training_jobs.submit(
+            store, "sft", {"data": str(sft), "model": tiny_spec, "name": "page-whole",
+                           "eval_fraction": 0, **TINY},
+        )  # fmt: skip
         sft_job, rm_job = finish(store, sft_job.id), finish(store, rm_job.id)
+        whole_job = finish(store, whole_job.id)
     finally:
         kill_runners(home)
-    assert sft_job.status == "succeeded", f"{sft_job.error}\n{sft_job.run.log_tail()[-2000:]}"
-    assert rm_job.status == "succeeded", f"{rm_job.error}\n{rm_job.run.log_tail()[-2000:]}"
-    return home, store, sft_job, rm_job
+    for job in (sft_job, rm_job, whole_job):
+        assert job.status == "succeeded", f"{job.error}\n{job.run.log_tail()[-2000:]}"
+    return home, store, sft_job, rm_job, whole_job
 
 
 @pytest.fixture
@@ -129,24 +134,47 @@ def fill_sft(at: AppTest, folder, model: str, steps: int, batch: int = 2, accum:
     at.number_input(key="sft_accum").set_value(accum)
 
 
-def test_estimate_counts_the_training_examples_and_the_steps(seeded_store, tmp_path, tiny_spec):
+def estimate_shown(at: AppTest) -> tuple[str, str]:
+    """(headline, basis) of the estimate on the page."""
+    (info,) = [i.value for i in at.info if "training examples" in i.value]
+    headline, basis = info.split("\n\n")
+    return headline, basis
+
+
+def test_estimate_measures_this_machine_once_and_states_its_basis(
+    seeded_store, tmp_path, tiny_spec, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the measuring process inherits it
     folder = sft_export(tmp_path / "sft")
     train, _ = training_data.split(sft_rows(), 0.1, 0)  # the default eval share and seed
     at = run_page()
     fill_sft(at, folder, tiny_spec, steps=5)
-    button(at, "Estimate").click().run()  # the first Estimate is the SFT tab's
+    button(at, "Estimate").click().run(timeout=DEADLINE)  # the first Estimate is the SFT tab's
     assert not at.exception and not at.error, [e.value for e in at.error]
-    (info,) = [i for i in at.info if "training examples" in i.value]
-    assert info.value.startswith(f"{len(train)} training examples → 5 steps, about ")
-    assert "on this CPU (a rough guide)" in info.value
+    headline, basis = estimate_shown(at)
+    took = r"(\d+ s|\d+ min \d\d s|\d+ h \d\d min)"  # format_duration's forms
+    assert re.fullmatch(
+        rf"~{took}: 5 steps × [\d.]+ s/step measured on this CPU \((bf16|fp32)\) \+ "
+        rf"{took} start-up, {took} samples and {took} saving",
+        headline,
+    ), headline
+    assert basis.startswith(f"{len(train)} training examples, about ")
+    assert f"by {estimate.MEASURE_STEPS} steps before launch" in basis
+    # the page shows the engine's estimate from the measurement it recorded
+    cfg = jobs.validate_config("sft", {"data": str(folder), "model": tiny_spec, "max_steps": 5,
+                                       "batch_size": 2, "grad_accum": 1})  # fmt: skip
+    m = estimate.recorded(seeded_store.home, cfg, "sft")
+    assert m is not None
+    expected = estimate.estimate(training_data.SFT.preview(seeded_store, cfg), cfg, "sft", 1, m)
+    assert headline == expected.headline()
 
-    # -1: the steps of one epoch at batch size x accumulation
+    # -1: the steps of one epoch at batch size x accumulation; the measurement is reused
     fill_sft(at, folder, tiny_spec, steps=-1, batch=2, accum=3)
     button(at, "Estimate").click().run()
+    headline, basis = estimate_shown(at)
     steps = math.ceil(len(train) / 6)
-    assert any(
-        i.value.startswith(f"{len(train)} training examples → {steps} steps") for i in at.info
-    ), [i.value for i in at.info]
+    assert headline.split(": ")[1].startswith(f"{steps} steps × "), headline
+    assert estimate.recorded(seeded_store.home, cfg, "sft") == m  # not measured again
     assert jobs.list_jobs(seeded_store) == []  # estimating starts nothing
 
 
@@ -207,7 +235,7 @@ def test_a_model_served_over_http_is_not_started_and_the_form_is_kept(seeded_sto
 
 
 def test_a_finished_sft_job_shows_its_progress_curves_and_samples(trained, trained_page):
-    _, _, sft_job, _ = trained
+    _, _, sft_job, _, _ = trained
     at = trained_page
     at.selectbox(key="training_job").set_value(sft_job.id).run()
     assert not at.exception
@@ -225,19 +253,19 @@ def test_a_finished_sft_job_shows_its_progress_curves_and_samples(trained, train
     # the samples table: newest first, every line of samples.jsonl
     samples = monitor.read_samples(sft_job.run.path)
     assert {s["step"] for s in samples} == {0, 1, 2, 3}  # sample_every 1, and the start
-    assert "**Sample completions** (held-out prompts, greedy)" in titles
+    assert "**Sample completions** on held-out prompts, greedy" in titles
     table = next(d.value for d in at.dataframe if "completion" in d.value.columns)
     assert list(table["step"]) == [s["step"] for s in samples[::-1]]
     assert set(table["prompt"]) <= {r["messages"][0]["content"] for r in sft_rows()}
     assert not [b for b in at.button if b.label in ("Cancel", "Resume")]
 
 
-def test_the_trained_models_table_lists_both_models_with_their_lineage(trained, trained_page):
-    _, store, sft_job, rm_job = trained
+def test_the_trained_models_table_lists_the_models_with_their_lineage(trained, trained_page):
+    _, store, sft_job, rm_job, _ = trained
     at = trained_page
     table = next(d.value for d in at.dataframe if "constitution" in d.value.columns)
     rows = {r["model"]: r for r in table.to_dict("records")}
-    assert set(rows) == {"model:page-sft", "model:page-rm"}
+    assert set(rows) == {"model:page-sft", "model:page-rm", "model:page-whole"}
     assert (rows["model:page-sft"]["kind"], rows["model:page-sft"]["job"]) == ("sft", sft_job.id)
     assert (rows["model:page-rm"]["kind"], rows["model:page-rm"]["job"]) == ("reward", rm_job.id)
     assert rows["model:page-sft"]["base"] == sft_job.config["model"]
@@ -264,8 +292,23 @@ def test_the_trained_models_table_lists_both_models_with_their_lineage(trained, 
         assert job.id in code.value and job.config["model"] in code.value
 
 
+def test_samples_of_a_job_without_an_eval_split_are_called_training_prompts(trained, trained_page):
+    _, _, sft_job, _, whole_job = trained
+    at = trained_page
+    at.selectbox(key="training_job").set_value(whole_job.id).run()
+    assert not at.exception
+    titles = markdowns(at)
+    assert "**Sample completions** on training prompts (no held-out split), greedy" in titles
+    assert not [t for t in titles if "held-out prompts" in t], titles
+    table = next(d.value for d in at.dataframe if "completion" in d.value.columns)
+    assert list(table.columns) == ["step", "prompt", "completion"]
+    # and the job with a split says held-out
+    at.selectbox(key="training_job").set_value(sft_job.id).run()
+    assert "**Sample completions** on held-out prompts, greedy" in markdowns(at)
+
+
 def test_selecting_the_reward_job_shows_its_reward_accuracy_curve(trained, trained_page):
-    _, _, _, rm_job = trained
+    _, _, _, rm_job, _ = trained
     at = trained_page
     at.selectbox(key="training_job").set_value(rm_job.id).run()
     assert not at.exception

@@ -11,9 +11,8 @@ from pydantic.fields import FieldInfo
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.lineage import constitution_text
-from cai_engine.training import monitor
+from cai_engine.training import estimate, monitor
 from cai_engine.training.config import bounds
-from cai_engine.training.data import model_parameters
 from cai_engine.training.jobs import submit
 from cai_engine.training.kinds import TRAINING_KINDS, TrainingKind
 from ui.common import (
@@ -161,14 +160,18 @@ def launch_form(spec: TrainingKind) -> None:
 
 
 def show_estimate(spec: TrainingKind, config: dict) -> None:
+    """The job's steps and time, measured on this machine: the first estimate of a model and
+    setting runs a few real steps (about as long as a job's start-up), later ones are instant."""
     try:
         cfg = jobs.validate_config(spec.name, config)
-        examples = spec.data.preview(store, cfg)
-        est = monitor.estimate(examples, cfg, spec.name, model_parameters(cfg.model, store.home))
+        with st.spinner(
+            "Estimating (the first time for this model and setting, by timing a few real steps)…"
+        ):
+            est = estimate.estimate_for(store, spec.name, cfg)
     except CaiError as e:
         show_error(e, "Cannot estimate: ")
     else:
-        st.info(est.text(), icon="⏱️")
+        st.info(f"{est.headline()}\n\n{est.basis()}", icon="⏱️")
 
 
 def start(spec: TrainingKind, config: dict) -> None:
@@ -234,9 +237,11 @@ else:
             st.caption("Curves appear after the first logged step.")
         samples = monitor.read_samples(job.run.path)
         if samples:
-            st.markdown("**Sample completions** (held-out prompts, greedy)")
+            setup = next((e for e in job.run.events() if e["event"] == "training_setup"), None)
+            source = monitor.samples_source(samples, setup)
+            st.markdown(f"**Sample completions** on {source}, greedy")
             st.dataframe(
-                pd.DataFrame(samples[::-1]),
+                pd.DataFrame(samples[::-1]).drop(columns="held_out", errors="ignore"),
                 hide_index=True,
                 column_config={"completion": st.column_config.TextColumn(width="large")},
             )
