@@ -348,10 +348,7 @@ if names:
         "Version",
         seqs,
         key=version_key,
-        format_func=lambda s: (
-            f"v{s} · {by_seq[s].short_hash} · {by_seq[s].created_at:%Y-%m-%d %H:%M}"
-            + (f" · {by_seq[s].note}" if by_seq[s].note else "")
-        ),
+        format_func=lambda s: by_seq[s].label,  # as every version picker shows it
     )
     version = by_seq[seq]
     constitution = version.constitution
