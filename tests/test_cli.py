@@ -707,8 +707,9 @@ def test_review_stats_prints_agreement_kappa_calibration_and_principles(capsys, 
     assert lines[0] == f"label job {rl.labels_job} (succeeded): 4 labels"
     assert lines[1].startswith("position consistency: ")
     assert "first-shown response won " in lines[1]
-    assert lines[2] == "reviewed: 0 verdicts (0 tie, 0 both bad, 0 on AI ties); decisive: 0"
-    assert lines[3] == "agreement with the AI: – (0/0); Cohen's kappa: –"
+    assert lines[2].startswith("position bias: ")  # the evidence is always stated
+    assert lines[3] == "reviewed: 0 verdicts (0 tie, 0 both bad, 0 on AI ties); decisive: 0"
+    assert lines[4] == "agreement with the AI: – (0/0); Cohen's kappa: –"
     assert "by principle:" not in out  # no decisive verdicts yet
     assert "calibration (AI confidence vs human agreement):" in out
     assert "0.0–0.2" in out and "0.8–1.0" in out
@@ -785,6 +786,7 @@ def test_cai_export_prefs_from_labels(capsys, rl, tmp_path):
         "drop_ties": True,
         "drop_inconsistent": False,
         "min_confidence": 0.0,
+        "drop_truncated": False,
     }
     assert manifest["command"] == " ".join(["cai", *args])
 

@@ -25,4 +25,5 @@ nav = st.navigation(
         st.Page(PAGES / "jobs.py", title="Jobs", icon="⚙️"),
     ]
 )
+st.session_state["_page"] = nav.url_path  # which page a confirmation (`flash`) belongs to
 nav.run()

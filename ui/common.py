@@ -1,4 +1,4 @@
-"""What every studio page shares: the cached store, error display, one-shot messages, job
+"""What every studio page shares: the cached store, error display, confirmations, job
 pickers, and form inputs that read their defaults from the stage configs.
 
 Pages talk to the engine only; no SQL and no model code lives under ui/.
@@ -7,6 +7,7 @@ Pages talk to the engine only; no SQL and no model code lives under ui/.
 from __future__ import annotations
 
 import re
+import time
 
 import pandas as pd
 import streamlit as st
@@ -47,15 +48,25 @@ def show_error(err: Exception | str, prefix: str = "") -> None:
     st.error(md_escape(prefix + text), icon="⚠️")
 
 
+FLASH_S = 10.0  # how long a confirmation stays on its page, whatever reruns it
+
+
 def flash(message: str) -> None:
-    """Show `message` once, on the next run of the page."""
-    st.session_state["_flash"] = message
+    """Confirm `message` on this page's next runs for `FLASH_S` seconds: a launch's "Started
+    …" stays while the page reruns itself as the new job moves from queued to running."""
+    page = st.session_state.get("_page")
+    st.session_state["_flash"] = (message, time.monotonic() + FLASH_S, page)
 
 
 def show_flash() -> None:
-    message = st.session_state.pop("_flash", None)
-    if message:
-        st.success(md_escape(message), icon="✅")
+    entry = st.session_state.get("_flash")
+    if not entry:
+        return
+    message, until, page = entry
+    if page != st.session_state.get("_page") or time.monotonic() > until:
+        del st.session_state["_flash"]  # another page, or shown long enough
+        return
+    st.success(md_escape(message), icon="✅")
 
 
 # -- forms whose defaults, bounds and help come from a stage config -------------------------

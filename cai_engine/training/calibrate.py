@@ -38,6 +38,9 @@ class QuietContext:
     def metric(self, **_) -> None:
         pass
 
+    def phase(self, text: str | None, *, setup: bool = False) -> None:
+        pass
+
 
 def measure(home: Path, kind: str, folder: Path, steps: int, started: float) -> dict:
     """Train `steps` steps as a job would (one micro-batch each) and return the measurement's

@@ -518,8 +518,10 @@ def test_a_job_process_is_started_with_an_argument_list_and_no_shell(store, monk
 
 def studio_argv(monkeypatch, capsys, *flags: str) -> list[str]:
     """The `streamlit run` argv that `cai studio FLAGS` would start."""
+    from cai_engine.cli import studio
+
     seen = []
-    monkeypatch.setattr(subprocess, "call", lambda argv, **kw: seen.append(argv) or 0)
+    monkeypatch.setattr(studio, "run_until_stopped", lambda argv, env: seen.append(argv) or 0)
     assert main(["studio", *flags]) == 0
     capsys.readouterr()
     [argv] = seen

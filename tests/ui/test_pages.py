@@ -597,3 +597,42 @@ def test_a_prompt_set_description_is_shown_as_text(store):
     at.selectbox(key="prompt_set").select("markup").run()
     assert PAYLOAD in [md_unescape(c.value) for c in at.caption]
     assert [s for s in markdown_strings(at) if UNESCAPED.search(s)] == []
+
+
+def _flashing_page():
+    import streamlit as st
+
+    from ui.common import flash, show_flash
+
+    if st.button("Start", key="start"):
+        flash("Started the job")
+        st.rerun()
+    show_flash()
+
+
+@pytest.mark.parametrize("then", ["page reruns", "another page", "time passes"])
+def test_a_confirmation_stays_on_its_page_through_reruns_until_it_has_been_read(
+    then, monkeypatch
+):
+    import ui.common
+
+    at = AppTest.from_function(_flashing_page)
+    at.session_state["_page"] = "traces"
+    at.run()
+    at.button(key="start").click().run()
+    assert [s.value for s in at.success] == ["Started the job"]
+    if then == "page reruns":  # as a page reruns itself when its job moves on
+        at.run()
+        at.run()
+        assert [s.value for s in at.success] == ["Started the job"]
+    elif then == "another page":
+        at.session_state["_page"] = "labels"
+        at.run()
+        assert not at.success
+        at.session_state["_page"] = "traces"
+        at.run()
+        assert not at.success  # gone for good, not kept for a return
+    else:
+        monkeypatch.setattr(ui.common.time, "monotonic", lambda: float("inf"))
+        at.run()
+        assert not at.success

@@ -105,6 +105,9 @@ def test_an_sft_job_launched_from_the_form_is_watched_live_to_a_trained_model(
         page.get_by_text("Lineage of").wait_for()
         store = Store(cai_home)
         (job,) = jobs.list_jobs(store, kind="sft")
+        # the lineage table names the job that trained it, as a link to that job
+        page.locator("[data-testid=stTable] a").filter(has_text=job.id).first.wait_for()
+        page.get_by_text("Everything stored with it (JSON)").click()
         page.locator("[data-testid=stCode]").filter(has_text=job.id).first.wait_for()
         code = page.locator("[data-testid=stCode]").first.inner_text()
         assert json.loads(code)["job"] == job.id
