@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ from cai_engine.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# With several xdist workers on a machine of few cores, one torch thread per process (the
+# workers and the jobs, servers and benchmarks they start, which inherit it): each process's
+# default of a thread per core oversubscribes the cores, and OpenMP's spinning threads then
+# slow every process down several times. Set before any test module imports torch.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

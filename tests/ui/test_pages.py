@@ -611,9 +611,7 @@ def _flashing_page():
 
 
 @pytest.mark.parametrize("then", ["page reruns", "another page", "time passes"])
-def test_a_confirmation_stays_on_its_page_through_reruns_until_it_has_been_read(
-    then, monkeypatch
-):
+def test_a_confirmation_stays_on_its_page_through_reruns_until_it_has_been_read(then, monkeypatch):
     import ui.common
 
     at = AppTest.from_function(_flashing_page)
