@@ -26,6 +26,7 @@ from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 from cai_engine.prompts import parse_prompt_ref, select_prompts
 from cai_engine.seeding import seeded_rng
+from cai_engine.traces import edit_size
 
 if TYPE_CHECKING:
     from cai_engine.runner import JobContext
@@ -290,7 +291,12 @@ class _Traces:
             "truncated_tokens": c.truncated_tokens if c else 0,
             "few_shots_dropped": dropped,
             "flags": ",".join(flags),
+            "edit_size": None,
+            "changed": None,
         }
+        if kind == "revision":  # against the answer it revises (pages show it per principle)
+            before = next(s["text"] for s in reversed(self.steps[key]) if s["step"] != "critique")
+            row["edit_size"], row["changed"] = edit_size(before, text), text != before
         return _with_requests(row, self.by_id)
 
     def commit(self, batch: list[tuple]) -> None:

@@ -307,6 +307,22 @@ def export_prefs_from_revisions(
     return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
 
 
+def offers(store: Store, job_id: str) -> dict[str, str | None]:
+    """What a critique job has to download now, from its trace summaries (nothing loaded):
+    for `sft` and `prefs`, None when there is material, else why there is not."""
+    job = jobs.get_job(store, job_id)
+    counts = store.trace_export_counts(job_id)
+    if not counts["traces"]:
+        reason = f"critique job {job_id} has no traces yet ({job.status})"
+        return {"sft": reason, "prefs": reason}
+    return {
+        "sft": None if counts["revised"] else f"critique job {job_id} has no finished revisions",
+        "prefs": None
+        if counts["changed"]
+        else f"critique job {job_id} has no revised traces that changed their answer",
+    }
+
+
 def bundle(
     store: Store, job_id: str, kind: str, all_rounds: bool = False, drop_truncated: bool = False
 ) -> bytes:
@@ -486,4 +502,15 @@ def zip_examples(examples: list[dict], manifest: dict) -> bytes:
             "manifest.json",
             json.dumps({**manifest, "files": ["data.jsonl"], "format": "jsonl"}, indent=2),
         )
+    return buf.getvalue()
+
+
+def note_zip(name: str, text: str) -> bytes:
+    """A zip holding one text file: what a download hands over when there was nothing to export."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, text + "\n")
     return buf.getvalue()

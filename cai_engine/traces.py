@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cai_engine.errors import CaiError
 from cai_engine.models.base import CUT_OFF
 
 _WORDS = re.compile(r"\S+|\s+")
@@ -78,6 +79,55 @@ def group_traces(rows: list[dict]) -> list[Trace]:
     return list(grouped.values())
 
 
+SEARCH_MAX = 200  # characters of a search; a longer one is an error, not a slow scan
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """Which traces a page shows: those that reached `round` (and drew `principle` there, or
+    anywhere when no round is given), in `category`, mentioning `search` (case-insensitive,
+    as plain text: no character is a pattern) in the prompt or any step; with `cut_off` True
+    only those with a step cut off at the token limit, with False only those without."""
+
+    principle: str | None = None
+    round: int | None = None
+    category: str | None = None
+    search: str | None = None
+    cut_off: bool | None = None
+
+    def __post_init__(self):
+        if self.search and len(self.search.strip()) > SEARCH_MAX:
+            raise CaiError(
+                f"search: {len(self.search.strip()):,} characters; search for at most "
+                f"{SEARCH_MAX} (a phrase from the text, not the text)"
+            )
+
+    @property
+    def needle(self) -> str:
+        return (self.search or "").strip().lower()
+
+    def matches(self, t: Trace) -> bool:
+        if self.round is not None and t.rounds_done < self.round:
+            if not any(s["round"] == self.round for s in t.steps):
+                return False
+        if self.principle:
+            drawn = [
+                s["principle_id"]
+                for s in t.steps
+                if s["step"] == "critique" and (self.round is None or s["round"] == self.round)
+            ]
+            if self.principle not in drawn:
+                return False
+        if self.category and t.category != self.category:
+            return False
+        if self.cut_off is not None and t.cut_off != self.cut_off:
+            return False
+        needle = self.needle
+        return not needle or (
+            needle in t.prompt_text.lower() or any(needle in s["text"].lower() for s in t.steps)
+        )
+
+
 def filter_traces(
     traces: list[Trace],
     *,
@@ -87,38 +137,9 @@ def filter_traces(
     search: str | None = None,
     cut_off: bool | None = None,
 ) -> list[Trace]:
-    """Traces that reached `round_` (and drew `principle` there, or anywhere when no round
-    is given), in `category`, mentioning `search` in the prompt or any step; with `cut_off`
-    True only those with a step cut off at the token limit, with False only those without."""
-    out = []
-    needle = (search or "").strip().lower()
-    for t in traces:
-        if (
-            round_ is not None
-            and t.rounds_done < round_
-            and not any(s["round"] == round_ for s in t.steps)
-        ):
-            continue
-        if principle:
-            drawn = [
-                s["principle_id"]
-                for s in t.steps
-                if s["step"] == "critique" and (round_ is None or s["round"] == round_)
-            ]
-            if principle not in drawn:
-                continue
-        if category and t.category != category:
-            continue
-        if cut_off is not None and t.cut_off != cut_off:
-            continue
-        if (
-            needle
-            and needle not in t.prompt_text.lower()
-            and not any(needle in s["text"].lower() for s in t.steps)
-        ):
-            continue
-        out.append(t)
-    return out
+    """The traces that `TraceFilter` keeps (the store's `trace_page` asks the same in SQL)."""
+    where = TraceFilter(principle, round_, category, search, cut_off)
+    return [t for t in traces if where.matches(t)]
 
 
 def word_diff(old: str, new: str) -> list[tuple[str, str]]:

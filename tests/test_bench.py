@@ -22,6 +22,10 @@ RUNS = {
         "ours / naive =",
     ),
     "labels": (["--pairs", "4", "--baseline-pairs", "2"], "ratio (ours / baseline)"),
+    "store": (
+        ["--rows", "20000", "--shards", "4", "--repeat", "3", "--browser"],
+        "first page p95 / baseline =",
+    ),
     "training": (
         ["--steps", "2", "--examples", "8", "--kinds", "sft", "--answer-tokens", "16"],
         "sft: ours / TRL defaults =",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cai_engine.errors import NotFoundError
 from cai_engine.store.core import StoreCore
+from cai_engine.store.traces import refresh_trace_summaries
 
 _JOB_COLUMNS = "id, kind, label, config, status, pid, run_dir, attempts, created_at, started_at, finished_at, error"
 _UPDATABLE = {"status", "pid", "attempts", "started_at", "finished_at", "error"}
@@ -110,6 +111,8 @@ class JobQueries(StoreCore):
                     [rel, job_id, table, rows],
                 )
                 added += after - before
+            if table == "traces":  # the touched traces' summaries, in the same unit of work
+                refresh_trace_summaries(con, job_id, [str(p) for p in paths])
         return added
 
     def ticks(self, job_id: str) -> list[tuple[int, int]]:

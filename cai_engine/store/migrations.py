@@ -295,4 +295,17 @@ def m004_evals(con) -> None:
     )
 
 
-MIGRATIONS = [m001_initial, m002_feedback, m003_models, m004_evals]
+def m005_trace_summaries(con) -> None:
+    """Pages read one page of traces at a time: one summary row per trace, kept up to date as
+    shards are ingested, and each revision's edit size stored with it (difflib, not SQL)."""
+    from cai_engine.store.traces import SUMMARY_DDL, backfill_edit_sizes, refresh_trace_summaries
+
+    con.rows("ALTER TABLE traces ADD COLUMN edit_size DOUBLE")  # revisions: share of words changed
+    con.rows("ALTER TABLE traces ADD COLUMN changed BOOLEAN")  # revisions: text differs from before
+    backfill_edit_sizes(con)
+    con.rows(SUMMARY_DDL)
+    for (job_id,) in con.rows("SELECT DISTINCT job_id FROM traces"):
+        refresh_trace_summaries(con, job_id)
+
+
+MIGRATIONS = [m001_initial, m002_feedback, m003_models, m004_evals, m005_trace_summaries]

@@ -16,6 +16,7 @@ from cai_engine.store import Store
 from tests.fake_openai import FakeOpenAI
 from tests.test_jobs import kill_runners
 from tests.ui.studio import browser_page, require_chromium, running_studio, wait_for_app
+from tests.ui.test_traces_page import PAGE_CAPTION
 
 pytestmark = pytest.mark.browser
 
@@ -55,8 +56,13 @@ def picker_text(page) -> str:
 
 
 def traces_caption(page) -> str:
+    """The table's caption ("Traces 1–8 of 8", "(filtered from …)" when filtered) as "8 of 8
+    traces": how many traces match, of how many."""
     captions = page.locator("[data-testid=stCaptionContainer]").all_inner_texts()
-    return next((c.strip() for c in captions if re.fullmatch(r"\d+ of \d+ traces", c.strip())), "")
+    for c in captions:
+        if m := PAGE_CAPTION.fullmatch(c.strip()):
+            return f"{m[1]} of {m[2] or m[1]} traces"
+    return ""
 
 
 def test_a_job_started_from_the_form_fills_the_page_while_it_runs(studio, cai_home, tiny_spec):

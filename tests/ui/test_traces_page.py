@@ -10,6 +10,7 @@ user message>", so every step's text can be written out by hand.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -119,9 +120,14 @@ def launch_expander(at: AppTest):
     return expander
 
 
+PAGE_CAPTION = re.compile(r"Traces (?:\d+–\d+|0) of (\d+)(?: \(filtered from (\d+)\))?")
+
+
 def count_caption(at: AppTest) -> str:
-    (caption,) = [c.value for c in at.caption if re.fullmatch(r"\d+ of \d+ traces", c.value)]
-    return caption
+    """The table's caption, "Traces 1–50 of 120 (filtered from 400)", as "120 of 400 traces"."""
+    (found,) = [m for c in at.caption if (m := PAGE_CAPTION.fullmatch(c.value))]
+    matching, total = found[1], found[2] or found[1]
+    return f"{matching} of {total} traces"
 
 
 def table(at: AppTest) -> pd.DataFrame:
@@ -495,3 +501,55 @@ def test_a_job_with_no_revision_yet_offers_nothing_to_export(store, fake):
     assert trace_texts(at) == ["Name a cat.", "answer to: Name a cat."]
     assert len(at.download_button) == 0
     assert [c.value for c in at.caption if c.value.startswith("Nothing to export yet")]
+
+
+class RowCounter:
+    """Wraps every public query method of `Store` (the class, so the page's cached store is
+    covered too) and records how many rows each call returned."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[str, int]] = []
+        for name in dir(Store):
+            method = inspect.getattr_static(Store, name)
+            if name.startswith("_") or not inspect.isfunction(method):
+                continue  # static and class methods, properties, attributes
+            monkeypatch.setattr(Store, name, self._wrap(name, method))
+
+    def _wrap(self, name, method):
+        def counted(*args, **kwargs):
+            result = method(*args, **kwargs)
+            rows = result[0] if name == "trace_page" else result
+            if isinstance(rows, list | set | dict):
+                self.calls.append((name, len(rows)))
+            return result
+
+        return counted
+
+    def most(self) -> tuple[str, int]:
+        return max(self.calls, key=lambda c: c[1])
+
+
+def test_no_query_of_the_page_returns_more_than_a_page_of_a_big_job(cai_home, monkeypatch):
+    """120 traces (600 steps), 25 a page: the page, a filter, the next page and an opened
+    trace never read more rows than a page; the whole-job read (`Store.traces`) is not used."""
+    from bench import synthetic
+
+    store = Store(cai_home)
+    made = synthetic.critique_job(store, 120, rounds=2, shards=4)
+    counter = RowCounter(monkeypatch)
+    at = run_page()
+    assert counter.most()[1] <= 50  # the default page size
+    counter.calls.clear()
+    at.selectbox(key="trace_page_size").set_value(25)
+    rerun(at)
+    assert count_caption(at) == "120 of 120 traces"
+    assert len(table(at)) == 25
+    at.button(key="trace_next").click()
+    rerun(at)
+    assert [c.value for c in at.caption if c.value.startswith("Traces ")] == ["Traces 26–50 of 120"]
+    pick(at, category="crime")
+    assert count_caption(at) == "20 of 120 traces"  # every 6th prompt: page 1 again
+    assert store.trace_facets(made["job"])["traces"] == 120
+    name, rows = counter.most()
+    assert rows <= 25, (name, rows)
+    assert "traces" not in {n for n, _ in counter.calls}

@@ -1,5 +1,7 @@
 """Traces: launch critique jobs and watch the model critique and revise itself, live."""
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -27,6 +29,17 @@ REFRESH_S = 2.0
 REWRITE = 0.6  # above this share of changed words an inline diff is noise: show the new text
 CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
 CUT_MARK = "✂ cut off at the token limit"
+PAGE_SIZES = [25, 50, 100]
+TABLE_COLUMNS = [
+    "prompt",
+    "category",
+    "sample",
+    "rounds",
+    "principles",
+    "changed",
+    "final answer",
+    "flags",
+]
 store = get_store()
 
 st.title("Traces")
@@ -102,6 +115,14 @@ running = picked.status in jobs.ACTIVE
 
 @st.fragment(run_every=REFRESH_S if running else None)
 def live_traces(job_id: str, shown_status: str) -> None:
+    """The job's progress, then one page of its traces: every query is bounded (a page, a
+    count, the filter choices), so a job of a million steps refreshes as fast as a small one.
+    They share one opening of the store (a session)."""
+    with store.session():
+        show_live_traces(job_id, shown_status)
+
+
+def show_live_traces(job_id: str, shown_status: str) -> None:
     jobs.reconcile(store)  # also ingests the shards the job has finished since last time
     job = jobs.get_job(store, job_id)
     show_progress(job, rate=True)
@@ -109,82 +130,20 @@ def live_traces(job_id: str, shown_status: str) -> None:
         st.error(md_escape(job.error), icon="⚠️")
     rerun_on_status_change(shown_status, job.status)  # e.g. finished: stop refreshing
 
-    all_traces = traces.group_traces(store.traces(job_id))
-    if not all_traces:
+    facets = store.trace_facets(job_id)
+    if not facets["traces"]:
         st.caption("No steps finished yet; they appear here as the job writes them.")
         export_section(job_id)
         return
-
-    f1, f2, f3, f4, f5 = st.columns([2, 1, 2, 2, 3])
-    principles = sorted({p for t in all_traces for p in t.principles})
-    principle = f1.selectbox("Principle", ["all", *principles], key="trace_principle")
-    max_round = max((t.rounds_done for t in all_traces), default=0)
-    round_ = f2.selectbox("Round", ["all", *range(1, max(max_round, 1) + 1)], key="trace_round")
-    categories = sorted({t.category for t in all_traces if t.category})
-    category = f3.selectbox("Category", ["all", *categories], key="trace_category")
-    cut = f4.selectbox(
-        "Cut off",
-        list(CUT_FILTER),
-        key="trace_cut",
-        help="Texts that stopped at the token limit, mid-sentence (✂). Raise Max new tokens "
-        "for the next job, or drop cut-off texts when exporting.",
-    )
-    search = f5.text_input(
-        "Search", key="trace_search", placeholder="text in the prompt or any step"
-    )
-    shown = traces.filter_traces(
-        all_traces,
-        principle=None if principle == "all" else principle,
-        round_=None if round_ == "all" else int(round_),
-        category=None if category == "all" else category,
-        search=search or None,
-        cut_off=CUT_FILTER[cut],
-    )
-    st.caption(f"{len(shown)} of {len(all_traces)} traces")
-    table = pd.DataFrame(
-        [
-            {
-                "prompt": t.prompt_text,
-                "category": t.category,
-                "sample": t.sample,
-                "rounds": t.rounds_done,
-                "principles": ", ".join(t.principles),
-                "changed": t.changed,
-                "final answer": t.answers[-1]["text"] if t.answers else "",
-                "flags": ", ".join("✂ cut off" if f == "cut_off" else f for f in sorted(t.flags)),
-            }
-            for t in shown
-        ],
-        columns=[
-            "prompt",
-            "category",
-            "sample",
-            "rounds",
-            "principles",
-            "changed",
-            "final answer",
-            "flags",
-        ],
-    )
-    picked = st.dataframe(
-        table,
-        hide_index=True,
-        key="trace_table",
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config={
-            "prompt": st.column_config.TextColumn(width="large"),
-            "final answer": st.column_config.TextColumn(width="large"),
-        },
-    )
-    rows = [r for r in (picked.selection.rows if picked else []) if r < len(shown)]
-    trace = shown[rows[0]] if rows else (shown[0] if shown else None)
-    if trace is not None:
-        show_trace(trace)
+    stats = store.trace_principle_stats(job_id)
+    where = trace_filter(facets, [r["principle"] for r in stats])
+    if where is not None:
+        trace_table(job_id, where, facets["traces"])
 
     with st.expander("Per-principle statistics"):
+        st.caption(f"Over all {facets['traces']:,} traces of the job, whatever the filters.")
         st.dataframe(
-            pd.DataFrame(traces.principle_stats(all_traces)),
+            pd.DataFrame(stats),
             hide_index=True,
             key="principle_stats",
             column_config={
@@ -197,8 +156,105 @@ def live_traces(job_id: str, shown_status: str) -> None:
     export_section(job_id)
 
 
+def trace_filter(facets: dict, principles: list[str]) -> traces.TraceFilter | None:
+    """The filter row; None (with the reason shown) when the search cannot be run."""
+    f1, f2, f3, f4, f5 = st.columns([2, 1, 2, 2, 3])
+    principle = f1.selectbox("Principle", ["all", *sorted(principles)], key="trace_principle")
+    rounds = range(1, max(facets["max_round"], 1) + 1)
+    round_ = f2.selectbox("Round", ["all", *rounds], key="trace_round")
+    category = f3.selectbox("Category", ["all", *facets["categories"]], key="trace_category")
+    cut = f4.selectbox(
+        "Cut off",
+        list(CUT_FILTER),
+        key="trace_cut",
+        help="Texts that stopped at the token limit, mid-sentence (✂). Raise Max new tokens "
+        "for the next job, or drop cut-off texts when exporting.",
+    )
+    search = f5.text_input(
+        "Search",
+        key="trace_search",
+        placeholder="text in the prompt or any step",
+        max_chars=traces.SEARCH_MAX,
+    )
+    try:
+        return traces.TraceFilter(
+            principle=None if principle == "all" else principle,
+            round=None if round_ == "all" else int(round_),
+            category=None if category == "all" else category,
+            search=search or None,
+            cut_off=CUT_FILTER[cut],
+        )
+    except CaiError as e:
+        show_error(e)
+        return None
+
+
+def trace_table(job_id: str, where: traces.TraceFilter, total_traces: int) -> None:
+    """One page of the traces `where` keeps, Previous/Next through the rest (keyset pages:
+    each one costs the same however deep), and the trace picked in it."""
+    size = st.session_state.get("trace_page_size", PAGE_SIZES[1])
+    scope = (job_id, where, size)
+    cursors = st.session_state.get("trace_cursors")
+    if not cursors or cursors["scope"] != scope:  # new job, filter or page size: page 1
+        cursors = st.session_state["trace_cursors"] = {"scope": scope, "after": [None]}
+    page, matching = store.trace_page(job_id, where, after=cursors["after"][-1], limit=size)
+    first = (len(cursors["after"]) - 1) * size
+    shown = f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
+    scope_note = "" if matching == total_traces else f" (filtered from {total_traces:,})"
+    c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
+    c1.caption(f"Traces {shown}{scope_note}")
+    c2.button(
+        "← Previous",
+        key="trace_prev",
+        disabled=len(cursors["after"]) == 1,
+        on_click=cursors["after"].pop,
+    )
+    more = first + len(page) < matching
+    c3.button(
+        "Next →",
+        key="trace_next",
+        disabled=not more,
+        on_click=cursors["after"].append,
+        args=((page[-1]["prompt_id"], page[-1]["sample"]) if page else None,),
+    )
+    c4.selectbox("Per page", PAGE_SIZES, index=1, key="trace_page_size")
+    table = pd.DataFrame(
+        [
+            {
+                "prompt": r["prompt_text"],
+                "category": r["category"],
+                "sample": r["sample"],
+                "rounds": r["rounds_done"],
+                "principles": ", ".join(r["principles"]),
+                "changed": r["changed"],
+                "final answer": r["final_text"] or "",
+                "flags": ", ".join(sorted({*r["flags"], *(["✂ cut off"] if r["cut_off"] else [])})),
+            }
+            for r in page
+        ],
+        columns=TABLE_COLUMNS,
+    )
+    picked = st.dataframe(
+        table,
+        hide_index=True,
+        key="trace_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "prompt": st.column_config.TextColumn(width="large"),
+            "final answer": st.column_config.TextColumn(width="large"),
+        },
+    )
+    rows = [r for r in (picked.selection.rows if picked else []) if r < len(page)]
+    chosen = page[rows[0]] if rows else (page[0] if page else None)
+    if chosen is not None:  # its steps, read now: one trace, not the job
+        steps = store.trace_steps(job_id, chosen["prompt_id"], int(chosen["sample"]))
+        show_trace(traces.group_traces(steps)[0])
+
+
 def export_section(job_id: str) -> None:
-    """Downloads of what the job has finished so far (redrawn with the traces while it runs)."""
+    """Downloads of what the job has finished so far. Each file is built when its button is
+    clicked, from the rows as they are then, not on every refresh of the page."""
     st.subheader("Export")
     st.caption(
         "TRL's conversational formats, each with a manifest (job, constitution hash, model, counts). "
@@ -216,20 +272,33 @@ def export_section(job_id: str) -> None:
         help="Leave out revisions (and, for preferences, initial answers) that stopped at the "
         "token limit mid-sentence; the manifest counts them.",
     )
+    ready = export.offers(store, job_id)
     missing = []
     for column, (label, kind, all_rounds, suffix, key) in zip(columns, offers, strict=True):
-        try:
-            data = export.bundle(
-                store, job_id, kind, all_rounds=all_rounds, drop_truncated=drop_truncated
-            )
-        except CaiError as e:
-            missing.append(str(e))
+        if ready[kind]:
+            missing.append(ready[kind])
             continue
         column.download_button(
-            label, data, file_name=f"{job_id}-{suffix}.zip", mime="application/zip", key=key
+            label,
+            functools.partial(build_bundle, job_id, kind, all_rounds, drop_truncated),
+            file_name=f"{job_id}-{suffix}.zip",
+            mime="application/zip",
+            key=key,
+            on_click="ignore",
         )
     if missing:
         st.caption(md_escape(f"Nothing to export yet: {missing[0]}"))
+
+
+def build_bundle(job_id: str, kind: str, all_rounds: bool, drop_truncated: bool) -> bytes:
+    """The zip a download button hands over. Should the filters leave nothing (every text
+    cut off, say), the zip says why in NOTHING_EXPORTED.txt instead of failing silently."""
+    try:
+        return export.bundle(
+            store, job_id, kind, all_rounds=all_rounds, drop_truncated=drop_truncated
+        )
+    except CaiError as e:
+        return export.note_zip("NOTHING_EXPORTED.txt", str(e))
 
 
 def diff_markdown(old: str, new: str, *, side: str = "both") -> str:

@@ -1,0 +1,213 @@
+"""Benchmark: the store at real dataset sizes (issue 13, targets P4 and P5).
+
+Builds a data home with a critique job of N trace rows (default 1,000,000: N/5 traces of an
+initial answer and two rounds) through the engine's own path (a prompt set imported, Parquet
+shards in the job's run folder, `jobs.ingest`), then measures, in this process:
+- ingest rows/s (target >= 50,000);
+- p50/p95 of each query the Traces page makes (target p95 < 100 ms): the first page, a
+  filtered page, a page deep in the job (keyset), a trace opened, the statistics panel, the
+  filter choices, the export offers, and a text search (common and rare words; measured,
+  not a target: a search reads every step's text);
+- the baseline: what the page did before, reading the whole job (`store.traces` and
+  `group_traces`), measured once in the same process (at most 200,000 rows: it grows with N),
+  and the first page's ratio against it;
+- with --browser: the Traces page's first render in a real `streamlit run` driven by
+  Playwright (time to the table being visible; target < 1.5 s) and the studio's peak RSS
+  (target < 1 GB).
+
+    .venv/bin/python bench/store.py [--rows 1000000] [--repeat 20] [--browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import synthetic  # noqa: E402
+from bench.machine import describe  # noqa: E402
+
+BASELINE_MAX_ROWS = 200_000
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """(p50, p95) of `fn`'s wall time over `repeat` calls, in milliseconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
+
+
+def page_queries(store, job_id: str) -> dict:
+    """The Traces page's queries, as the page makes them."""
+    from cai_engine import export
+    from cai_engine.traces import TraceFilter
+
+    first, _ = store.trace_page(job_id, limit=50)
+    facets = store.trace_facets(job_id)
+    deep_after = None
+    # a page about two thirds into the job: walk there once with big pages, then time it
+    walked = 0
+    while walked < facets["traces"] * 2 // 3:
+        page, _ = store.trace_page(job_id, after=deep_after, limit=5000)
+        if not page:
+            break
+        deep_after, walked = (page[-1]["prompt_id"], page[-1]["sample"]), walked + len(page)
+    pick = first[7]
+    crime = TraceFilter(principle=synthetic.PRINCIPLES[3], round=2, category="crime")
+    return {
+        "first page (50 of all)": lambda: store.trace_page(job_id, limit=50),
+        "filtered page (principle, round, category)": lambda: store.trace_page(
+            job_id, crime, limit=50
+        ),
+        "cut-off filter page": lambda: store.trace_page(
+            job_id, TraceFilter(cut_off=True), limit=50
+        ),
+        "deep page (keyset, 2/3 in)": lambda: store.trace_page(job_id, after=deep_after, limit=50),
+        "trace opened (its steps)": lambda: store.trace_steps(
+            job_id, pick["prompt_id"], pick["sample"]
+        ),
+        "statistics panel": lambda: store.trace_principle_stats(job_id),
+        "filter choices": lambda: store.trace_facets(job_id),
+        "export offers": lambda: export.offers(store, job_id),
+        "empty unit of work (open, check, close)": lambda: _empty_unit(store),
+        "search, common word (measured only)": lambda: store.trace_page(
+            job_id, TraceFilter(search="cannot"), limit=50
+        ),
+        "search, absent word (measured only)": lambda: store.trace_page(
+            job_id, TraceFilter(search="zebra"), limit=50
+        ),
+    }
+
+
+def _empty_unit(store) -> None:
+    with store.connect():
+        pass
+
+
+def browser_first_render(home: Path) -> dict[str, float]:
+    """In a real `streamlit run` driven by Playwright: seconds until the Traces table is
+    visible after following the sidebar link from Home (as a user moves between pages), after
+    loading /traces cold (the browser loads the app first), and on the page's next refresh;
+    and the studio's peak RSS in MB."""
+    from tests.ui.studio import browser_page, running_studio, wait_for_app
+
+    table = "[data-testid=stDataFrame]"
+    out = {}
+    with running_studio(home) as url, browser_page() as page:
+        page.goto(f"{url}/")  # the server's first script run (imports) is not the page's
+        wait_for_app(page)
+        start = time.perf_counter()
+        page.get_by_role("link", name="Traces").click()
+        page.locator(table).first.wait_for(timeout=120_000)
+        out["from the sidebar"] = time.perf_counter() - start
+        start = time.perf_counter()
+        page.goto(f"{url}/traces")
+        page.locator(table).first.wait_for(timeout=120_000)
+        out["cold load of /traces"] = time.perf_counter() - start
+        start = time.perf_counter()
+        page.get_by_role("button", name="Next →").click()
+        page.get_by_text(re.compile(r"^Traces 51–100 of")).wait_for(timeout=120_000)
+        out["next page (a fragment rerun)"] = time.perf_counter() - start
+        port = url.rsplit(":", 1)[1]
+        peaks = [_peak_rss_mb(pid) for pid in _pids_with(f"--server.port\0{port}\0")]
+    out["studio peak RSS MB"] = max(peaks, default=0.0)
+    return out
+
+
+def _pids_with(argv_part: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and argv_part.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000, help="trace rows (5 per trace)")
+    ap.add_argument("--shards", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=20, help="timed calls per query")
+    ap.add_argument("--browser", action="store_true", help="also time the page in Chromium")
+    ap.add_argument("--home", help="data home to build in (default: a temporary folder)")
+    args = ap.parse_args()
+
+    from cai_engine.bundled import install_bundled
+    from cai_engine.store import Store
+    from cai_engine.traces import group_traces
+
+    print(describe())
+    home = Path(args.home or tempfile.mkdtemp(prefix="cai-bench-store-")) / "store-home"
+    store = Store(home)
+    install_bundled(store)
+    traces = max(args.rows // 5, 10)
+    start = time.perf_counter()
+    made = synthetic.critique_job(store, traces, rounds=2, shards=args.shards)
+    built = time.perf_counter() - start
+    rate = made["rows"] / made["ingest_s"]
+    print(
+        f"data home: {home}\njob {made['job']}: {made['rows']:,} trace rows ({traces:,} traces)"
+        f" in {args.shards} shards; built in {built:.1f} s"
+    )
+    print(f"ingest: {made['ingest_s']:.2f} s, {rate:,.0f} rows/s (target >= 50,000)")
+
+    print(f"\n{'query':48s} {'p50 ms':>8s} {'p95 ms':>8s}  target p95 < 100 ms")
+    results = {}
+    for name, fn in page_queries(store, made["job"]).items():
+        p50, p95 = timed(fn, args.repeat)
+        results[name] = p95
+        measured_only = "measured only" in name or "empty unit" in name
+        verdict = "" if measured_only else ("ok" if p95 < 100 else "MISSED")
+        print(f"{name:48s} {p50:8.1f} {p95:8.1f}  {verdict}")
+
+    if made["rows"] <= BASELINE_MAX_ROWS:
+        start = time.perf_counter()
+        group_traces(store.traces(made["job"]))
+        whole = (time.perf_counter() - start) * 1000
+        first = results["first page (50 of all)"]
+        print(
+            f"\nbaseline (the page before: store.traces + group_traces, whole job): {whole:,.0f} ms"
+            f"\nfirst page p95 / baseline = {first / whole:.4f} ({whole / first:,.0f}x faster)"
+        )
+    else:
+        print(
+            f"\nbaseline skipped above {BASELINE_MAX_ROWS:,} rows (it reads the whole job; "
+            "measured at 1,000,000 rows: 38.6 s and 4.6 GB, in issue 13)"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"this process's peak RSS: {peak:,.0f} MB (building the job included)")
+
+    if args.browser:
+        seen = browser_first_render(home)
+        rss = seen.pop("studio peak RSS MB")
+        for what, seconds in seen.items():
+            print(f"browser: Traces table visible {seconds:.2f} s, {what} (target < 1.5 s)")
+        print(f"studio peak RSS: {rss:,.0f} MB (target < 1,024 MB)")
+    if not args.home:
+        print(f"(left in {home.parent}; delete it when done)")
+
+
+if __name__ == "__main__":
+    main()

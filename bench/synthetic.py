@@ -1,0 +1,115 @@
+"""Synthetic critique jobs of any size, written and ingested as a real job's are: a prompt set
+imported through the engine, trace rows in Parquet shards in the job's run folder, and
+`jobs.ingest` (the path every page refresh takes). The text is random words with the lengths
+of real answers, critiques and revisions; each revision changes a known share of the words of
+the answer before it, which is what it records as its edit size.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from cai_engine import jobs
+from cai_engine.home import runs_dir
+from cai_engine.models.base import CUT_OFF
+from cai_engine.prompts import import_prompt_set, select_prompts
+from cai_engine.runs import RunFolder
+
+PRINCIPLES = [f"principle-{i:02d}" for i in range(16)]
+CATEGORIES = ["crime", "violence", "privacy", "self-harm", "benign", "bias"]
+VOCAB = np.array([f"w{i}" for i in range(5000)] + ["safe", "harm", "cannot", "help", "please"])
+WORDS = {"initial": 110, "critique": 45, "revision": 110}  # about 600, 250, 600 characters
+
+
+def _text(rng: np.random.Generator, words: int) -> str:
+    return " ".join(VOCAB[rng.integers(0, len(VOCAB), words)])
+
+
+def _revise(rng: np.random.Generator, before: str, share: float) -> str:
+    words = before.split()
+    for i in rng.choice(len(words), int(len(words) * share), replace=False):
+        words[i] = str(VOCAB[rng.integers(0, len(VOCAB))])
+    return " ".join(words)
+
+
+def import_prompts(store, name: str, n: int, seed: int = 0, chunk: int = 40_000) -> list[str]:
+    """`n` one-turn prompts imported as JSONL into set `name` (in chunks under the import
+    size limit); their ids (content hashes) in import order."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        lines = [
+            {"prompt": f"{i}: {_text(rng, 20)}", "category": CATEGORIES[i % len(CATEGORIES)]}
+            for i in range(start, min(start + chunk, n))
+        ]
+        data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        import_prompt_set(store, (f"{name}.jsonl", data), name, append=start > 0)
+    prompts = select_prompts(store, name)
+    return [p.prompt_id for p in sorted(prompts, key=lambda p: int(p.text.split(":")[0]))]
+
+
+def critique_job(
+    store,
+    traces: int,
+    *,
+    rounds: int = 2,
+    shards: int = 20,
+    job_id: str = "critique-20260101-000000-synt",
+    prompt_set: str = "synthetic",
+    seed: int = 0,
+) -> dict:
+    """A finished critique job of `traces` traces (1 + 2 × `rounds` steps each), written in
+    `shards` shards and ingested. Returns the job id and the ingest's rows and seconds."""
+    prompt_ids = import_prompts(store, prompt_set, traces, seed)
+    rng = np.random.default_rng(seed + 1)
+    run = RunFolder(runs_dir(store.home) / job_id)
+    run.create({"rounds": rounds, "prompts": prompt_set})
+    store.insert_job(job_id, "critique", {"rounds": rounds}, str(run.path), "synthetic")
+    base = {"job_id": job_id, "prompt_set": prompt_set, "constitution": "harmless"}
+    base |= {"constitution_hash": "0" * 64, "model": "synthetic", "sampling": "{}", "seed": seed}
+    base |= {"truncated_tokens": 0, "few_shots_dropped": 0, "latency_s": 0.5, "prompt_tokens": 300}
+    per_shard = -(-traces // shards)
+    written = 0
+    for start in range(0, traces, per_shard):
+        rows = []
+        for i in range(start, min(start + per_shard, traces)):
+            answer = _text(rng, WORDS["initial"])
+            steps = [("initial", 0, None, answer, None, None)]
+            for r in range(1, rounds + 1):
+                principle = PRINCIPLES[int(rng.integers(0, len(PRINCIPLES)))]
+                steps.append(("critique", r, principle, _text(rng, WORDS["critique"]), None, None))
+                share = float(rng.choice([0.0, 0.05, 0.2, 0.5]))
+                revised = _revise(rng, answer, share) if share else answer
+                steps.append(("revision", r, principle, revised, share, revised != answer))
+                answer = revised
+            for step, r, principle, text, size, changed in steps:
+                cut = rng.random() < 0.05
+                rows.append(
+                    {
+                        **base,
+                        "prompt_id": prompt_ids[i],
+                        "sample": 0,
+                        "round": r,
+                        "step": step,
+                        "principle_id": principle,
+                        "text": text,
+                        "completion_tokens": len(text) // 4,
+                        "finish_reason": CUT_OFF if cut else "stop",
+                        "flags": "",
+                        "edit_size": size,
+                        "changed": changed,
+                    }
+                )
+        run.write_shard("traces", rows)
+        written += len(rows)
+    run.write_status(state="succeeded", done=written, total=written, unit="steps")
+    ended = datetime.now()
+    store.update_job(job_id, status="succeeded", started_at=ended - timedelta(hours=1))
+    store.update_job(job_id, finished_at=ended)
+    started = time.perf_counter()
+    added = jobs.ingest(store, jobs.get_job(store, job_id))
+    return {"job": job_id, "rows": added, "ingest_s": time.perf_counter() - started}
