@@ -72,6 +72,8 @@ class FakeOpenAI:
         self.max_in_flight = 0
         self._lock = threading.Lock()
         self._release = threading.Event()  # set on close, so slow handlers end at once
+        self.gate = threading.Event()  # answers wait while it is clear (a test holds them)
+        self.gate.set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, client_address: None  # client went away
@@ -98,6 +100,7 @@ class FakeOpenAI:
 
     def close(self) -> None:
         self._release.set()
+        self.gate.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -185,6 +188,7 @@ class FakeOpenAI:
                     self.wfile.flush()
                     self.close_connection = True
                 else:
+                    fake.gate.wait(timeout=300)
                     if behaviour == "slow":
                         fake._release.wait(fake.slow_s)
                     if self.path == "/v1/chat/completions":

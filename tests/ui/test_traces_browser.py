@@ -140,11 +140,12 @@ def fake():
 
 
 def test_exports_follow_the_traces_while_the_job_runs(studio, cai_home, fake):
-    # The fake server answers each request after 10 s (time enough for the page to load on
-    # busy cores before the first answer): the initial answer, round 1's critique and
-    # revision; round 2's critique then waits 90 s, so the job stays running with one complete
-    # round to export.
-    fake.delay_s = 10
+    # The fake server holds its answers until the page has shown the job with no traces, then
+    # answers each request after 2 s: the initial answer, round 1's critique and revision;
+    # round 2's critique then waits 90 s, so the job stays running with one complete round to
+    # export.
+    fake.gate.clear()
+    fake.delay_s = 2
     fake.plan = ["ok", "ok", "ok"]
     fake.then, fake.slow_s = "slow", 90
     critique.submit(
@@ -163,7 +164,8 @@ def test_exports_follow_the_traces_while_the_job_runs(studio, cai_home, fake):
         wait_for_app(page)
         # The page's full run saw the job before its first answer (playwright waits raise
         # TimeoutError, not AssertionError, so these do not count as the known bug).
-        page.get_by_text("no traces yet (running)").wait_for(timeout=5_000)
+        page.get_by_text("no traces yet (running)").wait_for(timeout=30_000)
+        fake.gate.set()
         page.get_by_text("Round 1 · revision", exact=True).wait_for(timeout=90_000)
         page.wait_for_timeout(5_000)  # two more polls of the fragment
         # 1 prompt, 2 rounds: 5 steps, of which round 1 is 3; the 4th is held by the server.
