@@ -92,7 +92,7 @@ def test_the_jobs_page_shows_a_clean_wrapped_log_and_links_to_the_jobs_traces(
         page.get_by_role("link", name="See its results on the Traces page").click()
         page.wait_for_url(re.compile(r"/traces$"))
         wait_for_app(page)
-        page.get_by_text("2 of 2 traces", exact=True).wait_for()  # its 2, not the newer one's 3
+        page.get_by_text("Traces 1–2 of 2", exact=True).wait_for()  # its 2, not the newer one's 3
         picked = page.get_by_role("combobox", name="Critique job").input_value()
         assert picked.startswith(f"{job_id} · succeeded")
         page.screenshot(path=str(shots / "traces-after-link.png"), full_page=True)
