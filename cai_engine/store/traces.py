@@ -193,34 +193,24 @@ class TraceQueries(StoreCore):
         where: TraceFilter | None = None,
         *,
         after: tuple[str, int] | None = None,
-        before: tuple[str, int] | None = None,
         limit: int = 50,
     ) -> tuple[list[dict], int]:
         """One page of a job's traces that match `where`, in (prompt id, sample) order, and how
-        many match in all. Keyset pages: `after` the last (prompt id, sample) of the page
-        shown for the next page, `before` its first for the previous one."""
+        many match in all. Keyset pages: the next page starts `after` the last (prompt id,
+        sample) of the page shown, so a page deep in the job costs what the first one does."""
         sql, params = _where(job_id, where or TraceFilter())
-        order = "s.prompt_id, s.sample"
-        if after is not None:
-            sql += " AND (s.prompt_id, s.sample) > (?, ?)"
-            params = [*params, *after]
-        elif before is not None:
-            sql += " AND (s.prompt_id, s.sample) < (?, ?)"
-            params = [*params, *before]
-            order = "s.prompt_id DESC, s.sample DESC"
-        base_sql, base_params = _where(job_id, where or TraceFilter())
+        keyset, keys = (
+            ("", []) if after is None else (" AND (s.prompt_id, s.sample) > (?, ?)", after)
+        )
         with self.connect() as con:
             rows = con.rows(
-                f"SELECT {_PAGE_COLUMNS} FROM trace_summaries s WHERE {sql}"
-                f" ORDER BY {order} LIMIT ?",
-                [*params, limit],
+                f"SELECT {_PAGE_COLUMNS} FROM trace_summaries s WHERE {sql}{keyset}"
+                " ORDER BY s.prompt_id, s.sample LIMIT ?",
+                [*params, *keys, limit],
             )
-            total = con.scalar(
-                f"SELECT count(*) FROM trace_summaries s WHERE {base_sql}", base_params
-            )
+            total = con.scalar(f"SELECT count(*) FROM trace_summaries s WHERE {sql}", params)
         names = [c.strip() for c in _PAGE_COLUMNS.split(",")]
-        page = [dict(zip(names, r, strict=True)) for r in rows]
-        return (page[::-1] if before is not None and after is None else page), int(total)
+        return [dict(zip(names, r, strict=True)) for r in rows], int(total)
 
     def trace_facets(self, job_id: str) -> dict:
         """What a job's trace filters can offer: its trace count, categories and last round."""
