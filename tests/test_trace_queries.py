@@ -13,6 +13,7 @@ import pytest
 from bench import synthetic
 from cai_engine import traces
 from cai_engine.errors import CaiError
+from cai_engine.runs import RunFolder
 from cai_engine.store import Store
 from cai_engine.store.migrations import MIGRATIONS
 from cai_engine.traces import TraceFilter, filter_traces, group_traces, principle_stats
@@ -128,7 +129,7 @@ def test_a_live_job_refreshes_only_the_traces_its_new_shards_touch(tmp_path):
     before, _ = store.trace_page(job_id)
     rows = store.traces(job_id)
     # round 2 for the first two traces only, as a later shard of the same job
-    run = synthetic.RunFolder(store.home / "runs" / job_id)
+    run = RunFolder(store.home / "runs" / job_id)
     extra = []
     for r in (
         r for r in rows if r["step"] == "revision" and r["prompt_id"] in page_keys_ids(before, 2)
