@@ -132,8 +132,13 @@ with store.session():
         rerun_on_status_change(shown_status, live.status)  # e.g. finished: show its results
 
     progress(job_id, job.status)
-    jobs.ingest(store, job)
     results = store.eval_results(job_id)
+    if not results:
+        # The job writes its results last and ingesting goes table by table in name order
+        # (answers, judgements, results): once the results are in, so is everything else, so a
+        # finished job costs one small query here, not a listing of its shards on every run.
+        jobs.ingest(store, job)
+        results = store.eval_results(job_id)
     all_models = evaluation.eval_models(job)
     reference = evaluation.EvalConfig(**job.config).ref_model
     names = evaluation.model_labels(all_models)  # distinct labels, never look-alike prefixes
