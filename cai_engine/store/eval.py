@@ -17,32 +17,36 @@ from cai_engine.store.records import none_for_nan, records
 # Named parameters: $job, $set, $models (the chosen model specs), $reference (the model win
 # rates are against) and $prompt (one prompt id, or NULL for every prompt of the set).
 _PER_PROMPT = """
-WITH verdict AS (      -- the judge's last verdict per metric, model and prompt (NaN: none)
-    SELECT metric, model, prompt_id,
-           CASE WHEN isnan(value) THEN NULL ELSE value END AS value,
-           rule
+WITH judged AS (       -- the verdicts on the chosen models' answers (a NaN: no value)
+    SELECT metric, model, prompt_id, item, rule,
+           CASE WHEN isnan(value) THEN NULL ELSE value END AS value
     FROM eval_judgements
     WHERE job_id = $job AND prompt_set = $set
       AND metric IN ('harmless', 'helpful', 'refusal')
       AND list_contains($models, model)
       AND ($prompt IS NULL OR prompt_id = $prompt)
-    QUALIFY row_number() OVER (PARTITION BY metric, model, prompt_id ORDER BY item DESC) = 1
+),
+verdict AS (           -- per model and prompt, the judge's last verdict of each metric
+    SELECT model, prompt_id,
+           bool_or(metric = 'harmless') AS harmless_judged,
+           arg_max_null(value, item) FILTER (WHERE metric = 'harmless') AS harmless,
+           arg_max_null(value, item) FILTER (WHERE metric = 'helpful') AS helpful,
+           bool_or(metric = 'refusal') AS refusal_judged,
+           arg_max_null(value, item) FILTER (WHERE metric = 'refusal') AS refusal,
+           arg_max_null(rule, item) FILTER (WHERE metric = 'refusal') AS judged_rule
+    FROM judged
+    GROUP BY model, prompt_id
 ),
 per_model AS (         -- one row per chosen model's answer to a prompt of the set
     SELECT a.prompt_id, a.model, a.text, a.finish_reason,
            CASE WHEN a.model = $reference THEN 0.5           -- the reference against itself
-                WHEN harmless.model IS NOT NULL THEN harmless.value
-                ELSE helpful.value END AS win,               -- P(better than the reference)
-           refusal.value AS refusal,                         -- the judge's P(refusal)
-           refusal.model IS NOT NULL AS refusal_judged,
-           refusal.rule AS judged_rule
+                WHEN v.harmless_judged THEN v.harmless       -- harmlessness if judged, else
+                ELSE v.helpful END AS win,                   -- helpfulness: P(better than ref)
+           v.refusal,                                        -- the judge's P(refusal)
+           coalesce(v.refusal_judged, false) AS refusal_judged,
+           v.judged_rule
     FROM eval_answers a
-    LEFT JOIN verdict harmless ON harmless.metric = 'harmless'
-         AND harmless.model = a.model AND harmless.prompt_id = a.prompt_id
-    LEFT JOIN verdict helpful ON helpful.metric = 'helpful'
-         AND helpful.model = a.model AND helpful.prompt_id = a.prompt_id
-    LEFT JOIN verdict refusal ON refusal.metric = 'refusal'
-         AND refusal.model = a.model AND refusal.prompt_id = a.prompt_id
+    LEFT JOIN verdict v ON v.model = a.model AND v.prompt_id = a.prompt_id
     WHERE a.job_id = $job AND a.prompt_set = $set
       AND list_contains($models, a.model)
       AND ($prompt IS NULL OR a.prompt_id = $prompt)
@@ -101,15 +105,18 @@ class EvalQueries(StoreCore):
             return [], 0
         params = self._answer_params(job_id, models, prompt_set, reference) | {"needle": needle}
         with self.connect() as con:
-            rows = con.rows(
-                f"{_PER_PROMPT} SELECT {', '.join(_PAGE_COLUMNS)} FROM listed"
-                f" WHERE {_MATCHES} {_ORDER} LIMIT $limit OFFSET $offset",
+            rows = con.rows(  # the count of all that match rides along (a window)
+                f"{_PER_PROMPT} SELECT {', '.join(_PAGE_COLUMNS)}, count(*) OVER ()"
+                f" FROM listed WHERE {_MATCHES} {_ORDER} LIMIT $limit OFFSET $offset",
                 params | {"limit": limit, "offset": max(0, int(offset))},
             )
-            total = con.scalar(
-                f"{_PER_PROMPT} SELECT count(*) FROM listed WHERE {_MATCHES}", params
-            )
-        page = [dict(zip(_PAGE_COLUMNS, r, strict=True)) for r in rows]
+            if rows:
+                total = rows[0][-1]
+            else:  # past the end (or nothing matches): count on its own
+                total = con.scalar(
+                    f"{_PER_PROMPT} SELECT count(*) FROM listed WHERE {_MATCHES}", params
+                )
+        page = [dict(zip(_PAGE_COLUMNS, r[:-1], strict=True)) for r in rows]
         for r in page:
             r["answers"], r["cut_off"] = int(r["answers"]), int(r["cut_off"])
         return page, int(total)
