@@ -113,3 +113,127 @@ def critique_job(
     started = time.perf_counter()
     added = jobs.ingest(store, jobs.get_job(store, job_id))
     return {"job": job_id, "rows": added, "ingest_s": time.perf_counter() - started}
+
+
+# -- eval jobs ----------------------------------------------------------------------------------
+
+REFUSAL_OPENING = "I cannot help with that request. "  # matches the refusal rule "i can't..."
+
+
+def eval_job(
+    store,
+    prompts: int,
+    models: int | list[str],
+    shards: int,
+    job_id: str | None = None,
+    *,
+    prompt_set: str = "synthetic-eval",
+    seed: int = 0,
+) -> dict:
+    """A finished eval job: every model (`models` specs, or that many `model:synthetic-i`; the
+    first is the reference) answers `prompts` red-team prompts, the judge compares each
+    non-reference answer with the reference's (`harmless`) and says whether each answer
+    refuses (`refusal`), and the summary metrics are computed as the job computes them.
+    Answers and verdicts are written in `shards` shards each, then ingested.
+
+    About one answer in eight opens with a refusal, one in twenty is cut off at the token
+    limit, and one refusal verdict in twenty is missing (the page then shows the rule). Returns
+    the job id, its model specs and the ingest's rows and seconds."""
+    import json
+
+    from cai_engine.eval.config import EvalConfig
+    from cai_engine.eval.metrics import summarise
+    from cai_engine.eval.refusals import refusal_rule
+
+    specs = models if isinstance(models, list) else [f"model:synthetic-{i}" for i in range(models)]
+    job_id = job_id or "eval-20260101-000000-synt"
+    prompt_ids = import_prompts(store, prompt_set, prompts, seed)
+    config = EvalConfig(
+        models=specs,
+        harmful=prompt_set,
+        helpful=None,
+        limit=None,
+        judge="model:synthetic-judge",
+        bootstrap_rounds=100,
+        sampling={"temperature": 0.7, "max_new_tokens": 128, "seed": seed},
+    )
+    clean = config.model_dump(mode="json")
+    rng = np.random.default_rng(seed + 2)
+    run = RunFolder(runs_dir(store.home) / job_id)
+    run.create(clean)
+    store.insert_job(job_id, "eval", clean, str(run.path), "synthetic")
+    sampling = json.dumps(clean["sampling"], sort_keys=True)
+    answer_base = {"job_id": job_id, "prompt_set": prompt_set, "sampling": sampling}
+    answer_base |= {"prompt_tokens": 30, "latency_s": 0.5, "reused_from": None}
+    verdict_base = {"job_id": job_id, "prompt_set": prompt_set, "item": 0, "judge": config.judge}
+    verdict_base |= {"prompt_tokens": 400, "latency_s": 0.2, "flags": ""}
+    per_shard = -(-prompts // shards)
+    all_answers, all_verdicts = [], []
+    for start in range(0, prompts, per_shard):
+        answers, verdicts = [], []
+        for i in range(start, min(start + per_shard, prompts)):
+            for spec in specs:
+                refuses = rng.random() < 0.125
+                text = (REFUSAL_OPENING if refuses else "") + _text(rng, WORDS["initial"])
+                answers.append(
+                    {
+                        **answer_base,
+                        "model": spec,
+                        "fingerprint": f"synthetic:{spec}",
+                        "prompt_id": prompt_ids[i],
+                        "text": text,
+                        "completion_tokens": len(text) // 4,
+                        "finish_reason": CUT_OFF if rng.random() < 0.05 else "stop",
+                    }
+                )
+                if spec != config.ref_model:
+                    p = rng.random(2).round(4)
+                    verdicts.append(
+                        {
+                            **verdict_base,
+                            "metric": "harmless",
+                            "model": spec,
+                            "prompt_id": prompt_ids[i],
+                            "principle_id": PRINCIPLES[int(rng.integers(0, len(PRINCIPLES)))],
+                            "p_first": float(p[0]),
+                            "p_second": float(p[1]),
+                            "value": float((p[0] + p[1]) / 2),
+                            "rule": None,
+                            "consistent": bool((p[0] - 0.5) * (p[1] - 0.5) > 0),
+                        }
+                    )
+                if rng.random() < 0.95:
+                    p = (rng.uniform(0.6, 1.0, 2) if refuses else rng.uniform(0.0, 0.4, 2)).round(4)
+                    verdicts.append(
+                        {
+                            **verdict_base,
+                            "metric": "refusal",
+                            "model": spec,
+                            "prompt_id": prompt_ids[i],
+                            "principle_id": None,
+                            "p_first": float(p[0]),
+                            "p_second": float(p[1]),
+                            "value": float((p[0] + p[1]) / 2),
+                            "rule": refusal_rule(text),
+                            "consistent": True,
+                        }
+                    )
+        run.write_shard("eval_answers", answers)
+        run.write_shard("eval_judgements", verdicts)
+        all_answers += answers
+        all_verdicts += verdicts
+    run.write_shard("eval_results", summarise(config, job_id, all_answers, all_verdicts, {}))
+    done = len(all_answers) + len(all_verdicts)
+    run.write_status(state="succeeded", done=done, total=done, unit="answers and verdicts")
+    ended = datetime.now()
+    store.update_job(job_id, status="succeeded", started_at=ended - timedelta(hours=1))
+    store.update_job(job_id, finished_at=ended)
+    started = time.perf_counter()
+    added = jobs.ingest(store, jobs.get_job(store, job_id))
+    return {
+        "job": job_id,
+        "models": config.answering,
+        "prompt_set": prompt_set,
+        "rows": added,
+        "ingest_s": time.perf_counter() - started,
+    }

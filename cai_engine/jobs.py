@@ -115,17 +115,28 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
-    live: dict = field(default_factory=dict)  # status.json: progress, tokens, phase, pace
+    # status.json (progress, tokens, phase, pace), read when first asked for: a list of jobs
+    # (a page's job picker) reads no run folder, a page of them one file per job shown
+    _live: dict | None = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: tuple) -> Job:
-        job = cls(*row[:3], json.loads(row[3]), *row[4:])
-        job.live = RunFolder(job.run_dir).status()
-        return job
+        return cls(*row[:3], json.loads(row[3]), *row[4:])
+
+    @property
+    def live(self) -> dict:
+        if self._live is None:
+            self._live = self.run.status()
+        return self._live
 
     @property
     def run(self) -> RunFolder:
         return RunFolder(self.run_dir)
+
+    @property
+    def cursor(self) -> tuple[datetime, str]:
+        """Where a list of jobs (newest first) continues after this one: `job_page(after=)`."""
+        return (self.created_at, self.id)
 
     @property
     def done(self) -> int:
@@ -239,11 +250,43 @@ def get_job(store: Store, job_id: str) -> Job:
 
 
 def list_jobs(
-    store: Store, *, kind: str | None = None, limit: int | None = 200, reconcile_first=True
+    store: Store,
+    *,
+    kind: str | list[str] | None = None,
+    limit: int | None = 200,
+    reconcile_first=True,
 ) -> list[Job]:
+    """The newest `limit` jobs, of `kind` (one, or any of a list) if given. Reads no run
+    folder: a job's `live` status is read when it is first asked for."""
     if reconcile_first:
         reconcile(store)
     return [Job.from_row(r) for r in store.job_rows(kind=kind, limit=limit)]
+
+
+def job_page(
+    store: Store,
+    *,
+    kind: str | list[str] | None = None,
+    statuses: list[str] | None = None,
+    search: str | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 50,
+    reconcile_first=True,
+) -> tuple[list[Job], int]:
+    """One page of jobs, newest first, that match the filters (see `Store.job_page`), and how
+    many match in all. The next page starts `after` the last job of this one: pass its
+    `cursor`."""
+    if reconcile_first:
+        reconcile(store)
+    rows, total = store.job_page(
+        kind=kind, statuses=statuses, search=search, after=after, limit=limit
+    )
+    return [Job.from_row(r) for r in rows], total
+
+
+def job_counts(store: Store) -> dict:
+    """How many jobs there are: {"total": n, "status": {status: n}, "kind": {kind: n}}."""
+    return store.job_counts()
 
 
 def reconcile(store: Store) -> list[str]:

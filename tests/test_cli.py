@@ -1146,3 +1146,56 @@ def test_jobs_cancel_leaves_the_grace_to_the_job_kind_unless_given(monkeypatch, 
     main(["jobs", "cancel", "sft-1"])
     main(["jobs", "cancel", "sft-2", "--grace", "3"])
     assert asked == [("sft-1", None), ("sft-2", 3.0)]
+
+
+# -- cai jobs list with many jobs -------------------------------------------------------------
+
+
+def listed_ids(out: str) -> list[str]:
+    """The ids of `cai jobs list`'s table (the rows under the header and its rule)."""
+    return [line.split()[0] for line in out.splitlines()[2:] if not line.startswith("showing ")]
+
+
+def test_jobs_list_shows_the_newest_50_and_says_how_many_there_are(store, capsys):
+    from tests.test_jobs import many_id, many_jobs
+
+    many_jobs(store, 120)
+    rc, out, _ = cai(capsys, "jobs", "list")
+    assert rc == 0
+    assert listed_ids(out) == [many_id(i) for i in range(119, 69, -1)]
+    assert out.splitlines()[-1] == "showing 50 of 120 jobs (newest first; --limit to see more)"
+
+    rc, out, _ = cai(capsys, "jobs", "list", "--limit", "120")
+    assert len(listed_ids(out)) == 120 and "showing" not in out  # all of them: nothing to say
+
+    # eval (i % 3 == 1) and failed (i % 4 == 1): i % 12 == 1 -> 1, 13, ..., 109: 10 jobs
+    rc, out, _ = cai(capsys, "jobs", "list", "--kind", "eval", "--status", "failed", "--limit", "4")
+    assert listed_ids(out) == [many_id(i) for i in (109, 97, 85, 73)]
+    assert out.splitlines()[-1] == "showing 4 of 10 jobs (newest first; --limit to see more)"
+    # two statuses: failed or cancelled (i % 4 in (1, 2)) of kind eval: i % 12 in (1, 10): 20
+    rc, out, _ = cai(
+        capsys, "jobs", "list", "--kind", "eval", "--status", "failed", "--status", "cancelled"
+    )
+    assert len(listed_ids(out)) == 20 and "showing" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (["--kind", "evals"], "error: --kind: no job kind 'evals'; known kinds: critique, demo,"),
+        (["--limit", "0"], "error: --limit: 0; show at least 1 job"),
+    ],
+)
+def test_jobs_list_refuses_a_bad_filter_in_one_line(store, capsys, argv, error):
+    rc, out, err = cai(capsys, "jobs", "list", *argv)
+    assert (rc, out) == (1, "")
+    assert err.startswith(error) and err.count("\n") == 1
+
+
+def test_jobs_list_offers_only_real_statuses(store, capsys):
+    with pytest.raises(SystemExit):
+        main(["jobs", "list", "--status", "done"])
+    assert "invalid choice: 'done'" in capsys.readouterr().err
+    from cai_engine.cli.jobs import STATUSES
+
+    assert set(STATUSES) == {*jobs.ACTIVE, *jobs.TERMINAL}

@@ -632,3 +632,109 @@ def test_a_prompt_longer_than_the_context_is_truncated_with_an_event(seeded_stor
     truncated = [e for e in job.run.events() if e["event"] == "truncated"]
     assert truncated and truncated[0]["prompt_id"] == "p-long"
     assert truncated[0]["tokens"] == row["truncated_tokens"] > 200
+
+
+# -- many jobs: a page at a time --------------------------------------------------------------
+
+MANY_KINDS = ("critique", "eval", "tick")  # job i is of kind i % 3 ...
+MANY_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")  # ... in status i % 4
+
+
+def many_jobs(store, n: int = 10_000) -> None:
+    """`n` finished jobs in one INSERT: job i is `<kind>-<i, 6 digits>`, created i seconds
+    after 2025-01-01 (so job n-1 is the newest), of kind `MANY_KINDS[i % 3]`, in status
+    `MANY_STATUSES[i % 4]`, labelled `Label <i>` when i is a multiple of 10, with a run folder
+    that does not exist (no status file to read)."""
+    with store.connect() as con:
+        con.rows(
+            """
+            INSERT INTO jobs (id, kind, label, config, status, run_dir, created_at)
+            SELECT printf('%s-%06d', k[i % 3 + 1], i), k[i % 3 + 1],
+                   CASE WHEN i % 10 = 0 THEN 'Label ' || i END, '{}', s[i % 4 + 1],
+                   '/nowhere/' || i, TIMESTAMP '2025-01-01' + to_seconds(i)
+            FROM range(?) r(i), (SELECT ?::VARCHAR[] AS k, ?::VARCHAR[] AS s)
+            """,
+            [n, list(MANY_KINDS), list(MANY_STATUSES)],
+        )
+
+
+def many_id(i: int) -> str:
+    return f"{MANY_KINDS[i % 3]}-{i:06d}"
+
+
+def test_a_page_of_ten_thousand_jobs_is_the_newest_and_pages_follow_without_a_gap(store):
+    many_jobs(store)
+    page, total = jobs.job_page(store, limit=50)
+    assert total == 10_000
+    assert [j.id for j in page] == [many_id(i) for i in range(9_999, 9_949, -1)]
+    seen = [j.id for j in page]
+    for _ in range(2):
+        page, total = jobs.job_page(store, after=page[-1].cursor, limit=50)
+        seen += [j.id for j in page]
+    assert seen == [many_id(i) for i in range(9_999, 9_849, -1)]  # 150, newest first
+    # a deep page costs one keyset step: the 50 after job 100 are 99..50
+    deep = jobs.get_job(store, many_id(100))
+    page, _ = jobs.job_page(store, after=deep.cursor, limit=50)
+    assert [j.id for j in page] == [many_id(i) for i in range(99, 49, -1)]
+    page, _ = jobs.job_page(store, after=jobs.get_job(store, many_id(1)).cursor, limit=50)
+    assert [j.id for j in page] == [many_id(0)]
+
+
+def test_filters_and_counts_of_ten_thousand_jobs(store):
+    many_jobs(store)
+    # kind eval (i % 3 == 1) and failed (i % 4 == 1): i % 12 == 1 -> 1, 13, ..., 9_997: 834
+    page, total = jobs.job_page(store, kind="eval", statuses=["failed"], limit=3)
+    assert total == 834
+    assert [j.id for j in page] == [many_id(i) for i in (9_997, 9_985, 9_973)]
+    assert all((j.kind, j.status) == ("eval", "failed") for j in page)
+    # two kinds in two statuses: i % 3 in (0, 2) and i % 4 in (2, 3), so i % 12 in (2, 3, 6,
+    # 11): 833 whole cycles of 12 give 3,332, and 9,998 and 9,999 two more
+    _, total = jobs.job_page(
+        store, kind=["critique", "tick"], statuses=["cancelled", "interrupted"], limit=1
+    )
+    assert total == 3_334
+    assert jobs.job_counts(store) == {
+        "total": 10_000,
+        "status": dict.fromkeys(sorted(MANY_STATUSES), 2_500),  # 2,500 each, then by name
+        "kind": {"critique": 3_334, "eval": 3_333, "tick": 3_333},  # i % 3 == 0 has one more
+    }
+
+
+@pytest.mark.parametrize(
+    "search, found",
+    [
+        ("eval-00999", [9_997, 9_994, 9_991]),  # an id's part: 9_990..9_999 of kind eval
+        ("label 999", [9_990]),  # a label's part, case-insensitive: Label 9990
+        ("  LABEL 99  ", [9_990, 9_980, 9_970, 9_960, 9_950]),  # 990, 9_900..9_990: 11
+        ("%", []),  # no character is a pattern
+        ("_", []),
+        ("eval-.*", []),
+        ("0999[0-9]", []),
+    ],
+)
+def test_searching_ten_thousand_jobs_by_id_or_label_is_plain_text(store, search, found):
+    many_jobs(store)
+    page, total = jobs.job_page(store, search=search, limit=5)
+    assert [j.id for j in page] == [many_id(i) for i in found]
+    assert total == {"  LABEL 99  ": 11}.get(search, len(found))
+
+
+def test_a_search_longer_than_the_limit_is_an_error_not_a_scan(store):
+    with pytest.raises(
+        CaiError, match="search the jobs: 10,000 characters; search for at most 200"
+    ):
+        jobs.job_page(store, search="x" * 10_000)
+
+
+def test_listing_jobs_reads_no_run_folder_until_a_jobs_progress_is_asked_for(store, monkeypatch):
+    many_jobs(store, 500)
+    reads = []
+    real = RunFolder.status
+    monkeypatch.setattr(RunFolder, "status", lambda self: reads.append(self.path) or real(self))
+    listed = jobs.list_jobs(store, kind="eval")
+    assert len(listed) == 167  # i % 3 == 1 below 500
+    page, _ = jobs.job_page(store, limit=50)
+    assert reads == []  # a picker of 200 jobs, a page of 50: no status file read
+    assert (page[0].done, page[0].total, page[0].live) == (0, None, {})
+    assert reads == [page[0].run.path]  # read once, when asked for, and kept
+    assert jobs.list_jobs(store, kind=["eval", "tick"], limit=None)[-1].id == many_id(1)

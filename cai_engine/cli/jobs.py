@@ -19,10 +19,22 @@ from cai_engine.cli.common import (
     time_left,
 )
 
+# Every status a job can be in (`jobs.ACTIVE` + `jobs.TERMINAL`), here so that `--help` needs
+# no import of the job runtime.
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+
 
 def cmd_jobs_list(args) -> int:
     from cai_engine import jobs
+    from cai_engine.errors import CaiError
 
+    if args.kind is not None and args.kind not in jobs.kinds():
+        raise CaiError(f"--kind: no job kind '{args.kind}'; known kinds: {', '.join(jobs.kinds())}")
+    if args.limit < 1:
+        raise CaiError(f"--limit: {args.limit}; show at least 1 job")
+    store = open_store(args)
+    with store.session():  # settling jobs, then the page and its count: one opening of the file
+        listed, total = jobs.job_page(store, kind=args.kind, statuses=args.status, limit=args.limit)
     rows = [
         [
             j.id,
@@ -34,9 +46,11 @@ def cmd_jobs_list(args) -> int:
             j.tokens or "",
             j.label or "",
         ]
-        for j in jobs.list_jobs(open_store(args), kind=args.kind, limit=args.limit)
+        for j in listed
     ]
     print(table(rows, ["id", "kind", "status", "progress", "elapsed", "left", "tokens", "label"]))
+    if len(listed) < total:
+        print(f"showing {len(listed):,} of {total:,} jobs (newest first; --limit to see more)")
     return 0
 
 
@@ -131,8 +145,14 @@ def register(sub, full: bool) -> None:
     p = add_command(
         jsub, "list", cmd_jobs_list, "jobs, newest first (settles jobs whose process is gone)"
     )
-    p.add_argument("--kind")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--kind", help="only jobs of this kind (critique, eval, sft, ...)")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=STATUSES,
+        help="only jobs in this status (repeatable: --status running --status queued)",
+    )
+    p.add_argument("--limit", type=int, default=50, help="show the newest N jobs (default: 50)")
     p = add_command(jsub, "show", cmd_jobs_show, "a job's state, config and recent events")
     p.add_argument("job")
     p.add_argument("--events", type=int, default=20, help="how many recent events to show")

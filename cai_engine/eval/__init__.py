@@ -44,6 +44,7 @@ from cai_engine.eval.report import (
     format_result,
     model_labels,
     model_lineage,
+    prompt_comparison,
     results_table,
     side_by_side,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "metric_name",
     "model_labels",
     "model_lineage",
+    "prompt_comparison",
     "refusal_rule",
     "results_table",
     "revision_progress",

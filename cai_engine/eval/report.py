@@ -99,61 +99,44 @@ def side_by_side(
     store: Store, job_id: str, models: list[str], prompt_set: str
 ) -> list[PromptComparison]:
     """Each prompt of one eval set with every chosen model's answer and verdicts, sorted so the
-    prompts where the models disagree most (in win probability or refusal) come first."""
+    prompts where the models disagree most (in win probability or refusal) come first.
 
-    job = jobs.get_job(store, job_id)
-    reference = EvalConfig(**job.config).ref_model
-    answers = [a for a in store.eval_answers(job_id) if a["prompt_set"] == prompt_set]
-    verdicts = {
-        (j["metric"], j["model"], j["prompt_id"]): j
-        for j in store.eval_judgements(job_id)
-        if j["prompt_set"] == prompt_set and j["metric"] != "revision"
-    }
-    by_prompt: dict[str, list[dict]] = {}
-    for a in answers:
-        if a["model"] in models:
-            by_prompt.setdefault(a["prompt_id"], []).append(a)
-    out = []
-    for prompt_id, rows in by_prompt.items():
-        win, refusal, rule = {}, {}, {}
-        for a in rows:
-            m = a["model"]
-            compared = next(
-                (
-                    verdicts[(metric, m, prompt_id)]["value"]
-                    for metric in ("harmless", "helpful")
-                    if (metric, m, prompt_id) in verdicts
-                ),
-                None,
-            )
-            win[m] = 0.5 if m == reference else compared
-            judged = verdicts.get(("refusal", m, prompt_id))
-            refusal[m] = judged["value"] if judged else None
-            rule[m] = judged["rule"] if judged else refusal_rule(a["text"])
-        spreads = [
-            max(v) - min(v)
-            for v in (
-                [x for x in win.values() if x is not None],
-                [x for x in refusal.values() if x is not None],
-            )
-            if len(v) >= 2
-        ]
-        out.append(
-            PromptComparison(
-                prompt_set=prompt_set,
-                prompt_id=prompt_id,
-                prompt=rows[0]["prompt_text"] or "",
-                category=rows[0].get("category"),
-                answers={a["model"]: a["text"] for a in rows},
-                win=win,
-                refusal=refusal,
-                rule=rule,
-                cut_off={a["model"]: a["finish_reason"] == "length" for a in rows},
-                disagreement=max(spreads, default=0.0),
-            )
-        )
-    out.sort(key=lambda c: (-c.disagreement, c.prompt_id))
-    return out
+    The whole set at once, for tests and scripts; the Eval page reads it a page at a time
+    (`store.eval_answer_page`) and one prompt's detail (`prompt_comparison`) from the same
+    query, so the two always agree."""
+    reference = EvalConfig(**jobs.get_job(store, job_id).config).ref_model
+    order, _ = store.eval_answer_page(job_id, models, prompt_set, reference=reference, limit=None)
+    details = store.eval_prompt_details(job_id, prompt_set, models, reference=reference)
+    return [_comparison(prompt_set, details[r["prompt_id"]]) for r in order]
+
+
+def prompt_comparison(
+    store: Store, job_id: str, models: list[str], prompt_set: str, prompt_id: str, reference: str
+) -> PromptComparison | None:
+    """One prompt of an eval set with the chosen models' answers and verdicts (None: none of
+    them answered it)."""
+    detail = store.eval_prompt_detail(job_id, prompt_set, prompt_id, models, reference=reference)
+    return _comparison(prompt_set, detail) if detail else None
+
+
+def _comparison(prompt_set: str, detail: dict) -> PromptComparison:
+    answers = detail["models"]
+    return PromptComparison(
+        prompt_set=prompt_set,
+        prompt_id=detail["prompt_id"],
+        prompt=detail["prompt_text"] or "",
+        category=detail["category"],
+        answers={m: a["text"] for m, a in answers.items()},
+        win={m: a["win"] for m, a in answers.items()},
+        refusal={m: a["refusal"] for m, a in answers.items()},
+        # the rule the judge's refusal verdict recorded; unjudged, the rule matched now
+        rule={
+            m: a["judged_rule"] if a["refusal_judged"] else refusal_rule(a["text"])
+            for m, a in answers.items()
+        },
+        cut_off={m: a["cut_off"] for m, a in answers.items()},
+        disagreement=detail["disagreement"],
+    )
 
 
 def model_labels(specs: list[str]) -> dict[str, str]:

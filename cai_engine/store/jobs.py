@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from cai_engine.errors import NotFoundError
+from cai_engine.search import search_needle
 from cai_engine.store.core import StoreCore
 from cai_engine.store.traces import refresh_trace_summaries
 
 _JOB_COLUMNS = "id, kind, label, config, status, pid, run_dir, attempts, created_at, started_at, finished_at, error"
 _UPDATABLE = {"status", "pid", "attempts", "started_at", "finished_at", "error"}
+# The jobs a list shows, newest first; named parameters $kinds and $statuses (NULL: any) and
+# $needle ('' : any), a phrase of the id or label as plain text (see `cai_engine.search`).
+_JOB_FILTER = """
+WHERE ($kinds IS NULL OR list_contains($kinds, kind))
+  AND ($statuses IS NULL OR list_contains($statuses, status))
+  AND ($needle = '' OR contains(lower(id), $needle)
+       OR contains(lower(coalesce(label, '')), $needle))
+"""
 
 # Tables that job shards may be ingested into; each has a primary key on its natural key, so
 # ingesting a shard twice adds nothing. Names are interpolated into SQL, so only these pass.
@@ -26,6 +36,10 @@ INGESTIBLE_TABLES = frozenset(
         "eval_results",
     }
 )
+
+
+def _most_first(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 class JobQueries(StoreCore):
@@ -62,19 +76,70 @@ class JobQueries(StoreCore):
     def job_rows(
         self,
         *,
-        kind: str | None = None,
+        kind: str | list[str] | None = None,
         statuses: list[str] | None = None,
         limit: int | None = None,
     ) -> list[tuple]:
+        """The newest `limit` jobs (all: None) of `kind` (one, or any of a list) in `statuses`."""
+        return self.job_page(kind=kind, statuses=statuses, limit=limit, count=False)[0]
+
+    def job_page(
+        self,
+        *,
+        kind: str | list[str] | None = None,
+        statuses: list[str] | None = None,
+        search: str | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int | None = 50,
+        count: bool = True,
+    ) -> tuple[list[tuple], int | None]:
+        """One page of jobs, newest first, and how many match in all (None unless `count`).
+
+        Args:
+            kind (`str` or `list[str]`, *optional*):
+                Only jobs of this kind, or of any of these kinds.
+            statuses (`list[str]`, *optional*):
+                Only jobs in one of these statuses.
+            search (`str`, *optional*):
+                A phrase of the id or label, as plain text (no character is a pattern), at
+                most `SEARCH_MAX` characters (else a CaiError).
+            after (`tuple`, *optional*):
+                The (created_at, id) of the last job of the page shown: the next page starts
+                after it (keyset paging, so a deep page costs what the first does).
+        """
+        kinds = [kind] if isinstance(kind, str) else kind
+        params = {
+            "kinds": None if kinds is None else list(kinds),
+            "statuses": None if statuses is None else list(statuses),
+            "needle": search_needle(search, "search the jobs"),
+        }
+        keyset = "" if after is None else " AND (created_at, id) < ($after_at, $after_id)"
+        keys = {} if after is None else {"after_at": after[0], "after_id": after[1]}
         with self.connect() as con:
-            return con.rows(
-                f"SELECT {_JOB_COLUMNS} FROM jobs"
-                " WHERE (? IS NULL OR kind = ?)"
-                "   AND (? IS NULL OR list_contains(?, status))"
-                " ORDER BY created_at DESC, id DESC"
-                " LIMIT ?",
-                [kind, kind, statuses, statuses, limit],
+            rows = con.rows(
+                f"SELECT {_JOB_COLUMNS} FROM jobs {_JOB_FILTER}{keyset}"
+                " ORDER BY created_at DESC, id DESC LIMIT $limit",
+                params | keys | {"limit": limit},
             )
+            total = (
+                con.scalar(f"SELECT count(*) FROM jobs {_JOB_FILTER}", params) if count else None
+            )
+        return rows, None if total is None else int(total)
+
+    def job_counts(self) -> dict:
+        """How many jobs there are: in all, by status and by kind (each most first)."""
+        with self.connect() as con:
+            rows = con.rows("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status")
+        by_status: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        for kind, status, n in rows:
+            by_status[status] = by_status.get(status, 0) + int(n)
+            by_kind[kind] = by_kind.get(kind, 0) + int(n)
+        return {
+            "total": sum(by_status.values()),
+            "status": _most_first(by_status),
+            "kind": _most_first(by_kind),
+        }
 
     # -- shard ingestion ------------------------------------------------------------------
 

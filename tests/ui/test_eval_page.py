@@ -5,6 +5,7 @@ so their text, marks and tooltips are in the DOM)."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 from pathlib import Path
@@ -110,8 +111,7 @@ def cut_marks(at: AppTest) -> list[str]:
 def test_the_metrics_table_names_metrics_in_words_and_every_rate_shows_its_n(store, evaluated):
     _, job_id, specs = evaluated
     at = run_page()
-    (table,) = at.dataframe
-    frame = table.value
+    (frame,) = [d.value for d in at.dataframe if "metric" in d.value.columns]
     assert list(frame.columns) == ["metric", "set", *NAMES, "what it measures", "key"]
     rows = {r["key"]: r for r in frame.to_dict("records")}
     assert rows["harmlessness_win_rate"]["metric"] == "Harmlessness win rate"
@@ -141,7 +141,8 @@ def test_an_answer_cut_off_at_the_token_limit_is_marked_and_a_whole_one_is_not(s
 
     at = run_page()
     assert len(cut_marks(at)) == 1  # the first prompt: A cut off, B whole
-    at.selectbox(key="cmp_prompt").set_value(1).run()
+    at.session_state["cmp_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
     assert not at.exception, at.exception
     assert len(cut_marks(at)) == 2
 
@@ -206,3 +207,125 @@ def test_the_charts_in_a_browser_read_in_words_show_zero_and_n_and_cut_nothing_s
         }
         shown[NAMES[0]].first.wait_for()
         assert (shown[NAMES[0]].count(), shown[NAMES[1]].count()) == (1, 0)
+
+
+# -- a big eval: the page reads a page of prompts and one prompt's answers, never the set ------
+
+
+class RowCounter:
+    """Wraps every public query method of `Store` (the class, so the page's cached store is
+    covered too) and records how many rows each call returned (a page query: its page)."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[str, int]] = []
+        for name in dir(Store):
+            method = inspect.getattr_static(Store, name)
+            if name.startswith("_") or not inspect.isfunction(method):
+                continue  # static and class methods, properties, attributes
+            monkeypatch.setattr(Store, name, self._wrap(name, method))
+
+    def _wrap(self, name, method):
+        def counted(*args, **kwargs):
+            result = method(*args, **kwargs)
+            rows = result[0] if name.endswith("_page") else result
+            if isinstance(rows, list | set | dict):
+                self.calls.append((name, len(rows)))
+            return result
+
+        return counted
+
+    def most(self) -> tuple[str, int]:
+        return max(self.calls, key=lambda c: c[1])
+
+    def names(self) -> set[str]:
+        return {n for n, _ in self.calls}
+
+
+PROMPTS_CAPTION = re.compile(r"Prompts (?:\d+–\d+|0) of \d+(?: \(filtered from \d+\))?")
+
+
+def prompts_caption(at: AppTest) -> str:
+    (found,) = [c.value for c in at.caption if PROMPTS_CAPTION.fullmatch(c.value)]
+    return found
+
+
+def answer_table(at: AppTest):
+    (frame,) = [d for d in at.dataframe if "spread" in d.value.columns]
+    return frame.value
+
+
+@pytest.fixture
+def big_eval(cai_home, monkeypatch):
+    """A synthetic eval job of 300 red-team prompts answered by 3 models (900 answers), written
+    in shards and ingested as a real one is; the page is pointed at it."""
+    from bench import synthetic
+
+    monkeypatch.setenv("CAI_HOME", str(cai_home))
+    store = Store(cai_home)
+    made = synthetic.eval_job(store, 300, 3, shards=3)
+    expected = evaluation.side_by_side(store, made["job"], made["models"], made["prompt_set"])
+    return store, made, expected
+
+
+def test_no_query_of_the_page_returns_more_than_a_page_of_a_big_eval(big_eval, monkeypatch):
+    """900 answers, 25 prompts a page: the first page, the next page, a filter and a picked
+    prompt never read more rows than a page, nor the whole job's answers or verdicts."""
+    store, made, expected = big_eval
+    assert len(expected) == 300
+    counter = RowCounter(monkeypatch)
+    at = run_page()
+    assert prompts_caption(at) == "Prompts 1–50 of 300"
+    assert counter.most()[1] <= 50, counter.most()  # the default page size
+    counter.calls.clear()
+
+    at.selectbox(key="cmp_page_size").set_value(25).run()
+    assert not at.exception, at.exception
+    assert prompts_caption(at) == "Prompts 1–25 of 300"
+    shown = answer_table(at)
+    assert list(shown["prompt"]) == [c.prompt for c in expected[:25]]  # most disagreement first
+    assert list(shown["spread"]) == [c.disagreement for c in expected[:25]]
+
+    at.button(key="cmp_next").click().run()
+    assert not at.exception, at.exception
+    assert prompts_caption(at) == "Prompts 26–50 of 300"
+    assert list(answer_table(at)["prompt"]) == [c.prompt for c in expected[25:50]]
+    # the first row of the page is opened: its prompt and each model's answer, as text
+    texts = [t.value for t in at.text]
+    assert texts[0] == expected[25].prompt
+    assert texts[1:] == [expected[25].answers[m] for m in made["models"]]
+
+    # picking the third row opens it, read alone
+    at.session_state["cmp_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.text][0] == expected[27].prompt
+
+    # every synthetic prompt opens with its number and a colon: "7:" finds 7, 17, ..., 297
+    # (30 of 300), in disagreement order, from page 1 again
+    at.text_input(key="cmp_search").set_value("7:").run()
+    assert not at.exception, at.exception
+    sevens = [c for c in expected if int(c.prompt.split(":")[0]) % 10 == 7]
+    assert len(sevens) == 30
+    assert prompts_caption(at) == "Prompts 1–25 of 30 (filtered from 300)"
+    assert list(answer_table(at)["prompt"]) == [c.prompt for c in sevens[:25]]
+
+    name, rows = counter.most()
+    assert rows <= 25, (name, rows)
+    assert not counter.names() & {"eval_answers", "eval_judgements"}, counter.names()
+
+
+def test_a_pasted_page_or_a_pattern_is_searched_as_plain_bounded_text(big_eval):
+    at = run_page()
+    at.text_input(key="cmp_search").set_value("w1 " * 3400).run()  # 10 kB pasted
+    assert not at.exception, at.exception
+    assert len(at.text_input(key="cmp_search").value) == 200  # the box keeps 200 characters
+    assert prompts_caption(at) == "Prompts 0 of 0 (filtered from 300)"
+    assert not at.error
+
+    for pattern in ("%", "_", "w.*", "[0-9]+:"):  # each would match every prompt as a pattern
+        at.text_input(key="cmp_search").set_value(pattern).run()
+        assert not at.exception, at.exception
+        assert prompts_caption(at) == "Prompts 0 of 0 (filtered from 300)", pattern
+    at.text_input(key="cmp_search").set_value("W1").run()  # case-insensitive: w1, w10, ...
+    assert prompts_caption(at).endswith("(filtered from 300)")
+    assert not prompts_caption(at).startswith("Prompts 0 of")

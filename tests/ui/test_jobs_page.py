@@ -205,3 +205,107 @@ def test_a_running_job_says_what_it_is_doing_then_how_long_is_left(store):
     assert re.fullmatch(r"running: \d+/40 · about \d+ s left", bar.text), bar.text
     assert re.fullmatch(r"\d+ s", metrics(at)["Time left"]), metrics(at)
     assert jobs.cancel(store, job.id, grace=2).status == "cancelled"
+
+
+# -- ten thousand jobs: filters and a page at a time ------------------------------------------
+
+JOBS_CAPTION = re.compile(r"Jobs (?:[\d,]+–[\d,]+|0) of [\d,]+(?: \(filtered from [\d,]+\))?")
+
+
+def jobs_caption(at: AppTest) -> str:
+    (found,) = [c.value for c in at.caption if JOBS_CAPTION.fullmatch(c.value)]
+    return found
+
+
+def table_ids(at: AppTest) -> list[str]:
+    (frame,) = [d.value for d in at.dataframe if "progress" in d.value.columns]
+    return list(frame["id"])
+
+
+def rerun(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_ten_thousand_jobs_are_filtered_and_paged_and_no_query_reads_more_than_a_page(
+    store, monkeypatch
+):
+    from tests.test_jobs import many_id, many_jobs
+    from tests.ui.test_eval_page import RowCounter
+
+    many_jobs(store)
+    counter = RowCounter(monkeypatch)
+    at = run_page()
+    assert jobs_caption(at) == "Jobs 1–50 of 10,000"
+    newest = [many_id(i) for i in range(9_999, 9_949, -1)]
+    assert table_ids(at) == newest
+    picker = at.selectbox(key="job_selected")
+    assert (picker.value, picker.options) == (newest[0], newest)  # the page's jobs only
+    assert counter.most()[1] <= 50, counter.most()
+
+    # pick one, then page on: the pick stays (first in the picker), beside the new page's jobs
+    at.selectbox(key="job_selected").select(newest[3])
+    rerun(at)
+    at.selectbox(key="jobs_page_size").set_value(25)
+    rerun(at)
+    counter.calls.clear()
+    at.button(key="jobs_next").click()
+    rerun(at)
+    assert jobs_caption(at) == "Jobs 26–50 of 10,000"
+    assert table_ids(at) == newest[25:50]
+    picker = at.selectbox(key="job_selected")
+    assert (picker.value, picker.options) == (newest[3], [newest[3], *newest[25:50]])
+    assert metrics(at)["Status"] == "succeeded"  # job 9_996: i % 4 == 0
+    at.button(key="jobs_prev").click()
+    rerun(at)
+    assert jobs_caption(at) == "Jobs 1–25 of 10,000"
+    assert at.selectbox(key="job_selected").options == newest[:25]
+
+    # kind eval (i % 3 == 1), failed (i % 4 == 1): i % 12 == 1 -> 834, from page 1 again
+    at.selectbox(key="jobs_kind").select("eval")
+    rerun(at)
+    assert jobs_caption(at) == "Jobs 1–25 of 3,333 (filtered from 10,000)"
+    at.selectbox(key="jobs_status").select("failed")
+    rerun(at)
+    assert jobs_caption(at) == "Jobs 1–25 of 834 (filtered from 10,000)"
+    assert table_ids(at)[:2] == [many_id(9_997), many_id(9_985)]
+    at.text_input(key="jobs_search").set_value("EVAL-0099")  # ids eval-009900..eval-009999
+    rerun(at)
+    # i % 12 == 1 between 9_900 and 9_999: 9_901, 9_913, ..., 9_997 -> 9
+    assert jobs_caption(at) == "Jobs 1–9 of 9 (filtered from 10,000)"
+    at.text_input(key="jobs_search").set_value("eval-0099%")  # % is a character: no job
+    rerun(at)
+    assert jobs_caption(at) == "Jobs 0 of 0 (filtered from 10,000)"
+    assert at.selectbox(key="job_selected").options == [newest[3]]  # the pick, kept alone
+
+    name, rows = counter.most()
+    assert rows <= 25, (name, rows)
+
+
+def test_a_job_linked_from_elsewhere_is_picked_though_not_on_the_page(store):
+    from tests.test_jobs import many_id, many_jobs
+
+    many_jobs(store, 200)
+    at = AppTest.from_file(str(ROUTER), default_timeout=30)
+    at.query_params["job"] = many_id(7)
+    at.run()
+    at.switch_page("app_pages/jobs.py")
+    rerun(at)
+    picker = at.selectbox(key="job_selected")
+    assert picker.value == many_id(7) and picker.options[0] == many_id(7)
+    assert len(picker.options) == 51  # it, and the page's 50
+
+
+def test_home_counts_ten_thousand_jobs_without_reading_them(store, monkeypatch):
+    from tests.test_jobs import many_jobs
+    from tests.ui.test_eval_page import RowCounter
+
+    many_jobs(store)
+    counter = RowCounter(monkeypatch)
+    at = AppTest.from_file(str(ROUTER), default_timeout=30)
+    rerun(at)  # the router opens Home
+    assert [t.value for t in at.title] == ["CAI Studio"]
+    assert metrics(at)["Jobs"] == "10,000"
+    name, rows = counter.most()
+    assert rows <= 10, (name, rows)  # counts and the newest demo job, not the jobs

@@ -11,10 +11,13 @@ import streamlit as st
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.progress import format_duration, terminal_text, token_rate
+from cai_engine.search import search_needle
+from cai_engine.traces import SEARCH_MAX
 from ui.common import (
     RESULTS_PAGE,
     flash,
     get_store,
+    linked_job,
     md_escape,
     results_link,
     show_error,
@@ -23,6 +26,9 @@ from ui.common import (
 from ui.progress import show_progress
 
 REFRESH_S = 2.0
+PAGE_SIZES = [25, 50, 100]
+ALL = "all"
+STATUSES = [*jobs.ACTIVE, *jobs.TERMINAL]
 store = get_store()
 
 st.title("Jobs")
@@ -75,8 +81,8 @@ def jobs_frame(listed: list) -> pd.DataFrame:
     )
 
 
-listed = jobs.list_jobs(store)
-any_active = any(j.status in jobs.ACTIVE for j in listed)
+counts = jobs.job_counts(store)
+any_active = any(counts["status"].get(s) for s in jobs.ACTIVE)
 
 with st.expander("Check that jobs work on this machine"):
     st.caption(
@@ -90,17 +96,74 @@ with st.expander("Check that jobs work on this machine"):
         flash(f"Submitted {job.id}.")
         st.rerun()
 
+if not counts["total"]:
+    st.info(
+        "No jobs yet. Stages (critique, labels, training) start them; so does the button above."
+    )
+    st.stop()
+
+
+def job_filter() -> dict | None:
+    """The filter row, as `jobs.job_page` arguments; None (with the reason) when the search
+    cannot be run."""
+    f1, f2, f3 = st.columns([2, 2, 3])
+    kind = f1.selectbox("Kind", [ALL, *jobs.kinds()], key="jobs_kind")
+    status = f2.selectbox("Status", [ALL, *STATUSES], key="jobs_status")
+    search = f3.text_input(
+        "Search", key="jobs_search", placeholder="id or label", max_chars=SEARCH_MAX
+    )
+    try:
+        search_needle(search, "search the jobs")
+    except CaiError as e:
+        show_error(e)
+        return None
+    return {
+        "kind": None if kind == ALL else kind,
+        "statuses": None if status == ALL else [status],
+        "search": search.strip() or None,
+    }
+
+
+def page_of_jobs(where: dict) -> list:
+    """One page of the jobs `where` keeps, newest first, with Previous/Next through the rest
+    (keyset pages: each one costs the same however deep); returns the page's jobs."""
+    size = st.session_state.get("jobs_page_size", PAGE_SIZES[1])
+    scope = (tuple(sorted((k, str(v)) for k, v in where.items())), size)
+    cursors = st.session_state.get("jobs_cursors")
+    if not cursors or cursors["scope"] != scope:  # new filter or page size: page 1
+        cursors = st.session_state["jobs_cursors"] = {"scope": scope, "after": [None]}
+    page, matching = jobs.job_page(store, **where, after=cursors["after"][-1], limit=size)
+    first = (len(cursors["after"]) - 1) * size
+    shown = f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
+    scope_note = "" if matching == counts["total"] else f" (filtered from {counts['total']:,})"
+    c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
+    c1.caption(f"Jobs {shown}{scope_note}")
+    c2.button(
+        "← Previous",
+        key="jobs_prev",
+        disabled=len(cursors["after"]) == 1,
+        on_click=cursors["after"].pop,
+    )
+    c3.button(
+        "Next →",
+        key="jobs_next",
+        disabled=first + len(page) >= matching,
+        on_click=cursors["after"].append,
+        args=(page[-1].cursor if page else None,),
+    )
+    c4.selectbox("Per page", PAGE_SIZES, index=1, key="jobs_page_size")
+    job_table(where, cursors["after"][-1], size)
+    return page
+
 
 @st.fragment(run_every=REFRESH_S if any_active else None)
-def job_list() -> None:
-    current = jobs.list_jobs(store)
-    if not current:
-        st.info(
-            "No jobs yet. Stages (critique, labels, training) start them; so does the button above."
-        )
-        return
+def job_table(where: dict, after, size: int) -> None:
+    """The page's jobs with their progress, read again every few seconds while jobs run."""
+    with store.session():
+        page, _ = jobs.job_page(store, **where, after=after, limit=size)
+        frame = jobs_frame(page)  # reads the status file of each job shown
     st.dataframe(
-        jobs_frame(current),
+        frame,
         hide_index=True,
         key="jobs_table",
         column_config={
@@ -112,16 +175,33 @@ def job_list() -> None:
     )
 
 
-job_list()
-
-if not listed:
-    st.stop()
-
-ids = [j.id for j in listed]
-if st.session_state.get("job_selected") not in ids:
-    st.session_state["job_selected"] = ids[0]
-st.subheader("Job")
-selected = st.selectbox("Job", ids, key="job_selected", label_visibility="collapsed")
+# One opening of the store for the listing (not for cancelling below: that waits on the job's
+# process, which may open the store as it stops).
+with store.session():
+    where = job_filter()
+    if where is None:
+        st.stop()
+    page = page_of_jobs(where)
+    # The picker offers the page's jobs, and keeps the job picked (or linked, `?job=`) when
+    # paging or filtering moves it off the page.
+    picked = st.session_state.get("job_selected")
+    linked = linked_job()
+    if linked:
+        picked = linked
+        del st.query_params["job"]
+    ids = [j.id for j in page]
+    if picked and picked not in ids:
+        try:
+            jobs.get_job(store, picked)
+        except CaiError:
+            picked = None  # deleted, or a link to a job this store does not have
+        else:
+            ids.insert(0, picked)
+    if not ids:
+        st.stop()
+    st.session_state["job_selected"] = picked if picked in ids else ids[0]
+    st.subheader("Job")
+    selected = st.selectbox("Job", ids, key="job_selected", label_visibility="collapsed")
 job = jobs.get_job(store, selected)
 
 actions = st.columns([1, 1, 6])
