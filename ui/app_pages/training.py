@@ -44,10 +44,12 @@ st.caption(
 
 def data_choices(spec: TrainingKind) -> list[str]:
     """Finished jobs whose output the kind trains on (exported into the run folder)."""
+    if not spec.sources:
+        return []
     return [
         j.id
-        for j in jobs.list_jobs(store, reconcile_first=False)
-        if j.kind in spec.sources and j.status == "succeeded"
+        for j in jobs.list_jobs(store, kind=list(spec.sources), reconcile_first=False)
+        if j.status == "succeeded"
     ]
 
 
@@ -185,7 +187,7 @@ def start(spec: TrainingKind, config: dict) -> None:
         st.rerun()
 
 
-training_jobs = [j for j in jobs.list_jobs(store) if j.kind in TRAINING_KINDS]
+training_jobs = jobs.list_jobs(store, kind=list(TRAINING_KINDS))
 with st.expander("New training job", expanded=not training_jobs):
     specs = list(TRAINING_KINDS.values())
     for tab, spec in zip(st.tabs([s.label for s in specs]), specs, strict=True):
