@@ -33,7 +33,9 @@ WHITESPACE = (
 # A prompt's messages, stored as JSON text, as TRL's conversational turns (a STRUCT list).
 TURNS = json.dumps([{"role": "VARCHAR", "content": "VARCHAR"}])
 
-CUT_OFF_SKIP = "cut off at the token limit"  # the manifest's count of texts --drop-truncated left out
+CUT_OFF_SKIP = (
+    "cut off at the token limit"  # the manifest's count of texts --drop-truncated left out
+)
 
 # -- the sources: a job in the store --------------------------------------------------------
 
@@ -442,8 +444,7 @@ def examples_from_rows(
             con.register("labelled_in", _labels_table(labels or []))
             con.register("reviewed_in", _reviews_table(reviews or []))
             sources = (
-                "labelled AS (SELECT * FROM labelled_in),"
-                " reviewed AS (SELECT * FROM reviewed_in)"
+                "labelled AS (SELECT * FROM labelled_in), reviewed AS (SELECT * FROM reviewed_in)"
             )
         wrapped = Conn(con)
         sql, params = _statement(query, sources, query.rows, {})
