@@ -249,13 +249,13 @@ def prefs_from_labels(
     return examples, _skipped(query, counts)
 
 
-def labelled_prefs_manifest(
-    store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
-) -> dict:
-    """The manifest of a label job's preference export, its counts from SQL (no example is
-    read). Raises CaiError when the job has no labels or the filters leave none."""
-    filters = filters or PrefFilters()
-    query = filters.query()
+def labelled_prefs_counts(
+    store: Store, job_id: str, filters: PrefFilters | None = None
+) -> dict[str, int]:
+    """A label job's preference export's counts, as its manifest gives them, from SQL (no
+    example is read): what the Labels page shows on every run. Raises CaiError when the job
+    has no labels or the filters leave none."""
+    query = (filters or PrefFilters()).query()
     job = _checked_job(store, job_id, "label", "--labels needs")
     counts = store.export_counts(query, job_id)
     if not counts["units"]:
@@ -266,11 +266,25 @@ def labelled_prefs_manifest(
         raise CaiError(
             f"label job {job_id} leaves no preference pairs to export (dropped: {dropped})"
         )
+    return {
+        "examples": counts["examples"],
+        "labels": counts["units"],
+        "human": counts["human"],
+        **{f"skipped {k}": v for k, v in skipped.items()},
+    }
+
+
+def labelled_prefs_manifest(
+    store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
+) -> dict:
+    """The manifest of a label job's preference export (its counts from SQL)."""
+    filters = filters or PrefFilters()
+    counts = labelled_prefs_counts(store, job_id, filters)
     first = store.label_lineage(job_id) or {}
     return {
         "kind": "prefs",
         "source": "labels",
-        "job": job.id,
+        "job": job_id,
         "pairs_job": first.get("pairs_job"),
         "constitution": first.get("constitution"),
         "constitution_hash": first.get("constitution_hash"),
@@ -284,12 +298,7 @@ def labelled_prefs_manifest(
             "min_confidence": filters.min_confidence,
             "drop_truncated": filters.drop_truncated,
         },
-        "counts": {
-            "examples": counts["examples"],
-            "labels": counts["units"],
-            "human": counts["human"],
-            **{f"skipped {k}": v for k, v in skipped.items()},
-        },
+        "counts": counts,
         "score": "probability that chosen is better (soft label; 1.0 for a human verdict)",
         "command": command,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -23,7 +23,7 @@ from cai_engine.errors import CaiError
 from cai_engine.home import runs_dir
 from cai_engine.runs import RunFolder
 from cai_engine.store import Store
-from cai_engine.store.exports import WHITESPACE
+from cai_engine.store.exports import NOT_SPACE, WHITESPACE
 from tests import export_reference as before
 from tests.export_jobs import AWKWARD, LABEL_JOB, label_job
 
@@ -222,7 +222,18 @@ def test_training_reads_the_exports_rows_from_the_store(critique):
 
 
 def test_empty_means_what_str_strip_strips():
+    import duckdb
+
     assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+    # SQL's test, on each of them alone and among others, and on look-alikes that are not
+    texts = [*WHITESPACE, WHITESPACE, "", "\u200b", "\x00", "\ufeff", "_", f"{WHITESPACE}a "]
+    with duckdb.connect() as con:
+        blank = con.execute(
+            "SELECT list_transform($texts, lambda t: NOT regexp_matches(t, $not_space))",
+            {"texts": texts, "not_space": NOT_SPACE},
+        ).fetchone()[0]
+    assert blank == [not t.strip() for t in texts]
+    assert blank.count(False) == 5
 
 
 # -- a label job of 3,000 labels, with human verdicts -----------------------------------------

@@ -53,7 +53,7 @@ def test_the_labels_and_traces_downloads_hold_the_exports_rows(studio):
         page.get_by_text("Drop ties").click()
         wait_for_app(page)
         filters = export.PrefFilters(drop_ties=True)
-        counts = export.labelled_prefs_manifest(store, LABEL_JOB, filters)["counts"]
+        counts = export.labelled_prefs_counts(store, LABEL_JOB, filters)
         shown = f"{counts['examples']} examples (0 from human verdicts) of 80 labels"
         page.get_by_text(shown).wait_for(timeout=10_000)
         rows, manifest = download(page, "Download preferences")

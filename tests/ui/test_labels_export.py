@@ -44,7 +44,7 @@ def test_the_export_tab_counts_by_sql_and_writes_nothing_until_clicked(cai_home,
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     store = Store(cai_home)
-    counts = export.labelled_prefs_manifest(store, LABEL_JOB)["counts"]
+    counts = export.labelled_prefs_counts(store, LABEL_JOB)
     assert caption(at) == (f"{counts['examples']} examples (1 from human verdicts) of 600 labels")
     (button,) = [b for b in at.download_button if b.key == "dl_label_prefs"]
     assert button.label == "Download preferences"
@@ -53,7 +53,7 @@ def test_the_export_tab_counts_by_sql_and_writes_nothing_until_clicked(cai_home,
     at.checkbox(key="export_drop_truncated").check().run()
     assert not at.exception
     strict = export.PrefFilters(drop_ties=True, drop_truncated=True)
-    counts = export.labelled_prefs_manifest(store, LABEL_JOB, strict)["counts"]
+    counts = export.labelled_prefs_counts(store, LABEL_JOB, strict)
     assert counts["skipped ties"] > 0 and counts[f"skipped {export.CUT_OFF_SKIP}"] > 0
     assert caption(at).startswith(f"{counts['examples']} examples (")
     assert exports_made == []  # three page runs, and no export was written or read

@@ -518,11 +518,10 @@ with export_tab:
     min_conf = e4.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="export_min_conf")
     filters = export.PrefFilters(drop_ties, drop_inconsistent, float(min_conf), drop_truncated)
     try:  # the counts, by SQL; the file is written only when the button is clicked
-        manifest = export.labelled_prefs_manifest(store, job_id, filters, "studio download")
+        counts = export.labelled_prefs_counts(store, job_id, filters)
     except CaiError as e:
         show_error(e)
     else:
-        counts = manifest["counts"]
         st.caption(
             f"{counts['examples']} examples ({counts['human']} from human verdicts) of "
             f"{counts['labels']} labels"
