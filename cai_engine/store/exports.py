@@ -42,22 +42,26 @@ CUT_OFF_SKIP = (
 
 # -- the sources: a job in the store --------------------------------------------------------
 
-# {messages} and {prompts}: the prompt's messages and the join that reads them, for the rows;
-# the counts, which never look at a prompt, leave the join out (it is most of their time).
+# The joins that bring in what only the rows use: the prompt's messages, and a pair's answers.
+# The counts leave them out (they were most of the counts' time, which the Labels page spends on
+# every run), keeping the pairs only for the flags the cut-off filter reads.
+_PROMPTS = "LEFT JOIN prompts p ON p.set_name = {a}.prompt_set AND p.prompt_id = {a}.prompt_id"
+_PAIRS = (
+    "LEFT JOIN pairs x ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair"
+)
 _STORE_STEPS = """
     SELECT t.prompt_id, t.sample, t.round, t.step, t.principle_id, t.text, t.finish_reason,
            {messages} AS prompt_messages
     FROM traces t
-    {prompts}
+    {joins}
     WHERE t.job_id = $job
 """
 _STORE_LABELLED = """
     SELECT l.prompt_id, l.pair, l.principle_id, l.soft_label, l.winner, l.confidence,
-           l.consistent, x.response_a, x.response_b, x.flags AS pair_flags,
-           {messages} AS prompt_messages
+           l.consistent, {answers} AS response_a, {answers_b} AS response_b,
+           {flags} AS pair_flags, {messages} AS prompt_messages
     FROM labels l
-    LEFT JOIN pairs x ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair
-    {prompts}
+    {joins}
     WHERE l.job_id = $job
 """
 _STORE_REVIEWED = """
@@ -262,28 +266,26 @@ def _statement(query: ExportQuery, sources: str, tail: str, extra: dict) -> tupl
     return sql, {name: given[name] for name in dict.fromkeys(_NAMED.findall(sql))}
 
 
-def _store_sources(query: ExportQuery, prompts: bool = True) -> str:
-    """The CTEs that read the job from the store; `prompts=False` leaves the prompts out."""
+def _store_sources(query: ExportQuery, rows: bool = True) -> str:
+    """The CTEs that read the job from the store: for its rows, or (`rows=False`) its counts."""
+    null = "NULL::VARCHAR"
+    messages = "p.messages" if rows else null
     if query.source == "traces":
-        table, alias = _STORE_STEPS, "t"
-    else:
-        table, alias = _STORE_LABELLED, "l"
-    table = table.format(
-        messages="p.messages" if prompts else "NULL::VARCHAR",
-        prompts=(
-            f"LEFT JOIN prompts p ON p.set_name = {alias}.prompt_set"
-            f" AND p.prompt_id = {alias}.prompt_id"
-        )
-        if prompts
-        else "",
-    )
-    # NOT MATERIALIZED: a source read twice (as `steps` is) is scanned twice, its unused
-    # columns (the texts, for the counts) pruned, rather than copied whole into a temporary.
-    if query.source == "traces":
+        joins = _PROMPTS.format(a="t") if rows else ""
+        table = _STORE_STEPS.format(messages=messages, joins=joins)
+        # NOT MATERIALIZED: `steps` is read twice, each time scanned with only the columns
+        # it needs, rather than copied whole (texts and all) into a temporary
         return f"steps AS NOT MATERIALIZED ({table})"
-    return (
-        f"labelled AS NOT MATERIALIZED ({table}), reviewed AS NOT MATERIALIZED ({_STORE_REVIEWED})"
+    pairs = rows or query.params["drop_truncated"]
+    joins = ([_PAIRS] if pairs else []) + ([_PROMPTS.format(a="l")] if rows else [])
+    table = _STORE_LABELLED.format(
+        answers="x.response_a" if rows else null,
+        answers_b="x.response_b" if rows else null,
+        flags="x.flags" if pairs else null,
+        messages=messages,
+        joins="\n    ".join(joins),
     )
+    return f"labelled AS ({table}), reviewed AS ({_STORE_REVIEWED})"
 
 
 _COUNTS = """
@@ -318,7 +320,7 @@ class ExportQueries(StoreCore):
     def export_counts(self, query: ExportQuery, job_id: str) -> dict[str, int]:
         """How many units (traces or labels) the job has, how many examples the export would
         hold (`human`: of them, from a human verdict), and how many were left out, and why."""
-        sources = _store_sources(query, prompts=False)
+        sources = _store_sources(query, rows=False)
         sql, params = _statement(query, sources, _COUNTS, {"job": job_id})
         with self.connect() as con:
             return _counts(query, con.rows(sql, params))
