@@ -58,7 +58,7 @@ _STORE_STEPS = """
 """
 _STORE_LABELLED = """
     SELECT l.prompt_id, l.pair, l.principle_id, l.soft_label, l.winner, l.confidence,
-           l.consistent, {answers} AS response_a, {answers_b} AS response_b,
+           l.consistent, {response_a} AS response_a, {response_b} AS response_b,
            {flags} AS pair_flags, {messages} AS prompt_messages
     FROM labels l
     {joins}
@@ -279,8 +279,8 @@ def _store_sources(query: ExportQuery, rows: bool = True) -> str:
     pairs = rows or query.params["drop_truncated"]
     joins = ([_PAIRS] if pairs else []) + ([_PROMPTS.format(a="l")] if rows else [])
     table = _STORE_LABELLED.format(
-        answers="x.response_a" if rows else null,
-        answers_b="x.response_b" if rows else null,
+        response_a="x.response_a" if rows else null,
+        response_b="x.response_b" if rows else null,
         flags="x.flags" if pairs else null,
         messages=messages,
         joins="\n    ".join(joins),
