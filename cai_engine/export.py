@@ -4,17 +4,24 @@
   turn (`all_rounds`: one example per round's revision, as the paper trained on).
 - Preferences from revisions (the Hugging Face recipe's shortcut): `{"prompt": [...],
   "chosen": [final revision], "rejected": [initial answer]}`.
+- Preferences from AI labels (RL-CAI), a human verdict overriding the AI's.
 Formats: `jsonl` (data.jsonl), `parquet` (data.parquet) or `hf` (a `datasets` folder made
 with `save_to_disk`). `manifest.json` records the job, the constitution version hash, the
 model, the counts and the command that made it.
+
+Which rows an export holds is one SQL query per export (`cai_engine.store.exports`): DuckDB
+writes the file with `COPY ... TO` and counts what was left out, so a job of a million trace
+rows is exported without its rows ever passing through Python. The list functions
+(`sft_examples`, `prefs_from_revisions`, `prefs_from_labels`) run the same queries over rows
+handed over in lists.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,9 +29,14 @@ from typing import TYPE_CHECKING
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.home import resolve_home
-from cai_engine.pairs import cut_off_sides
-from cai_engine.review import human_verdicts
-from cai_engine.traces import step_cut_off
+from cai_engine.store.exports import CUT_OFF_SKIP as CUT_OFF_SKIP  # re-exported
+from cai_engine.store.exports import (
+    ExportQuery,
+    examples_from_rows,
+    labels_query,
+    revisions_query,
+    sft_query,
+)
 
 if TYPE_CHECKING:
     from cai_engine.jobs import Job
@@ -49,196 +61,39 @@ class ExportResult:
         )
 
 
-def _traces_by_key(rows: list[dict]) -> dict[tuple, list[dict]]:
-    out: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        out[(r["prompt_id"], r["sample"])].append(r)
-    return out
-
-
-def _job_rows(
-    store: Store, job_id: str, kind: str, what: str, needs: str
-) -> tuple[object, list[dict]]:
-    """A finished-or-running job of `kind`, ingested, and its rows (traces or labels)."""
-
+def _checked_job(store: Store, job_id: str, kind: str, needs: str) -> Job:
+    """A job of `kind`, its finished shards ingested."""
     job = jobs.get_job(store, job_id)
     if job.kind != kind:
         raise CaiError(f"job {job_id} is a {job.kind} job; {needs} a {kind} job")
     jobs.ingest(store, job)
-    rows = store.traces(job_id) if kind == "critique" else store.labels(job_id)
-    if not rows:
-        raise CaiError(f"{kind} job {job_id} has no {what} yet ({job.status})")
-    return job, rows
+    return job
 
 
-def _critique_rows(store: Store, job_id: str) -> tuple[object, list[dict]]:
-    return _job_rows(store, job_id, "critique", "traces", "this export needs")
+def _skipped(query: ExportQuery, counts: dict[str, int]) -> dict[str, int]:
+    return {why: counts[why] for why in query.skips}
 
 
-CUT_OFF_SKIP = (
-    "cut off at the token limit"  # the manifest's count of texts --drop-truncated left out
-)
+# -- from a critique job's traces -----------------------------------------------------------
 
 
 def sft_examples(
     rows: list[dict], all_rounds: bool = False, drop_truncated: bool = False
 ) -> tuple[list[dict], dict[str, int]]:
-    """`drop_truncated` leaves out revisions that stopped at the token limit, mid-text."""
-    examples, skipped = [], {"incomplete traces": 0, "empty revisions": 0}
-    if drop_truncated:
-        skipped[CUT_OFF_SKIP] = 0
-    for trace in _traces_by_key(rows).values():
-        revisions = [r for r in trace if r["step"] == "revision"]
-        if not revisions:
-            skipped["incomplete traces"] += 1
-            continue
-        chosen = revisions if all_rounds else [max(revisions, key=lambda r: r["round"])]
-        for r in chosen:
-            if not r["text"].strip():
-                skipped["empty revisions"] += 1
-                continue
-            if drop_truncated and step_cut_off(r):
-                skipped[CUT_OFF_SKIP] += 1
-                continue
-            examples.append(
-                {
-                    "messages": r["prompt_messages"]
-                    + [{"role": "assistant", "content": r["text"]}],
-                    "prompt_id": r["prompt_id"],
-                    "round": int(r["round"]),
-                    "principle_id": r["principle_id"],
-                }
-            )
-    return examples, skipped
+    """SFT examples from trace rows (as `Store.traces` returns them), and what was skipped.
+    `drop_truncated` leaves out revisions that stopped at the token limit, mid-text."""
+    query = sft_query(all_rounds, drop_truncated)
+    examples, counts = examples_from_rows(query, steps=rows)
+    return examples, _skipped(query, counts)
 
 
 def prefs_from_revisions(
     rows: list[dict], drop_truncated: bool = False
 ) -> tuple[list[dict], dict[str, int]]:
     """`drop_truncated` leaves out traces whose initial answer or final revision was cut off."""
-    examples, skipped = [], {"incomplete traces": 0, "unchanged or empty": 0}
-    if drop_truncated:
-        skipped[CUT_OFF_SKIP] = 0
-    for trace in _traces_by_key(rows).values():
-        initial = next((r for r in trace if r["step"] == "initial"), None)
-        revisions = [r for r in trace if r["step"] == "revision"]
-        if initial is None or not revisions:
-            skipped["incomplete traces"] += 1
-            continue
-        final = max(revisions, key=lambda r: r["round"])
-        if (
-            not final["text"].strip()
-            or not initial["text"].strip()
-            or final["text"] == initial["text"]
-        ):
-            skipped["unchanged or empty"] += 1
-            continue
-        if drop_truncated and (step_cut_off(final) or step_cut_off(initial)):
-            skipped[CUT_OFF_SKIP] += 1
-            continue
-        examples.append(
-            {
-                "prompt": initial["prompt_messages"],
-                "chosen": [{"role": "assistant", "content": final["text"]}],
-                "rejected": [{"role": "assistant", "content": initial["text"]}],
-                "prompt_id": initial["prompt_id"],
-                "principles": ",".join(r["principle_id"] for r in revisions if r["principle_id"]),
-            }
-        )
-    return examples, skipped
-
-
-def _check_replaceable(out: Path, home: Path | None) -> None:
-    """--force replaces an earlier export, and nothing else: a folder holding only what an
-    export writes, with its manifest, and never the data home or a folder around it."""
-
-    home = resolve_home(home)
-    target = out.resolve()
-    if target == home or target in home.parents:
-        raise CaiError(f"{out} is (or holds) the data home {home}; --force will not replace it")
-    names = {p.name for p in out.iterdir()}
-    if "manifest.json" not in names or not names <= EXPORT_FILES:
-        raise CaiError(
-            f"{out} is not an export folder (no manifest.json, or files an export does not "
-            "write); --force replaces only an earlier export, so choose another --out"
-        )
-
-
-EXPORT_FILES = {"manifest.json", "data.jsonl", "data.parquet", "dataset"}
-
-
-def write_examples(
-    examples: list[dict],
-    out: Path,
-    fmt: str,
-    manifest: dict,
-    force: bool = False,
-    home: Path | None = None,
-) -> list[str]:
-    if fmt not in FORMATS:
-        raise CaiError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
-    if out.exists() and not out.is_dir():
-        raise CaiError(f"{out} is a file, not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise CaiError(
-                f"{out} already exists and is not empty; choose another --out or pass --force"
-            )
-        _check_replaceable(out, home)
-        shutil.rmtree(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if fmt == "jsonl":
-        with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:
-            for e in examples:
-                f.write(json.dumps(e, ensure_ascii=False) + "\n")
-        files = ["data.jsonl"]
-    elif fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(examples), tmp / "data.parquet")
-        files = ["data.parquet"]
-    else:
-        import datasets
-
-        datasets.Dataset.from_list(examples).save_to_disk(str(tmp / "dataset"))
-        files = ["dataset/"]
-    (tmp / "manifest.json").write_text(
-        json.dumps({**manifest, "files": files, "format": fmt}, indent=2)
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)  # the export appears whole or not at all
-    return files
-
-
-def _manifest(
-    kind: str,
-    job: Job,
-    rows: list[dict],
-    examples: list[dict],
-    skipped: dict,
-    command: str,
-    **extra,
-) -> dict:
-    first = rows[0]
-    return {
-        "kind": kind,
-        "job": job.id,
-        "constitution": first["constitution"],
-        "constitution_hash": first["constitution_hash"],
-        "model": first["model"],
-        "prompt_set": first["prompt_set"],
-        "counts": {
-            "examples": len(examples),
-            "traces": len(_traces_by_key(rows)),
-            **{f"skipped {k}": v for k, v in skipped.items()},
-        },
-        "command": command,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **extra,
-    }
+    query = revisions_query(drop_truncated)
+    examples, counts = examples_from_rows(query, steps=rows)
+    return examples, _skipped(query, counts)
 
 
 def _none_left(job_id: str, what: str, skipped: dict[str, int]) -> CaiError:
@@ -246,6 +101,44 @@ def _none_left(job_id: str, what: str, skipped: dict[str, int]) -> CaiError:
     return CaiError(
         f"critique job {job_id} has no {what}" + (f" (left out: {dropped})" if dropped else "")
     )
+
+
+_NONE_LEFT = {
+    "sft": "finished revisions to export",
+    "revisions": "revised traces to turn into preferences",
+}
+
+
+def _traces_manifest(
+    store: Store, job_id: str, query: ExportQuery, command: str, **extra
+) -> tuple[dict, dict[str, int]]:
+    """The manifest of a critique job's export (counts by SQL), and what was skipped. Raises
+    CaiError when the job has no traces, or the export would hold no example."""
+    job = _checked_job(store, job_id, "critique", "this export needs")
+    counts = store.export_counts(query, job_id)
+    if not counts["units"]:
+        raise CaiError(f"critique job {job_id} has no traces yet ({job.status})")
+    skipped = _skipped(query, counts)
+    if not counts["examples"]:
+        raise _none_left(job_id, _NONE_LEFT[query.kind], skipped)
+    lineage = store.trace_lineage(job_id) or {}
+    manifest = {
+        "kind": "sft" if query.kind == "sft" else "prefs",
+        "job": job.id,
+        "constitution": lineage.get("constitution"),
+        "constitution_hash": lineage.get("constitution_hash"),
+        "model": lineage.get("model"),
+        "prompt_set": lineage.get("prompt_set"),
+        "counts": {
+            "examples": counts["examples"],
+            "traces": counts["units"],
+            **{f"skipped {k}": v for k, v in skipped.items()},
+        },
+        "command": command,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    return manifest, skipped
 
 
 def export_sft(
@@ -259,22 +152,12 @@ def export_sft(
     command="",
     force=False,
 ) -> ExportResult:
-    job, rows = _critique_rows(store, job_id)
-    examples, skipped = sft_examples(rows, all_rounds, drop_truncated)
-    if not examples:
-        raise _none_left(job_id, "finished revisions to export", skipped)
-    manifest = _manifest(
-        "sft",
-        job,
-        rows,
-        examples,
-        skipped,
-        command,
-        all_rounds=all_rounds,
-        drop_truncated=drop_truncated,
+    query = sft_query(all_rounds, drop_truncated)
+    manifest, skipped = _traces_manifest(
+        store, job_id, query, command, all_rounds=all_rounds, drop_truncated=drop_truncated
     )
-    write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
-    return ExportResult(Path(out), "sft", len(examples), skipped, manifest)
+    write_export(store, query, job_id, Path(out), fmt, manifest, force)
+    return ExportResult(Path(out), "sft", manifest["counts"]["examples"], skipped, manifest)
 
 
 def export_prefs_from_revisions(
@@ -287,24 +170,19 @@ def export_prefs_from_revisions(
     command="",
     force=False,
 ) -> ExportResult:
-    job, rows = _critique_rows(store, job_id)
-    examples, skipped = prefs_from_revisions(rows, drop_truncated)
-    if not examples:
-        raise _none_left(job_id, "revised traces to turn into preferences", skipped)
-    manifest = _manifest(
-        "prefs",
-        job,
-        rows,
-        examples,
-        skipped,
+    query = revisions_query(drop_truncated)
+    manifest, skipped = _traces_manifest(
+        store,
+        job_id,
+        query,
         command,
         source="revisions",
         chosen="final revision",
         rejected="initial answer",
         drop_truncated=drop_truncated,
     )
-    write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
-    return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
+    write_export(store, query, job_id, Path(out), fmt, manifest, force)
+    return ExportResult(Path(out), "prefs", manifest["counts"]["examples"], skipped, manifest)
 
 
 def offers(store: Store, job_id: str) -> dict[str, str | None]:
@@ -326,29 +204,16 @@ def offers(store: Store, job_id: str) -> dict[str, str | None]:
 def bundle(
     store: Store, job_id: str, kind: str, all_rounds: bool = False, drop_truncated: bool = False
 ) -> bytes:
-    """A zip of data.jsonl and manifest.json, for a download button."""
-    job, rows = _critique_rows(store, job_id)
+    """A zip of data.jsonl and manifest.json, for a download button (built when it is
+    clicked: DuckDB writes the file into a temporary folder, which is then zipped)."""
     if kind == "sft":
-        examples, skipped = sft_examples(rows, all_rounds, drop_truncated)
-        if not examples:
-            raise _none_left(job_id, "finished revisions to export", skipped)
-        extra = {"all_rounds": all_rounds}
+        query, extra = sft_query(all_rounds, drop_truncated), {"all_rounds": all_rounds}
     else:
-        examples, skipped = prefs_from_revisions(rows, drop_truncated)
-        if not examples:
-            raise _none_left(job_id, "revised traces to turn into preferences", skipped)
-        extra = {"source": "revisions"}
-    manifest = _manifest(
-        kind,
-        job,
-        rows,
-        examples,
-        skipped,
-        "studio download",
-        drop_truncated=drop_truncated,
-        **extra,
+        query, extra = revisions_query(drop_truncated), {"source": "revisions"}
+    manifest, _ = _traces_manifest(
+        store, job_id, query, "studio download", drop_truncated=drop_truncated, **extra
     )
-    return zip_examples(examples, manifest)
+    return zip_export(store, query, job_id, manifest)
 
 
 # -- preferences from AI labels (RL-CAI) ----------------------------------------------------
@@ -361,6 +226,11 @@ class PrefFilters:
     min_confidence: float = 0.0  # AI labels below this confidence (unless reviewed)
     drop_truncated: bool = False  # pairs with an answer cut off at the token limit (even reviewed)
 
+    def query(self) -> ExportQuery:
+        return labels_query(
+            self.drop_ties, self.drop_inconsistent, self.min_confidence, self.drop_truncated
+        )
+
 
 def prefs_from_labels(
     labels: list[dict], reviews: list[dict], filters: PrefFilters | None = None
@@ -372,88 +242,63 @@ def prefs_from_labels(
     0.5, or a human "tie" or "both bad") is kept with score 0.5 and response A as `chosen`,
     which a soft-label loss reads as "equally good"; `drop_ties` leaves ties out. The
     confidence and consistency filters apply to AI labels only: a human verdict is kept.
+    `reviews` come oldest first (as `Store.reviews` returns them): the latest verdict counts.
     """
+    query = (filters or PrefFilters()).query()
+    examples, counts = examples_from_rows(query, labels=labels, reviews=reviews)
+    return examples, _skipped(query, counts)
 
+
+def labelled_prefs_counts(
+    store: Store, job_id: str, filters: PrefFilters | None = None
+) -> dict[str, int]:
+    """A label job's preference export's counts, as its manifest gives them, from SQL (no
+    example is read): what the Labels page shows on every run. Raises CaiError when the job
+    has no labels or the filters leave none."""
+    query = (filters or PrefFilters()).query()
+    job = _checked_job(store, job_id, "label", "--labels needs")
+    counts = store.export_counts(query, job_id)
+    if not counts["units"]:
+        raise CaiError(f"label job {job_id} has no labels yet ({job.status})")
+    skipped = _skipped(query, counts)
+    if not counts["examples"]:
+        dropped = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+        raise CaiError(
+            f"label job {job_id} leaves no preference pairs to export (dropped: {dropped})"
+        )
+    return {
+        "examples": counts["examples"],
+        "labels": counts["units"],
+        "human": counts["human"],
+        **{f"skipped {k}": v for k, v in skipped.items()},
+    }
+
+
+def labelled_prefs_manifest(
+    store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
+) -> dict:
+    """The manifest of a label job's preference export (its counts from SQL)."""
     filters = filters or PrefFilters()
-    human = human_verdicts(reviews)
-    examples = []
-    skipped = {"unscored": 0, "ties": 0, "inconsistent": 0, "below confidence": 0}
-    if filters.drop_truncated:
-        skipped[CUT_OFF_SKIP] = 0
-    for r in labels:
-        if filters.drop_truncated and cut_off_sides(r.get("pair_flags")):
-            skipped[CUT_OFF_SKIP] += 1
-            continue
-        verdict = human.get((r["prompt_id"], int(r["pair"])))
-        if verdict is not None:
-            source = "human"
-            winner = verdict["verdict"] if verdict["verdict"] in ("A", "B") else "tie"
-            score = 1.0 if winner != "tie" else 0.5
-        else:
-            if r["soft_label"] is None:
-                skipped["unscored"] += 1
-                continue
-            if filters.drop_inconsistent and r["consistent"] is False:
-                skipped["inconsistent"] += 1
-                continue
-            if r["confidence"] < filters.min_confidence:
-                skipped["below confidence"] += 1
-                continue
-            source, winner = "ai", r["winner"]
-            score = max(r["soft_label"], 1.0 - r["soft_label"])
-        if winner == "tie" and filters.drop_ties:
-            skipped["ties"] += 1
-            continue
-        chosen, rejected = (
-            (r["response_b"], r["response_a"])
-            if winner == "B"
-            else (r["response_a"], r["response_b"])
-        )
-        examples.append(
-            {
-                "prompt": r["prompt_messages"],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "score": float(score),
-                "label_source": source,
-                "principle_id": r["principle_id"],
-                "consistent": r["consistent"],
-                "prompt_id": r["prompt_id"],
-                "pair": int(r["pair"]),
-            }
-        )
-    return examples, skipped
-
-
-def _label_rows(store: Store, job_id: str) -> tuple[object, list[dict]]:
-    return _job_rows(store, job_id, "label", "labels", "--labels needs")
-
-
-def _labels_manifest(job: Job, rows, examples, skipped, filters, command) -> dict:
-    first = rows[0]
+    counts = labelled_prefs_counts(store, job_id, filters)
+    first = store.label_lineage(job_id) or {}
     return {
         "kind": "prefs",
         "source": "labels",
-        "job": job.id,
-        "pairs_job": first["pairs_job"],
-        "constitution": first["constitution"],
-        "constitution_hash": first["constitution_hash"],
-        "feedback_model": first["model"],
+        "job": job_id,
+        "pairs_job": first.get("pairs_job"),
+        "constitution": first.get("constitution"),
+        "constitution_hash": first.get("constitution_hash"),
+        "feedback_model": first.get("model"),
         "policy_model": first.get("pair_model"),
-        "mode": first["mode"],
-        "prompt_set": first["prompt_set"],
+        "mode": first.get("mode"),
+        "prompt_set": first.get("prompt_set"),
         "filters": {
             "drop_ties": filters.drop_ties,
             "drop_inconsistent": filters.drop_inconsistent,
             "min_confidence": filters.min_confidence,
             "drop_truncated": filters.drop_truncated,
         },
-        "counts": {
-            "examples": len(examples),
-            "labels": len(rows),
-            "human": sum(e["label_source"] == "human" for e in examples),
-            **{f"skipped {k}": v for k, v in skipped.items()},
-        },
+        "counts": counts,
         "score": "probability that chosen is better (soft label; 1.0 for a human verdict)",
         "command": command,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -462,34 +307,142 @@ def _labels_manifest(job: Job, rows, examples, skipped, filters, command) -> dic
 
 def labelled_prefs(
     store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
-):
-    """(examples, manifest) for a label job's preference export."""
+) -> tuple[list[dict], dict]:
+    """(examples, manifest) for a label job's preference export, the examples in a list (for
+    callers that want them in memory; exports and downloads write them with COPY)."""
     filters = filters or PrefFilters()
-    job, rows = _label_rows(store, job_id)
-    examples, skipped = prefs_from_labels(rows, store.reviews(job_id), filters)
-    if not examples:
-        dropped = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
-        raise CaiError(
-            f"label job {job_id} leaves no preference pairs to export (dropped: {dropped})"
-        )
-    return examples, _labels_manifest(job, rows, examples, skipped, filters, command)
+    manifest = labelled_prefs_manifest(store, job_id, filters, command)
+    return store.export_examples(filters.query(), job_id), manifest
+
+
+def labelled_prefs_zip(
+    store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
+) -> bytes:
+    """A zip of a label job's preferences (data.jsonl) and manifest.json, for a download."""
+    filters = filters or PrefFilters()
+    manifest = labelled_prefs_manifest(store, job_id, filters, command)
+    return zip_export(store, filters.query(), job_id, manifest)
 
 
 def export_prefs_from_labels(
     store: Store, job_id: str, out: Path, *, filters=None, fmt="jsonl", command="", force=False
 ) -> ExportResult:
-    examples, manifest = labelled_prefs(store, job_id, filters, command)
-    write_examples(examples, Path(out), fmt, manifest, force, home=store.home)
+    filters = filters or PrefFilters()
+    manifest = labelled_prefs_manifest(store, job_id, filters, command)
+    write_export(store, filters.query(), job_id, Path(out), fmt, manifest, force)
     skipped = {
         k.removeprefix("skipped "): v
         for k, v in manifest["counts"].items()
         if k.startswith("skipped ")
     }
-    return ExportResult(Path(out), "prefs", len(examples), skipped, manifest)
+    return ExportResult(Path(out), "prefs", manifest["counts"]["examples"], skipped, manifest)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _check_replaceable(out: Path, home: Path | None) -> None:
+    """--force replaces an earlier export, and nothing else: a folder holding only what an
+    export writes, with its manifest, and never the data home or a folder around it."""
+
+    home = resolve_home(home)
+    target = out.resolve()
+    if target == home or target in home.parents:
+        raise CaiError(f"{out} is (or holds) the data home {home}; --force will not replace it")
+    names = {p.name for p in out.iterdir()}
+    if "manifest.json" not in names or not names <= EXPORT_FILES:
+        raise CaiError(
+            f"{out} is not an export folder (no manifest.json, or files an export does not "
+            "write); --force replaces only an earlier export, so choose another --out"
+        )
+
+
+EXPORT_FILES = {"manifest.json", "data.jsonl", "data.parquet", "dataset"}
+
+
+def _manifest_text(manifest: dict, files: list[str], fmt: str) -> str:
+    return json.dumps({**manifest, "files": files, "format": fmt}, indent=2)
+
+
+def write_export(
+    store: Store,
+    query: ExportQuery,
+    job_id: str,
+    out: Path,
+    fmt: str,
+    manifest: dict,
+    force: bool = False,
+) -> list[str]:
+    """Write the export into folder `out` (DuckDB's COPY writes the data file), with its
+    manifest. It is written beside `out` first, then renamed: it appears whole or not at all."""
+    if fmt not in FORMATS:
+        raise CaiError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise CaiError(f"{out} is a file, not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise CaiError(
+                f"{out} already exists and is not empty; choose another --out or pass --force"
+            )
+        _check_replaceable(out, store.home)
+        shutil.rmtree(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if fmt == "jsonl":
+            store.copy_export(query, job_id, tmp / "data.jsonl", "jsonl")
+            files = ["data.jsonl"]
+        elif fmt == "parquet":
+            store.copy_export(query, job_id, tmp / "data.parquet", "parquet")
+            files = ["data.parquet"]
+        else:
+            _write_dataset(store, query, job_id, tmp)
+            files = ["dataset/"]
+        (tmp / "manifest.json").write_text(_manifest_text(manifest, files, fmt))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return files
+
+
+def _write_dataset(store: Store, query: ExportQuery, job_id: str, folder: Path) -> None:
+    """`folder/dataset`, a `datasets` folder: DuckDB writes Parquet, which `datasets` reads in
+    batches into its Arrow cache (kept in a scratch folder, removed after) and saves."""
+    import datasets
+
+    work = folder / ".work"
+    work.mkdir()
+    try:
+        store.copy_export(query, job_id, work / "data.parquet", "parquet")
+        dataset = datasets.Dataset.from_parquet(
+            str(work / "data.parquet"), cache_dir=str(work / "cache")
+        )
+        dataset.save_to_disk(str(folder / "dataset"))
+        del dataset
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def zip_export(store: Store, query: ExportQuery, job_id: str, manifest: dict) -> bytes:
+    """A zip of data.jsonl (written by COPY into a temporary folder) and manifest.json."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="cai-export-") as tmp:
+        data = Path(tmp) / "data.jsonl"
+        store.copy_export(query, job_id, data, "jsonl")
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.write(data, "data.jsonl")
+            zf.writestr("manifest.json", _manifest_text(manifest, ["data.jsonl"], "jsonl"))
+    return buf.getvalue()
 
 
 def zip_examples(examples: list[dict], manifest: dict) -> bytes:
-    """A zip of data.jsonl and manifest.json, for a download button."""
+    """A zip of data.jsonl and manifest.json from examples in a list."""
     import io
     import zipfile
 
@@ -498,10 +451,7 @@ def zip_examples(examples: list[dict], manifest: dict) -> bytes:
         zf.writestr(
             "data.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
         )
-        zf.writestr(
-            "manifest.json",
-            json.dumps({**manifest, "files": ["data.jsonl"], "format": "jsonl"}, indent=2),
-        )
+        zf.writestr("manifest.json", _manifest_text(manifest, ["data.jsonl"], "jsonl"))
     return buf.getvalue()
 
 

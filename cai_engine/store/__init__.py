@@ -10,6 +10,7 @@ from cai_engine.errors import StoreLockedError
 from cai_engine.store.constitutions import ConstitutionQueries, ConstitutionSummary
 from cai_engine.store.core import DEFAULT_LOCK_TIMEOUT, StoreCore, StoreError
 from cai_engine.store.eval import EvalQueries
+from cai_engine.store.exports import ExportQueries
 from cai_engine.store.generations import GenerationQueries
 from cai_engine.store.jobs import JobQueries
 from cai_engine.store.labels import LabelQueries
@@ -31,6 +32,7 @@ class Store(
     ReviewQueries,
     ModelQueries,
     EvalQueries,
+    ExportQueries,
     StoreCore,
 ):
     """The data home's DuckDB store. Safe to share between threads; holds no open connection."""

@@ -159,7 +159,7 @@ def _sft_export(store: Store, job_id, out, command):
 
 def _sft_examples(store: Store, job_id):
 
-    return export.sft_examples(store.traces(job_id))[0]
+    return store.export_examples(export.sft_query(), job_id)
 
 
 def _labels_export(store: Store, job_id, out, command):
@@ -169,7 +169,7 @@ def _labels_export(store: Store, job_id, out, command):
 
 def _labels_examples(store: Store, job_id):
 
-    return export.prefs_from_labels(store.labels(job_id), store.reviews(job_id))[0]
+    return store.export_examples(export.PrefFilters().query(), job_id)
 
 
 def _revisions_export(store: Store, job_id, out, command):
@@ -179,7 +179,7 @@ def _revisions_export(store: Store, job_id, out, command):
 
 def _revisions_examples(store: Store, job_id):
 
-    return export.prefs_from_revisions(store.traces(job_id))[0]
+    return store.export_examples(export.revisions_query(), job_id)
 
 
 @dataclass(frozen=True)

@@ -516,25 +516,30 @@ with export_tab:
         "ones); the manifest counts them.",
     )
     min_conf = e4.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="export_min_conf")
-    try:
-        examples, manifest = export.labelled_prefs(
-            store,
-            job_id,
-            export.PrefFilters(drop_ties, drop_inconsistent, float(min_conf), drop_truncated),
-            command="studio download",
-        )
+    filters = export.PrefFilters(drop_ties, drop_inconsistent, float(min_conf), drop_truncated)
+    try:  # the counts, by SQL; the file is written only when the button is clicked
+        counts = export.labelled_prefs_counts(store, job_id, filters)
     except CaiError as e:
         show_error(e)
     else:
-        counts = manifest["counts"]
         st.caption(
             f"{counts['examples']} examples ({counts['human']} from human verdicts) of "
             f"{counts['labels']} labels"
         )
+
+        def label_prefs_zip(job_id: str = job_id, filters=filters) -> bytes:
+            """The zip the button hands over, built when it is clicked from the labels and
+            verdicts as they are then; if nothing is left by then, a note saying why."""
+            try:
+                return export.labelled_prefs_zip(store, job_id, filters, "studio download")
+            except CaiError as e:
+                return export.note_zip("NOTHING_EXPORTED.txt", str(e))
+
         st.download_button(
             "Download preferences",
-            export.zip_examples(examples, manifest),
+            label_prefs_zip,
             file_name=f"{job_id}-prefs.zip",
             mime="application/zip",
             key="dl_label_prefs",
+            on_click="ignore",
         )
