@@ -1,24 +1,109 @@
-"""Store queries for label jobs: the feedback model's soft labels."""
+"""Store queries for label jobs: the feedback model's soft labels.
+
+Pages never load a job: the "All labels" table reads one page of labels (`label_page`, keyset
+pages in (prompt id, pair) order, filters in SQL), its filter choices and counts
+(`label_facets`), and a label's responses and reasoning only when it is opened
+(`label_detail`).
+"""
 
 from __future__ import annotations
 
-from cai_engine.store.core import StoreCore
+from cai_engine.review import LabelFilter
+from cai_engine.store.core import Conn, StoreCore
 from cai_engine.store.records import records
+
+_JOINS = """
+LEFT JOIN pairs x ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair
+LEFT JOIN prompts p ON p.set_name = l.prompt_set AND p.prompt_id = l.prompt_id
+"""
+
+# A pair's answers cut off at the token limit, from its flags (a_cut_off, b_cut_off).
+_CUT_SIDES = (
+    "list_filter(['A', 'B'], lambda s: list_contains(string_split(coalesce(x.flags, ''), ','),"
+    " lower(s) || '_cut_off'))"
+)
+
+_PAGE_COLUMNS = {  # name in the row: SQL over `l` (labels), `x` (pairs), `p` (prompts)
+    "prompt_id": "l.prompt_id",
+    "pair": "l.pair",
+    "prompt_text": "coalesce(p.text, '')",
+    "principle_id": "l.principle_id",
+    "p_a_ab": "l.p_a_ab",
+    "p_a_ba": "l.p_a_ba",
+    "soft_label": "l.soft_label",
+    "winner": "l.winner",
+    "confidence": "l.confidence",
+    "consistent": "l.consistent",
+    "cut_off": _CUT_SIDES,
+    "flags": "l.flags",
+}
+
+
+def _where(job_id: str, f: LabelFilter) -> tuple[str, list, bool]:
+    """The WHERE clause over `labels l` (joined to `pairs x` and `prompts p` when the third
+    value is True) that `f` asks for, and its parameters."""
+    sql, params, joined = ["l.job_id = ?"], [job_id], False
+    if f.principle:
+        sql.append("l.principle_id = ?")
+        params.append(f.principle)
+    if f.inconsistent:
+        sql.append("l.consistent = false")
+    if f.min_confidence is not None:
+        sql.append("l.confidence >= ?")
+        params.append(f.min_confidence)
+    if f.max_confidence is not None:
+        sql.append("l.confidence <= ?")
+        params.append(f.max_confidence)
+    if f.cut_off is not None:
+        sql.append(f"(len({_CUT_SIDES}) > 0) = ?")
+        params.append(f.cut_off)
+        joined = True
+    if f.reviewed is not None:
+        by = " AND reviewer = ?" if f.reviewer is not None else ""
+        sql.append(
+            f"(l.prompt_id, l.pair) {'IN' if f.reviewed else 'NOT IN'} ("
+            f" SELECT prompt_id, pair FROM reviews"
+            f" WHERE labels_job = ? AND verdict <> 'skip'{by})"
+        )
+        params += [job_id, *([f.reviewer] if f.reviewer is not None else [])]
+    needle = f.needle
+    if needle:  # contains(), not LIKE: no character in the needle is a pattern
+        sql.append(
+            "(contains(lower(p.content), ?) OR contains(lower(x.response_a), ?)"
+            " OR contains(lower(x.response_b), ?))"
+        )
+        params += [needle, needle, needle]
+        joined = True
+    return " AND ".join(sql), params, joined
+
+
+def label_detail(con: Conn, job_id: str, prompt_id: str, pair: int) -> dict | None:
+    """One label with its pair's responses and refs and its prompt's messages, on `con`."""
+    frame = con.frame(
+        f"""
+        SELECT l.*, x.response_a, x.response_b, x.a_ref, x.b_ref,
+               x.source, x.model AS pair_model, x.flags AS pair_flags,
+               p.messages AS prompt_messages, p.category
+        FROM labels l {_JOINS}
+        WHERE l.job_id = ? AND l.prompt_id = ? AND l.pair = ?
+        """,
+        [job_id, prompt_id, int(pair)],
+    )
+    rows = records(frame)
+    return rows[0] if rows else None
 
 
 class LabelQueries(StoreCore):
     def labels(self, job_id: str) -> list[dict]:
-        """A label job's labels, each with its pair's responses and its prompt's messages."""
+        """A label job's labels, each with its pair's responses and its prompt's messages
+        (a whole job: for exports and training, never for a page)."""
         with self.connect() as con:
             frame = con.frame(
-                """
+                f"""
                 SELECT l.*, x.response_a, x.response_b, x.a_ref, x.b_ref,
                        x.source, x.model AS pair_model, x.flags AS pair_flags,
                        p.messages AS prompt_messages, p.category
-                FROM labels l
-                LEFT JOIN pairs x
-                       ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair
-                LEFT JOIN prompts p ON p.set_name = l.prompt_set AND p.prompt_id = l.prompt_id
+                FROM labels l {_JOINS}
                 WHERE l.job_id = ?
                 ORDER BY l.prompt_id, l.pair
                 """,
@@ -34,3 +119,71 @@ class LabelQueries(StoreCore):
                     [labels_job, prompt_id, pair],
                 )
             )
+
+    def label_page(
+        self,
+        job_id: str,
+        where: LabelFilter | None = None,
+        *,
+        after: tuple[str, int] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict], int]:
+        """One page of a job's labels that match `where`, in (prompt id, pair) order, with the
+        columns the "All labels" table shows, and how many match in all. Keyset pages: the
+        next page starts `after` the last (prompt id, pair) of the page shown."""
+        sql, params, joined = _where(job_id, where or LabelFilter())
+        joins = _JOINS if joined else ""
+        keyset, keys = ("", []) if after is None else (" AND (l.prompt_id, l.pair) > (?, ?)", after)
+        columns = ", ".join(f"{expr} AS {name}" for name, expr in _PAGE_COLUMNS.items())
+        with self.connect() as con:
+            # the page's keys first (joining only what the filter needs), then its columns
+            rows = con.rows(
+                f"""
+                WITH page AS (
+                    SELECT l.prompt_id, l.pair FROM labels l {joins}
+                    WHERE {sql}{keyset}
+                    ORDER BY l.prompt_id, l.pair LIMIT ?
+                )
+                SELECT {columns}
+                FROM page
+                JOIN labels l ON l.job_id = ? AND l.prompt_id = page.prompt_id
+                             AND l.pair = page.pair
+                {_JOINS}
+                ORDER BY l.prompt_id, l.pair
+                """,
+                [*params, *keys, limit, job_id],
+            )
+            total = con.scalar(f"SELECT count(*) FROM labels l {joins} WHERE {sql}", params)
+        names = list(_PAGE_COLUMNS)
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        for r in out:
+            r["pair"] = int(r["pair"])
+        return out, int(total)
+
+    def label_detail(self, job_id: str, prompt_id: str, pair: int) -> dict | None:
+        """One label, as `labels` gives each: both responses, their refs, the reasoning
+        texts, the prompt's messages, the pair's flags, the constitution and its hash."""
+        with self.connect() as con:
+            return label_detail(con, job_id, prompt_id, pair)
+
+    def label_facets(self, job_id: str) -> dict:
+        """What a job's label filters can offer and its counts: its principles, its labels,
+        those scored (reviewable), and the pairs with a human verdict other than skip."""
+        with self.connect() as con:
+            total, scored, principles = con.one(
+                "SELECT count(*), count(soft_label),"
+                " list_sort(list_distinct(list(principle_id)))"
+                " FROM labels WHERE job_id = ?",
+                [job_id],
+            )
+            reviewed = con.scalar(
+                "SELECT count(*) FROM (SELECT DISTINCT prompt_id, pair FROM reviews"
+                " WHERE labels_job = ? AND verdict <> 'skip')",
+                [job_id],
+            )
+        return {
+            "labels": int(total),
+            "scored": int(scored),
+            "reviewed": int(reviewed),
+            "principles": principles or [],
+        }

@@ -1,12 +1,293 @@
-"""Store queries for human spot-checks of AI labels (append-only: re-reviews are kept)."""
+"""Store queries for human spot-checks of AI labels (append-only: re-reviews are kept): the
+review queue and the agreement numbers, asked of DuckDB instead of computed over a loaded job.
+
+The queue's order and the agreement are SQL over two tables, `labels` and `reviews`. The
+store runs it on its own tables; `review.order_queue`, `review.session` and
+`review.agreement` run the very same SQL over an in-memory DuckDB holding the lists they are
+given (`scratch`), so each has one implementation.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from cai_engine.store.core import StoreCore
+from cai_engine import review
+from cai_engine.store.core import Conn, StoreCore
+from cai_engine.store.labels import label_detail
 from cai_engine.store.records import records
+
+# -- the queue ------------------------------------------------------------------------------
+
+# A label's place in the seeded shuffle: DuckDB's hash of (seed, prompt id, pair), so the order
+# depends on the seed and the label alone, never on the order rows were written or read.
+_RANDOM_KEY = "hash($seed::BIGINT, prompt_id::VARCHAR, pair::BIGINT)"
+_ORDERS = {  # ties end on the random key, then the label's key: every order is total
+    "random": "rk, prompt_id, pair",
+    "stratified": "stratum, principle_id, rk, prompt_id, pair",  # round-robin over principles
+    "least_confident": "confidence, rk, prompt_id, pair",
+    "inconsistent": "coalesce(consistent, true), confidence, rk, prompt_id, pair",  # false first
+}
+
+
+def _queue_sql(strategy: str) -> str:
+    """CTEs ending in `queue(prompt_id, pair, position, done)`: the first $size scored labels
+    of job $job in `strategy`'s order, and whether $reviewer has given each a verdict (a skip
+    counts: the reviewer has seen the pair)."""
+    review.check_strategy(strategy)
+    order = _ORDERS[strategy]
+    stratum = (
+        ", row_number() OVER (PARTITION BY principle_id ORDER BY rk, prompt_id, pair) AS stratum"
+        if strategy == "stratified"
+        else ""
+    )
+    return f"""
+        WITH keyed AS (
+            SELECT prompt_id, pair, principle_id, confidence, consistent, {_RANDOM_KEY} AS rk
+            FROM labels
+            WHERE job_id = $job AND soft_label IS NOT NULL
+        ),
+        top AS (
+            SELECT *{stratum} FROM keyed ORDER BY {order} LIMIT $size
+        ),
+        queue AS (
+            SELECT prompt_id, pair,
+                   row_number() OVER (ORDER BY {order}) AS position,
+                   (prompt_id, pair) IN (
+                       SELECT prompt_id, pair FROM reviews
+                       WHERE labels_job = $job AND reviewer = $reviewer
+                   ) AS done
+            FROM top
+        )
+    """
+
+
+def _queue_params(job_id: str, reviewer: str, size: int, seed: int) -> dict:
+    return {"job": job_id, "reviewer": reviewer or "", "size": max(0, int(size)), "seed": seed}
+
+
+def session_queue(
+    con: Conn, job_id: str, reviewer: str, strategy: str, size: int, seed: int = 0
+) -> list[tuple[str, int, bool]]:
+    """(prompt id, pair, done) of a reviewer's session in queue order: its first `size` pairs."""
+    rows = con.rows(
+        _queue_sql(strategy) + "SELECT prompt_id, pair, done FROM queue ORDER BY position",
+        _queue_params(job_id, reviewer, size, seed),
+    )
+    return [(p, int(n), bool(d)) for p, n, d in rows]
+
+
+# -- agreement ------------------------------------------------------------------------------
+
+# Each (pair, reviewer)'s latest verdict other than skip, on a scored label of job $job.
+# Verdicts are appended; `created_at, id` is the order they were given in.
+_COUNTED = """
+    WITH given AS (
+        SELECT prompt_id, pair, reviewer, verdict,
+               row_number() OVER (ORDER BY created_at, id) AS seq
+        FROM reviews
+        WHERE labels_job = $job AND verdict <> 'skip'
+    ),
+    latest AS (
+        SELECT prompt_id, pair, reviewer, arg_max(verdict, seq) AS verdict
+        FROM given
+        GROUP BY prompt_id, pair, reviewer
+    ),
+    counted AS (
+        SELECT v.verdict, l.winner, l.principle_id, l.confidence,
+               v.verdict NOT IN ('tie', 'both_bad') AND l.winner IS DISTINCT FROM 'tie'
+                   AS decisive
+        FROM latest v
+        JOIN labels l ON l.job_id = $job AND l.prompt_id = v.prompt_id AND l.pair = v.pair
+        WHERE l.soft_label IS NOT NULL
+    )
+"""
+
+# The decisive verdicts by (human, AI, principle, calibration bin). $eps keeps confidences
+# exactly on a bin edge (0.6 from p = 0.2 or 0.8) in one bin despite float error.
+_DECISIVE = (
+    _COUNTED
+    + """
+    SELECT verdict, winner, principle_id,
+           least(floor(confidence * $bins + $eps), $bins - 1)::INTEGER AS bin,
+           count(*)
+    FROM counted
+    WHERE decisive
+    GROUP BY ALL
+"""
+)
+
+_VERDICT_COUNTS = (
+    _COUNTED
+    + """
+    SELECT count(*),
+           count(*) FILTER (WHERE verdict = 'tie'),
+           count(*) FILTER (WHERE verdict = 'both_bad'),
+           count(*) FILTER (WHERE verdict NOT IN ('tie', 'both_bad') AND winner = 'tie')
+    FROM counted
+"""
+)
+
+# Position consistency over the labels scored in both orders (identical answers left out):
+# how many agree, in how many orders the first-shown answer won, and the sign test's counts
+# over the pairs with a decided label in each order.
+_POSITION = """
+    WITH both_orders AS (
+        SELECT p_a_ab, p_a_ba, consistent
+        FROM labels
+        WHERE job_id = $job AND soft_label IS NOT NULL AND p_a_ba IS NOT NULL
+          AND NOT contains(coalesce(flags, ''), 'identical')
+    )
+    SELECT count(*),
+           count(*) FILTER (WHERE consistent),
+           count(*) FILTER (WHERE p_a_ab > 0.5) + count(*) FILTER (WHERE p_a_ba < 0.5),
+           count(*) FILTER (WHERE p_a_ab <> 0.5 AND p_a_ba <> 0.5),
+           count(*) FILTER (WHERE p_a_ab > 0.5 AND p_a_ba < 0.5),
+           count(*) FILTER (WHERE p_a_ab < 0.5 AND p_a_ba > 0.5)
+    FROM both_orders
+"""
+
+# Per principle: its scored labels and how many have a verdict (other than skip) by anyone.
+_STRATA = """
+    SELECT l.principle_id, count(*), count(s.prompt_id)
+    FROM labels l
+    LEFT JOIN (
+        SELECT DISTINCT prompt_id, pair FROM reviews WHERE labels_job = $job AND verdict <> 'skip'
+    ) s ON s.prompt_id = l.prompt_id AND s.pair = l.pair
+    WHERE l.job_id = $job AND l.soft_label IS NOT NULL
+    GROUP BY l.principle_id
+"""
+
+_EDGES = review.SOFT_LABEL_BINS[1:-1]  # a soft label's bin is how many inner edges it is above
+_HISTOGRAM = f"""
+    SELECT {" + ".join(f"(soft_label > $e{i})::INTEGER" for i in range(len(_EDGES)))} AS bin,
+           count(*)
+    FROM labels
+    WHERE job_id = $job AND soft_label IS NOT NULL
+    GROUP BY bin
+"""
+
+
+def agreement_of(con: Conn, job_id: str) -> review.Agreement:
+    """Agreement between human verdicts and job `job_id`'s AI labels, from the tables on `con`
+    (the store's, or a `scratch` database of lists); see `cai_engine.review` for ties."""
+    job = {"job": job_id}
+    n_bins = len(review.CALIBRATION_BINS) - 1
+    decisive = con.rows(_DECISIVE, {**job, "bins": n_bins, "eps": 1e-9})
+    counted, ties, both_bad, ai_ties = con.one(_VERDICT_COUNTS, job)
+    table: dict[tuple[str, str], int] = {}
+    per_principle: dict[str, list[int]] = {}  # [decisive, agree]
+    bins = [[0, 0] for _ in range(n_bins)]
+    for human, ai, principle, b, n in decisive:
+        table[(human, ai)] = table.get((human, ai), 0) + n
+        hit = n if human == ai else 0
+        counts = per_principle.setdefault(principle, [0, 0])
+        counts[0] += n
+        counts[1] += hit
+        bins[b][0] += n
+        bins[b][1] += hit
+    n_decisive = sum(table.values())
+    agree = table.get(("A", "A"), 0) + table.get(("B", "B"), 0)
+    result = review.Agreement(
+        reviews=int(counted),
+        decisive=n_decisive,
+        agree=agree,
+        rate=agree / n_decisive if n_decisive else None,
+        kappa=review.cohen_kappa(table),
+        table=table,
+        ties=int(ties),
+        both_bad=int(both_bad),
+        ai_ties=int(ai_ties),
+    )
+    result.by_principle = [
+        {"principle": p, "reviewed": n, "agree": k, "rate": k / n}
+        for p, (n, k) in sorted(per_principle.items())
+    ]
+    edges = review.CALIBRATION_BINS
+    result.calibration = [
+        {
+            "confidence": f"{lo:.1f}–{hi:.1f}",
+            "low": lo,
+            "high": hi,
+            "reviewed": n,
+            "agreement": k / n if n else None,
+        }
+        for lo, hi, (n, k) in zip(edges[:-1], edges[1:], bins, strict=True)
+    ]
+    both, consistent, firsts, decided, first, second = con.one(_POSITION, job)
+    if both:
+        result.consistency_rate = consistent / both
+        result.first_position_rate = firsts / (2 * both)
+        result.position = review.PositionEvidence.from_counts(decided, first, second)
+        result.position_bias = result.position.biased
+    counts = dict(con.rows(_HISTOGRAM, {**job, **{f"e{i}": e for i, e in enumerate(_EDGES)}}))
+    soft = review.SOFT_LABEL_BINS
+    result.soft_label_bins = [
+        {"bin": f"{lo:.1f}–{hi:.1f}", "low": lo, "high": hi, "labels": int(counts.get(i, 0))}
+        for i, (lo, hi) in enumerate(zip(soft[:-1], soft[1:], strict=True))
+    ]
+    result.strata = [
+        {"principle": p, "labels": int(n), "reviewed": int(k), "remaining": int(n - k)}
+        for p, n, k in sorted(con.rows(_STRATA, job))
+    ]
+    return result
+
+
+# -- lists as tables ------------------------------------------------------------------------
+
+_SCRATCH_LABELS = {  # column: (DuckDB type, value from a label row)
+    "prompt_id": ("VARCHAR", lambda r: r["prompt_id"]),
+    "pair": ("INTEGER", lambda r: int(r["pair"])),
+    "principle_id": ("VARCHAR", lambda r: r.get("principle_id")),
+    "p_a_ab": ("DOUBLE", lambda r: _float(r.get("p_a_ab"))),
+    "p_a_ba": ("DOUBLE", lambda r: _float(r.get("p_a_ba"))),
+    "soft_label": ("DOUBLE", lambda r: _float(r.get("soft_label"))),
+    "winner": ("VARCHAR", lambda r: r.get("winner")),
+    "confidence": ("DOUBLE", lambda r: _float(r.get("confidence"))),
+    "consistent": (
+        "BOOLEAN",
+        lambda r: None if r.get("consistent") is None else bool(r["consistent"]),
+    ),
+    "flags": ("VARCHAR", lambda r: r.get("flags")),
+}
+_SCRATCH_REVIEWS = ("prompt_id", "pair", "reviewer", "verdict")
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+@contextmanager
+def scratch(labels: list[dict], reviews: list[dict]) -> Iterator[Conn]:
+    """An in-memory DuckDB whose `labels` and `reviews` tables hold these lists, as job
+    `review.SCRATCH_JOB`'s; reviews keep their list order (oldest first) as the order given."""
+    import duckdb
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    try:
+        columns = {name: [value(r) for r in labels] for name, (_, value) in _SCRATCH_LABELS.items()}
+        types = {name: kind for name, (kind, _) in _SCRATCH_LABELS.items()}
+        con.register("label_rows", pa.table(columns))
+        casts = ", ".join(f"{name}::{kind} AS {name}" for name, kind in types.items())
+        con.execute(f"CREATE TABLE labels AS SELECT ?::VARCHAR AS job_id, {casts} FROM label_rows",
+                    [review.SCRATCH_JOB])  # fmt: skip
+        given = {name: [r[name] for r in reviews] for name in _SCRATCH_REVIEWS}
+        given["pair"] = [int(p) for p in given["pair"]]
+        given["seq"] = list(range(len(reviews)))
+        con.register("review_rows", pa.table(given))
+        con.execute(
+            "CREATE TABLE reviews AS SELECT ?::VARCHAR AS labels_job, prompt_id::VARCHAR AS"
+            " prompt_id, pair::INTEGER AS pair, reviewer::VARCHAR AS reviewer, verdict::VARCHAR"
+            " AS verdict, seq::BIGINT AS created_at, lpad(seq::VARCHAR, 12, '0') AS id"
+            " FROM review_rows",
+            [review.SCRATCH_JOB],
+        )
+        yield Conn(con)
+    finally:
+        con.close()
 
 
 class ReviewQueries(StoreCore):
@@ -32,11 +313,68 @@ class ReviewQueries(StoreCore):
             )
         return review_id
 
+    def add_reviews(self, labels_job: str, verdicts: list[dict]) -> list[str]:
+        """Append many verdicts at once, in list order (each a dict of `prompt_id`, `pair`,
+        `reviewer`, `verdict`, `display_order` and optionally `note`), unchecked: for imports
+        of verdicts given elsewhere. Returns their ids."""
+        import pyarrow as pa
+
+        stamp = time.time_ns()
+        salt = uuid.uuid4().hex[:8]
+        ids = [f"{stamp:016x}{i:08x}{salt}" for i in range(len(verdicts))]
+        columns = {
+            "id": ids,
+            "prompt_id": [v["prompt_id"] for v in verdicts],
+            "pair": [int(v["pair"]) for v in verdicts],
+            "reviewer": [v["reviewer"] for v in verdicts],
+            "verdict": [v["verdict"] for v in verdicts],
+            "display_order": [v["display_order"] for v in verdicts],
+            "note": pa.array([v.get("note") for v in verdicts], pa.string()),
+        }
+        with self.transaction() as con:
+            con.register("new_reviews", pa.table(columns))
+            try:
+                con.rows(
+                    "INSERT INTO reviews"
+                    " (id, labels_job, prompt_id, pair, reviewer, verdict, display_order, note)"
+                    " SELECT id, ?, prompt_id, pair, reviewer, verdict, display_order, note"
+                    " FROM new_reviews",
+                    [labels_job],
+                )
+            finally:
+                con.unregister("new_reviews")
+        return ids
+
     def reviews(self, labels_job: str) -> list[dict]:
-        """Every verdict on a label job's pairs, oldest first (re-reviews included)."""
+        """Every verdict on a label job's pairs, oldest first (re-reviews included; a whole
+        job's: for exports, never for a page)."""
         with self.connect() as con:
             frame = con.frame(
                 "SELECT * FROM reviews WHERE labels_job = ? ORDER BY created_at, id",
                 [labels_job],
             )
         return records(frame)
+
+    def next_review(
+        self, labels_job: str, reviewer: str, strategy: str, size: int, seed: int = 0
+    ) -> tuple[dict | None, review.Progress]:
+        """The next pair `reviewer` has to review in a session of the first `size` pairs of the
+        `strategy` queue (as `Store.label_detail` gives it; None when the session is done), and
+        the session's progress. Reads one label, however big the job."""
+        params = _queue_params(labels_job, reviewer, size, seed)
+        with self.connect() as con:
+            total, done, prompt_id, pair = con.one(
+                _queue_sql(strategy) + "SELECT count(*), count(*) FILTER (WHERE done),"
+                " arg_min(prompt_id, position) FILTER (WHERE NOT done),"
+                " arg_min(pair, position) FILTER (WHERE NOT done)"
+                " FROM queue",
+                params,
+            )
+            row = None if prompt_id is None else label_detail(con, labels_job, prompt_id, pair)
+        return row, review.Progress(int(done), int(total))
+
+    def agreement(self, labels_job: str) -> review.Agreement:
+        """How a label job's human verdicts agree with its AI labels (`review.agreement`'s
+        numbers, asked of the store's tables)."""
+        with self.connect() as con:
+            return agreement_of(con, labels_job)
