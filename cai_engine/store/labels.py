@@ -39,6 +39,29 @@ _PAGE_COLUMNS = {  # name in the row: SQL over `l` (labels), `x` (pairs), `p` (p
 }
 
 
+_PAGE_ROWS = f"""
+SELECT {", ".join(f"{expr} AS {name}" for name, expr in _PAGE_COLUMNS.items())}
+FROM (SELECT * FROM labels WHERE job_id = $job AND prompt_id IN (SELECT unnest($ids))) l
+LEFT JOIN (SELECT job_id, prompt_id, pair, flags FROM pairs
+           WHERE prompt_id IN (SELECT unnest($ids))) x
+       ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair
+LEFT JOIN (SELECT set_name, prompt_id, text FROM prompts
+           WHERE prompt_id IN (SELECT unnest($ids))) p
+       ON p.set_name = l.prompt_set AND p.prompt_id = l.prompt_id
+WHERE (l.prompt_id, l.pair) IN (SELECT unnest($keys_prompt), unnest($keys_pair))
+ORDER BY l.prompt_id, l.pair
+"""
+
+
+def _page_params(job_id: str, page: list[tuple]) -> dict:
+    return {
+        "job": job_id,
+        "ids": sorted({prompt_id for prompt_id, _ in page}),
+        "keys_prompt": [prompt_id for prompt_id, _ in page],
+        "keys_pair": [int(pair) for _, pair in page],
+    }
+
+
 def _where(job_id: str, f: LabelFilter) -> tuple[str, list, bool]:
     """The WHERE clause over `labels l` (joined to `pairs x` and `prompts p` when the third
     value is True) that `f` asks for, and its parameters."""
@@ -54,8 +77,10 @@ def _where(job_id: str, f: LabelFilter) -> tuple[str, list, bool]:
     if f.max_confidence is not None:
         sql.append("l.confidence <= ?")
         params.append(f.max_confidence)
-    if f.cut_off is not None:
-        sql.append(f"(len({_CUT_SIDES}) > 0) = ?")
+    if f.cut_off is not None:  # the flags are a fixed set: identical, empty, a/b_cut_off
+        sql.append(
+            "coalesce(contains(x.flags, 'a_cut_off') OR contains(x.flags, 'b_cut_off'), false) = ?"
+        )
         params.append(f.cut_off)
         joined = True
     if f.reviewed is not None:
@@ -134,25 +159,16 @@ class LabelQueries(StoreCore):
         sql, params, joined = _where(job_id, where or LabelFilter())
         joins = _JOINS if joined else ""
         keyset, keys = ("", []) if after is None else (" AND (l.prompt_id, l.pair) > (?, ?)", after)
-        columns = ", ".join(f"{expr} AS {name}" for name, expr in _PAGE_COLUMNS.items())
         with self.connect() as con:
-            # the page's keys first (joining only what the filter needs), then its columns
-            rows = con.rows(
-                f"""
-                WITH page AS (
-                    SELECT l.prompt_id, l.pair FROM labels l {joins}
-                    WHERE {sql}{keyset}
-                    ORDER BY l.prompt_id, l.pair LIMIT ?
-                )
-                SELECT {columns}
-                FROM page
-                JOIN labels l ON l.job_id = ? AND l.prompt_id = page.prompt_id
-                             AND l.pair = page.pair
-                {_JOINS}
-                ORDER BY l.prompt_id, l.pair
-                """,
-                [*params, *keys, limit, job_id],
+            # 1) the page's keys, joining only what the filter needs
+            page = con.rows(
+                f"SELECT l.prompt_id, l.pair FROM labels l {joins} WHERE {sql}{keyset}"
+                " ORDER BY l.prompt_id, l.pair LIMIT ?",
+                [*params, *keys, limit],
             )
+            # 2) their columns: each table's scan keeps only the page's prompts, so a page
+            # reads a page's rows rather than joining whole tables
+            rows = con.rows(_PAGE_ROWS, _page_params(job_id, page)) if page else []
             total = con.scalar(f"SELECT count(*) FROM labels l {joins} WHERE {sql}", params)
         names = list(_PAGE_COLUMNS)
         out = [dict(zip(names, r, strict=True)) for r in rows]
@@ -170,11 +186,11 @@ class LabelQueries(StoreCore):
         """What a job's label filters can offer and its counts: its principles, its labels,
         those scored (reviewable), and the pairs with a human verdict other than skip."""
         with self.connect() as con:
-            total, scored, principles = con.one(
-                "SELECT count(*), count(soft_label),"
-                " list_sort(list_distinct(list(principle_id)))"
-                " FROM labels WHERE job_id = ?",
-                [job_id],
+            total, scored = con.one(
+                "SELECT count(*), count(soft_label) FROM labels WHERE job_id = ?", [job_id]
+            )
+            principles = con.rows(
+                "SELECT DISTINCT principle_id FROM labels WHERE job_id = ? ORDER BY 1", [job_id]
             )
             reviewed = con.scalar(
                 "SELECT count(*) FROM (SELECT DISTINCT prompt_id, pair FROM reviews"
@@ -185,5 +201,5 @@ class LabelQueries(StoreCore):
             "labels": int(total),
             "scored": int(scored),
             "reviewed": int(reviewed),
-            "principles": principles or [],
+            "principles": [p for (p,) in principles],
         }

@@ -38,20 +38,35 @@ def _queue_sql(strategy: str) -> str:
     counts: the reviewer has seen the pair)."""
     review.check_strategy(strategy)
     order = _ORDERS[strategy]
-    stratum = (
-        ", row_number() OVER (PARTITION BY principle_id ORDER BY rk, prompt_id, pair) AS stratum"
-        if strategy == "stratified"
-        else ""
-    )
+    if strategy == "stratified":
+        # Round-robin: a label's stratum is its rank by random key within its principle. The
+        # first $size of the queue lie within each principle's first $size, so take those
+        # (a top-N per principle) rather than rank every label of the job.
+        top = f"""
+        firsts AS (
+            SELECT principle_id,
+                   arg_min({{'prompt_id': prompt_id, 'pair': pair, 'rk': rk}},
+                           {{'rk': rk, 'prompt_id': prompt_id, 'pair': pair}}, $size) AS firsts
+            FROM keyed
+            GROUP BY principle_id
+        ),
+        top AS (
+            SELECT * FROM (
+                SELECT principle_id, unnest(firsts, recursive := true),
+                       generate_subscripts(firsts, 1) AS stratum
+                FROM firsts
+            )
+            ORDER BY {order} LIMIT $size
+        )"""
+    else:
+        top = f"top AS (SELECT * FROM keyed ORDER BY {order} LIMIT $size)"
     return f"""
         WITH keyed AS (
             SELECT prompt_id, pair, principle_id, confidence, consistent, {_RANDOM_KEY} AS rk
             FROM labels
             WHERE job_id = $job AND soft_label IS NOT NULL
         ),
-        top AS (
-            SELECT *{stratum} FROM keyed ORDER BY {order} LIMIT $size
-        ),
+        {top},
         queue AS (
             SELECT prompt_id, pair,
                    row_number() OVER (ORDER BY {order}) AS position,
@@ -81,9 +96,11 @@ def session_queue(
 
 # -- agreement ------------------------------------------------------------------------------
 
-# Each (pair, reviewer)'s latest verdict other than skip, on a scored label of job $job.
-# Verdicts are appended; `created_at, id` is the order they were given in.
-_COUNTED = """
+# 1) Each (pair, reviewer)'s latest verdict other than skip on a scored label of job $job
+# (verdicts are appended; `created_at, id` is the order they were given in), counted by
+# (human, AI, principle, calibration bin). $eps keeps confidences exactly on a bin edge (0.6
+# from p = 0.2 or 0.8) in one bin despite float error.
+_VERDICTS = """
     WITH given AS (
         SELECT prompt_id, pair, reviewer, verdict,
                row_number() OVER (ORDER BY created_at, id) AS seq
@@ -94,118 +111,96 @@ _COUNTED = """
         SELECT prompt_id, pair, reviewer, arg_max(verdict, seq) AS verdict
         FROM given
         GROUP BY prompt_id, pair, reviewer
-    ),
-    counted AS (
-        SELECT v.verdict, l.winner, l.principle_id, l.confidence,
-               v.verdict NOT IN ('tie', 'both_bad') AND l.winner IS DISTINCT FROM 'tie'
-                   AS decisive
-        FROM latest v
-        JOIN labels l ON l.job_id = $job AND l.prompt_id = v.prompt_id AND l.pair = v.pair
-        WHERE l.soft_label IS NOT NULL
     )
-"""
-
-# The decisive verdicts by (human, AI, principle, calibration bin). $eps keeps confidences
-# exactly on a bin edge (0.6 from p = 0.2 or 0.8) in one bin despite float error.
-_DECISIVE = (
-    _COUNTED
-    + """
-    SELECT verdict, winner, principle_id,
-           least(floor(confidence * $bins + $eps), $bins - 1)::INTEGER AS bin,
+    SELECT v.verdict, l.winner, l.principle_id,
+           least(floor(l.confidence * $bins + $eps), $bins - 1)::INTEGER AS bin,
            count(*)
-    FROM counted
-    WHERE decisive
+    FROM latest v
+    JOIN labels l ON l.job_id = $job AND l.prompt_id = v.prompt_id AND l.pair = v.pair
+    WHERE l.soft_label IS NOT NULL
     GROUP BY ALL
 """
-)
 
-_VERDICT_COUNTS = (
-    _COUNTED
-    + """
-    SELECT count(*),
-           count(*) FILTER (WHERE verdict = 'tie'),
-           count(*) FILTER (WHERE verdict = 'both_bad'),
-           count(*) FILTER (WHERE verdict NOT IN ('tie', 'both_bad') AND winner = 'tie')
-    FROM counted
-"""
-)
-
-# Position consistency over the labels scored in both orders (identical answers left out):
-# how many agree, in how many orders the first-shown answer won, and the sign test's counts
-# over the pairs with a decided label in each order.
-_POSITION = """
-    WITH both_orders AS (
-        SELECT p_a_ab, p_a_ba, consistent
+# 2) One pass over the job's scored labels, by principle and soft-label bin (a soft label's
+# bin is how many of the histogram's inner edges it is above): how many there are, how many
+# have a verdict other than skip by anyone, and over those scored in both orders (identical
+# answers left out) how many agree, in how many orders the first-shown answer won, and the
+# sign test's counts over the pairs with a decided label in each order.
+_EDGES = review.SOFT_LABEL_BINS[1:-1]
+_LABEL_COUNTS = f"""
+    WITH scored AS (
+        SELECT principle_id, p_a_ab, p_a_ba, consistent,
+               {" + ".join(f"(soft_label > $e{i})::INTEGER" for i in range(len(_EDGES)))} AS bin,
+               p_a_ba IS NOT NULL AND NOT contains(coalesce(flags, ''), 'identical') AS both_orders,
+               (prompt_id, pair) IN (
+                   SELECT prompt_id, pair FROM reviews
+                   WHERE labels_job = $job AND verdict <> 'skip'
+               ) AS reviewed
         FROM labels
-        WHERE job_id = $job AND soft_label IS NOT NULL AND p_a_ba IS NOT NULL
-          AND NOT contains(coalesce(flags, ''), 'identical')
+        WHERE job_id = $job AND soft_label IS NOT NULL
     )
-    SELECT count(*),
-           count(*) FILTER (WHERE consistent),
-           count(*) FILTER (WHERE p_a_ab > 0.5) + count(*) FILTER (WHERE p_a_ba < 0.5),
-           count(*) FILTER (WHERE p_a_ab <> 0.5 AND p_a_ba <> 0.5),
-           count(*) FILTER (WHERE p_a_ab > 0.5 AND p_a_ba < 0.5),
-           count(*) FILTER (WHERE p_a_ab < 0.5 AND p_a_ba > 0.5)
-    FROM both_orders
-"""
-
-# Per principle: its scored labels and how many have a verdict (other than skip) by anyone.
-_STRATA = """
-    SELECT l.principle_id, count(*), count(s.prompt_id)
-    FROM labels l
-    LEFT JOIN (
-        SELECT DISTINCT prompt_id, pair FROM reviews WHERE labels_job = $job AND verdict <> 'skip'
-    ) s ON s.prompt_id = l.prompt_id AND s.pair = l.pair
-    WHERE l.job_id = $job AND l.soft_label IS NOT NULL
-    GROUP BY l.principle_id
-"""
-
-_EDGES = review.SOFT_LABEL_BINS[1:-1]  # a soft label's bin is how many inner edges it is above
-_HISTOGRAM = f"""
-    SELECT {" + ".join(f"(soft_label > $e{i})::INTEGER" for i in range(len(_EDGES)))} AS bin,
-           count(*)
-    FROM labels
-    WHERE job_id = $job AND soft_label IS NOT NULL
-    GROUP BY bin
+    SELECT principle_id, bin,
+           count(*),
+           count(*) FILTER (WHERE reviewed),
+           count(*) FILTER (WHERE both_orders),
+           count(*) FILTER (WHERE both_orders AND consistent),
+           count(*) FILTER (WHERE both_orders AND p_a_ab > 0.5)
+               + count(*) FILTER (WHERE both_orders AND p_a_ba < 0.5),
+           count(*) FILTER (WHERE both_orders AND p_a_ab <> 0.5 AND p_a_ba <> 0.5),
+           count(*) FILTER (WHERE both_orders AND p_a_ab > 0.5 AND p_a_ba < 0.5),
+           count(*) FILTER (WHERE both_orders AND p_a_ab < 0.5 AND p_a_ba > 0.5)
+    FROM scored
+    GROUP BY principle_id, bin
 """
 
 
 def agreement_of(con: Conn, job_id: str) -> review.Agreement:
     """Agreement between human verdicts and job `job_id`'s AI labels, from the tables on `con`
     (the store's, or a `scratch` database of lists); see `cai_engine.review` for ties."""
-    job = {"job": job_id}
     n_bins = len(review.CALIBRATION_BINS) - 1
-    decisive = con.rows(_DECISIVE, {**job, "bins": n_bins, "eps": 1e-9})
-    counted, ties, both_bad, ai_ties = con.one(_VERDICT_COUNTS, job)
+    verdicts = con.rows(_VERDICTS, {"job": job_id, "bins": n_bins, "eps": 1e-9})
+    edges = {f"e{i}": e for i, e in enumerate(_EDGES)}
+    label_counts = con.rows(_LABEL_COUNTS, {"job": job_id, **edges})
+
+    # 1) verdicts: a human tie or both-bad states no preference, nor does the AI's tie; the
+    # rest are decisive
     table: dict[tuple[str, str], int] = {}
     per_principle: dict[str, list[int]] = {}  # [decisive, agree]
     bins = [[0, 0] for _ in range(n_bins)]
-    for human, ai, principle, b, n in decisive:
-        table[(human, ai)] = table.get((human, ai), 0) + n
-        hit = n if human == ai else 0
-        counts = per_principle.setdefault(principle, [0, 0])
-        counts[0] += n
-        counts[1] += hit
-        bins[b][0] += n
-        bins[b][1] += hit
-    n_decisive = sum(table.values())
+    ties = both_bad = ai_ties = 0
+    for human, ai, principle, b, n in verdicts:
+        if human == "tie":
+            ties += n
+        elif human == "both_bad":
+            both_bad += n
+        elif ai == "tie":
+            ai_ties += n
+        else:
+            table[(human, ai)] = table.get((human, ai), 0) + n
+            hit = n if human == ai else 0
+            counts = per_principle.setdefault(principle, [0, 0])
+            counts[0] += n
+            counts[1] += hit
+            bins[b][0] += n
+            bins[b][1] += hit
+    decisive = sum(table.values())
     agree = table.get(("A", "A"), 0) + table.get(("B", "B"), 0)
     result = review.Agreement(
-        reviews=int(counted),
-        decisive=n_decisive,
+        reviews=sum(n for *_, n in verdicts),
+        decisive=decisive,
         agree=agree,
-        rate=agree / n_decisive if n_decisive else None,
+        rate=agree / decisive if decisive else None,
         kappa=review.cohen_kappa(table),
         table=table,
-        ties=int(ties),
-        both_bad=int(both_bad),
-        ai_ties=int(ai_ties),
+        ties=ties,
+        both_bad=both_bad,
+        ai_ties=ai_ties,
     )
     result.by_principle = [
         {"principle": p, "reviewed": n, "agree": k, "rate": k / n}
         for p, (n, k) in sorted(per_principle.items())
     ]
-    edges = review.CALIBRATION_BINS
+    cal = review.CALIBRATION_BINS
     result.calibration = [
         {
             "confidence": f"{lo:.1f}–{hi:.1f}",
@@ -214,23 +209,33 @@ def agreement_of(con: Conn, job_id: str) -> review.Agreement:
             "reviewed": n,
             "agreement": k / n if n else None,
         }
-        for lo, hi, (n, k) in zip(edges[:-1], edges[1:], bins, strict=True)
+        for lo, hi, (n, k) in zip(cal[:-1], cal[1:], bins, strict=True)
     ]
-    both, consistent, firsts, decided, first, second = con.one(_POSITION, job)
+
+    # 2) the labels: position consistency, the soft-label histogram, per-principle strata
+    position = [0] * 6  # both orders, consistent, first-shown wins, decided, first, second
+    histogram = [0] * (len(review.SOFT_LABEL_BINS) - 1)
+    strata: dict[str, list[int]] = {}  # [labels, reviewed]
+    for principle, b, n, reviewed, *counts in label_counts:
+        position = [a + c for a, c in zip(position, counts, strict=True)]
+        histogram[b] += n
+        stratum = strata.setdefault(principle, [0, 0])
+        stratum[0] += n
+        stratum[1] += reviewed
+    both, consistent, firsts, decided, first, second = position
     if both:
         result.consistency_rate = consistent / both
         result.first_position_rate = firsts / (2 * both)
         result.position = review.PositionEvidence.from_counts(decided, first, second)
         result.position_bias = result.position.biased
-    counts = dict(con.rows(_HISTOGRAM, {**job, **{f"e{i}": e for i, e in enumerate(_EDGES)}}))
     soft = review.SOFT_LABEL_BINS
     result.soft_label_bins = [
-        {"bin": f"{lo:.1f}–{hi:.1f}", "low": lo, "high": hi, "labels": int(counts.get(i, 0))}
-        for i, (lo, hi) in enumerate(zip(soft[:-1], soft[1:], strict=True))
+        {"bin": f"{lo:.1f}–{hi:.1f}", "low": lo, "high": hi, "labels": n}
+        for lo, hi, n in zip(soft[:-1], soft[1:], histogram, strict=True)
     ]
     result.strata = [
-        {"principle": p, "labels": int(n), "reviewed": int(k), "remaining": int(n - k)}
-        for p, n, k in sorted(con.rows(_STRATA, job))
+        {"principle": p, "labels": n, "reviewed": k, "remaining": n - k}
+        for p, (n, k) in sorted(strata.items())
     ]
     return result
 
