@@ -8,6 +8,8 @@ pages in (prompt id, pair) order, filters in SQL), its filter choices and counts
 
 from __future__ import annotations
 
+import json
+
 from cai_engine.review import LabelFilter
 from cai_engine.store.core import Conn, StoreCore
 from cai_engine.store.records import records
@@ -62,10 +64,16 @@ def _page_params(job_id: str, page: list[tuple]) -> dict:
     }
 
 
-def _where(job_id: str, f: LabelFilter) -> tuple[str, list, bool]:
-    """The WHERE clause over `labels l` (joined to `pairs x` and `prompts p` when the third
-    value is True) that `f` asks for, and its parameters."""
-    sql, params, joined = ["l.job_id = ?"], [job_id], False
+# The pairs of the label job's own pairs job: each filter on a pair reads those alone.
+_JOB_PAIRS = (
+    "SELECT job_id, prompt_id, pair FROM pairs"
+    " WHERE job_id IN (SELECT DISTINCT pairs_job FROM labels WHERE job_id = ?)"
+)
+
+
+def _where(job_id: str, f: LabelFilter) -> tuple[str, list]:
+    """The WHERE clause over `labels l` that `f` asks for, and its parameters."""
+    sql, params = ["l.job_id = ?"], [job_id]
     if f.principle:
         sql.append("l.principle_id = ?")
         params.append(f.principle)
@@ -77,12 +85,12 @@ def _where(job_id: str, f: LabelFilter) -> tuple[str, list, bool]:
     if f.max_confidence is not None:
         sql.append("l.confidence <= ?")
         params.append(f.max_confidence)
-    if f.cut_off is not None:  # the flags are a fixed set: identical, empty, a/b_cut_off
+    if f.cut_off is not None:  # pair flags are a fixed set: identical, empty, a/b_cut_off
         sql.append(
-            "coalesce(contains(x.flags, 'a_cut_off') OR contains(x.flags, 'b_cut_off'), false) = ?"
+            f"(l.pairs_job, l.prompt_id, l.pair) {'IN' if f.cut_off else 'NOT IN'} ({_JOB_PAIRS}"
+            " AND (contains(flags, 'a_cut_off') OR contains(flags, 'b_cut_off')))"
         )
-        params.append(f.cut_off)
-        joined = True
+        params.append(job_id)
     if f.reviewed is not None:
         by = " AND reviewer = ?" if f.reviewer is not None else ""
         sql.append(
@@ -92,19 +100,20 @@ def _where(job_id: str, f: LabelFilter) -> tuple[str, list, bool]:
         )
         params += [job_id, *([f.reviewer] if f.reviewer is not None else [])]
     needle = f.needle
-    if needle:  # contains(), not LIKE: no character in the needle is a pattern
+    if needle:  # RE2 in literal mode ('l'), case-insensitive ('i'): no character is a pattern
         sql.append(
-            "(contains(lower(p.content), ?) OR contains(lower(x.response_a), ?)"
-            " OR contains(lower(x.response_b), ?))"
+            "((l.prompt_set, l.prompt_id) IN (SELECT set_name, prompt_id FROM prompts"
+            "  WHERE regexp_matches(content, ?, 'il'))"
+            f" OR (l.pairs_job, l.prompt_id, l.pair) IN ({_JOB_PAIRS}"
+            "  AND (regexp_matches(response_a, ?, 'il') OR regexp_matches(response_b, ?, 'il'))))"
         )
-        params += [needle, needle, needle]
-        joined = True
-    return " AND ".join(sql), params, joined
+        params += [needle, job_id, needle, needle]
+    return " AND ".join(sql), params
 
 
 def label_detail(con: Conn, job_id: str, prompt_id: str, pair: int) -> dict | None:
     """One label with its pair's responses and refs and its prompt's messages, on `con`."""
-    frame = con.frame(
+    cursor = con.raw.execute(  # a row, not a frame: pandas costs more than the query
         f"""
         SELECT l.*, x.response_a, x.response_b, x.a_ref, x.b_ref,
                x.source, x.model AS pair_model, x.flags AS pair_flags,
@@ -114,8 +123,14 @@ def label_detail(con: Conn, job_id: str, prompt_id: str, pair: int) -> dict | No
         """,
         [job_id, prompt_id, int(pair)],
     )
-    rows = records(frame)
-    return rows[0] if rows else None
+    names = [d[0] for d in cursor.description]
+    row = cursor.fetchone()
+    cursor.fetchall()  # run to completion (see `Conn`)
+    if row is None:
+        return None
+    out = dict(zip(names, row, strict=True))
+    out["prompt_messages"] = json.loads(out["prompt_messages"]) if out["prompt_messages"] else []
+    return out
 
 
 class LabelQueries(StoreCore):
@@ -156,20 +171,24 @@ class LabelQueries(StoreCore):
         """One page of a job's labels that match `where`, in (prompt id, pair) order, with the
         columns the "All labels" table shows, and how many match in all. Keyset pages: the
         next page starts `after` the last (prompt id, pair) of the page shown."""
-        sql, params, joined = _where(job_id, where or LabelFilter())
-        joins = _JOINS if joined else ""
-        keyset, keys = ("", []) if after is None else (" AND (l.prompt_id, l.pair) > (?, ?)", after)
+        sql, params = _where(job_id, where or LabelFilter())
+        keyset, keys = ("", []) if after is None else ("WHERE (prompt_id, pair) > (?, ?)", after)
         with self.connect() as con:
-            # 1) the page's keys, joining only what the filter needs
-            page = con.rows(
-                f"SELECT l.prompt_id, l.pair FROM labels l {joins} WHERE {sql}{keyset}"
-                " ORDER BY l.prompt_id, l.pair LIMIT ?",
+            # 1) how many match, and the page's keys: one pass over the filter, however costly
+            total, page = con.one(
+                f"""
+                WITH hits AS MATERIALIZED (SELECT l.prompt_id, l.pair FROM labels l WHERE {sql})
+                SELECT (SELECT count(*) FROM hits),
+                       (SELECT list((prompt_id, pair) ORDER BY prompt_id, pair)
+                        FROM (SELECT * FROM hits {keyset}
+                              ORDER BY prompt_id, pair LIMIT ?))
+                """,
                 [*params, *keys, limit],
             )
+            page = [tuple(k.values()) if isinstance(k, dict) else tuple(k) for k in page or []]
             # 2) their columns: each table's scan keeps only the page's prompts, so a page
             # reads a page's rows rather than joining whole tables
             rows = con.rows(_PAGE_ROWS, _page_params(job_id, page)) if page else []
-            total = con.scalar(f"SELECT count(*) FROM labels l {joins} WHERE {sql}", params)
         names = list(_PAGE_COLUMNS)
         out = [dict(zip(names, r, strict=True)) for r in rows]
         for r in out:

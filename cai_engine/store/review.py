@@ -98,8 +98,9 @@ def session_queue(
 
 # 1) Each (pair, reviewer)'s latest verdict other than skip on a scored label of job $job
 # (verdicts are appended; `created_at, id` is the order they were given in), counted by
-# (human, AI, principle, calibration bin). $eps keeps confidences exactly on a bin edge (0.6
-# from p = 0.2 or 0.8) in one bin despite float error.
+# (human, AI, principle, calibration bin), with how many distinct pairs each group brings
+# (a pair counts in the group of its first reviewer by name). $eps keeps confidences exactly
+# on a bin edge (0.6 from p = 0.2 or 0.8) in one bin despite float error.
 _VERDICTS = """
     WITH given AS (
         SELECT prompt_id, pair, reviewer, verdict,
@@ -111,46 +112,36 @@ _VERDICTS = """
         SELECT prompt_id, pair, reviewer, arg_max(verdict, seq) AS verdict
         FROM given
         GROUP BY prompt_id, pair, reviewer
+    ),
+    counted AS (
+        SELECT v.verdict, l.winner, l.principle_id,
+               least(floor(l.confidence * $bins + $eps), $bins - 1)::INTEGER AS bin,
+               row_number() OVER (PARTITION BY v.prompt_id, v.pair ORDER BY v.reviewer) = 1
+                   AS first_of_pair
+        FROM latest v
+        JOIN labels l ON l.job_id = $job AND l.prompt_id = v.prompt_id AND l.pair = v.pair
+        WHERE l.soft_label IS NOT NULL
     )
-    SELECT v.verdict, l.winner, l.principle_id,
-           least(floor(l.confidence * $bins + $eps), $bins - 1)::INTEGER AS bin,
-           count(*)
-    FROM latest v
-    JOIN labels l ON l.job_id = $job AND l.prompt_id = v.prompt_id AND l.pair = v.pair
-    WHERE l.soft_label IS NOT NULL
+    SELECT verdict, winner, principle_id, bin, count(*), count(*) FILTER (WHERE first_of_pair)
+    FROM counted
     GROUP BY ALL
 """
 
-# 2) One pass over the job's scored labels, by principle and soft-label bin (a soft label's
-# bin is how many of the histogram's inner edges it is above): how many there are, how many
-# have a verdict other than skip by anyone, and over those scored in both orders (identical
-# answers left out) how many agree, in how many orders the first-shown answer won, and the
-# sign test's counts over the pairs with a decided label in each order.
-_EDGES = review.SOFT_LABEL_BINS[1:-1]
-_LABEL_COUNTS = f"""
-    WITH scored AS (
-        SELECT principle_id, p_a_ab, p_a_ba, consistent,
-               {" + ".join(f"(soft_label > $e{i})::INTEGER" for i in range(len(_EDGES)))} AS bin,
-               p_a_ba IS NOT NULL AND NOT contains(coalesce(flags, ''), 'identical') AS both_orders,
-               (prompt_id, pair) IN (
-                   SELECT prompt_id, pair FROM reviews
-                   WHERE labels_job = $job AND verdict <> 'skip'
-               ) AS reviewed
-        FROM labels
-        WHERE job_id = $job AND soft_label IS NOT NULL
-    )
-    SELECT principle_id, bin,
+# 2) One pass over the job's scored labels: how many per principle, whether each was scored
+# in both orders (identical answers left out), whether its orders agree and on which side of
+# 0.5 each order fell, and the soft labels' histogram (`histogram` bins are closed on the
+# right: a value counts under the first edge it does not exceed).
+_LABELS = """
+    SELECT principle_id,
+           p_a_ba IS NOT NULL AND NOT contains(coalesce(flags, ''), 'identical') AS both_orders,
+           coalesce(consistent, false),
+           sign(p_a_ab - 0.5)::INTEGER,
+           coalesce(sign(p_a_ba - 0.5)::INTEGER, 0),
            count(*),
-           count(*) FILTER (WHERE reviewed),
-           count(*) FILTER (WHERE both_orders),
-           count(*) FILTER (WHERE both_orders AND consistent),
-           count(*) FILTER (WHERE both_orders AND p_a_ab > 0.5)
-               + count(*) FILTER (WHERE both_orders AND p_a_ba < 0.5),
-           count(*) FILTER (WHERE both_orders AND p_a_ab <> 0.5 AND p_a_ba <> 0.5),
-           count(*) FILTER (WHERE both_orders AND p_a_ab > 0.5 AND p_a_ba < 0.5),
-           count(*) FILTER (WHERE both_orders AND p_a_ab < 0.5 AND p_a_ba > 0.5)
-    FROM scored
-    GROUP BY principle_id, bin
+           histogram(soft_label, $edges)
+    FROM labels
+    WHERE job_id = $job AND soft_label IS NOT NULL
+    GROUP BY ALL
 """
 
 
@@ -159,16 +150,18 @@ def agreement_of(con: Conn, job_id: str) -> review.Agreement:
     (the store's, or a `scratch` database of lists); see `cai_engine.review` for ties."""
     n_bins = len(review.CALIBRATION_BINS) - 1
     verdicts = con.rows(_VERDICTS, {"job": job_id, "bins": n_bins, "eps": 1e-9})
-    edges = {f"e{i}": e for i, e in enumerate(_EDGES)}
-    label_counts = con.rows(_LABEL_COUNTS, {"job": job_id, **edges})
+    soft = review.SOFT_LABEL_BINS
+    labels = con.rows(_LABELS, {"job": job_id, "edges": list(soft[1:])})
 
     # 1) verdicts: a human tie or both-bad states no preference, nor does the AI's tie; the
     # rest are decisive
     table: dict[tuple[str, str], int] = {}
     per_principle: dict[str, list[int]] = {}  # [decisive, agree]
     bins = [[0, 0] for _ in range(n_bins)]
+    reviewed: dict[str, int] = {}  # pairs with a verdict, per principle
     ties = both_bad = ai_ties = 0
-    for human, ai, principle, b, n in verdicts:
+    for human, ai, principle, b, n, pairs in verdicts:
+        reviewed[principle] = reviewed.get(principle, 0) + pairs
         if human == "tie":
             ties += n
         elif human == "both_bad":
@@ -186,7 +179,7 @@ def agreement_of(con: Conn, job_id: str) -> review.Agreement:
     decisive = sum(table.values())
     agree = table.get(("A", "A"), 0) + table.get(("B", "B"), 0)
     result = review.Agreement(
-        reviews=sum(n for *_, n in verdicts),
+        reviews=sum(row[4] for row in verdicts),
         decisive=decisive,
         agree=agree,
         rate=agree / decisive if decisive else None,
@@ -212,31 +205,37 @@ def agreement_of(con: Conn, job_id: str) -> review.Agreement:
         for lo, hi, (n, k) in zip(cal[:-1], cal[1:], bins, strict=True)
     ]
 
-    # 2) the labels: position consistency, the soft-label histogram, per-principle strata
-    position = [0] * 6  # both orders, consistent, first-shown wins, decided, first, second
-    histogram = [0] * (len(review.SOFT_LABEL_BINS) - 1)
-    strata: dict[str, list[int]] = {}  # [labels, reviewed]
-    for principle, b, n, reviewed, *counts in label_counts:
-        position = [a + c for a, c in zip(position, counts, strict=True)]
-        histogram[b] += n
-        stratum = strata.setdefault(principle, [0, 0])
-        stratum[0] += n
-        stratum[1] += reviewed
-    both, consistent, firsts, decided, first, second = position
+    # 2) the labels: position consistency over those scored in both orders (the sign test
+    # counts those decided in each order), the soft-label histogram, per-principle strata
+    both = consistent = firsts = decided = first = second = 0
+    histogram = dict.fromkeys(soft[1:], 0)
+    per_label: dict[str, int] = {}  # scored labels, per principle
+    for principle, both_orders, agrees, ab, ba, n, counts in labels:
+        per_label[principle] = per_label.get(principle, 0) + n
+        for edge, k in counts.items():  # soft labels lie in [0, 1]: no value is past 1.0
+            histogram[edge] = histogram.get(edge, 0) + k
+        if not both_orders:
+            continue
+        both += n
+        consistent += n if agrees else 0
+        firsts += n * ((ab > 0) + (ba < 0))  # the first-shown answer won order AB, order BA
+        decided += n if ab and ba else 0
+        first += n if ab > 0 > ba else 0
+        second += n if ab < 0 < ba else 0
     if both:
         result.consistency_rate = consistent / both
         result.first_position_rate = firsts / (2 * both)
         result.position = review.PositionEvidence.from_counts(decided, first, second)
         result.position_bias = result.position.biased
-    soft = review.SOFT_LABEL_BINS
     result.soft_label_bins = [
-        {"bin": f"{lo:.1f}–{hi:.1f}", "low": lo, "high": hi, "labels": n}
-        for lo, hi, n in zip(soft[:-1], soft[1:], histogram, strict=True)
+        {"bin": f"{lo:.1f}–{hi:.1f}", "low": lo, "high": hi, "labels": histogram[hi]}
+        for lo, hi in zip(soft[:-1], soft[1:], strict=True)
     ]
     result.strata = [
-        {"principle": p, "labels": n, "reviewed": k, "remaining": n - k}
-        for p, (n, k) in sorted(strata.items())
-    ]
+        {"principle": p, "labels": n, "reviewed": reviewed.get(p, 0),
+         "remaining": n - reviewed.get(p, 0)}
+        for p, n in sorted(per_label.items())
+    ]  # fmt: skip
     return result
 
 
