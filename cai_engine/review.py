@@ -90,7 +90,8 @@ class LabelFilter:
 
     @property
     def needle(self) -> str:
-        return (self.search or "").strip().lower()
+        """The text searched for, as typed less surrounding spaces (matched ignoring case)."""
+        return (self.search or "").strip()
 
 
 def key_of(row: dict) -> tuple[str, int]:

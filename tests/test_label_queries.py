@@ -55,7 +55,7 @@ def keeps(f: LabelFilter, row: dict, reviews: list[dict]) -> bool:
         }
         if (key(row) in given) != f.reviewed:
             return False
-    needle = f.needle
+    needle = f.needle.lower()
     prompt = "\n".join(m["content"] for m in row["prompt_messages"])
     texts = (prompt, row["response_a"], row["response_b"])
     return not needle or any(needle in t.lower() for t in texts)
