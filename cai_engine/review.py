@@ -17,6 +17,12 @@ Agreement (how `agreement()` treats ties, documented for users):
 - Cohen's kappa is computed on the 2x2 table of those decisive comparisons, so it measures
   agreement on *which* response is better beyond what each side's A/B rates give by chance.
 - Each (pair, reviewer) counts once, with that reviewer's latest verdict other than skip.
+
+The queue's order and the agreement are SQL (`cai_engine/store/review.py`), so a job of any
+size is asked, never loaded: the store runs it on a job's tables (`Store.next_review`,
+`Store.agreement`), and `order_queue`, `session` and `agreement` below run the very same SQL
+over an in-memory DuckDB holding the lists they are given. The random order is DuckDB's hash
+of (seed, prompt id, pair): fixed for a seed, whatever order the labels come in.
 """
 
 from __future__ import annotations
@@ -137,16 +143,6 @@ def to_stored(verdict_shown: str, order: str) -> str:
     if verdict_shown in ("A", "B") and order == "BA":
         return "B" if verdict_shown == "A" else "A"
     return verdict_shown
-
-
-def latest_verdicts(reviews: list[dict], include_skips: bool = False) -> dict[tuple, dict]:
-    """(prompt_id, pair, reviewer) -> that reviewer's latest verdict on the pair."""
-    out: dict[tuple, dict] = {}
-    for r in reviews:  # oldest first
-        if r["verdict"] == "skip" and not include_skips:
-            continue
-        out[(r["prompt_id"], int(r["pair"]), r["reviewer"])] = r
-    return out
 
 
 def human_verdicts(reviews: list[dict]) -> dict[tuple[str, int], dict]:
