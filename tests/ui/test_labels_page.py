@@ -178,9 +178,20 @@ def test_the_all_labels_table_lists_every_label_and_filters_inconsistent_ones(pa
     labels = Store(home).labels(label_id)
     table = next(d for d in page.dataframe if "soft label" in d.value.columns)
     assert len(table.value) == len(labels)
+    assert page_caption(page) == f"Labels 1–{len(labels)} of {len(labels)}"
+    assert [
+        b.disabled for b in (page.button(key="labels_prev"), page.button(key="labels_next"))
+    ] == [
+        True,
+        True,
+    ]  # one page holds them all
     page.checkbox(key="labels_inconsistent").check().run()
     table = next(d for d in page.dataframe if "soft label" in d.value.columns)
-    assert len(table.value) == sum(r["consistent"] is False for r in labels)
+    inconsistent = sum(r["consistent"] is False for r in labels)
+    assert len(table.value) == inconsistent
+    scope = "" if inconsistent == len(labels) else f" (filtered from {len(labels)})"
+    shown = f"1–{inconsistent}" if inconsistent else "0"
+    assert page_caption(page) == f"Labels {shown} of {inconsistent}{scope}"
 
 
 def test_the_export_download_has_trl_rows_and_a_manifest(page, labelled_home):
