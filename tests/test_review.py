@@ -323,7 +323,12 @@ def test_consistency_and_first_position_rates():
     # the right: 0.25 in 0.2–0.3, 0.5 in 0.4–0.5, 0.55 in 0.5–0.6, 0.65 in 0.6–0.7, and both
     # 0.85 and 0.9 in 0.8–0.9
     assert [b["labels"] for b in a.soft_label_bins] == [0, 0, 1, 0, 1, 1, 1, 0, 2, 0]
-    assert [b["bin"] for b in a.soft_label_bins][::3] == ["0.0–0.1", "0.3–0.4", "0.6–0.7", "0.9–1.0"]
+    assert [b["bin"] for b in a.soft_label_bins][::3] == [
+        "0.0–0.1",
+        "0.3–0.4",
+        "0.6–0.7",
+        "0.9–1.0",
+    ]
 
     a = review.agreement([label("one", 0, 0.9), label("over", 0, None)], [])
     assert (a.consistency_rate, a.first_position_rate, a.position_bias) == (None, None, False)
