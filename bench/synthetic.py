@@ -1,4 +1,4 @@
-"""Synthetic critique jobs of any size, written and ingested as a real job's are: a prompt set
+"""Synthetic jobs of any size (critique, eval, pairs and labels with reviews), written and ingested as a real job's are: a prompt set
 imported through the engine, trace rows in Parquet shards in the job's run folder, and
 `jobs.ingest` (the path every page refresh takes). The text is random words with the lengths
 of real answers, critiques and revisions; each revision changes a known share of the words of
@@ -236,4 +236,133 @@ def eval_job(
         "prompt_set": prompt_set,
         "rows": added,
         "ingest_s": time.perf_counter() - started,
+    }
+
+
+def label_job(
+    store,
+    labels: int,
+    reviews: int,
+    shards: int = 20,
+    job_id: str | None = None,
+    *,
+    pairs_per_prompt: int = 2,
+    reviewers: tuple[str, ...] = ("ann", "bob", "cy"),
+    seed: int = 0,
+) -> dict:
+    """A finished pairs job and a finished label job of `labels` labels on it (both written in
+    `shards` shards and ingested), and `reviews` human verdicts on its scored labels from a few
+    `reviewers` (appended in one go: verdicts are not job shards). The labels are under the
+    bundled `harmless` constitution, so a page can show their principles; about 3% are
+    unscored (overflow), 2% compare identical answers and a tenth have an answer cut off.
+    Returns the job ids, the rows ingested, the ingest's seconds and the verdicts added."""
+    from cai_engine.bundled import install_bundled
+    from cai_engine.judge import combine
+
+    install_bundled(store)
+    version = store.get_version("harmless")
+    principles = [p.id for p in version.constitution.principles]
+    job_id = job_id or "label-20260101-000000-synt"
+    pairs_job = f"pairs-{job_id.removeprefix('label-')}"
+    prompt_set = f"synthetic-{job_id}"
+    n_prompts = -(-labels // pairs_per_prompt)
+    prompt_ids = import_prompts(store, prompt_set, n_prompts, seed)
+    keys = [(prompt_ids[i // pairs_per_prompt], i % pairs_per_prompt) for i in range(labels)]
+    rng = np.random.default_rng(seed + 2)
+    runs = {}
+    for jid, kind, config in (
+        (pairs_job, "pairs", {"prompts": prompt_set, "model": "synthetic", "samples": 3}),
+        (
+            job_id,
+            "label",
+            {"pairs": pairs_job, "constitution": f"harmless@{version.hash[:12]}",
+             "model": "synthetic", "both_orders": True, "cot": False},
+        ),
+    ):  # fmt: skip
+        runs[kind] = RunFolder(runs_dir(store.home) / jid)
+        runs[kind].create(config)
+        store.insert_job(jid, kind, config, str(runs[kind].path), "synthetic")
+    per_shard = -(-labels // shards)
+    scored = []
+    for start in range(0, labels, per_shard):
+        pairs_rows, label_rows = [], []
+        for prompt_id, pair in keys[start : start + per_shard]:
+            a = _text(rng, WORDS["initial"])
+            identical = rng.random() < 0.02
+            b = a if identical else _text(rng, WORDS["initial"])
+            cut = [side for side in ("a", "b") if rng.random() < 0.05]
+            pairs_rows.append(
+                {
+                    "job_id": pairs_job, "prompt_set": prompt_set, "prompt_id": prompt_id,
+                    "pair": pair, "source": "samples", "source_job": None,
+                    "a_ref": f"sample {pair}", "b_ref": f"sample {pair + 1}",
+                    "response_a": a, "response_b": b, "model": "synthetic", "sampling": "{}",
+                    "seed_a": seed, "seed_b": seed + 1, "constitution_hash": None,
+                    "flags": ",".join((["identical"] if identical else [])
+                                      + [f"{s}_cut_off" for s in cut]),
+                }
+            )  # fmt: skip
+            overflow = not identical and rng.random() < 0.03
+            if overflow:
+                p_ab = p_ba = None
+            elif identical:
+                p_ab = p_ba = 0.5
+            else:  # a judge that mostly prefers one answer in both orders, sometimes not
+                lean = float(rng.beta(2, 2))
+                p_ab = float(np.clip(lean + rng.normal(0, 0.15), 0.01, 0.99))
+                p_ba = float(np.clip(lean + rng.normal(0, 0.15), 0.01, 0.99))
+            c = combine(p_ab, p_ba) if p_ab is not None else None
+            label_rows.append(
+                {
+                    "job_id": job_id, "pairs_job": pairs_job, "prompt_set": prompt_set,
+                    "prompt_id": prompt_id, "pair": pair,
+                    "principle_id": principles[int(rng.integers(0, len(principles)))],
+                    "constitution": "harmless", "constitution_hash": version.hash,
+                    "model": "synthetic", "mode": "logprob", "few_shots": 0,
+                    "p_a_ab": p_ab, "p_a_ba": p_ba,
+                    "soft_label": c.soft_label if c else None,
+                    "winner": c.winner if c else None,
+                    "confidence": c.confidence if c else None,
+                    "consistent": c.consistent if c else None,
+                    "cot_ab": None, "cot_ba": None, "prompt_tokens": 400, "cot_tokens": 0,
+                    "latency_s": 0.05, "truncated_turns": 0,
+                    "flags": "overflow" if overflow else "identical" if identical else "",
+                }
+            )  # fmt: skip
+            if c is not None:
+                scored.append((prompt_id, pair, c.winner))
+        runs["pairs"].write_shard("pairs", pairs_rows)
+        runs["label"].write_shard("labels", label_rows)
+    ended = datetime.now()
+    started = time.perf_counter()
+    added = 0
+    for kind, jid, total in (("pairs", pairs_job, labels), ("label", job_id, labels)):
+        runs[kind].write_status(state="succeeded", done=total, total=total, unit="pairs")
+        store.update_job(jid, status="succeeded", started_at=ended - timedelta(hours=1))
+        store.update_job(jid, finished_at=ended)
+        added += jobs.ingest(store, jobs.get_job(store, jid))
+    ingest_s = time.perf_counter() - started
+    # verdicts: a reviewer agrees with the AI three times in four, now and then calls a tie,
+    # both bad or skips, and sometimes reviews a pair again (the latest verdict counts)
+    verdicts = []
+    picks = rng.integers(0, len(scored), reviews) if scored else []
+    for n, i in enumerate(picks):
+        prompt_id, pair, winner = scored[int(i)]
+        draw = rng.random()
+        other = "B" if winner == "A" else "A"
+        verdict = (
+            (winner if winner != "tie" else "A") if draw < 0.7 else other if draw < 0.88
+            else "tie" if draw < 0.94 else "both_bad" if draw < 0.98 else "skip"
+        )  # fmt: skip
+        verdicts.append(
+            {"prompt_id": prompt_id, "pair": pair, "reviewer": reviewers[n % len(reviewers)],
+             "verdict": verdict, "display_order": "AB" if rng.random() < 0.5 else "BA"}
+        )  # fmt: skip
+    store.add_reviews(job_id, verdicts)
+    return {
+        "job": job_id,
+        "pairs_job": pairs_job,
+        "rows": added,
+        "ingest_s": ingest_s,
+        "reviews": len(verdicts),
     }

@@ -17,16 +17,23 @@ Agreement (how `agreement()` treats ties, documented for users):
 - Cohen's kappa is computed on the 2x2 table of those decisive comparisons, so it measures
   agreement on *which* response is better beyond what each side's A/B rates give by chance.
 - Each (pair, reviewer) counts once, with that reviewer's latest verdict other than skip.
+
+The queue's order and the agreement are SQL (`cai_engine/store/review.py`), so a job of any
+size is asked, never loaded: the store runs it on a job's tables (`Store.next_review`,
+`Store.agreement`), and `order_queue`, `session` and `agreement` below run the very same SQL
+over an in-memory DuckDB holding the lists they are given. The random order is DuckDB's hash
+of (seed, prompt id, pair): fixed for a seed, whatever order the labels come in.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cai_engine.errors import CaiError
 from cai_engine.seeding import seeded_rng
+from cai_engine.traces import SEARCH_MAX
 
 if TYPE_CHECKING:
     from cai_engine.store import Store
@@ -47,6 +54,50 @@ VERDICT_NAMES = {
     "skip": "Skip",
 }
 CALIBRATION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# the soft-label histogram's edges: bins closed on the right, the first one on both sides
+SOFT_LABEL_BINS = tuple(i / 10 for i in range(11))
+SCRATCH_JOB = ""  # the job id of the lists `order_queue`, `session` and `agreement` are given
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """Which labels the "All labels" table shows: drawn under `principle`; only the
+    position-inconsistent ones (`inconsistent`); with `cut_off` True only pairs with an answer
+    cut off at the token limit, with False only those without; AI confidence within
+    [`min_confidence`, `max_confidence`] (a bound leaves out unscored labels); with
+    `reviewed` True only pairs with a human verdict other than skip (by `reviewer`, when
+    given), with False only those without; mentioning `search` (case-insensitive, as plain
+    text: no character is a pattern) in the prompt or either response."""
+
+    principle: str | None = None
+    inconsistent: bool = False
+    cut_off: bool | None = None
+    min_confidence: float | None = None
+    max_confidence: float | None = None
+    reviewed: bool | None = None
+    reviewer: str | None = None
+    search: str | None = None
+
+    def __post_init__(self):
+        if self.search and len(self.search.strip()) > SEARCH_MAX:
+            raise CaiError(
+                f"search: {len(self.search.strip()):,} characters; search for at most "
+                f"{SEARCH_MAX} (a phrase from the text, not the text)"
+            )
+        for name in ("min_confidence", "max_confidence"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise CaiError(f"{name}: {value} is not a confidence; use 0 to 1")
+        low, high = self.min_confidence, self.max_confidence
+        if low is not None and high is not None and low > high:
+            raise CaiError(f"min_confidence {low} is above max_confidence {high}")
+        if self.reviewer is not None and self.reviewed is None:
+            raise CaiError("reviewer: a reviewer narrows reviewed=True or False; set one")
+
+    @property
+    def needle(self) -> str:
+        """The text searched for, as typed less surrounding spaces (matched ignoring case)."""
+        return (self.search or "").strip()
 
 
 def key_of(row: dict) -> tuple[str, int]:
@@ -58,25 +109,24 @@ def reviewable(labels: list[dict]) -> list[dict]:
     return [r for r in labels if r.get("soft_label") is not None]
 
 
-def order_queue(labels: list[dict], strategy: str, seed: int = 0) -> list[dict]:
-    """The label rows in the order a reviewer sees them under `strategy`."""
+def check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
         raise CaiError(f"unknown strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
-    rows = sorted(reviewable(labels), key=key_of)
-    seeded_rng(seed, "queue").shuffle(rows)  # a seeded base order; ties below keep it
-    if strategy == "least_confident":
-        rows.sort(key=lambda r: r["confidence"])
-    elif strategy == "inconsistent":
-        rows.sort(key=lambda r: (r["consistent"] is not False, r["confidence"]))
-    elif strategy == "stratified":
-        by_principle: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            by_principle[r["principle_id"]].append(r)
-        buckets = [by_principle[p] for p in sorted(by_principle)]
-        rows = [
-            b[i] for i in range(max(map(len, buckets), default=0)) for b in buckets if i < len(b)
-        ]
-    return rows
+
+
+def order_queue(labels: list[dict], strategy: str, seed: int = 0) -> list[dict]:
+    """The label rows in the order a reviewer sees them under `strategy`.
+
+    The order is the store's (`Store.next_review`): the same SQL, run over an in-memory
+    DuckDB holding `labels`, so a list and a job of a million labels queue alike.
+    """
+    from cai_engine.store.review import scratch, session_queue
+
+    check_strategy(strategy)
+    by_key = {key_of(r): r for r in reviewable(labels)}
+    with scratch(labels, []) as con:
+        queue = session_queue(con, SCRATCH_JOB, "", strategy, len(by_key), seed)
+    return [by_key[(prompt_id, pair)] for prompt_id, pair, _ in queue]
 
 
 def display_order(row: dict, reviewer: str) -> str:
@@ -93,16 +143,6 @@ def to_stored(verdict_shown: str, order: str) -> str:
     if verdict_shown in ("A", "B") and order == "BA":
         return "B" if verdict_shown == "A" else "A"
     return verdict_shown
-
-
-def latest_verdicts(reviews: list[dict], include_skips: bool = False) -> dict[tuple, dict]:
-    """(prompt_id, pair, reviewer) -> that reviewer's latest verdict on the pair."""
-    out: dict[tuple, dict] = {}
-    for r in reviews:  # oldest first
-        if r["verdict"] == "skip" and not include_skips:
-            continue
-        out[(r["prompt_id"], int(r["pair"]), r["reviewer"])] = r
-    return out
 
 
 def human_verdicts(reviews: list[dict]) -> dict[tuple[str, int], dict]:
@@ -123,10 +163,15 @@ class Progress:
 def session(
     labels: list[dict], reviews: list[dict], reviewer: str, strategy: str, size: int, seed: int = 0
 ) -> tuple[list[dict], Progress]:
-    """A reviewer's session: the first `size` pairs of the queue and those still to do."""
-    queue = order_queue(labels, strategy, seed)[:size]
-    seen = {k[:2] for k in latest_verdicts(reviews, include_skips=True) if k[2] == reviewer}
-    todo = [r for r in queue if key_of(r) not in seen]
+    """A reviewer's session: the first `size` pairs of the queue and those still to do (the
+    store's `next_review` asks the same of a job's tables, one pair at a time)."""
+    from cai_engine.store.review import scratch, session_queue
+
+    check_strategy(strategy)
+    by_key = {key_of(r): r for r in reviewable(labels)}
+    with scratch(labels, reviews) as con:
+        queue = session_queue(con, SCRATCH_JOB, reviewer, strategy, size, seed)
+    todo = [by_key[(prompt_id, pair)] for prompt_id, pair, done in queue if not done]
     return todo, Progress(len(queue) - len(todo), len(queue))
 
 
@@ -197,92 +242,22 @@ class Agreement:
     first_position_rate: float | None = None  # orders in which the first-shown response won
     position_bias: bool = False
     position: PositionEvidence | None = None  # the evidence behind position_bias
-    soft_labels: list[float] = field(default_factory=list)
+    # the scored labels' soft labels counted in SOFT_LABEL_BINS: [{"bin", "low", "high", "labels"}]
+    soft_label_bins: list[dict] = field(default_factory=list)
     strata: list[dict] = field(default_factory=list)  # per principle: labels, reviewed, left
 
 
 def agreement(labels: list[dict], reviews: list[dict]) -> Agreement:
-    """Compare human verdicts with the AI's hard labels; see the module docstring for ties."""
-    by_key = {key_of(r): r for r in reviewable(labels)}
-    table: Counter = Counter()
-    counted = ties = both_bad = ai_ties = 0
-    per_principle: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # [decisive, agree]
-    bins = [[0, 0] for _ in CALIBRATION_BINS[:-1]]
-    for (prompt_id, pair, _reviewer), rev in latest_verdicts(reviews).items():
-        label = by_key.get((prompt_id, pair))
-        if label is None:
-            continue
-        counted += 1
-        verdict = rev["verdict"]
-        if verdict == "tie":
-            ties += 1
-            continue
-        if verdict == "both_bad":
-            both_bad += 1
-            continue
-        if label["winner"] == "tie":
-            ai_ties += 1
-            continue
-        table[(verdict, label["winner"])] += 1
-        hit = int(verdict == label["winner"])
-        per_principle[label["principle_id"]][0] += 1
-        per_principle[label["principle_id"]][1] += hit
-        # 1e-9 keeps confidences that are exactly on a bin edge (0.6 from p = 0.2 or 0.8)
-        # in one bin despite float error
-        b = min(int(label["confidence"] * (len(bins)) + 1e-9), len(bins) - 1)
-        bins[b][0] += 1
-        bins[b][1] += hit
-    decisive = sum(table.values())
-    agree = table[("A", "A")] + table[("B", "B")]
-    result = Agreement(
-        reviews=counted,
-        decisive=decisive,
-        agree=agree,
-        rate=agree / decisive if decisive else None,
-        kappa=cohen_kappa(dict(table)),
-        table=dict(table),
-        ties=ties,
-        both_bad=both_bad,
-        ai_ties=ai_ties,
-    )
-    result.by_principle = [
-        {"principle": p, "reviewed": n, "agree": k, "rate": k / n}
-        for p, (n, k) in sorted(per_principle.items())
-    ]
-    result.calibration = [
-        {
-            "confidence": f"{lo:.1f}–{hi:.1f}",
-            "low": lo,
-            "high": hi,
-            "reviewed": n,
-            "agreement": k / n if n else None,
-        }
-        for (lo, hi), (n, k) in zip(
-            zip(CALIBRATION_BINS[:-1], CALIBRATION_BINS[1:], strict=True), bins, strict=True
-        )
-    ]
-    scored = reviewable(labels)
-    both = [
-        r for r in scored if r.get("p_a_ba") is not None and "identical" not in (r["flags"] or "")
-    ]
-    if both:
-        result.consistency_rate = sum(bool(r["consistent"]) for r in both) / len(both)
-        firsts = [r["p_a_ab"] > 0.5 for r in both] + [r["p_a_ba"] < 0.5 for r in both]
-        decided = [r for r in both if r["p_a_ab"] != 0.5 and r["p_a_ba"] != 0.5]
-        result.first_position_rate = sum(firsts) / len(firsts)
-        result.position = PositionEvidence.of(decided)
-        result.position_bias = result.position.biased
-    result.soft_labels = [float(r["soft_label"]) for r in scored]
-    seen = {k[:2] for k in latest_verdicts(reviews)}
-    strata: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in scored:
-        strata[r["principle_id"]][0] += 1
-        strata[r["principle_id"]][1] += key_of(r) in seen
-    result.strata = [
-        {"principle": p, "labels": n, "reviewed": k, "remaining": n - k}
-        for p, (n, k) in sorted(strata.items())
-    ]
-    return result
+    """Compare human verdicts with the AI's hard labels; see the module docstring for ties.
+
+    `labels` as `Store.labels` returns them, `reviews` as `Store.reviews` does (oldest first).
+    The numbers are the store's (`Store.agreement`): the same SQL, run over an in-memory DuckDB
+    holding these lists.
+    """
+    from cai_engine.store.review import agreement_of, scratch
+
+    with scratch(labels, reviews) as con:
+        return agreement_of(con, SCRATCH_JOB)
 
 
 BIAS_Z = 2.58  # two-sided p < 0.01
@@ -319,12 +294,17 @@ class PositionEvidence:
     def of(cls, labels: list[dict], z: float = BIAS_Z) -> PositionEvidence:
         first = sum(r["p_a_ab"] > 0.5 and r["p_a_ba"] < 0.5 for r in labels)
         second = sum(r["p_a_ab"] < 0.5 and r["p_a_ba"] > 0.5 for r in labels)
+        return cls.from_counts(len(labels), first, second, z)
+
+    @classmethod
+    def from_counts(cls, pairs: int, first: int, second: int, z: float = BIAS_Z):
+        """The evidence from its counts (`agreement` counts them in SQL)."""
         biased = _sign_test(first, second, z)
         needed = 0
         if not biased:
             lead, lag = max(first, second), min(first, second)
             needed = next(k for k in range(1, 10_000) if _sign_test(lead + k, lag, z))
-        return cls(len(labels), first, second, biased, needed)
+        return cls(pairs, first, second, biased, needed)
 
     @property
     def inconsistent(self) -> int:

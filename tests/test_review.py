@@ -319,7 +319,16 @@ def test_consistency_and_first_position_rates():
     assert a.consistency_rate == pytest.approx(0.75)
     assert a.first_position_rate == pytest.approx(5 / 8)
     assert a.position_bias is False
-    assert a.soft_labels == pytest.approx([0.85, 0.25, 0.65, 0.55, 0.9, 0.5])
+    # the scored labels' soft labels 0.85, 0.25, 0.65, 0.55, 0.9 and 0.5, in tenths closed on
+    # the right: 0.25 in 0.2–0.3, 0.5 in 0.4–0.5, 0.55 in 0.5–0.6, 0.65 in 0.6–0.7, and both
+    # 0.85 and 0.9 in 0.8–0.9
+    assert [b["labels"] for b in a.soft_label_bins] == [0, 0, 1, 0, 1, 1, 1, 0, 2, 0]
+    assert [b["bin"] for b in a.soft_label_bins][::3] == [
+        "0.0–0.1",
+        "0.3–0.4",
+        "0.6–0.7",
+        "0.9–1.0",
+    ]
 
     a = review.agreement([label("one", 0, 0.9), label("over", 0, None)], [])
     assert (a.consistency_rate, a.first_position_rate, a.position_bias) == (None, None, False)
@@ -328,7 +337,8 @@ def test_consistency_and_first_position_rates():
 def test_agreement_of_nothing():
     a = review.agreement([], [])
     assert (a.reviews, a.decisive, a.agree, a.rate, a.kappa) == (0, 0, 0, None, None)
-    assert a.table == {} and a.by_principle == [] and a.strata == [] and a.soft_labels == []
+    assert a.table == {} and a.by_principle == [] and a.strata == []
+    assert [b["labels"] for b in a.soft_label_bins] == [0] * 10
     assert [c["reviewed"] for c in a.calibration] == [0] * 5
     assert all(c["agreement"] is None for c in a.calibration)
 

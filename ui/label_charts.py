@@ -19,6 +19,12 @@ def calibration_frame(calibration: list[dict]) -> pd.DataFrame:
     return calib
 
 
+def soft_label_frame(bins: list[dict]) -> pd.DataFrame:
+    """The soft-label histogram (`Agreement.soft_label_bins`) as a bar chart's frame: labels
+    per bin, indexed by the bin's range."""
+    return pd.DataFrame({"labels": [b["labels"] for b in bins]}, index=[b["bin"] for b in bins])
+
+
 def calibration_chart(calib: pd.DataFrame) -> alt.LayerChart:
     """Observed agreement per confidence bin as points joined by a line (a bin alone still
     shows), against the dashed line of a perfectly calibrated judge."""

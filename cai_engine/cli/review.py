@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from cai_engine.store import Store
 
 
-def label_job_rows(store: Store, job_id: str):
-    """A label job (ingested) and its labels; any other kind of job is refused."""
+def label_job(store: Store, job_id: str):
+    """A label job, its finished shards ingested; any other kind of job is refused."""
     from cai_engine import jobs
     from cai_engine.errors import CaiError
 
@@ -19,7 +19,7 @@ def label_job_rows(store: Store, job_id: str):
     if job.kind != "label":
         raise CaiError(f"job {job_id} is a {job.kind} job; --labels needs a label job")
     jobs.ingest(store, job)
-    return job, store.labels(job_id)
+    return job
 
 
 def _pct(x) -> str:
@@ -27,13 +27,13 @@ def _pct(x) -> str:
 
 
 def cmd_review_stats(args) -> int:
-    from cai_engine import review
-
     store = open_store(args)
-    job, labels = label_job_rows(store, args.labels)
-    a = review.agreement(labels, store.reviews(job.id))
+    job = label_job(store, args.labels)
+    with store.session():  # the counts and the agreement, asked of DuckDB in one opening
+        labels = store.label_facets(job.id)["labels"]
+        a = store.agreement(job.id)
     kappa = "–" if a.kappa is None else f"{a.kappa:.3f}"
-    print(f"label job {job.id} ({job.status}): {len(labels)} labels")
+    print(f"label job {job.id} ({job.status}): {labels} labels")
     print(
         f"position consistency: {_pct(a.consistency_rate)}; first-shown response won "
         f"{_pct(a.first_position_rate)} of orders"
@@ -65,7 +65,7 @@ def cmd_review_add(args) -> int:
     from cai_engine import review
 
     store = open_store(args)
-    label_job_rows(store, args.labels)
+    label_job(store, args.labels)
     review_id = review.record(
         store,
         args.labels,

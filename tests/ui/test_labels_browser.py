@@ -1,6 +1,7 @@
 """The Labels page in a real Chromium against a real `streamlit run`: a reviewer types a name,
 then reviews three pairs with the keyboard alone (A, B, T), and the agreement numbers on the
-page follow the verdicts. AppTest cannot press keys, so only a browser can check shortcuts."""
+page follow the verdicts; the "All labels" table then keeps the pairs that reviewer judged.
+AppTest cannot press keys, so only a browser can check shortcuts."""
 
 from __future__ import annotations
 
@@ -84,3 +85,11 @@ def test_three_pairs_reviewed_with_the_keyboard_update_the_agreement(labelled):
         assert metric(page, "Agreement with AI") == f"{expected.rate:.0%}"
         kappa = "–" if expected.kappa is None else f"{expected.kappa:.2f}"
         assert metric(page, "Cohen's κ") == kappa
+
+        # the paged table of every label, narrowed to the pairs kim gave a verdict
+        page.get_by_role("tab", name="All labels").click()
+        page.get_by_text("Labels 1–4 of 4", exact=True).wait_for()
+        page.get_by_role("combobox", name="Reviewed").click()
+        page.get_by_role("option", name="reviewed by me", exact=True).click()
+        wait_for_app(page)
+        page.get_by_text("Labels 1–3 of 3 (filtered from 4)", exact=True).wait_for()

@@ -8,8 +8,10 @@ was clicked, mapped through the display order the page drew.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -176,9 +178,20 @@ def test_the_all_labels_table_lists_every_label_and_filters_inconsistent_ones(pa
     labels = Store(home).labels(label_id)
     table = next(d for d in page.dataframe if "soft label" in d.value.columns)
     assert len(table.value) == len(labels)
+    assert page_caption(page) == f"Labels 1–{len(labels)} of {len(labels)}"
+    assert [
+        b.disabled for b in (page.button(key="labels_prev"), page.button(key="labels_next"))
+    ] == [
+        True,
+        True,
+    ]  # one page holds them all
     page.checkbox(key="labels_inconsistent").check().run()
     table = next(d for d in page.dataframe if "soft label" in d.value.columns)
-    assert len(table.value) == sum(r["consistent"] is False for r in labels)
+    inconsistent = sum(r["consistent"] is False for r in labels)
+    assert len(table.value) == inconsistent
+    scope = "" if inconsistent == len(labels) else f" (filtered from {len(labels)})"
+    shown = f"1–{inconsistent}" if inconsistent else "0"
+    assert page_caption(page) == f"Labels {shown} of {inconsistent}{scope}"
 
 
 def test_the_export_download_has_trl_rows_and_a_manifest(page, labelled_home):
@@ -271,3 +284,120 @@ def test_answers_cut_off_at_the_token_limit_are_marked_filtered_and_droppable(pa
         "Not started" in e.value or "leaves no preference pairs" in e.value for e in page.error
     )
     assert any("4 cut off at the token limit" in e.value for e in page.error)
+
+
+# -- at real sizes: the page reads pages, never the job -------------------------------------
+
+
+class RowCounter:
+    """Wraps every public query method of `Store` (the class, so the page's cached store is
+    covered too) and records how many rows each of the page's calls returned (the export tab's
+    counts included: they are SQL aggregates)."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[str, int]] = []
+        for name in dir(Store):
+            method = inspect.getattr_static(Store, name)
+            if name.startswith("_") or not inspect.isfunction(method):
+                continue  # static and class methods, properties, attributes
+            monkeypatch.setattr(Store, name, self._wrap(name, method))
+
+    def _wrap(self, name, method):
+        def counted(*args, **kwargs):
+            result = method(*args, **kwargs)
+            rows = result[0] if name in ("label_page", "next_review") else result
+            n = 1 if isinstance(rows, dict) else len(rows) if isinstance(rows, list | set) else 0
+            callers = {f.filename for f in inspect.stack()[1:]}
+            if PAGE in callers:  # the page's calls, not the test's own
+                self.calls.append((name, n))
+            return result
+
+        return counted
+
+    def most(self) -> tuple[str, int]:
+        return max(self.calls, key=lambda c: c[1])
+
+    def names(self) -> set[str]:
+        return {n for n, _ in self.calls}
+
+
+PAGE_CAPTION = re.compile(r"Labels (?:\d+–\d+|0) of ([\d,]+)(?: \(filtered from ([\d,]+)\))?")
+
+
+def page_caption(at) -> str:
+    (found,) = [c.value for c in at.caption if PAGE_CAPTION.fullmatch(c.value)]
+    return found
+
+
+def labels_table(at):
+    (frame,) = [d for d in at.dataframe if "soft label" in d.value.columns]
+    return frame.value
+
+
+def test_no_query_of_the_page_returns_more_than_a_page_of_a_big_job(cai_home, monkeypatch):
+    """240 labels with 80 verdicts, 25 a page: the first page, the next one, a filter, a search,
+    the next pair to review, a verdict and an opened label never read more rows than a page;
+    the whole-job reads (`Store.labels`, `Store.reviews`) are not used by the page."""
+    from bench import synthetic
+
+    store = Store(cai_home)
+    made = synthetic.label_job(store, 240, 80, shards=3)
+    job_id = made["job"]
+    everything = store.labels(job_id)  # the test's own reference, before counting
+    counter = RowCounter(monkeypatch)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert page_caption(at) == "Labels 1–50 of 240"
+    assert counter.most()[1] <= 50  # the default page size
+    counter.calls.clear()
+
+    at.selectbox(key="labels_page_size").set_value(25).run()
+    assert len(labels_table(at)) == 25
+    at.button(key="labels_next").click().run()
+    assert page_caption(at) == "Labels 26–50 of 240"
+    keys = sorted((r["prompt_id"], r["pair"]) for r in everything)
+    assert labels_table(at)["prompt"].tolist() == [
+        next(r for r in everything if (r["prompt_id"], r["pair"]) == k)["prompt_messages"][-1][
+            "content"
+        ]
+        for k in keys[25:50]
+    ]
+    principle = everything[0]["principle_id"]
+    at.selectbox(key="labels_principle").set_value(principle).run()  # back to page 1
+    n = sum(r["principle_id"] == principle for r in everything)
+    assert page_caption(at) == f"Labels 1–{min(n, 25)} of {n} (filtered from 240)"
+    word = everything[3]["response_a"].split()[2]
+    at.selectbox(key="labels_principle").set_value("all")
+    at.text_input(key="labels_search").input(word.upper()).run()
+    n = sum(word in r["response_a"] + " " + r["response_b"] for r in everything)
+    assert page_caption(at).endswith(f" of {n} (filtered from 240)")
+
+    # review: the next pair of the session, then a verdict on it
+    at.text_input(key="reviewer").input("dora").run()
+    assert metric(at, "Reviewed") == "0 of 20"
+    todo, _ = review.session(everything, store.reviews(job_id), "dora", "random", 20)
+    row = todo[0]
+    order = review.display_order(row, "dora")
+    shown_first = row["response_a"] if order == "AB" else row["response_b"]
+    assert shown_first in [t.value for t in at.text]
+    at.button(key="verdict_B").click().run()
+    assert not at.exception
+    assert metric(at, "Reviewed") == "1 of 20"
+    agreement = review.agreement(everything, store.reviews(job_id))
+    assert metric(at, "Decisive verdicts") == str(agreement.decisive)
+
+    # an opened label: its answers, read alone
+    at.session_state["labels_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    page, _ = store.label_page(job_id, review.LabelFilter(search=word), limit=25)
+    opened = next(r for r in everything if (r["prompt_id"], r["pair"]) == (
+        page[1]["prompt_id"], page[1]["pair"]
+    ))  # fmt: skip
+    texts = [t.value for t in at.text]
+    assert opened["response_a"] in texts and opened["response_b"] in texts
+
+    name, rows = counter.most()
+    assert rows <= 25, (name, rows)
+    assert not {"labels", "reviews"} & counter.names(), counter.names()

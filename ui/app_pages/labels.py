@@ -11,6 +11,7 @@ from cai_engine.fields import field_default, sampling_with
 from cai_engine.labels import LabelConfig, submit_labels
 from cai_engine.lineage import VersionNames
 from cai_engine.pairs import PairsConfig, cut_off_sides, submit_pairs
+from cai_engine.traces import SEARCH_MAX
 from ui.common import (
     checkbox_for,
     flash,
@@ -26,7 +27,7 @@ from ui.common import (
     show_job_next,
     text_input_for,
 )
-from ui.label_charts import calibration_chart, calibration_frame
+from ui.label_charts import calibration_chart, calibration_frame, soft_label_frame
 from ui.progress import show_progress
 
 REFRESH_S = 2.0
@@ -173,60 +174,10 @@ def label_form() -> None:
         show_job_next(job, "_select_labels", f"Started {job.id}.")
 
 
-label_jobs = jobs.list_jobs(store, kind="label")
-linked_pairs = any(j.id == linked_job() for j in jobs.list_jobs(store, kind="pairs"))
-with st.expander("New pairs or labels", expanded=not label_jobs or linked_pairs):
-    t1, t2 = st.tabs(["Pairs", "Labels"], default="Labels" if linked_pairs else None)
-    with t1:
-        pairs_form()
-    with t2:
-        label_form()
-
-
-version_names = VersionNames(store)
-picked = pick_job(
-    "Label job",
-    label_jobs,
-    "label_job",
-    empty="No label jobs yet. Make pairs and label them above, or with `cai pairs` and "
-    "`cai label`.",
-    pending="_select_labels",
-    describe=lambda j: (
-        f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
-        f"{'CoT' if j.config.get('cot') else 'log-prob'}"
-    ),
-)
-job_id = picked.id
-running = picked.status in jobs.ACTIVE
-
-
-labels = store.labels(job_id)
-
-
-@st.fragment(run_every=REFRESH_S if running else None)
-def job_progress(job_id: str, shown: int, shown_status: str) -> None:
-    jobs.reconcile(store)  # also ingests the batches the job has scored since last time
-    job = jobs.get_job(store, job_id)
-    if job.status in jobs.ACTIVE:
-        show_progress(job, rate=True)
-    if job.error:
-        st.error(md_escape(job.error), icon="⚠️")
-    rerun_on_status_change(shown_status, job.status)  # e.g. finished: redraw the page
-    if running and not shown and job.done:
-        st.rerun(scope="app")  # its first labels arrived
-
-
-job_progress(job_id, len(labels), picked.status)
-if not labels:
-    st.caption("No labels yet; they appear as the job scores each batch of pairs.")
-    st.stop()
-
-
-review_tab, agreement_tab, labels_tab, export_tab = st.tabs(
-    ["Review", "Agreement", "All labels", "Export"]
-)
-
-# -- review ---------------------------------------------------------------------------------
+# -- the page's queries ---------------------------------------------------------------------
+# Every query reads what the page shows: one label job's counts, its agreement numbers, the
+# next pair to review and one page of its labels, never the whole job. They share one opening
+# of the store (a session); the export below opens its own.
 
 VERDICT_BUTTONS = [
     ("A is better", "A", "A"),
@@ -235,6 +186,42 @@ VERDICT_BUTTONS = [
     ("Both bad", "both_bad", "X"),
     ("Skip", "skip", "S"),
 ]
+PAGE_SIZES = [25, 50, 100]
+# the "Reviewed" filter: (reviewed, only the reviewer named on the Review tab)
+REVIEW_FILTER = {
+    "all": (None, False),
+    "reviewed": (True, False),
+    "not reviewed": (False, False),
+    "reviewed by me": (True, True),
+    "not reviewed by me": (False, True),
+}
+TABLE_COLUMNS = [
+    "prompt",
+    "principle",
+    "P(A) as given",
+    "P(A) swapped",
+    "soft label",
+    "winner",
+    "confidence",
+    "consistent",
+    "cut off",
+    "flags",
+]
+
+
+def job_progress(job_id: str, shown: int, shown_status: str, running: bool) -> None:
+    """The job's progress (a fragment that refreshes itself while the job runs); `shown` is
+    how many labels the page's full run showed: none and then some reruns the whole page."""
+    with store.session():
+        jobs.reconcile(store)  # also ingests the batches the job has scored since last time
+        job = jobs.get_job(store, job_id)
+    if job.status in jobs.ACTIVE:
+        show_progress(job, rate=True)
+    if job.error:
+        st.error(md_escape(job.error), icon="⚠️")
+    rerun_on_status_change(shown_status, job.status)  # e.g. finished: redraw the page
+    if running and not shown and job.done:
+        st.rerun(scope="app")  # its first labels arrived
 
 
 def reveal_text(reveal: dict) -> str:
@@ -258,7 +245,7 @@ def commit(label_row: dict, order: str, shown_verdict: str, reviewer: str, note_
     try:
         review.record(
             store,
-            job_id,
+            label_row["job_id"],
             label_row["prompt_id"],
             label_row["pair"],
             reviewer,
@@ -277,90 +264,51 @@ def commit(label_row: dict, order: str, shown_verdict: str, reviewer: str, note_
     }
 
 
-with review_tab:
-    r1, r2, r3 = st.columns([2, 2, 1])
-    reviewer = r1.text_input("Reviewer", key="reviewer", placeholder="your name").strip()
-    strategy = r2.selectbox(
-        "Which pairs first",
-        list(review.STRATEGIES),
-        format_func=review.STRATEGIES.get,
-        key="review_strategy",
+def review_pair(row: dict, reviewer: str) -> None:
+    """The pair to review: its principle, prompt and both answers in this reviewer's display
+    order, a note and the verdict buttons; the AI's label stays hidden until the verdict."""
+    order = review.display_order(row, reviewer)
+    first, second = (
+        (row["response_a"], row["response_b"])
+        if order == "AB"
+        else (row["response_b"], row["response_a"])
     )
-    scored = review.reviewable(labels)
-    size = r3.number_input(
-        "Pairs to review", 1, max(1, len(scored)), min(20, max(1, len(scored))), key="review_size"
-    )
-    reviews = store.reviews(job_id)
-    todo, progress = review.session(labels, reviews, reviewer, strategy, int(size))
-    stats = review.agreement(labels, reviews)
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Reviewed", f"{progress.reviewed} of {progress.total}")
-    m2.metric(
-        f"Agreement with AI · n={stats.decisive}",
-        "–" if stats.rate is None else f"{stats.rate:.0%}",
-    )
-    m3.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.2f}")
-    m4.metric("Decisive verdicts", stats.decisive)
-    st.progress(progress.reviewed / max(1, progress.total))
-    error = st.session_state.pop("_review_error", None)
-    if error:
-        show_error(error, "Not saved: ")
-    reveal = st.session_state.pop("_reveal", None)
-    if reveal:
-        st.info(reveal_text(reveal), icon="🔎")  # numbers and verdict names only
-    if not reviewer:
-        st.info("Type your name above to start reviewing; verdicts are stored under it.")
-    elif not todo:
-        st.success(
-            f"Done: you reviewed all {progress.total} pairs of this session. "
-            "Raise the number of pairs or pick another order to go on."
-        )
-    else:
-        row = todo[0]
-        order = review.display_order(row, reviewer)
-        first, second = (
-            (row["response_a"], row["response_b"])
-            if order == "AB"
-            else (row["response_b"], row["response_a"])
-        )
-        version = store.get_version(pinned_ref(row["constitution"], row["constitution_hash"]))
-        principle = version.constitution.principle(row["principle_id"])
-        st.markdown(f"**Principle:** {md_escape(principle.title)}")
-        st.caption(md_escape(principle.preference_question))
-        for m in row["prompt_messages"]:
-            with st.chat_message(m["role"]):
-                st.text(m["content"])
-        # the slots (as shown) whose answer was cut off: swapped when B is shown first
-        swap = {"A": "A", "B": "B"} if order == "AB" else {"A": "B", "B": "A"}
-        cut_shown = {swap[side] for side in cut_off_sides(row.get("pair_flags"))}
-        c1, c2 = st.columns(2)
-        for column, slot, text in ((c1, "A", first), (c2, "B", second)):
-            with column.container(border=True):
-                st.markdown(
-                    f"**{slot}**" + (f" · :orange-badge[{CUT_MARK}]" if slot in cut_shown else "")
-                )
-                st.text(text or "(empty)")
-        note_key = f"note_{job_id}_{row['prompt_id']}_{row['pair']}"
-        st.text_input("Note (optional)", key=note_key)
-        buttons = st.columns(len(VERDICT_BUTTONS))
-        for column, (text, verdict, key) in zip(buttons, VERDICT_BUTTONS, strict=True):
-            column.button(
-                text,
-                key=f"verdict_{verdict}",
-                shortcut=key,
-                on_click=commit,
-                args=(row, order, verdict, reviewer, note_key),
-                type="primary" if verdict in ("A", "B") else "secondary",
-                width="stretch",
+    version = store.get_version(pinned_ref(row["constitution"], row["constitution_hash"]))
+    principle = version.constitution.principle(row["principle_id"])
+    st.markdown(f"**Principle:** {md_escape(principle.title)}")
+    st.caption(md_escape(principle.preference_question))
+    for m in row["prompt_messages"]:
+        with st.chat_message(m["role"]):
+            st.text(m["content"])
+    # the slots (as shown) whose answer was cut off: swapped when B is shown first
+    swap = {"A": "A", "B": "B"} if order == "AB" else {"A": "B", "B": "A"}
+    cut_shown = {swap[side] for side in cut_off_sides(row.get("pair_flags"))}
+    c1, c2 = st.columns(2)
+    for column, slot, text in ((c1, "A", first), (c2, "B", second)):
+        with column.container(border=True):
+            st.markdown(
+                f"**{slot}**" + (f" · :orange-badge[{CUT_MARK}]" if slot in cut_shown else "")
             )
-        st.caption(
-            "Keys: A, B, T (tie), X (both bad), S (skip). The AI's label shows after your verdict."
+            st.text(text or "(empty)")
+    note_key = f"note_{row['job_id']}_{row['prompt_id']}_{row['pair']}"
+    st.text_input("Note (optional)", key=note_key)
+    buttons = st.columns(len(VERDICT_BUTTONS))
+    for column, (text, verdict, key) in zip(buttons, VERDICT_BUTTONS, strict=True):
+        column.button(
+            text,
+            key=f"verdict_{verdict}",
+            shortcut=key,
+            on_click=commit,
+            args=(row, order, verdict, reviewer, note_key),
+            type="primary" if verdict in ("A", "B") else "secondary",
+            width="stretch",
         )
+    st.caption(
+        "Keys: A, B, T (tie), X (both bad), S (skip). The AI's label shows after your verdict."
+    )
 
-# -- agreement ------------------------------------------------------------------------------
 
-with agreement_tab:
-    stats = review.agreement(labels, store.reviews(job_id))
+def show_agreement(stats: review.Agreement) -> None:
     evidence = stats.position
     a1, a2, a3, a4 = st.columns(4)
     a1.metric(
@@ -409,11 +357,7 @@ with agreement_tab:
         )
     with g2:
         st.markdown("**Soft labels**: P(A better)")
-        hist = pd.cut(
-            pd.Series(stats.soft_labels), bins=[i / 10 for i in range(11)], include_lowest=True
-        )
-        counts = hist.value_counts(sort=False)
-        st.bar_chart(pd.DataFrame({"labels": counts.values}, index=[str(i) for i in counts.index]))
+        st.bar_chart(soft_label_frame(stats.soft_label_bins))
     b1, b2 = st.columns(2)
     with b1:
         st.markdown("**Agreement by principle**")
@@ -429,31 +373,86 @@ with agreement_tab:
         st.markdown("**Reviewed and remaining per principle**")
         st.dataframe(pd.DataFrame(stats.strata), hide_index=True)
 
-# -- all labels -----------------------------------------------------------------------------
 
-with labels_tab:
-    f1, f2, f3 = st.columns([1, 2, 1])
-    only_inconsistent = f1.checkbox("Position-inconsistent only", key="labels_inconsistent")
-    principles = sorted({r["principle_id"] for r in labels})
-    principle = f2.selectbox("Principle", ["all", *principles], key="labels_principle")
-    cut_filter = f3.selectbox(
+def label_filter(principles: list[str], reviewer: str) -> review.LabelFilter | None:
+    """The filter rows above the table; None (with the reason shown) when the filter cannot
+    be run."""
+    f1, f2, f3, f4 = st.columns([2, 1, 1, 1])
+    principle = f1.selectbox("Principle", ["all", *principles], key="labels_principle")
+    cut_filter = f2.selectbox(
         "Cut off",
         list(CUT_FILTER),
         key="labels_cut",
         help="Pairs with an answer that stopped at the token limit, mid-sentence (✂).",
     )
-    shown = [
-        r
-        for r in labels
-        if (not only_inconsistent or r["consistent"] is False)
-        and (principle == "all" or r["principle_id"] == principle)
-        and CUT_FILTER[cut_filter] in (None, bool(cut_off_sides(r.get("pair_flags"))))
-    ]
-    st.caption(f"{len(shown)} of {len(labels)} labels")
+    reviewed = f3.selectbox(
+        "Reviewed",
+        list(REVIEW_FILTER),
+        key="labels_reviewed",
+        help="Pairs with a human verdict other than skip; “by me”: by the reviewer named on the "
+        "Review tab.",
+    )
+    only_inconsistent = f4.checkbox("Position-inconsistent only", key="labels_inconsistent")
+    s1, s2 = st.columns([1, 2])
+    low, high = s1.slider("AI confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="labels_confidence")
+    search = s2.text_input(
+        "Search",
+        key="labels_search",
+        placeholder="text in the prompt or either answer",
+        max_chars=SEARCH_MAX,
+    )
+    is_reviewed, mine = REVIEW_FILTER[reviewed]
+    if mine and not reviewer:
+        st.info("Type your name on the Review tab to filter by your own verdicts.")
+        return None
+    try:
+        return review.LabelFilter(
+            principle=None if principle == "all" else principle,
+            inconsistent=only_inconsistent,
+            cut_off=CUT_FILTER[cut_filter],
+            min_confidence=None if (low, high) == (0.0, 1.0) else float(low),
+            max_confidence=None if (low, high) == (0.0, 1.0) else float(high),
+            reviewed=is_reviewed,
+            reviewer=reviewer if mine else None,
+            search=search or None,
+        )
+    except CaiError as e:
+        show_error(e)
+        return None
+
+
+def label_table(job_id: str, where: review.LabelFilter, total_labels: int) -> None:
+    """One page of the labels `where` keeps, Previous/Next through the rest (keyset pages:
+    each one costs the same however deep), and the label picked in it, read when picked."""
+    size = st.session_state.get("labels_page_size", PAGE_SIZES[1])
+    scope = (job_id, where, size)
+    cursors = st.session_state.get("labels_cursors")
+    if not cursors or cursors["scope"] != scope:  # new job, filter or page size: page 1
+        cursors = st.session_state["labels_cursors"] = {"scope": scope, "after": [None]}
+    page, matching = store.label_page(job_id, where, after=cursors["after"][-1], limit=size)
+    first = (len(cursors["after"]) - 1) * size
+    shown = f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
+    scope_note = "" if matching == total_labels else f" (filtered from {total_labels:,})"
+    c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
+    c1.caption(f"Labels {shown}{scope_note}")
+    c2.button(
+        "← Previous",
+        key="labels_prev",
+        disabled=len(cursors["after"]) == 1,
+        on_click=cursors["after"].pop,
+    )
+    c3.button(
+        "Next →",
+        key="labels_next",
+        disabled=first + len(page) >= matching,
+        on_click=cursors["after"].append,
+        args=((page[-1]["prompt_id"], page[-1]["pair"]) if page else None,),
+    )
+    c4.selectbox("Per page", PAGE_SIZES, index=1, key="labels_page_size")
     table = pd.DataFrame(
         [
             {
-                "prompt": r["prompt_messages"][-1]["content"] if r["prompt_messages"] else "",
+                "prompt": r["prompt_text"],
                 "principle": r["principle_id"],
                 "P(A) as given": r["p_a_ab"],
                 "P(A) swapped": r["p_a_ba"],
@@ -461,13 +460,14 @@ with labels_tab:
                 "winner": r["winner"],
                 "confidence": r["confidence"],
                 "consistent": r["consistent"],
-                "cut off": " ".join(f"✂{s}" for s in cut_off_sides(r.get("pair_flags"))),
+                "cut off": " ".join(f"✂{s}" for s in r["cut_off"]),
                 "flags": r["flags"],
             }
-            for r in shown
-        ]
+            for r in page
+        ],
+        columns=TABLE_COLUMNS,
     )
-    picked = st.dataframe(
+    selection = st.dataframe(
         table,
         hide_index=True,
         key="labels_table",
@@ -483,20 +483,116 @@ with labels_tab:
             "confidence": st.column_config.NumberColumn(format="%.2f"),
         },
     )
-    rows = [i for i in (picked.selection.rows if picked else []) if i < len(shown)]
-    if rows:
-        r = shown[rows[0]]
-        d1, d2 = st.columns(2)
-        cut = cut_off_sides(r.get("pair_flags"))
-        for column, side, ref in ((d1, "a", r["a_ref"]), (d2, "b", r["b_ref"])):
-            with column.container(border=True):
-                mark = f" · :orange-badge[{CUT_MARK}]" if side.upper() in cut else ""
-                st.markdown(f"**{side.upper()}** · {md_escape(ref or '')}{mark}")
-                st.text(r[f"response_{side}"] or "(empty)")
-        for order, key in (("as given", "cot_ab"), ("swapped", "cot_ba")):
-            if r.get(key):
-                st.markdown(f"**Reasoning ({order})**")
-                st.text(r[key])
+    rows = [i for i in (selection.selection.rows if selection else []) if i < len(page)]
+    if rows:  # its answers and reasoning, read now: one label, not the job
+        chosen = page[rows[0]]
+        show_label(store.label_detail(job_id, chosen["prompt_id"], chosen["pair"]))
+
+
+def show_label(r: dict | None) -> None:
+    if r is None:
+        return
+    d1, d2 = st.columns(2)
+    cut = cut_off_sides(r.get("pair_flags"))
+    for column, side, ref in ((d1, "a", r["a_ref"]), (d2, "b", r["b_ref"])):
+        with column.container(border=True):
+            mark = f" · :orange-badge[{CUT_MARK}]" if side.upper() in cut else ""
+            st.markdown(f"**{side.upper()}** · {md_escape(ref or '')}{mark}")
+            st.text(r[f"response_{side}"] or "(empty)")
+    for order, key in (("as given", "cot_ab"), ("swapped", "cot_ba")):
+        if r.get(key):
+            st.markdown(f"**Reasoning ({order})**")
+            st.text(r[key])
+
+
+with store.session():
+    label_jobs = jobs.list_jobs(store, kind="label")
+    linked_pairs = any(j.id == linked_job() for j in jobs.list_jobs(store, kind="pairs"))
+    with st.expander("New pairs or labels", expanded=not label_jobs or linked_pairs):
+        t1, t2 = st.tabs(["Pairs", "Labels"], default="Labels" if linked_pairs else None)
+        with t1:
+            pairs_form()
+        with t2:
+            label_form()
+
+    version_names = VersionNames(store)
+    picked = pick_job(
+        "Label job",
+        label_jobs,
+        "label_job",
+        empty="No label jobs yet. Make pairs and label them above, or with `cai pairs` and "
+        "`cai label`.",
+        pending="_select_labels",
+        describe=lambda j: (
+            f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
+            f"{'CoT' if j.config.get('cot') else 'log-prob'}"
+        ),
+    )
+    job_id = picked.id
+    running = picked.status in jobs.ACTIVE
+    facets = store.label_facets(job_id)
+
+    live = st.fragment(job_progress, run_every=REFRESH_S if running else None)
+    live(job_id, facets["labels"], picked.status, running)
+    if not facets["labels"]:
+        st.caption("No labels yet; they appear as the job scores each batch of pairs.")
+        st.stop()
+
+    review_tab, agreement_tab, labels_tab, export_tab = st.tabs(
+        ["Review", "Agreement", "All labels", "Export"]
+    )
+    stats = store.agreement(job_id)
+
+    # -- review -----------------------------------------------------------------------------
+
+    with review_tab:
+        r1, r2, r3 = st.columns([2, 2, 1])
+        reviewer = r1.text_input("Reviewer", key="reviewer", placeholder="your name").strip()
+        strategy = r2.selectbox(
+            "Which pairs first",
+            list(review.STRATEGIES),
+            format_func=review.STRATEGIES.get,
+            key="review_strategy",
+        )
+        scored = max(1, facets["scored"])
+        size = r3.number_input("Pairs to review", 1, scored, min(20, scored), key="review_size")
+        row, progress = store.next_review(job_id, reviewer, strategy, int(size))
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Reviewed", f"{progress.reviewed} of {progress.total}")
+        m2.metric(
+            f"Agreement with AI · n={stats.decisive}",
+            "–" if stats.rate is None else f"{stats.rate:.0%}",
+        )
+        m3.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.2f}")
+        m4.metric("Decisive verdicts", stats.decisive)
+        st.progress(progress.reviewed / max(1, progress.total))
+        error = st.session_state.pop("_review_error", None)
+        if error:
+            show_error(error, "Not saved: ")
+        reveal = st.session_state.pop("_reveal", None)
+        if reveal:
+            st.info(reveal_text(reveal), icon="🔎")  # numbers and verdict names only
+        if not reviewer:
+            st.info("Type your name above to start reviewing; verdicts are stored under it.")
+        elif row is None:
+            st.success(
+                f"Done: you reviewed all {progress.total} pairs of this session. "
+                "Raise the number of pairs or pick another order to go on."
+            )
+        else:
+            review_pair(row, reviewer)
+
+    # -- agreement --------------------------------------------------------------------------
+
+    with agreement_tab:
+        show_agreement(stats)
+
+    # -- all labels -------------------------------------------------------------------------
+
+    with labels_tab:
+        where = label_filter(facets["principles"], reviewer)
+        if where is not None:
+            label_table(job_id, where, facets["labels"])
 
 # -- export ---------------------------------------------------------------------------------
 
