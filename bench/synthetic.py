@@ -366,3 +366,27 @@ def label_job(
         "ingest_s": ingest_s,
         "reviews": len(verdicts),
     }
+
+
+# -- many jobs ----------------------------------------------------------------------------------
+
+MANY_KINDS = ("critique", "eval", "tick")  # job i is of kind i % 3 ...
+MANY_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")  # ... in status i % 4
+
+
+def many_jobs(store, n: int = 10_000) -> None:
+    """`n` finished jobs in one INSERT: job i is `<kind>-<i, 6 digits>`, created i seconds
+    after 2025-01-01 (so job n-1 is the newest), of kind `MANY_KINDS[i % 3]`, in status
+    `MANY_STATUSES[i % 4]`, labelled `Label <i>` when i is a multiple of 10, with a run folder
+    that does not exist (no status file to read)."""
+    with store.connect() as con:
+        con.rows(
+            """
+            INSERT INTO jobs (id, kind, label, config, status, run_dir, created_at)
+            SELECT printf('%s-%06d', k[i % 3 + 1], i), k[i % 3 + 1],
+                   CASE WHEN i % 10 = 0 THEN 'Label ' || i END, '{}', s[i % 4 + 1],
+                   '/nowhere/' || i, TIMESTAMP '2025-01-01' + to_seconds(i)
+            FROM range(?) r(i), (SELECT ?::VARCHAR[] AS k, ?::VARCHAR[] AS s)
+            """,
+            [n, list(MANY_KINDS), list(MANY_STATUSES)],
+        )

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from bench import synthetic
 from cai_engine import jobs
 from cai_engine.cli import main
 from cai_engine.errors import CaiError
@@ -636,26 +637,7 @@ def test_a_prompt_longer_than_the_context_is_truncated_with_an_event(seeded_stor
 
 # -- many jobs: a page at a time --------------------------------------------------------------
 
-MANY_KINDS = ("critique", "eval", "tick")  # job i is of kind i % 3 ...
-MANY_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")  # ... in status i % 4
-
-
-def many_jobs(store, n: int = 10_000) -> None:
-    """`n` finished jobs in one INSERT: job i is `<kind>-<i, 6 digits>`, created i seconds
-    after 2025-01-01 (so job n-1 is the newest), of kind `MANY_KINDS[i % 3]`, in status
-    `MANY_STATUSES[i % 4]`, labelled `Label <i>` when i is a multiple of 10, with a run folder
-    that does not exist (no status file to read)."""
-    with store.connect() as con:
-        con.rows(
-            """
-            INSERT INTO jobs (id, kind, label, config, status, run_dir, created_at)
-            SELECT printf('%s-%06d', k[i % 3 + 1], i), k[i % 3 + 1],
-                   CASE WHEN i % 10 = 0 THEN 'Label ' || i END, '{}', s[i % 4 + 1],
-                   '/nowhere/' || i, TIMESTAMP '2025-01-01' + to_seconds(i)
-            FROM range(?) r(i), (SELECT ?::VARCHAR[] AS k, ?::VARCHAR[] AS s)
-            """,
-            [n, list(MANY_KINDS), list(MANY_STATUSES)],
-        )
+MANY_KINDS, many_jobs = synthetic.MANY_KINDS, synthetic.many_jobs  # tests/ui imports them here
 
 
 def many_id(i: int) -> str:
@@ -695,7 +677,7 @@ def test_filters_and_counts_of_ten_thousand_jobs(store):
     assert total == 3_334
     assert jobs.job_counts(store) == {
         "total": 10_000,
-        "status": dict.fromkeys(sorted(MANY_STATUSES), 2_500),  # 2,500 each, then by name
+        "status": dict.fromkeys(sorted(synthetic.MANY_STATUSES), 2_500),  # 2,500 each, then by name
         "kind": {"critique": 3_334, "eval": 3_333, "tick": 3_333},  # i % 3 == 0 has one more
     }
 
