@@ -469,6 +469,36 @@ def select_prompts(
     return prompts
 
 
+def count_prompts(store: Store, ref: str, limit: int | None = None) -> int:
+    """How many prompts a job config's selection holds (`select_prompts` without loading
+    them); an empty selection is an error."""
+    name, split = parse_prompt_ref(ref)
+    n = store.count_prompts(name, split=split)
+    if limit is not None:
+        n = min(n, limit)
+    if not n:
+        raise CaiError(f"prompt set '{ref}' is empty after filtering; nothing to do")
+    return n
+
+
+def iter_prompts(
+    store: Store, ref: str, limit: int | None = None, page: int = 1000
+) -> Iterator[Prompt]:
+    """The prompts of `select_prompts(store, ref, limit)`, in the same order, read a page at a
+    time: a stage holds one page, however big the set."""
+    name, split = parse_prompt_ref(ref)
+    after, left = None, limit
+    while left is None or left > 0:
+        size = page if left is None else min(page, left)
+        rows = store.prompt_page(name, split=split, after=after, limit=size)
+        yield from rows
+        if len(rows) < size:
+            return
+        after = rows[-1].prompt_id
+        if left is not None:
+            left -= len(rows)
+
+
 def parse_mapping(items: list[str] | None) -> dict[str, str]:
     """Parse CLI `--column prompt=question` items into a mapping."""
     out = {}

@@ -116,6 +116,45 @@ class PromptQueries(StoreCore):
             )
         return [Prompt(pid, json.loads(msgs), cat, sp) for pid, msgs, cat, sp in rows]
 
+    def prompt_page(
+        self,
+        name: str,
+        *,
+        split: str | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[Prompt]:
+        """Up to `limit` prompts of set `name` (and `split`) in id order, after id `after`:
+        keyset pages, so a stage reads a big set a page at a time, each page its own unit of
+        work."""
+        with self.connect() as con:
+            rows = con.rows(
+                """
+                SELECT prompt_id, messages, category, split
+                FROM prompts
+                WHERE set_name = ?
+                  AND (? IS NULL OR split = ?)
+                  AND (? IS NULL OR prompt_id > ?)
+                ORDER BY prompt_id
+                LIMIT ?
+                """,
+                [name, split, split, after, after, limit],
+            )
+        return [Prompt(pid, json.loads(msgs), cat, sp) for pid, msgs, cat, sp in rows]
+
+    def count_prompts(self, name: str, *, split: str | None = None) -> int:
+        """How many prompts set `name` (and `split`) holds; an unknown set is an error."""
+        if not self.prompt_set_exists(name):
+            known = ", ".join(s.name for s in self.list_prompt_sets()) or "none yet"
+            raise NotFoundError(f"no prompt set named '{name}'; known: {known}")
+        with self.connect() as con:
+            return int(
+                con.scalar(
+                    "SELECT count(*) FROM prompts WHERE set_name = ? AND (? IS NULL OR split = ?)",
+                    [name, split, split],
+                )
+            )
+
     def prompt_categories(self, name: str) -> list[tuple[str | None, int, int]]:
         """`(category, train count, test count)` for set `name`, largest first."""
         with self.connect() as con:
