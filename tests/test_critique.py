@@ -874,7 +874,7 @@ def test_a_chunked_job_cancelled_and_resumed_gives_exactly_an_uninterrupted_runs
     assert whole.status == "succeeded", whole.error
 
     job = critique.submit(seeded_store, config)
-    wait_until(lambda: len(job.run.shards("traces")) >= 4, "4 shards of the critique job")
+    wait_until(lambda: len(job.run.shards("traces")) >= 4, "4 shards of the job", timeout=DEADLINE)
     job = jobs.cancel(seeded_store, job.id)
     assert job.status == "cancelled"
     kept = len(seeded_store.traces(job.id))
