@@ -6,8 +6,10 @@ For each prompt (Bai et al. 2022, §3):
    for a critique with its `critique_request`, then for a revision with its
    `revision_request`; the revision is the answer the next round critiques.
 The conversation grows as chat turns, after few-shot examples from the constitution's bank.
-Each step runs batched across all prompts, and every completed step becomes a row of the
-`traces` table, keyed by (job, prompt, sample, round, step): a resumed job redoes nothing.
+A job takes its prompts a chunk at a time (`chunk_prompts`): each step runs batched across
+the chunk's traces, and memory holds one chunk however big the set. Every completed step
+becomes a row of the `traces` table, keyed by (job, prompt, sample, round, step): a resumed
+job redoes nothing, and reads back only the traces it had started.
 """
 
 from __future__ import annotations
