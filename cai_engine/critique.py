@@ -6,16 +6,19 @@ For each prompt (Bai et al. 2022, §3):
    for a critique with its `critique_request`, then for a revision with its
    `revision_request`; the revision is the answer the next round critiques.
 The conversation grows as chat turns, after few-shot examples from the constitution's bank.
-Each step runs batched across all prompts, and every completed step becomes a row of the
-`traces` table, keyed by (job, prompt, sample, round, step): a resumed job redoes nothing.
+A job takes its prompts a chunk at a time (`chunk_prompts`): each step runs batched across
+the chunk's traces, and memory holds one chunk however big the set. Every completed step
+becomes a row of the `traces` table, keyed by (job, prompt, sample, round, step): a resumed
+job redoes nothing, and reads back only the traces it had started.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,7 +27,7 @@ from cai_engine.constitution import Constitution, FewShot, Principle
 from cai_engine.errors import CaiError
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
-from cai_engine.prompts import parse_prompt_ref, select_prompts
+from cai_engine.prompts import count_prompts, iter_prompts, parse_prompt_ref
 from cai_engine.seeding import seeded_rng
 from cai_engine.traces import edit_size
 
@@ -75,6 +78,14 @@ class CritiqueConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seeds principle draws and sampling.")
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_new_tokens=160))
     shard_rows: int = Field(64, gt=0, le=100_000, description="Rows per shard (at most).")
+    # 256 = 4 CPU batches of 64: each step still runs full batches, and a job holds one chunk
+    chunk_prompts: int = Field(
+        256,
+        gt=0,
+        le=100_000,
+        description="Prompts a job takes at a time: each chunk runs all its steps, then the next"
+        " starts (memory holds one chunk; texts do not depend on it).",
+    )
 
     @field_validator("model")
     @classmethod
@@ -178,8 +189,47 @@ def conversation_for(
     return turns
 
 
+class Earlier(Protocol):
+    """What an earlier attempt of a job did, asked one chunk of traces at a time."""
+
+    def for_chunk(self, keys: list[tuple[str, int]]) -> tuple[set[tuple[str, int]], list[dict]]:
+        """Of these (prompt id, sample) traces: the ones finished before (skipped whole), and
+        the step rows of the others that were started."""
+        ...
+
+
+class _DoneRows:
+    """`Earlier` from rows in memory (the plain function's `done`): every row is replayed."""
+
+    def __init__(self, rows: list[dict]):
+        self.by_trace: dict[tuple[str, int], list[dict]] = {}
+        for r in rows:
+            self.by_trace.setdefault((r["prompt_id"], r["sample"]), []).append(r)
+
+    def for_chunk(self, keys):
+        return set(), [r for k in keys for r in self.by_trace.get(k, [])]
+
+
+class ShardsDone:
+    """`Earlier` from a job's `traces` shards (a `ShardIndex` keyed by prompt id and sample):
+    finished traces are skipped unread, and only the rows of started ones are read back."""
+
+    def __init__(self, index, steps_per_trace: int):
+        self.index, self.steps = index, steps_per_trace
+
+    def for_chunk(self, keys):
+        counts = self.index.done_among("prompt_id", sorted({p for p, _ in keys}))
+        wanted = set(keys)
+        complete = {k for k, n in counts.items() if n >= self.steps and k in wanted}
+        started = {k for k, n in counts.items() if n < self.steps and k in wanted}
+        if not started:
+            return complete, []
+        rows = self.index.rows_for("prompt_id", sorted({p for p, _ in started}))
+        return complete, [r for r in rows if (r["prompt_id"], r["sample"]) in started]
+
+
 def critique(
-    prompts: list,
+    prompts: Iterable,
     constitution: Constitution,
     constitution_hash: str,
     model,
@@ -187,15 +237,54 @@ def critique(
     *,
     prompt_set: str = "",
     job_id: str = "",
-    done: list[dict] | None = None,
+    done: list[dict] | Earlier | None = None,
     emit: Callable[[list[dict]], None] | None = None,
     event: Callable[..., None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[dict]:
-    """Run (or continue) the critique→revision loop; returns every trace row, old and new.
+    """Run (or continue) the critique→revision loop; returns every trace row, old and new
+    (see `critique_chunks`, which a job uses to hold one chunk at a time).
 
-    `done` holds rows from an earlier attempt; `emit(rows)` receives new rows as each batch
-    of a step completes.
+    `done` holds rows from an earlier attempt (or an `Earlier` that reads them chunk by
+    chunk); `emit(rows)` receives new rows as each batch of a step completes.
+    """
+    out: list[dict] = []
+    for rows in critique_chunks(
+        prompts,
+        constitution,
+        constitution_hash,
+        model,
+        config,
+        prompt_set=prompt_set,
+        job_id=job_id,
+        done=done,
+        emit=emit,
+        event=event,
+        should_stop=should_stop,
+    ):
+        out += rows
+    return out
+
+
+def critique_chunks(
+    prompts: Iterable,
+    constitution: Constitution,
+    constitution_hash: str,
+    model,
+    config: CritiqueConfig,
+    *,
+    prompt_set: str = "",
+    job_id: str = "",
+    done: list[dict] | Earlier | None = None,
+    emit: Callable[[list[dict]], None] | None = None,
+    event: Callable[..., None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[list[dict]]:
+    """The critique→revision loop, `config.chunk_prompts` prompts at a time: each chunk runs
+    all its steps (each step batched across the chunk's traces), hands its new rows to `emit`
+    as batches finish, yields its rows (old and new), and is dropped. Memory holds one chunk,
+    however many prompts `prompts` (a list or a stream) yields. Traces that `done` says were
+    finished before are skipped, and not yielded when `done` is an `Earlier`.
     """
     # 1) the principles to draw from, and the few-shot examples that open every conversation
     principles = check_constitution(constitution, config)
@@ -203,31 +292,38 @@ def critique(
     shots = few_shot_turns(select_few_shots(constitution.few_shots, config.few_shots), constitution)
     event = event or (lambda *a, **k: None)
     stopped = should_stop or (lambda: False)
-    # 2) plan every trace (its principle for each round), then replay what is already done
-    run = _Traces(config, constitution, constitution_hash, prompt_set, job_id, by_id, emit)
-    run.plan(prompts, principles)
-    run.replay(done or [])
-    # 3) each step in turn, batched across every trace that has reached it
-    skipped_tokens = 0
-    for index in range(config.steps_per_trace):
+    earlier = done if hasattr(done, "for_chunk") else _DoneRows(done or [])
+    skipped, skipped_tokens = 0, 0
+    stream = iter(prompts)
+    while chunk := list(itertools.islice(stream, config.chunk_prompts)):
         if stopped():
-            return run.everything()
-        if not run.waiting_for(index):
-            continue
-        skipped_tokens += _step(run, index, model, shots, event, should_stop)
-        if stopped():
-            return run.everything()
+            return
+        # 2) plan the chunk's traces (their principle for each round), then replay what is done
+        run = _Traces(config, constitution, constitution_hash, prompt_set, job_id, by_id, emit)
+        keys = [(p.prompt_id, s) for p in chunk for s in range(config.samples)]
+        finished, rows = earlier.for_chunk(keys)
+        run.plan(chunk, principles, skip=finished)
+        run.replay(rows)
+        # 3) each step in turn, batched across every trace of the chunk that has reached it
+        for index in range(config.steps_per_trace):
+            if stopped():
+                return
+            if not run.waiting_for(index):
+                continue
+            skipped_tokens += _step(run, index, model, shots, event, should_stop)
+            if stopped():
+                return
+        skipped += sum(1 for r in run.added if "skipped" in r["flags"].split(","))
+        yield run.everything()
     # 4) what skipping unneeded revisions saved
     if config.skip_unchanged:
-        skipped = sum(1 for r in run.added if "skipped" in r["flags"].split(","))
         event("skipped_revisions", revisions=skipped, tokens_saved=skipped_tokens)
-    return run.everything()
 
 
 @dataclass
 class _Traces:
-    """The traces of one `critique` call as they grow: each (prompt id, sample)'s step rows so
-    far, its prompt and principle plan, and the rows this call added."""
+    """The traces of one chunk as they grow: each (prompt id, sample)'s step rows so far, its
+    prompt and principle plan, and the rows this call added."""
 
     config: CritiqueConfig
     constitution: Constitution
@@ -241,11 +337,13 @@ class _Traces:
     prompt_of: dict[tuple[str, int], object] = field(default_factory=dict)
     added: list[dict] = field(default_factory=list)
 
-    def plan(self, prompts: list, principles: list[Principle]) -> None:
+    def plan(self, prompts: list, principles: list[Principle], skip=frozenset()) -> None:
         c = self.config
         for p in prompts:
             for s in range(c.samples):
                 key = (p.prompt_id, s)
+                if key in skip:  # finished by an earlier attempt
+                    continue
                 self.steps[key] = []
                 self.prompt_of[key] = p
                 self.plans[key] = draw_principles(
@@ -407,7 +505,7 @@ def submit(store: Store, config: dict, label: str | None = None):
     cfg = jobs.validate_config("critique", config)
     version = store.get_version(cfg.constitution)
     check_constitution(version.constitution, cfg)
-    select_prompts(store, cfg.prompts, cfg.limit)
+    count_prompts(store, cfg.prompts, cfg.limit)  # an empty selection is refused now
     pinned = {**config, "constitution": version.pinned}
     return jobs.submit(store, "critique", pinned, label=label)
 
@@ -417,34 +515,48 @@ def run(ctx: JobContext, config: CritiqueConfig) -> None:
     version = ctx.store.get_version(config.constitution)
     constitution = version.constitution
     check_constitution(constitution, config)
-    prompts = select_prompts(ctx.store, config.prompts, config.limit)
     set_name, _ = parse_prompt_ref(config.prompts)
-    total = len(prompts) * config.samples * config.steps_per_trace
-    previous = ctx.resume("traces", total=total, tokens="completion_tokens", unit="steps").rows
-    if len(previous) >= total:
-        return
-    ctx.phase("answering the first batch of prompts" if not previous else "resuming: next batch")
-    with ctx.model(config.model) as model:
-        ctx.event("constitution", ref=version.ref, hash=version.hash)
-        with ctx.writer(
-            "traces",
-            flush_rows=config.shard_rows,
-            done=len(previous),
-            tokens="completion_tokens",
-        ) as out:
-            critique(
-                prompts,
-                constitution,
-                version.hash,
-                model,
-                config,
-                prompt_set=set_name,
-                job_id=ctx.job_id,
-                done=previous,
-                emit=out.add,
-                event=ctx.event,
-                should_stop=lambda: ctx.cancelled,
-            )
+    total = count_prompts(ctx.store, config.prompts, config.limit) * (
+        config.samples * config.steps_per_trace
+    )
+    # what earlier attempts finished, asked chunk by chunk: never every earlier row at once
+    earlier = ctx.resume_index(
+        "traces",
+        key=("prompt_id", "sample"),
+        total=total,
+        tokens="completion_tokens",
+        unit="steps",
+        count="rows",
+    )
+    with earlier:
+        if earlier.rows >= total:
+            return
+        ctx.phase(
+            "answering the first batch of prompts" if not earlier.rows else "resuming: next batch"
+        )
+        prompts = iter_prompts(ctx.store, config.prompts, config.limit, page=config.chunk_prompts)
+        with ctx.model(config.model) as model:
+            ctx.event("constitution", ref=version.ref, hash=version.hash)
+            with ctx.writer(
+                "traces",
+                flush_rows=config.shard_rows,
+                done=earlier.rows,
+                tokens="completion_tokens",
+            ) as out:
+                for _ in critique_chunks(  # each chunk's rows went to the shards as they came
+                    prompts,
+                    constitution,
+                    version.hash,
+                    model,
+                    config,
+                    prompt_set=set_name,
+                    job_id=ctx.job_id,
+                    done=ShardsDone(earlier, config.steps_per_trace),
+                    emit=out.add,
+                    event=ctx.event,
+                    should_stop=lambda: ctx.cancelled,
+                ):
+                    pass
     ctx.check_cancelled()
     ctx.metric(rows=out.done, tokens=ctx.tokens)
 

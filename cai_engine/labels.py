@@ -8,8 +8,9 @@ reasoning makes them nearly 0 or 1.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,7 +96,7 @@ class _Question:
 
 
 def label_pairs(
-    pairs: list[dict],
+    pairs: Iterable[dict],
     constitution: Constitution,
     constitution_hash: str,
     model,
@@ -111,6 +112,36 @@ def label_pairs(
 
     `emit(rows)` receives each batch's rows as soon as they are scored.
     """
+    out: list[dict] = []
+    for rows in label_batches(
+        pairs,
+        constitution,
+        constitution_hash,
+        model,
+        config,
+        job_id=job_id,
+        emit=emit,
+        event=event,
+        should_stop=should_stop,
+    ):
+        out += rows
+    return out
+
+
+def label_batches(
+    pairs: Iterable[dict],
+    constitution: Constitution,
+    constitution_hash: str,
+    model,
+    config: LabelConfig,
+    *,
+    job_id: str = "",
+    emit: Callable[[list[dict]], None] | None = None,
+    event: Callable[..., None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[list[dict]]:
+    """`label_pairs` a batch at a time: yields each batch's rows once scored, taking the
+    next `config.batch_pairs` pairs from `pairs` (a list or a stream) only then."""
     principles = check_constitution(constitution, config)
     event = event or (lambda *a, **k: None)
     shots = comparison_turns(
@@ -121,11 +152,10 @@ def label_pairs(
     context = model.context_length
     # room the answer needs after the question: the prefill, the options, the reasoning
     reserve = 16 + (config.cot_sampling.max_new_tokens + 8 if config.cot else 0)
-    out: list[dict] = []
-    for start in range(0, len(pairs), config.batch_pairs):
+    stream = iter(pairs)
+    while batch := list(itertools.islice(stream, config.batch_pairs)):
         if should_stop and should_stop():
             break
-        batch = pairs[start : start + config.batch_pairs]
         t0 = time.perf_counter()
         questions, rows = [], []
         for pair in batch:
@@ -164,10 +194,9 @@ def label_pairs(
             r["latency_s"] = share
         position = {(p["prompt_id"], int(p["pair"])): i for i, p in enumerate(batch)}
         rows.sort(key=lambda r: position[(r["prompt_id"], r["pair"])])  # the input's order
-        out.extend(rows)
         if emit:
             emit(rows)
-    return out
+        yield rows
 
 
 def _question(pair, principles, shots, model, context, reserve, config) -> _Question | None:
@@ -335,49 +364,73 @@ def run_labels(ctx: JobContext, config: LabelConfig) -> None:
     check_constitution(version.constitution, config)
     source = jobs.get_job(ctx.store, config.pairs)
     jobs.ingest(ctx.store, source)
-    pairs = ctx.store.pairs(source.id)
-    if not pairs:
+    n_pairs = ctx.store.count_pairs(source.id)
+    if not n_pairs:
         raise CaiError(f"pairs job {source.id} has no pairs ({source.status})")
     if source.status != "succeeded":
-        ctx.event("pairs_job_unfinished", job=source.id, status=source.status, pairs=len(pairs))
-    if config.limit:
-        pairs = pairs[: config.limit]
-    previous = ctx.resume(
-        "labels", key=("prompt_id", "pair"), total=len(pairs), tokens=TOKENS, unit="pairs"
-    )
-    todo = previous.pending(pairs)
-    if not todo:
-        return
-    ctx.phase(f"scoring the first batch of {min(len(todo), config.batch_pairs)} pairs")
-    with ctx.model(config.model) as model:
-        ctx.event("constitution", ref=version.ref, hash=version.hash)
-        with ctx.writer(
-            "labels",
-            flush_rows=config.batch_pairs,
-            checkpoint=True,  # a scored batch is a checkpoint
-            done=len(previous.done),
-            tokens=TOKENS,
-        ) as out:
-            label_pairs(
-                todo,
-                version.constitution,
-                version.hash,
-                model,
-                config,
-                job_id=ctx.job_id,
-                emit=out.add,
-                event=ctx.event,
-                should_stop=lambda: ctx.cancelled,
-            )
+        ctx.event("pairs_job_unfinished", job=source.id, status=source.status, pairs=n_pairs)
+    total = min(n_pairs, config.limit) if config.limit else n_pairs
+    # what earlier attempts labelled, asked a page at a time
+    with ctx.resume_index(
+        "labels", key=("prompt_id", "pair"), total=total, tokens=TOKENS, unit="pairs"
+    ) as labelled:
+        if labelled.keys >= total:
+            return
+        todo = min(total - labelled.keys, config.batch_pairs)
+        ctx.phase(f"scoring the first batch of {todo} pairs")
+        with ctx.model(config.model) as model:
+            ctx.event("constitution", ref=version.ref, hash=version.hash)
+            with ctx.writer(
+                "labels",
+                flush_rows=config.batch_pairs,
+                checkpoint=True,  # a scored batch is a checkpoint
+                done=labelled.keys,
+                tokens=TOKENS,
+            ) as out:
+                for _ in label_batches(  # each batch went to the shards as it was scored
+                    _pending_pairs(ctx.store, source.id, total, labelled, config.batch_pairs),
+                    version.constitution,
+                    version.hash,
+                    model,
+                    config,
+                    job_id=ctx.job_id,
+                    emit=out.add,
+                    event=ctx.event,
+                    should_stop=lambda: ctx.cancelled,
+                ):
+                    pass
     ctx.check_cancelled()
-    rows = ctx.run.read_shard_rows("labels")
-    scored = [r for r in rows if r["soft_label"] is not None]
-    both = [r for r in scored if r["consistent"] is not None and "identical" not in r["flags"]]
+    # over every label the job wrote (in this attempt or before), without reading them back
+    with ctx.resume_index("labels", key=("prompt_id", "pair")) as written:
+        labels, scored, confidence, both, consistent = written.aggregate(
+            """
+            count(*),
+            count(*) FILTER (WHERE soft_label IS NOT NULL),
+            coalesce(sum(confidence) FILTER (WHERE soft_label IS NOT NULL), 0),
+            count(*) FILTER (WHERE soft_label IS NOT NULL AND consistent IS NOT NULL
+                             AND NOT contains(flags, 'identical')),
+            count(*) FILTER (WHERE soft_label IS NOT NULL AND consistent
+                             AND NOT contains(flags, 'identical'))
+            """
+        )
     ctx.metric(
-        labels=len(rows),
-        mean_confidence=sum(r["confidence"] for r in scored) / max(1, len(scored)),
-        consistency=sum(bool(r["consistent"]) for r in both) / len(both) if both else None,
+        labels=int(labels),
+        mean_confidence=float(confidence) / max(1, scored),
+        consistency=consistent / both if both else None,
     )
+
+
+def _pending_pairs(store: Store, job_id: str, total: int, labelled, page: int) -> Iterator[dict]:
+    """The first `total` pairs of pairs job `job_id` in order, a page at a time, less those
+    `labelled` (a `ShardIndex` of the labels so far) already holds."""
+    after, left = None, total
+    while left > 0:
+        pairs = store.pair_page(job_id, after=after, limit=min(page, left))
+        if not pairs:
+            return
+        done = labelled.done_among("prompt_id", sorted({p["prompt_id"] for p in pairs}))
+        yield from (p for p in pairs if (p["prompt_id"], int(p["pair"])) not in done)
+        after, left = (pairs[-1]["prompt_id"], int(pairs[-1]["pair"])), left - len(pairs)
 
 
 JOB = JobKind(

@@ -6,17 +6,19 @@ job, each trace's initial answer against its final revision.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
-from cai_engine.generate import generate_answers
+from cai_engine.generate import _row as generation_row
 from cai_engine.jobs import JobKind
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 from cai_engine.models.base import CUT_OFF
-from cai_engine.prompts import parse_prompt_ref, select_prompts
+from cai_engine.prompts import count_prompts, iter_prompts, parse_prompt_ref
 from cai_engine.seeding import seeded_rng
 
 if TYPE_CHECKING:
@@ -43,6 +45,13 @@ class PairsConfig(BaseModel):
         default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=160)
     )
     shard_rows: int = Field(64, gt=0, le=100_000, description="Rows per shard (at most).")
+    chunk_prompts: int = Field(
+        256,
+        gt=0,
+        le=100_000,
+        description="Prompts (or critique traces) the job takes at a time: memory holds one"
+        " chunk; the pairs do not depend on it.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -118,8 +127,16 @@ def pairs_from_traces(rows: list[dict], job_id: str, source_job: str, seed: int 
     traces: dict[tuple, list[dict]] = {}
     for r in rows:
         traces.setdefault((r["prompt_id"], r["sample"]), []).append(r)
-    out, counters = [], {}
-    for (prompt_id, sample), steps in sorted(traces.items()):
+    return list(trace_pairs(sorted(traces.items()), job_id, source_job, seed))
+
+
+def trace_pairs(
+    traces: Iterable[tuple[tuple[str, int], list[dict]]], job_id: str, source_job: str, seed: int
+) -> Iterator[dict]:
+    """`pairs_from_traces` for traces that come as ((prompt id, sample), steps) in that order,
+    e.g. a job read a page at a time: a pair's number counts the prompt's earlier pairs."""
+    counting, n = None, 0  # the prompt whose pairs are being numbered, and its next number
+    for (prompt_id, sample), steps in traces:
         initial = next((r for r in steps if r["step"] == "initial"), None)
         revisions = [r for r in steps if r["step"] == "revision"]
         if initial is None or not revisions:
@@ -129,34 +146,32 @@ def pairs_from_traces(rows: list[dict], job_id: str, source_job: str, seed: int 
         if seeded_rng(seed, prompt_id, sample).random() < 0.5:
             sides.reverse()
         (a_ref, a), (b_ref, b) = sides
-        n = counters.get(prompt_id, 0)
-        counters[prompt_id] = n + 1
-        out.append(
-            {
-                "job_id": job_id,
-                "prompt_set": initial["prompt_set"],
-                "prompt_id": prompt_id,
-                "pair": n,
-                "source": "critique",
-                "source_job": source_job,
-                "a_ref": a_ref,
-                "b_ref": b_ref,
-                "response_a": a["text"],
-                "response_b": b["text"],
-                "model": initial["model"],
-                "sampling": initial["sampling"],
-                "seed_a": a["seed"],
-                "seed_b": b["seed"],
-                "constitution_hash": initial["constitution_hash"],
-                "flags": pair_flags(
-                    a["text"],
-                    b["text"],
-                    a.get("finish_reason") == CUT_OFF,
-                    b.get("finish_reason") == CUT_OFF,
-                ),
-            }
-        )
-    return out
+        if prompt_id != counting:
+            counting, n = prompt_id, 0
+        yield {
+            "job_id": job_id,
+            "prompt_set": initial["prompt_set"],
+            "prompt_id": prompt_id,
+            "pair": n,
+            "source": "critique",
+            "source_job": source_job,
+            "a_ref": a_ref,
+            "b_ref": b_ref,
+            "response_a": a["text"],
+            "response_b": b["text"],
+            "model": initial["model"],
+            "sampling": initial["sampling"],
+            "seed_a": a["seed"],
+            "seed_b": b["seed"],
+            "constitution_hash": initial["constitution_hash"],
+            "flags": pair_flags(
+                a["text"],
+                b["text"],
+                a.get("finish_reason") == CUT_OFF,
+                b.get("finish_reason") == CUT_OFF,
+            ),
+        }
+        n += 1
 
 
 def submit_pairs(store: Store, config: dict, label: str | None = None):
@@ -164,7 +179,7 @@ def submit_pairs(store: Store, config: dict, label: str | None = None):
 
     cfg = jobs.validate_config("pairs", config)
     if cfg.prompts:
-        select_prompts(store, cfg.prompts, cfg.limit)
+        count_prompts(store, cfg.prompts, cfg.limit)  # an empty selection is refused now
     else:
         source = jobs.get_job(store, cfg.from_critique)
         if source.kind != "critique":
@@ -174,43 +189,140 @@ def submit_pairs(store: Store, config: dict, label: str | None = None):
     return jobs.submit(store, "pairs", config, label=label)
 
 
+FLAGS = ("identical", "empty", "a_cut_off", "b_cut_off")
+
+
 def run_pairs(ctx: JobContext, config: PairsConfig) -> None:
 
-    previous = ctx.resume("pairs", key=("prompt_id", "pair"))
-    if config.from_critique:
-        ctx.phase("reading the critique job's traces")
-        source = jobs.get_job(ctx.store, config.from_critique)
-        jobs.ingest(ctx.store, source)
-        traces = ctx.store.traces(source.id)
-        if not traces:
-            raise CaiError(f"critique job {source.id} has no traces ({source.status})")
-        if config.limit:
-            keep = sorted({r["prompt_id"] for r in traces})[: config.limit]
-            traces = [r for r in traces if r["prompt_id"] in set(keep)]
-        pairs = pairs_from_traces(traces, ctx.job_id, source.id, config.seed)
-        if not pairs:
-            raise CaiError(f"critique job {source.id} has no trace with a revision to pair")
-    else:
-        prompts = select_prompts(ctx.store, config.prompts, config.limit)
-        set_name, _ = parse_prompt_ref(config.prompts)
-        ctx.progress(unit="answers")  # sampled first; the count turns to pairs after
-        ctx.phase(f"sampling the first batch of {config.samples} answers per prompt")
-        answers = generate_answers(
-            ctx, prompts, set_name, config.model, config.sampling, config.samples, config.shard_rows
-        )
-        ctx.check_cancelled()
-        pairs = pairs_from_samples(answers, ctx.job_id)
-    # progress counts pairs now, like the label job that scores them
-    ctx.progress(done=len(previous.done), total=len(pairs), unit="pairs")
-    ctx.phase("writing the pairs")
-    with ctx.writer("pairs", flush_rows=config.shard_rows, done=len(previous.done)) as out:
-        out.add(previous.pending(pairs))
-    flagged = {
-        f: sum(f in p["flags"].split(",") for p in pairs)
-        for f in ("identical", "empty", "a_cut_off", "b_cut_off")
-    }
-    ctx.event("pairs", pairs=len(pairs), **flagged)
-    ctx.metric(pairs=len(pairs), **flagged)
+    # pairs an earlier attempt wrote, asked a chunk at a time
+    with ctx.resume_index("pairs", key=("prompt_id", "pair")) as written:
+        if config.from_critique:
+            total, chunks = _critique_pairs(ctx, config)
+            ctx.progress(done=written.keys, total=total, unit="pairs")
+            ctx.phase("writing the pairs")
+        else:
+            chunks = _sample_pairs(ctx, config, written)
+        # from a critique job progress counts pairs; sampling counts answers (see below)
+        done = written.keys if config.from_critique else None
+        with ctx.writer("pairs", flush_rows=config.shard_rows, done=done) as out:
+            for pairs in chunks:
+                done = written.done_among("prompt_id", sorted({p["prompt_id"] for p in pairs}))
+                out.add([p for p in pairs if (p["prompt_id"], p["pair"]) not in done])
+    ctx.check_cancelled()
+    # the counts, over every pair the job wrote (in this attempt or before)
+    with ctx.resume_index("pairs", key=("prompt_id", "pair")) as written:
+        counts = written.aggregate(
+            ", ".join(
+                f"count(*) FILTER (WHERE list_contains(string_split(flags, ','), '{f}'))"
+                for f in FLAGS  # fixed names, not values
+            )
+        ) or (0,) * len(FLAGS)
+        n = written.keys
+    flagged = dict(zip(FLAGS, (int(c) for c in counts), strict=True))
+    ctx.progress(done=n, total=n, unit="pairs", force=True)
+    ctx.event("pairs", pairs=n, **flagged)
+    ctx.metric(pairs=n, **flagged)
+
+
+def _critique_pairs(ctx: JobContext, config: PairsConfig) -> tuple[int, Iterator[list[dict]]]:
+    """How many pairs the critique job gives, and its pairs a page of traces at a time."""
+    ctx.phase("reading the critique job's traces")
+    source = jobs.get_job(ctx.store, config.from_critique)
+    jobs.ingest(ctx.store, source)
+    if not ctx.store.trace_facets(source.id)["traces"]:
+        raise CaiError(f"critique job {source.id} has no traces ({source.status})")
+    total = ctx.store.count_revised_traces(source.id, config.limit)
+    if not total:
+        raise CaiError(f"critique job {source.id} has no trace with a revision to pair")
+
+    def traces() -> Iterator[tuple[tuple[str, int], list[dict]]]:
+        after, last, prompts = None, None, 0
+        while page := ctx.store.trace_rows_page(
+            source.id, after=after, limit=config.chunk_prompts, answers_only=True
+        ):
+            for key, steps in itertools.groupby(page, lambda r: (r["prompt_id"], r["sample"])):
+                if key[0] != last:
+                    last, prompts = key[0], prompts + 1
+                    if config.limit and prompts > config.limit:
+                        return  # the first `limit` prompts only
+                yield key, list(steps)
+            after = (page[-1]["prompt_id"], page[-1]["sample"])
+
+    pairs = trace_pairs(traces(), ctx.job_id, source.id, config.seed)
+
+    def chunks() -> Iterator[list[dict]]:
+        while chunk := list(itertools.islice(pairs, config.chunk_prompts)):
+            yield chunk
+
+    return total, chunks()
+
+
+def _sample_pairs(ctx: JobContext, config: PairsConfig, written) -> Iterator[list[dict]]:
+    """Sample `config.samples` answers per prompt, a chunk of prompts at a time, and yield
+    each chunk's pairs. Answers go to the `generations` shards as batches finish; a resumed
+    job reads back only the answers of prompts whose pairs it has not written."""
+    set_name, _ = parse_prompt_ref(config.prompts)
+    k = config.samples
+    per_prompt = k * (k - 1) // 2
+    n_prompts = count_prompts(ctx.store, config.prompts, config.limit)
+    prompts = iter_prompts(ctx.store, config.prompts, config.limit, page=config.chunk_prompts)
+    # sampled first: progress counts answers, and turns to pairs at the end
+    answered = ctx.resume_index(
+        "generations",
+        key=("prompt_id", "sample"),
+        total=n_prompts * k,
+        tokens="completion_tokens",
+        unit="answers",
+    )
+    ctx.phase(f"sampling the first batch of {k} answers per prompt")
+    with (
+        answered,
+        ctx.lazy_model(config.model) as model,
+        ctx.writer(
+            "generations",
+            flush_rows=config.shard_rows,
+            done=answered.keys,
+            tokens="completion_tokens",
+        ) as out,
+    ):
+        while chunk := list(itertools.islice(prompts, config.chunk_prompts)):
+            ids = [p.prompt_id for p in chunk]
+            paired = Counter(pid for pid, _ in written.done_among("prompt_id", ids))
+            todo = [p for p in chunk if paired[p.prompt_id] < per_prompt]
+            if not todo:
+                continue  # every pair of the chunk was written before
+            # 1) the answers an earlier attempt gave, then the rest, sample by sample
+            have = answered.done_among("prompt_id", [p.prompt_id for p in todo])
+            rows = answered.rows_for("prompt_id", sorted({pid for pid, _ in have}))
+            rows = [r for r in rows if paired[r["prompt_id"]] < per_prompt]
+            for sample in range(k):
+                batch = [p for p in todo if (p.prompt_id, sample) not in have]
+                if batch:
+                    rows += _answer(ctx, model(), batch, set_name, config, sample, out.add)
+                ctx.check_cancelled()  # a prompt is paired only once all its answers exist
+            # 2) every two answers of a prompt form a pair
+            yield pairs_from_samples(rows, ctx.job_id)
+
+
+def _answer(ctx: JobContext, model, batch, set_name, config, sample: int, emit) -> list[dict]:
+    """Answer `batch` once (sample `sample`, seed `seed + sample`, as `generate` does); each
+    finished batch of the model goes to `emit`. Returns the rows."""
+    params = config.sampling.model_copy(update={"seed": config.sampling.seed + sample})
+    rows: list[dict] = []
+
+    def save(indices, completions):
+        new = [
+            generation_row(ctx, set_name, batch[i].prompt_id, sample, config.model, params, c)
+            for i, c in zip(indices, completions, strict=True)
+            if c.finish_reason != "cancelled"  # abandoned: not stored, redone on resume
+        ]
+        emit(new)
+        rows.extend(new)
+
+    model.chat(
+        [p.messages for p in batch], params, should_stop=lambda: ctx.cancelled, on_batch=save
+    )
+    return rows
 
 
 JOB = JobKind(

@@ -8,18 +8,20 @@ line and imports nothing unless the caller asks for the good rows (`allow_partia
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from cai_engine.errors import CaiError
-from cai_engine.files import MAX_INPUT_BYTES, InputFileError, decode_user_bytes, read_user_bytes
+from cai_engine.files import MAX_INPUT_BYTES, InputFileError
 
 if TYPE_CHECKING:
     from cai_engine.store import Store
@@ -31,6 +33,7 @@ MAX_PROMPT_CHARS = 100_000  # one prompt, all turns together
 DEFAULT_SPLIT_SEED = 1234
 DEFAULT_TEST_FRACTION = 0.2
 MAX_REPORTED_BAD_ROWS = 50
+CHUNK_ROWS = 10_000  # rows an import validates and stages at a time (bounded memory)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -65,6 +68,7 @@ class ImportReport:
     already_present: int = 0  # prompts the set already had
     bad_rows: list[BadRow] = field(default_factory=list)
     skipped_bad: bool = False  # True when bad rows were skipped on request
+    unique: int = 0  # distinct valid prompts in the source
 
     def summary(self) -> str:
         parts = [f"{self.imported} imported into '{self.name}'", f"{self.rows} rows read"]
@@ -130,10 +134,34 @@ def detect_format(name: str) -> str:
     )
 
 
-def _rows_jsonl(text: str) -> Iterator[tuple[str, object]]:
-    # Not str.splitlines(): JSON strings may hold U+2028 and friends, which it also splits on.
-    for n, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
+def _lines(f: BinaryIO, label: str) -> Iterator[tuple[int, str]]:
+    """`(line number, text)` of a UTF-8 file read a line at a time (split on "\n" only: JSON
+    strings may hold U+2028 and friends), each line decoded as it comes, so a bad byte is
+    named by its line and offset in the file. A leading byte order mark is dropped."""
+    head = f.read(8192)
+    if b"\x00" in head:
+        raise InputFileError(f"{label}: this looks like a binary file, expected UTF-8 text")
+    if not head.strip() and not f.read(1):
+        raise InputFileError(f"{label}: the file is empty")
+    f.seek(0)
+    offset = 0
+    for n, raw in enumerate(f, start=1):
+        start = 3 if n == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+        try:
+            text = raw[start:].decode("utf-8")
+        except UnicodeDecodeError as e:
+            at = offset + start + e.start
+            raise InputFileError(
+                f"{label}:{n}: not valid UTF-8 (byte 0x{raw[start + e.start]:02x} at offset "
+                f"{at}); save the file as UTF-8 and try again"
+            ) from None
+        offset += len(raw)
+        yield n, text
+
+
+def _rows_jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[str, object]]:
+    for n, line in lines:
+        line = line.removesuffix("\n").removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -144,8 +172,13 @@ def _rows_jsonl(text: str) -> Iterator[tuple[str, object]]:
             yield f"line {n}", BadRow(f"line {n}", "the JSON is nested too deeply")
 
 
-def _rows_csv(text: str) -> Iterator[tuple[str, object]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
+def _rows_csv(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[str, object]]:
+    # csv counts lines as `newline=""` text does: "\r", "\n" and "\r\n" each end one
+    pieces = (piece for _, line in lines for piece in _LONE_CR.split(line) if piece)
+    reader = csv.DictReader(pieces, strict=True)
     try:
         if reader.fieldnames is None:  # reads the header, so line_num counts from it
             return
@@ -170,24 +203,26 @@ def _rows_csv(text: str) -> Iterator[tuple[str, object]]:
         yield f"line {start}", row
 
 
-def _rows_table(records: list[dict], label: str = "row") -> Iterator[tuple[str, object]]:
-    for n, rec in enumerate(records, start=1):
-        yield f"{label} {n}", rec
-
-
-def _read_parquet(data: bytes, label: str) -> list[dict]:
+def _rows_parquet(f: BinaryIO, label: str) -> Iterator[tuple[str, object]]:
+    """A Parquet file's rows, `CHUNK_ROWS` at a time (a record batch each)."""
     import pyarrow.parquet as pq
 
+    n = 0
     try:
-        return pq.read_table(io.BytesIO(data)).to_pylist()
+        batches = pq.ParquetFile(f).iter_batches(batch_size=CHUNK_ROWS)
+        for batch in batches:
+            for rec in batch.to_pylist():
+                n += 1
+                yield f"row {n}", rec
     except Exception as e:  # pyarrow raises several unrelated types for bad files
         raise PromptImportError(
             label, message=f"{label}: not a readable Parquet file ({e})"
         ) from None
 
 
-def _read_hf(source: str, split: str | None) -> list[dict]:
-    """A `save_to_disk` folder, or a hub id when online."""
+def _rows_hf(source: str, split: str | None) -> Iterator[tuple[str, object]]:
+    """A `save_to_disk` folder, or a hub id when online; rows are read from its memory-mapped
+    Arrow files one at a time."""
     import datasets
 
     path = Path(source)
@@ -201,24 +236,38 @@ def _read_hf(source: str, split: str | None) -> list[dict]:
         raise PromptImportError(
             source, message=f"{source}: cannot load as a {where}: {e}"
         ) from None
+    parts = [(None, ds)]
     if isinstance(ds, datasets.DatasetDict):
         if split:
             if split not in ds:
                 raise PromptImportError(
                     source, message=f"{source}: no split '{split}'; it has {', '.join(ds)}"
                 )
-            return ds[split].to_list()
-        records = []
-        for name, part in ds.items():
-            records += [{**r, "__split__": name} for r in part.to_list()]
-        return records
-    return ds.to_list()
+            parts = [(None, ds[split])]
+        else:
+            parts = list(ds.items())
+    n = 0
+    for name, part in parts:
+        for rec in part:
+            n += 1
+            yield f"row {n}", rec if name is None else {**rec, "__split__": name}
+
+
+def _open_file(path: str) -> BinaryIO:
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a folder, expected a file")
+    return open(p, "rb")
 
 
 def read_rows(
     source: str | Path | tuple[str, bytes], fmt: str = "auto", hf_split: str | None = None
 ) -> Iterator[tuple[str, object]]:
-    """Yield `(where, record_or_BadRow)` from a path, an uploaded `(filename, bytes)`, or a dataset."""
+    """Yield `(where, record_or_BadRow)` from a path, an uploaded `(filename, bytes)`, or a
+    dataset, a row at a time: a file of any size is read in bounded memory. An upload is
+    already in memory, so it is held to `MAX_INPUT_BYTES`."""
     if fmt not in FORMATS:
         raise PromptImportError(
             str(source), message=f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}"
@@ -229,21 +278,25 @@ def read_rows(
             raise InputFileError(
                 f"{label}: the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_INPUT_BYTES / 1e6:.0f} MB"
             )
+        opened: BinaryIO = io.BytesIO(data)
     else:
         label = str(source)
         if fmt == "hf" or (fmt == "auto" and Path(label).is_dir()):
-            yield from _rows_table(_read_hf(label, hf_split))
+            yield from _rows_hf(label, hf_split)
             return
-        data = read_user_bytes(label, MAX_INPUT_BYTES)
-    if fmt == "auto":
-        fmt = detect_format(label)
-    if fmt == "parquet":
-        yield from _rows_table(_read_parquet(data, label))
-        return
-    if fmt == "hf":
-        raise PromptImportError(label, message=f"{label}: the hf format needs a folder or a hub id")
-    text = decode_user_bytes(data, label)
-    yield from (_rows_jsonl(text) if fmt == "jsonl" else _rows_csv(text))
+        opened = _open_file(label)
+    with opened as f:
+        if fmt == "auto":
+            fmt = detect_format(label)
+        if fmt == "parquet":
+            yield from _rows_parquet(f, label)
+            return
+        if fmt == "hf":
+            raise PromptImportError(
+                label, message=f"{label}: the hf format needs a folder or a hub id"
+            )
+        lines = _lines(f, label)
+        yield from (_rows_jsonl(lines) if fmt == "jsonl" else _rows_csv(lines))
 
 
 # -- normalising rows ---------------------------------------------------------------------
@@ -342,6 +395,77 @@ def normalise_row(record, mapping: dict[str, str]) -> dict:
 DEFAULT_MAPPING = {"prompt": "prompt", "category": "category", "id": "id", "split": "split"}
 
 
+def _check_mapping(source, mapping: dict[str, str] | None) -> dict[str, str]:
+    mapping = {**DEFAULT_MAPPING, **(mapping or {})}
+    unknown = set(mapping) - set(DEFAULT_MAPPING)
+    if unknown:
+        raise PromptImportError(
+            str(source),
+            message=f"unknown mapping key(s) {', '.join(sorted(unknown))}; "
+            f"use {', '.join(DEFAULT_MAPPING)}",
+        )
+    return mapping
+
+
+def stage_prompts(
+    source: str | Path | tuple[str, bytes],
+    staging,
+    *,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    hf_split: str | None = None,
+) -> ImportReport:
+    """Read and validate a prompt source into `staging` (a `PromptStaging`), `CHUNK_ROWS`
+    rows at a time; bad rows are collected in the report, not raised. Memory holds one chunk
+    (and the bad rows), however big the source."""
+    mapping = _check_mapping(source, mapping)
+    report = ImportReport(name="")
+    bad: list[tuple[int, BadRow]] = []  # (row number in the source, the bad row)
+    chunk: list[tuple] = []
+    for where, record in read_rows(source, fmt, hf_split):
+        report.rows += 1
+        if isinstance(record, BadRow):
+            bad.append((report.rows, record))
+            continue
+        try:
+            row = normalise_row(record, mapping)
+        except ValueError as e:
+            bad.append((report.rows, BadRow(where, str(e))))
+            continue
+        pid = row["id"] or prompt_id_for(row["messages"])
+        messages = row["messages"]
+        chunk.append(
+            (
+                report.rows,
+                where,
+                pid,
+                next(m["content"] for m in reversed(messages) if m["role"] == "user"),
+                json.dumps(messages, ensure_ascii=False),
+                "\n".join(m["content"] for m in messages),
+                row["category"],
+                row["split"] or assign_split(pid, split_seed, test_fraction),
+            )
+        )
+        if len(chunk) >= CHUNK_ROWS:
+            staging.add(chunk)
+            chunk = []
+    staging.add(chunk)
+    if report.rows == 0:
+        label = source[0] if isinstance(source, tuple) else source
+        raise PromptImportError(str(label), message=f"{label}: no rows found")
+    # an id used again: the same prompt is a duplicate; another prompt is a bad row
+    unique, report.duplicates, clashes = staging.settle()
+    bad += [
+        (seq, BadRow(where, f"id '{pid}' is already used by {first} for a different prompt"))
+        for seq, where, pid, first in clashes
+    ]
+    report.bad_rows = [b for _, b in sorted(bad, key=lambda item: item[0])]
+    report.unique = unique
+    return report
+
+
 def parse_prompts(
     source: str | Path | tuple[str, bytes],
     *,
@@ -351,49 +475,25 @@ def parse_prompts(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     hf_split: str | None = None,
 ) -> tuple[list[Prompt], ImportReport]:
-    """Read and validate a prompt source. Bad rows are collected in the report, not raised."""
-    mapping = {**DEFAULT_MAPPING, **(mapping or {})}
-    unknown = set(mapping) - set(DEFAULT_MAPPING)
-    if unknown:
-        raise PromptImportError(
-            str(source),
-            message=f"unknown mapping key(s) {', '.join(sorted(unknown))}; "
-            f"use {', '.join(DEFAULT_MAPPING)}",
-        )
-    report = ImportReport(name="")
-    prompts: dict[str, Prompt] = {}
-    first_seen: dict[str, str] = {}
-    for where, record in read_rows(source, fmt, hf_split):
-        report.rows += 1
-        if isinstance(record, BadRow):
-            report.bad_rows.append(record)
-            continue
+    """Read and validate a prompt source, and return its prompts (every one in memory: for
+    small sources; `import_prompt_set` streams). Bad rows are collected in the report."""
+    from cai_engine.store.prompts import PromptStaging
+
+    with tempfile.TemporaryDirectory(prefix="cai-prompts-") as folder:
+        staging = PromptStaging(folder)
         try:
-            row = normalise_row(record, mapping)
-        except ValueError as e:
-            report.bad_rows.append(BadRow(where, str(e)))
-            continue
-        pid = row["id"] or prompt_id_for(row["messages"])
-        if pid in prompts:
-            if prompts[pid].messages == row["messages"]:
-                report.duplicates += 1
-            else:
-                report.bad_rows.append(
-                    BadRow(
-                        where,
-                        f"id '{pid}' is already used by {first_seen[pid]} for a different prompt",
-                    )
-                )
-            continue
-        first_seen[pid] = where
-        split = row["split"] or assign_split(pid, split_seed, test_fraction)
-        prompts[pid] = Prompt(pid, row["messages"], row["category"], split)
-    if report.rows == 0:
-        raise PromptImportError(
-            str(source[0] if isinstance(source, tuple) else source),
-            message=f"{source[0] if isinstance(source, tuple) else source}: no rows found",
-        )
-    return list(prompts.values()), report
+            report = stage_prompts(
+                source,
+                staging,
+                fmt=fmt,
+                mapping=mapping,
+                split_seed=split_seed,
+                test_fraction=test_fraction,
+                hf_split=hf_split,
+            )
+            return staging.prompts(), report
+        finally:
+            staging.close()
 
 
 def import_prompt_set(
@@ -410,8 +510,13 @@ def import_prompt_set(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     hf_split: str | None = None,
 ) -> ImportReport:
-    """Import prompts into the set `name`; see the module docstring for the all-or-nothing rule."""
-    import re
+    """Import prompts into the set `name`; see the module docstring for the all-or-nothing rule.
+
+    The source is read in chunks into a scratch database beside the store (not the store: it
+    stays free for jobs and pages while a big file is parsed), then the store takes its rows
+    in one transaction, so a failure at any point changes nothing.
+    """
+    from cai_engine.store.prompts import PromptStaging
 
     if not re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", name or ""):
         raise CaiError(
@@ -423,29 +528,38 @@ def import_prompt_set(
     exists = store.prompt_set_exists(name)
     if exists and not append:
         raise CaiError(f"prompt set '{name}' already exists; choose another name or append to it")
-    prompts, report = parse_prompts(
-        source,
-        fmt=fmt,
-        mapping=mapping,
-        split_seed=split_seed,
-        test_fraction=test_fraction,
-        hf_split=hf_split,
-    )
-    report.name = name
-    if report.bad_rows and not allow_partial:
-        raise PromptImportError(label, report.bad_rows)
-    report.skipped_bad = bool(report.bad_rows)
-    if not prompts:
-        raise PromptImportError(label, message=f"{label}: no valid prompts to import")
-    report.imported = store.add_prompts(
-        name,
-        prompts,
-        description=description,
-        source=label,
-        split_seed=split_seed,
-        test_fraction=test_fraction,
-    )
-    report.already_present = len(prompts) - report.imported
+    scratch = Path(store.home) / "cache"  # beside the store: big imports need disk, not /tmp
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="prompt-import-", dir=scratch) as folder:
+        staging = PromptStaging(folder)
+        try:
+            report = stage_prompts(
+                source,
+                staging,
+                fmt=fmt,
+                mapping=mapping,
+                split_seed=split_seed,
+                test_fraction=test_fraction,
+                hf_split=hf_split,
+            )
+            report.name = name
+            if report.bad_rows and not allow_partial:
+                raise PromptImportError(label, report.bad_rows)
+            report.skipped_bad = bool(report.bad_rows)
+            if not report.unique:
+                raise PromptImportError(label, message=f"{label}: no valid prompts to import")
+            rows = staging.write_parquet()
+        finally:
+            staging.close()
+        report.imported = store.add_prompt_file(
+            name,
+            rows,
+            description=description,
+            source=label,
+            split_seed=split_seed,
+            test_fraction=test_fraction,
+        )
+    report.already_present = report.unique - report.imported
     return report
 
 
@@ -467,6 +581,36 @@ def select_prompts(
         what = f"'{ref}'" + (f" in category '{category}'" if category else "")
         raise CaiError(f"prompt set {what} is empty after filtering; nothing to do")
     return prompts
+
+
+def count_prompts(store: Store, ref: str, limit: int | None = None) -> int:
+    """How many prompts a job config's selection holds (`select_prompts` without loading
+    them); an empty selection is an error."""
+    name, split = parse_prompt_ref(ref)
+    n = store.count_prompts(name, split=split)
+    if limit is not None:
+        n = min(n, limit)
+    if not n:
+        raise CaiError(f"prompt set '{ref}' is empty after filtering; nothing to do")
+    return n
+
+
+def iter_prompts(
+    store: Store, ref: str, limit: int | None = None, page: int = 1000
+) -> Iterator[Prompt]:
+    """The prompts of `select_prompts(store, ref, limit)`, in the same order, read a page at a
+    time: a stage holds one page, however big the set."""
+    name, split = parse_prompt_ref(ref)
+    after, left = None, limit
+    while left is None or left > 0:
+        size = page if left is None else min(page, left)
+        rows = store.prompt_page(name, split=split, after=after, limit=size)
+        yield from rows
+        if len(rows) < size:
+            return
+        after = rows[-1].prompt_id
+        if left is not None:
+            left -= len(rows)
 
 
 def parse_mapping(items: list[str] | None) -> dict[str, str]:

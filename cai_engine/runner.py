@@ -25,6 +25,7 @@ from cai_engine.jobs import get_job, get_kind, ingest
 from cai_engine.models import load_model
 from cai_engine.runs import RunFolder
 from cai_engine.store import Store
+from cai_engine.store.shards import ShardIndex
 
 if TYPE_CHECKING:
     from cai_engine.jobs import Job
@@ -180,6 +181,44 @@ class JobContext:
             self._restart_pace()  # the work of this attempt starts from these counts
             self.progress(force=True)
         return found
+
+    def resume_index(
+        self,
+        table: str,
+        key: Sequence[str],
+        *,
+        total: int | None = None,
+        tokens: str | tuple[str, ...] | None = None,
+        unit: str | None = None,
+        count: str = "keys",
+    ) -> ShardIndex:
+        """Like `resume`, for a stage that streams: what earlier attempts left in `table`'s
+        shards, as a `ShardIndex` to ask chunk by chunk, instead of every row in memory.
+
+        Args:
+            key (`Sequence[str]`):
+                The columns that name one unit of work.
+            total (`int`, *optional*):
+                When given, progress restarts from the shards, out of `total`.
+            tokens (`str` or `tuple[str, ...]`, *optional*):
+                With `total`, the column (or columns) whose sum is the job's token count so far.
+            unit (`str`, *optional*):
+                With `total`, what the count counts (see `progress`).
+            count (`str`, *optional*, defaults to `"keys"`):
+                With `total`, whether progress counts distinct `"keys"` or shard `"rows"`.
+        """
+        index = ShardIndex([p for _, p in self.run.shards(table)], key)
+        if total is not None:
+            columns = (tokens,) if isinstance(tokens, str) else tuple(tokens or ())
+            self._live.update(
+                done=index.rows if count == "rows" else index.keys,
+                total=total,
+                tokens=index.total(*columns) if tokens else self.tokens,
+                unit=unit or self._live.get("unit"),
+            )
+            self._restart_pace()
+            self.progress(force=True)
+        return index
 
     def writer(
         self,

@@ -438,6 +438,102 @@ def test_a_resumed_critique_returns_every_row_old_and_new():
     assert {key(r) for r in more} == {key(r) for r in clean}
 
 
+# -- chunks: a job holds one chunk of prompts at a time ------------------------------------
+
+
+def without_timing(rows) -> dict[tuple, dict]:
+    """Rows by key, without the wall time each took (the one column a rerun changes)."""
+    return {key(r): {k: v for k, v in r.items() if k != "latency_s"} for r in rows}
+
+
+def test_a_job_takes_its_prompts_a_chunk_at_a_time_and_the_text_does_not_depend_on_the_chunk(
+    seeded_store, tiny, tiny_spec
+):
+    version = seeded_store.get_version("harmless")
+    five = seeded_store.get_prompts("red-team", split="train", limit=5)
+    runs = {}
+    for size in (2, 256):
+        config = CritiqueConfig(
+            constitution="harmless", prompts="red-team:train", model=tiny_spec, rounds=1,
+            chunk_prompts=size, sampling={"max_new_tokens": 8, "temperature": 1.0, "seed": 3},
+        )  # fmt: skip
+        model = Counting(tiny)
+        rows = critique.critique(five, version.constitution, version.hash, model, config)
+        runs[size] = (rows, [len(call) for call in model.calls])
+
+    # 5 prompts in chunks of 2: (2, 2, 1) prompts, each chunk's 3 steps batched across it
+    assert runs[2][1] == [2, 2, 2, 2, 2, 2, 1, 1, 1]
+    assert runs[256][1] == [5, 5, 5]
+    # each conversation seeds its own sampling: the same text whatever the chunk (or batch)
+    assert len(runs[2][0]) == len(runs[256][0]) == 5 * 3
+    assert without_timing(runs[2][0]) == without_timing(runs[256][0])
+
+
+class Spying:
+    """A `ShardIndex` seen through a window: the prompt ids each `rows_for` read back."""
+
+    def __init__(self, index):
+        self.index, self.read = index, []
+
+    def done_among(self, column, values):
+        return self.index.done_among(column, values)
+
+    def rows_for(self, column, values):
+        self.read.append(sorted(values))
+        return self.index.rows_for(column, values)
+
+
+def test_a_resumed_chunked_critique_reads_back_only_the_traces_it_had_started(
+    seeded_store, tiny, tiny_spec, tmp_path
+):
+    from cai_engine.runs import RunFolder
+    from cai_engine.store.shards import ShardIndex
+
+    version = seeded_store.get_version("harmless")
+    five = seeded_store.get_prompts("red-team", split="train", limit=5)
+    ids = [p.prompt_id for p in five]
+    config = CritiqueConfig(
+        constitution="harmless", prompts="red-team:train", model=tiny_spec, rounds=1,
+        chunk_prompts=2, sampling={"max_new_tokens": 8},
+    )  # fmt: skip
+    clean = critique.critique(five, version.constitution, version.hash, tiny, config)
+    # An earlier attempt finished chunk 1 (prompts 0 and 1) and, of chunk 2, both initial
+    # answers and prompt 2's critique, in two shards, as a job's writer leaves them.
+    first = [r for r in clean if r["prompt_id"] in ids[:2]]
+    second = [
+        r
+        for r in clean
+        if (r["prompt_id"] in ids[2:4] and r["step"] == "initial")
+        or (r["prompt_id"] == ids[2] and r["step"] == "critique")
+    ]
+    assert (len(first), len(second)) == (6, 3)
+    folder = RunFolder(tmp_path / "run")
+    folder.write_shard("traces", first)
+    folder.write_shard("traces", second)
+
+    with ShardIndex([p for _, p in folder.shards("traces")], ("prompt_id", "sample")) as index:
+        assert (index.rows, index.keys) == (9, 4)
+        spy = Spying(index)
+        model = Counting(tiny)
+        emitted: list[dict] = []
+        chunks = list(
+            critique.critique_chunks(
+                five, version.constitution, version.hash, model, config,
+                done=critique.ShardsDone(spy, config.steps_per_trace), emit=emitted.extend,
+            )
+        )  # fmt: skip
+
+    # chunk 1 was finished: skipped unread; chunk 2 read back prompts 2 and 3 only
+    assert spy.read == [sorted(ids[2:4])]
+    # chunk 2: prompt 3's critique, then both revisions; chunk 3: prompt 4's three steps
+    assert [len(call) for call in model.calls] == [1, 2, 1, 1, 1]
+    assert [len(rows) for rows in chunks] == [0, 6, 3]  # a skipped trace is not yielded
+    assert len(emitted) == 15 - 9
+    assert {key(r) for r in emitted} | {key(r) for r in first + second} == {key(r) for r in clean}
+    clean_rows = without_timing(clean)
+    assert all(without_timing([r])[key(r)] == clean_rows[key(r)] for r in emitted)
+
+
 # -- the plain function with scripted text -------------------------------------------------
 
 CRITIQUE_REQUESTS = {p.critique_request for p in HARMLESS.principles}
@@ -756,6 +852,46 @@ def test_a_killed_critique_job_resumes_with_no_gaps_and_no_duplicates(seeded_sto
     written = Counter(key(r) for r in job.run.read_shard_rows("traces"))
     assert set(written) == grid(three, rounds=2)
     assert max(written.values()) == 1
+    assert (job.live["done"], job.live["total"]) == (15, 15)
+
+
+def test_a_chunked_job_cancelled_and_resumed_gives_exactly_an_uninterrupted_runs_rows(
+    seeded_store, tiny_model_dir
+):
+    # One conversation per forward pass and one row per shard: the cancel lands mid-chunk.
+    config = {
+        "constitution": "harmless",
+        "prompts": "red-team:train",
+        "model": f"hf:{tiny_model_dir}?dtype=float32&batch_size=1",
+        "limit": 5,
+        "rounds": 1,
+        "few_shots": 0,
+        "chunk_prompts": 2,
+        "shard_rows": 1,
+        "sampling": {"max_new_tokens": 16, "temperature": 1.0},
+    }
+    whole = finish(seeded_store, critique.submit(seeded_store, config).id)
+    assert whole.status == "succeeded", whole.error
+
+    job = critique.submit(seeded_store, config)
+    wait_until(lambda: len(job.run.shards("traces")) >= 4, "4 shards of the job", timeout=DEADLINE)
+    job = jobs.cancel(seeded_store, job.id)
+    assert job.status == "cancelled"
+    kept = len(seeded_store.traces(job.id))
+    assert 4 <= kept < 15, "the cancel did not land mid-run"
+    jobs.resume(seeded_store, job.id)
+    job = finish(seeded_store, job.id)
+    assert job.status == "succeeded", job.error
+
+    def comparable(rows):
+        return {
+            key(r): {k: v for k, v in r.items() if k not in ("job_id", "latency_s")} for r in rows
+        }
+
+    assert len(seeded_store.traces(job.id)) == 5 * 3
+    assert comparable(seeded_store.traces(job.id)) == comparable(seeded_store.traces(whole.id))
+    written = Counter(key(r) for r in job.run.read_shard_rows("traces"))
+    assert max(written.values()) == 1  # nothing was generated twice
     assert (job.live["done"], job.live["total"]) == (15, 15)
 
 

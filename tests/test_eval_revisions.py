@@ -59,3 +59,21 @@ def test_revision_progress_counts_how_often_each_round_beats_the_one_before():
     # round 2: p1 0.9, p2 0.1, p3 0.9 -> soft 1.9 / 3; hard wins 2 / 3
     assert (r2.pairs, r2.preferred.k, r2.wins.k) == (3, pytest.approx(1.9), 2)
     assert r2.wins.low < r2.wins.value < r2.wins.high
+
+
+def test_an_eval_reads_a_critique_jobs_answers_a_page_at_a_time_as_revision_pairs_need(
+    seeded_store,
+):
+    from cai_engine.eval.job import ANSWER_COLUMNS, critique_answers
+    from cai_engine.eval.revisions import revision_pairs
+    from tests.test_pairs import finished_critique_job, trace
+
+    rows = [r for n in range(4) for s in range(2) for r in trace(f"q{n}", s, rounds=1 + n % 3)]
+    job_id = finished_critique_job(seeded_store, rows, "critique-00000000-000000-eval")
+    # pages of 3 traces: 8 traces in 3 pages
+    got = critique_answers(seeded_store, job_id, page=3)
+    whole = [r for r in seeded_store.traces(job_id) if r["step"] != "critique"]
+    assert len(got) == len(whole) == sum(r["step"] != "critique" for r in rows)
+    assert got == [{**{c: r[c] for c in ANSWER_COLUMNS}, "prompt_messages": []} for r in whole]
+    assert revision_pairs(got) == revision_pairs(whole)
+    assert len(revision_pairs(got)) == 2 * (1 + 2 + 3 + 1)  # a pair per round per trace

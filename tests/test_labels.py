@@ -690,6 +690,36 @@ def test_a_killed_label_job_resumes_with_one_label_per_pair(pairs_job, tiny_spec
         assert got["winner"] == want["winner"] or abs(want["soft_label"] - 0.5) < 1e-6
 
 
+def test_a_label_job_reads_its_pairs_a_page_at_a_time_and_labels_the_first_limit(
+    pairs_job, tiny_spec, tiny
+):
+    store, pairs_source = pairs_job
+    # 10 of the 36 pairs in batches (and pages) of 4: 4 + 4 + 2
+    settings = {"pairs": pairs_source.id, "constitution": "harmless", "model": tiny_spec}
+    settings |= {"few_shots": 0, "batch_pairs": 4, "limit": 10}
+    job = finish(store, submit_labels(store, settings).id, timeout=DEADLINE)
+    assert job.status == "succeeded", job.error
+
+    first = store.pairs(pairs_source.id)[:10]
+    rows = store.labels(job.id)
+    assert [label_key(r) for r in rows] == [label_key(p) for p in first]
+    version = store.get_version(job.config["constitution"])
+    clean = label_pairs(first, version.constitution, version.hash, tiny, LabelConfig(**job.config))
+    for got, want in zip(rows, clean, strict=True):
+        assert got["soft_label"] == pytest.approx(want["soft_label"], abs=1e-6)
+    assert len(job.run.shards("labels")) == 3  # a scored batch is a shard
+    assert (job.live["done"], job.live["total"]) == (10, 10)
+    # the job's summary, counted over its shards: as the rows say
+    (metric,) = [m for m in job.run.metrics() if "labels" in m]
+    scored = [r for r in rows if r["soft_label"] is not None]
+    both = [r for r in scored if r["consistent"] is not None and "identical" not in r["flags"]]
+    assert metric["labels"] == 10 and scored and both
+    assert metric["mean_confidence"] == pytest.approx(
+        sum(r["confidence"] for r in scored) / len(scored)
+    )
+    assert metric["consistency"] == pytest.approx(sum(r["consistent"] for r in both) / len(both))
+
+
 # -- an OpenAI-compatible server -----------------------------------------------------------
 
 

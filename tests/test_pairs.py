@@ -3,6 +3,7 @@ final revision; the pairs job and the bad configs it refuses."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from cai_engine.models import parse_spec
 from cai_engine.pairs import pair_flags, pairs_from_samples, pairs_from_traces, submit_pairs
 from cai_engine.runs import RunFolder
 from tests.conftest import PAIRS_PROMPTS, PAIRS_SAMPLES
-from tests.runners import finish, runner_pids
+from tests.runners import finish, kill_runners, runner_pids, wait_until
 
 
 def generation(prompt_id: str, sample: int, text: str) -> dict:
@@ -205,3 +206,97 @@ def test_submit_pairs_refuses_a_bad_job_before_any_process_starts(
     assert len(seeded_store.job_rows()) == before
     assert not runs_dir(cai_home).exists() or not any(runs_dir(cai_home).iterdir())
     assert runner_pids(cai_home) == []
+
+
+# -- a job holds one chunk at a time ---------------------------------------------------------
+
+
+def finished_critique_job(store, rows: list[dict], job_id: str) -> str:
+    """A finished critique job (no process behind it) whose one shard holds `rows`."""
+    run = RunFolder(runs_dir(store.home) / job_id)
+    run.create({})
+    store.insert_job(job_id, "critique", {}, str(run.path), "made by hand")
+    columns = {"job_id": job_id, "principle_id": "p1", "constitution": "harmless"}
+    columns |= {"prompt_tokens": 9, "completion_tokens": 5, "latency_s": 0.1}
+    columns |= {"finish_reason": "stop", "truncated_tokens": 0, "few_shots_dropped": 0}
+    run.write_shard("traces", [{**columns, "flags": "", **r} for r in rows])
+    run.write_status(state="succeeded", done=len(rows), total=len(rows), unit="steps")
+    store.update_job(job_id, status="succeeded", finished_at=datetime.now())
+    jobs.ingest(store, jobs.get_job(store, job_id))
+    return job_id
+
+
+def test_a_pairs_job_reads_a_critique_job_a_page_at_a_time_and_pairs_as_in_memory(seeded_store):
+    # 5 prompts x 2 samples, 1 or 2 rounds; q2 has a third trace with no revision (no pair)
+    rows = [
+        r for n in range(5) for s in range(2) for r in trace(f"q{n}", s, rounds=1 + (n + s) % 2)
+    ]
+    rows += trace("q2", sample=2, rounds=0)
+    source = finished_critique_job(seeded_store, rows, "critique-00000000-000000-many")
+    # pages of 3 traces split a prompt's samples between pages; the first 3 prompts only
+    config = {"from_critique": source, "limit": 3, "chunk_prompts": 3, "seed": 7}
+    job = finish(seeded_store, submit_pairs(seeded_store, config).id)
+    assert job.status == "succeeded", job.error
+
+    first_three = [r for r in rows if r["prompt_id"] in ("q0", "q1", "q2")]
+    expected = pairs_from_traces(first_three, job.id, source, seed=7)
+    assert len(expected) == 3 * 2  # one per trace with a revision: q2's third has none
+    columns = ("prompt_id", "pair", "a_ref", "b_ref", "response_a", "response_b", "flags")
+    got = [tuple(p[c] for c in columns) for p in seeded_store.pairs(job.id)]
+    assert got == [tuple(p[c] for c in columns) for p in expected]
+    assert (job.done, job.total, job.unit) == (6, 6, "pairs")
+
+
+@pytest.fixture
+def reap_runners(cai_home):
+    """No job process started by a test outlives it, whether the test passed or not."""
+    yield
+    kill_runners(cai_home)
+
+
+def test_a_chunked_pairs_job_cancelled_and_resumed_gives_an_uninterrupted_runs_pairs(
+    seeded_store, tiny_model_dir, reap_runners
+):
+    # One answer per forward pass and one row per shard: the cancel lands mid-chunk.
+    config = {
+        "prompts": "red-team:train",
+        "model": f"hf:{tiny_model_dir}?dtype=float32&batch_size=1",
+        "samples": 3,
+        "limit": 5,
+        "chunk_prompts": 2,
+        "shard_rows": 1,
+        "sampling": {"max_new_tokens": 16},
+    }
+    whole = finish(seeded_store, submit_pairs(seeded_store, config).id, timeout=120)
+    assert whole.status == "succeeded", whole.error
+
+    job = submit_pairs(seeded_store, config)
+    wait_until(
+        lambda: len(job.run.shards("generations")) >= 4, "4 answers of the pairs job", timeout=120
+    )
+    job = jobs.cancel(seeded_store, job.id)
+    assert job.status == "cancelled"
+    assert len(seeded_store.pairs(job.id)) < 5 * 3, "the cancel did not land mid-run"
+    jobs.resume(seeded_store, job.id)
+    job = finish(seeded_store, job.id, timeout=120)
+    assert job.status == "succeeded", job.error
+
+    def comparable(rows, key):
+        drop = ("job_id", "latency_s")
+        return {key(r): {k: v for k, v in r.items() if k not in drop} for r in rows}
+
+    pair_key = lambda r: (r["prompt_id"], r["pair"])  # noqa: E731
+    answer_key = lambda r: (r["prompt_id"], r["sample"])  # noqa: E731
+    # 5 prompts x 3 answers = 15 answers; 3 answers make 3 pairs a prompt: 15 pairs
+    assert len(seeded_store.pairs(job.id)) == 15
+    assert comparable(seeded_store.pairs(job.id), pair_key) == comparable(
+        seeded_store.pairs(whole.id), pair_key
+    )
+    assert comparable(seeded_store.generations(job.id), answer_key) == comparable(
+        seeded_store.generations(whole.id), answer_key
+    )
+    # nothing was answered or paired twice
+    for table, key in (("generations", answer_key), ("pairs", pair_key)):
+        written = Counter(key(r) for r in job.run.read_shard_rows(table))
+        assert len(written) == 15 and max(written.values()) == 1, table
+    assert (job.done, job.total, job.unit) == (15, 15, "pairs")

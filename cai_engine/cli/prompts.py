@@ -85,7 +85,7 @@ def register(sub, full: bool) -> None:
         psub,
         "import",
         cmd_prompts_import,
-        "import prompts from JSONL, CSV, Parquet or a datasets folder/hub id",
+        "import prompts from JSONL, CSV, Parquet or a datasets folder/hub id (any size: read in chunks)",
     )
     p.add_argument(
         "source", help="a file, a `save_to_disk` folder, or a hub dataset id (with --format hf)"

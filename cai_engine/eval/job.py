@@ -49,6 +49,30 @@ def submit_eval(store: Store, config: dict, label: str | None = None):
     return jobs.submit(store, "eval", pinned, label=label)
 
 
+# what revision progress reads of a critique job's answer steps (never its critiques)
+ANSWER_COLUMNS = ("job_id", "prompt_set", "prompt_id", "sample", "round", "step", "text", "model")
+
+
+def critique_answers(store: Store, job_id: str, page: int = 256) -> list[dict]:
+    """A critique job's initial answers and revisions, a page of traces at a time, each row
+    cut to what revision progress reads (`ANSWER_COLUMNS` and the prompt's messages, one
+    list per prompt): the critiques and the rest of each row are never held."""
+    out: list[dict] = []
+    after, messages = None, {}
+    while rows := store.trace_rows_page(job_id, after=after, limit=page, answers_only=True):
+        for r in rows:
+            if r["prompt_id"] not in messages:
+                messages = {r["prompt_id"]: r["prompt_messages"]}  # rows come a prompt at a time
+            out.append(
+                {
+                    **{c: r[c] for c in ANSWER_COLUMNS},
+                    "prompt_messages": messages[r["prompt_id"]],
+                }
+            )
+        after = (rows[-1]["prompt_id"], rows[-1]["sample"])
+    return out
+
+
 def run_eval(ctx: JobContext, config: EvalConfig) -> None:
 
     version = ctx.store.get_version(config.constitution)
@@ -61,7 +85,7 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
     if config.critique_job:
         source = jobs.get_job(ctx.store, config.critique_job)
         jobs.ingest(ctx.store, source)
-        rows = ctx.store.traces(source.id)
+        rows = critique_answers(ctx.store, source.id)
         if not rows:
             raise CaiError(f"critique job {source.id} has no traces ({source.status})")
         critique = (source, rows)

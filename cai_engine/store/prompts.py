@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from cai_engine.errors import NotFoundError
 from cai_engine.prompts import Prompt
@@ -51,22 +52,64 @@ class PromptQueries(StoreCore):
             }
         )
         with self.transaction() as con:
-            con.rows(
-                "INSERT INTO prompt_sets (name, description, source, split_seed, test_fraction)"
-                " VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                [name, description or None, source, split_seed, test_fraction],
-            )
-            before = con.scalar("SELECT count(*) FROM prompts WHERE set_name = ?", [name])
             con.register("incoming", frame)
-            con.rows(
-                "INSERT INTO prompts (set_name, prompt_id, text, messages, content, category, split)"
-                " SELECT ?, prompt_id, text, messages, content, category, split FROM incoming"
-                " ON CONFLICT (set_name, prompt_id) DO NOTHING",
-                [name],
-            )
-            con.unregister("incoming")
-            after = con.scalar("SELECT count(*) FROM prompts WHERE set_name = ?", [name])
+            try:
+                return self._insert_prompts(
+                    con, name, "incoming", [], description, source, split_seed, test_fraction
+                )
+            finally:
+                con.unregister("incoming")
+
+    def add_prompt_file(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        description: str = "",
+        source: str = "",
+        split_seed: int,
+        test_fraction: float,
+    ) -> int:
+        """Like `add_prompts`, from a Parquet file of prompt rows (`PromptStaging` writes it),
+        in one transaction: a failure changes nothing. Returns rows added."""
+        with self.transaction() as con:
+            # DuckDB would take gigabytes for a million rows; bounded, it spills. The setting
+            # is the whole process's, but its other units of work wait for this one (core.py).
+            limit = con.scalar("SELECT current_setting('memory_limit')")
+            con.rows("SET memory_limit = ?", [IMPORT_MEMORY])
+            try:
+                return self._insert_prompts(
+                    con,
+                    name,
+                    "read_parquet(?)",
+                    [str(path)],
+                    description,
+                    source,
+                    split_seed,
+                    test_fraction,
+                )
+            finally:
+                con.rows("SET memory_limit = ?", [limit])
+
+    @staticmethod
+    def _insert_prompts(
+        con, name, relation, params, description, source, split_seed, test_fraction
+    ) -> int:
+        # `relation` is "incoming" or "read_parquet(?)", never user input
+        con.rows(
+            "INSERT INTO prompt_sets (name, description, source, split_seed, test_fraction)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            [name, description or None, source, split_seed, test_fraction],
+        )
+        before = con.scalar("SELECT count(*) FROM prompts WHERE set_name = ?", [name])
+        con.rows(
+            "INSERT INTO prompts (set_name, prompt_id, text, messages, content, category, split)"
+            f" SELECT ?, prompt_id, text, messages, content, category, split FROM {relation}"
+            " ON CONFLICT (set_name, prompt_id) DO NOTHING",
+            [name, *params],
+        )
+        after = con.scalar("SELECT count(*) FROM prompts WHERE set_name = ?", [name])
         return after - before
 
     def list_prompt_sets(self) -> list[PromptSetSummary]:
@@ -116,6 +159,45 @@ class PromptQueries(StoreCore):
             )
         return [Prompt(pid, json.loads(msgs), cat, sp) for pid, msgs, cat, sp in rows]
 
+    def prompt_page(
+        self,
+        name: str,
+        *,
+        split: str | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[Prompt]:
+        """Up to `limit` prompts of set `name` (and `split`) in id order, after id `after`:
+        keyset pages, so a stage reads a big set a page at a time, each page its own unit of
+        work."""
+        with self.connect() as con:
+            rows = con.rows(
+                """
+                SELECT prompt_id, messages, category, split
+                FROM prompts
+                WHERE set_name = ?
+                  AND (? IS NULL OR split = ?)
+                  AND (? IS NULL OR prompt_id > ?)
+                ORDER BY prompt_id
+                LIMIT ?
+                """,
+                [name, split, split, after, after, limit],
+            )
+        return [Prompt(pid, json.loads(msgs), cat, sp) for pid, msgs, cat, sp in rows]
+
+    def count_prompts(self, name: str, *, split: str | None = None) -> int:
+        """How many prompts set `name` (and `split`) holds; an unknown set is an error."""
+        if not self.prompt_set_exists(name):
+            known = ", ".join(s.name for s in self.list_prompt_sets()) or "none yet"
+            raise NotFoundError(f"no prompt set named '{name}'; known: {known}")
+        with self.connect() as con:
+            return int(
+                con.scalar(
+                    "SELECT count(*) FROM prompts WHERE set_name = ? AND (? IS NULL OR split = ?)",
+                    [name, split, split],
+                )
+            )
+
     def prompt_categories(self, name: str) -> list[tuple[str | None, int, int]]:
         """`(category, train count, test count)` for set `name`, largest first."""
         with self.connect() as con:
@@ -131,3 +213,97 @@ class PromptQueries(StoreCore):
                 """,
                 [name],
             )
+
+
+# -- staging a prompt import ------------------------------------------------------------------
+
+IMPORT_MEMORY = "256MB"  # DuckDB's memory while an import stages or inserts its rows
+STAGED_COLUMNS = ("seq", "src", "prompt_id", "text", "messages", "content", "category", "split")
+
+
+class PromptStaging:
+    """A scratch DuckDB file (never the store) that a prompt import fills chunk by chunk.
+
+    An import of a million rows must not hold them in Python, nor hold the store's lock while
+    it parses the file: rows go here first, a chunk at a time, in file order (`seq`).
+    Duplicates and clashing ids are then found in SQL, and the first row of each id is
+    written to one Parquet file that the store inserts in one short transaction.
+    """
+
+    def __init__(self, folder: str | Path):
+        import duckdb
+
+        self.folder = Path(folder)
+        self._con = duckdb.connect(str(self.folder / "staging.duckdb"))
+        self._con.execute("SET memory_limit = ?", [IMPORT_MEMORY])  # beyond it, spills to disk
+        self._con.execute("SET preserve_insertion_order = false")
+        self._con.execute(
+            "CREATE TABLE staged (seq BIGINT, src VARCHAR, prompt_id VARCHAR, text VARCHAR,"
+            " messages VARCHAR, content VARCHAR, category VARCHAR, split VARCHAR)"
+        )
+        self.rows = 0
+
+    def add(self, rows: list[tuple]) -> None:
+        """Stage `rows`: tuples in the order of `STAGED_COLUMNS`."""
+        import pyarrow as pa
+
+        if not rows:
+            return
+        columns = list(zip(*rows, strict=True))
+        chunk = pa.table(
+            {
+                name: pa.array(values, type=pa.int64() if name == "seq" else pa.string())
+                for name, values in zip(STAGED_COLUMNS, columns, strict=True)
+            }
+        )
+        self._con.register("chunk", chunk)
+        try:
+            self._con.execute("INSERT INTO staged SELECT * FROM chunk")
+        finally:
+            self._con.unregister("chunk")
+        self.rows += len(rows)
+
+    def settle(self) -> tuple[int, int, list[tuple[int, str, str, str]]]:
+        """Mark each id's first row; returns (distinct prompts, exact duplicates dropped, and
+        the rows that reuse an earlier row's id for a different prompt as (seq, where, id,
+        where the id was first used)), in file order."""
+        con = self._con
+        con.execute(
+            "CREATE OR REPLACE TABLE firsts AS"
+            " SELECT prompt_id, min(seq) AS seq FROM staged GROUP BY prompt_id"
+        )
+        unique = con.execute("SELECT count(*) FROM firsts").fetchone()[0]
+        later = """
+            FROM staged s
+            JOIN firsts f ON f.prompt_id = s.prompt_id AND f.seq < s.seq
+            JOIN staged o ON o.seq = f.seq
+        """
+        duplicates = con.execute(
+            f"SELECT count(*) {later} WHERE s.messages = o.messages"
+        ).fetchone()[0]
+        clashes = con.execute(
+            f"SELECT s.seq, s.src, s.prompt_id, o.src {later}"
+            " WHERE s.messages <> o.messages ORDER BY s.seq"
+        ).fetchall()
+        return int(unique), int(duplicates), clashes
+
+    def prompts(self) -> list[Prompt]:
+        """Each id's first row as a `Prompt`, in file order (for small sources and tests)."""
+        rows = self._con.execute(
+            "SELECT s.prompt_id, s.messages, s.category, s.split"
+            " FROM staged s SEMI JOIN firsts f ON f.seq = s.seq ORDER BY s.seq"
+        ).fetchall()
+        return [Prompt(pid, json.loads(msgs), cat, sp) for pid, msgs, cat, sp in rows]
+
+    def write_parquet(self) -> Path:
+        """Each id's first row, as one Parquet file for `add_prompt_file`."""
+        path = self.folder / "prompts.parquet"
+        self._con.execute(
+            "COPY (SELECT s.prompt_id, s.text, s.messages, s.content, s.category, s.split"
+            " FROM staged s SEMI JOIN firsts f ON f.seq = s.seq) TO ? (FORMAT parquet)",
+            [str(path)],
+        )
+        return path
+
+    def close(self) -> None:
+        self._con.close()

@@ -263,3 +263,51 @@ class TraceQueries(StoreCore):
             if drawn
         ]
         return sorted(out, key=lambda r: (-r["drawn"], r["principle"]))
+
+    # -- streaming a whole job to a stage, a page of traces at a time -----------------------
+
+    def trace_rows_page(
+        self,
+        job_id: str,
+        *,
+        after: tuple[str, int] | None = None,
+        limit: int = 256,
+        answers_only: bool = False,
+    ) -> list[dict]:
+        """The step rows (as `traces` returns them) of the next `limit` traces of a job after
+        the trace `after` (prompt id, sample), in (prompt id, sample) order: a stage reads a
+        job of any size a page of whole traces at a time. `answers_only` leaves out critiques
+        (a stage that compares answers does not read them)."""
+        keyset, keys = (
+            ("", []) if after is None else (" AND (s.prompt_id, s.sample) > (?, ?)", after)
+        )
+        return self._trace_rows(
+            "t.job_id = ?"
+            + (" AND t.step <> 'critique'" if answers_only else "")
+            + " AND (t.prompt_id, t.sample) IN (SELECT s.prompt_id, s.sample"
+            f" FROM trace_summaries s WHERE s.job_id = ?{keyset}"
+            " ORDER BY s.prompt_id, s.sample LIMIT ?)",
+            [job_id, job_id, *keys, limit],
+        )
+
+    def count_revised_traces(self, job_id: str, prompts: int | None = None) -> int:
+        """How many traces of a job have an initial answer and a revision (what a pairs job
+        pairs), among the traces of its first `prompts` prompt ids when given."""
+        with self.connect() as con:
+            return int(
+                con.scalar(
+                    """
+                    WITH kept AS (
+                        SELECT DISTINCT prompt_id FROM traces WHERE job_id = ?
+                        ORDER BY prompt_id LIMIT ?
+                    )
+                    SELECT count(*) FROM (
+                        SELECT prompt_id, sample FROM traces
+                        WHERE job_id = ? AND prompt_id IN (SELECT prompt_id FROM kept)
+                        GROUP BY prompt_id, sample
+                        HAVING bool_or(step = 'initial') AND bool_or(step = 'revision')
+                    )
+                    """,
+                    [job_id, prompts, job_id],
+                )
+            )

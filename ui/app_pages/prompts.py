@@ -4,8 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from cai_engine.errors import CaiError
+from cai_engine.files import MAX_INPUT_BYTES
 from cai_engine.prompts import DEFAULT_SPLIT_SEED, PromptImportError, import_prompt_set
 from ui.common import flash, get_store, md_escape, show_error, show_flash
+
+UPLOAD_MB = MAX_INPUT_BYTES // (1024 * 1024)  # the engine refuses a bigger upload too
 
 store = get_store()
 
@@ -92,9 +95,16 @@ st.subheader("Import")
 st.caption(
     "JSONL, CSV or Parquet with a prompt column (text, or a list of {role, content} messages "
     "ending with a user turn), or a `datasets` folder saved with save_to_disk. Exact duplicates "
-    "are removed. A file with bad rows imports nothing unless you tick 'skip bad rows'."
+    "are removed. A file with bad rows imports nothing unless you tick 'skip bad rows'. "
+    f"An upload is held in memory, so it may be up to {UPLOAD_MB} MB; import a bigger file "
+    "from disk with `cai prompts import FILE --name NAME` (any size, read in chunks)."
 )
-upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet"], key="prompt_upload")
+upload = st.file_uploader(
+    "File",
+    type=["jsonl", "json", "csv", "parquet"],
+    key="prompt_upload",
+    max_upload_size=UPLOAD_MB,
+)
 dataset_path = st.text_input(
     "…or a datasets folder or hub id", key="prompt_dataset", placeholder="/path/to/saved_dataset"
 )
