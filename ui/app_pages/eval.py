@@ -110,7 +110,7 @@ with store.session():
         "eval_job",
         empty="No eval jobs yet. Start one above, or run the demo from Home.",
         pending="_select_eval",
-        describe=lambda j: f"{j.id} · {j.status} · {len(j.config['models'])} models",
+        describe=lambda j: f"{j.id} · {j.status} · {len(j.config.get('models', []))} models",
     )
     job_id = job.id
 
