@@ -244,3 +244,48 @@ def _job_kind(store: Store, job_id: str) -> str | None:
         return get_job(store, job_id).kind
     except CaiError:
         return None
+
+
+# -- paged tables -------------------------------------------------------------------------------
+
+PAGE_SIZES = (25, 50, 100)
+
+
+def page_start(key: str, scope) -> tuple[object, int]:
+    """Where the paged table `key` is: the cursor its page starts after (None on the first
+    page) and its page size. A new `scope` (job, filters) or page size starts at page 1.
+
+    The cursors walked through are kept in `st.session_state[f"{key}_cursors"]`, so Previous
+    goes back the way Next came, and a keyset page deep in a job costs what the first does."""
+    size = st.session_state.get(f"{key}_page_size", PAGE_SIZES[1])
+    cursors = st.session_state.get(f"{key}_cursors")
+    if not cursors or cursors["scope"] != (scope, size):
+        cursors = st.session_state[f"{key}_cursors"] = {"scope": (scope, size), "after": [None]}
+    return cursors["after"][-1], size
+
+
+def page_controls(key: str, noun: str, shown: int, matching: int, total: int, next_cursor) -> None:
+    """Above the paged table `key` (see `page_start`): "Traces 51–100 of 1,234 (filtered from
+    5,000)", Previous, Next and the page size. `shown` rows are on this page, `matching` pass
+    the filters, `total` are there in all; `next_cursor` is where the next page starts."""
+    cursors = st.session_state[f"{key}_cursors"]
+    size = cursors["scope"][1]
+    first = (len(cursors["after"]) - 1) * size
+    where = f"{first + 1:,}–{first + shown:,} of {matching:,}" if shown else f"0 of {matching:,}"
+    note = "" if matching == total else f" (filtered from {total:,})"
+    c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
+    c1.caption(f"{noun} {where}{note}")
+    c2.button(
+        "← Previous",
+        key=f"{key}_prev",
+        disabled=len(cursors["after"]) == 1,
+        on_click=cursors["after"].pop,
+    )
+    c3.button(
+        "Next →",
+        key=f"{key}_next",
+        disabled=first + shown >= matching,
+        on_click=cursors["after"].append,
+        args=(next_cursor,),
+    )
+    c4.selectbox("Per page", PAGE_SIZES, index=1, key=f"{key}_page_size")

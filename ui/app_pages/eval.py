@@ -18,6 +18,8 @@ from ui.common import (
     get_store,
     md_escape,
     number_input_for,
+    page_controls,
+    page_start,
     pick_job,
     pick_version,
     rerun_on_status_change,
@@ -31,7 +33,6 @@ from ui.eval_charts import rate_rows, rates_chart, revision_chart, revision_rows
 from ui.progress import show_progress
 
 REFRESH_S = 2.0
-PAGE_SIZES = [25, 50, 100]
 store = get_store()
 
 # One opening of the store for the whole run of the page (the progress fragment, when it
@@ -163,40 +164,19 @@ with store.session():
     ) -> None:
         """One page of the set's prompts, those where the models disagree most first, Previous and
         Next through the rest, and the picked prompt's answers: each read alone, never the set."""
-        size = st.session_state.get("cmp_page_size", PAGE_SIZES[1])
-        scope = (job_id, tuple(models), prompt_set, search.strip().lower(), size)
-        paging = st.session_state.get("cmp_paging")
-        if not paging or paging["scope"] != scope:  # new job, models, set, filter or size: page 1
-            paging = st.session_state["cmp_paging"] = {"scope": scope, "offset": 0}
+        scope = (job_id, tuple(models), prompt_set, search.strip().lower())
+        after, size = page_start("cmp", scope)  # an offset: the order is by disagreement
+        offset = after or 0
         page, matching = store.eval_answer_page(
             job_id,
             models,
             prompt_set,
             reference=reference,
             search=search,
-            offset=paging["offset"],
+            offset=offset,
             limit=size,
         )
-        first = paging["offset"]
-        shown = (
-            f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
-        )
-        scope_note = "" if matching == answered else f" (filtered from {answered:,})"
-        c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
-        c1.caption(f"Prompts {shown}{scope_note}")
-        c2.button(
-            "← Previous",
-            key="cmp_prev",
-            disabled=first == 0,
-            on_click=lambda: paging.update(offset=max(0, first - size)),
-        )
-        c3.button(
-            "Next →",
-            key="cmp_next",
-            disabled=first + len(page) >= matching,
-            on_click=lambda: paging.update(offset=first + size),
-        )
-        c4.selectbox("Per page", PAGE_SIZES, index=1, key="cmp_page_size")
+        page_controls("cmp", "Prompts", len(page), matching, answered, offset + size)
         st.caption(
             "Those where the models disagree most first: the spread is the largest difference, "
             "across the chosen models, of the judge's win or refusal probability."

@@ -19,6 +19,8 @@ from ui.common import (
     get_store,
     linked_job,
     md_escape,
+    page_controls,
+    page_start,
     results_link,
     show_error,
     show_flash,
@@ -26,7 +28,6 @@ from ui.common import (
 from ui.progress import show_progress
 
 REFRESH_S = 2.0
-PAGE_SIZES = [25, 50, 100]
 ALL = "all"
 STATUSES = [*jobs.ACTIVE, *jobs.TERMINAL]
 store = get_store()
@@ -127,32 +128,12 @@ def job_filter() -> dict | None:
 def page_of_jobs(where: dict) -> list:
     """One page of the jobs `where` keeps, newest first, with Previous/Next through the rest
     (keyset pages: each one costs the same however deep); returns the page's jobs."""
-    size = st.session_state.get("jobs_page_size", PAGE_SIZES[1])
-    scope = (tuple(sorted((k, str(v)) for k, v in where.items())), size)
-    cursors = st.session_state.get("jobs_cursors")
-    if not cursors or cursors["scope"] != scope:  # new filter or page size: page 1
-        cursors = st.session_state["jobs_cursors"] = {"scope": scope, "after": [None]}
-    page, matching = jobs.job_page(store, **where, after=cursors["after"][-1], limit=size)
-    first = (len(cursors["after"]) - 1) * size
-    shown = f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
-    scope_note = "" if matching == counts["total"] else f" (filtered from {counts['total']:,})"
-    c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
-    c1.caption(f"Jobs {shown}{scope_note}")
-    c2.button(
-        "← Previous",
-        key="jobs_prev",
-        disabled=len(cursors["after"]) == 1,
-        on_click=cursors["after"].pop,
+    after, size = page_start("jobs", tuple(sorted((k, str(v)) for k, v in where.items())))
+    page, matching = jobs.job_page(store, **where, after=after, limit=size)
+    page_controls(
+        "jobs", "Jobs", len(page), matching, counts["total"], page[-1].cursor if page else None
     )
-    c3.button(
-        "Next →",
-        key="jobs_next",
-        disabled=first + len(page) >= matching,
-        on_click=cursors["after"].append,
-        args=(page[-1].cursor if page else None,),
-    )
-    c4.selectbox("Per page", PAGE_SIZES, index=1, key="jobs_page_size")
-    job_table(where, cursors["after"][-1], size)
+    job_table(where, after, size)
     return page
 
 

@@ -19,6 +19,8 @@ from ui.common import (
     linked_job,
     md_escape,
     number_input_for,
+    page_controls,
+    page_start,
     pick_job,
     pick_version,
     rerun_on_status_change,
@@ -186,7 +188,6 @@ VERDICT_BUTTONS = [
     ("Both bad", "both_bad", "X"),
     ("Skip", "skip", "S"),
 ]
-PAGE_SIZES = [25, 50, 100]
 # the "Reviewed" filter: (reviewed, only the reviewer named on the Review tab)
 REVIEW_FILTER = {
     "all": (None, False),
@@ -424,31 +425,16 @@ def label_filter(principles: list[str], reviewer: str) -> review.LabelFilter | N
 def label_table(job_id: str, where: review.LabelFilter, total_labels: int) -> None:
     """One page of the labels `where` keeps, Previous/Next through the rest (keyset pages:
     each one costs the same however deep), and the label picked in it, read when picked."""
-    size = st.session_state.get("labels_page_size", PAGE_SIZES[1])
-    scope = (job_id, where, size)
-    cursors = st.session_state.get("labels_cursors")
-    if not cursors or cursors["scope"] != scope:  # new job, filter or page size: page 1
-        cursors = st.session_state["labels_cursors"] = {"scope": scope, "after": [None]}
-    page, matching = store.label_page(job_id, where, after=cursors["after"][-1], limit=size)
-    first = (len(cursors["after"]) - 1) * size
-    shown = f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
-    scope_note = "" if matching == total_labels else f" (filtered from {total_labels:,})"
-    c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
-    c1.caption(f"Labels {shown}{scope_note}")
-    c2.button(
-        "← Previous",
-        key="labels_prev",
-        disabled=len(cursors["after"]) == 1,
-        on_click=cursors["after"].pop,
+    after, size = page_start("labels", (job_id, where))
+    page, matching = store.label_page(job_id, where, after=after, limit=size)
+    page_controls(
+        "labels",
+        "Labels",
+        len(page),
+        matching,
+        total_labels,
+        (page[-1]["prompt_id"], page[-1]["pair"]) if page else None,
     )
-    c3.button(
-        "Next →",
-        key="labels_next",
-        disabled=first + len(page) >= matching,
-        on_click=cursors["after"].append,
-        args=((page[-1]["prompt_id"], page[-1]["pair"]) if page else None,),
-    )
-    c4.selectbox("Per page", PAGE_SIZES, index=1, key="labels_page_size")
     table = pd.DataFrame(
         [
             {

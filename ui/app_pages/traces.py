@@ -15,6 +15,8 @@ from ui.common import (
     get_store,
     md_escape,
     number_input_for,
+    page_controls,
+    page_start,
     pick_job,
     pick_version,
     rerun_on_status_change,
@@ -29,7 +31,6 @@ REFRESH_S = 2.0
 REWRITE = 0.6  # above this share of changed words an inline diff is noise: show the new text
 CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
 CUT_MARK = "✂ cut off at the token limit"
-PAGE_SIZES = [25, 50, 100]
 TABLE_COLUMNS = [
     "prompt",
     "category",
@@ -195,34 +196,16 @@ with store.session():
     def trace_table(job_id: str, where: traces.TraceFilter, total_traces: int) -> None:
         """One page of the traces `where` keeps, Previous/Next through the rest (keyset pages:
         each one costs the same however deep), and the trace picked in it."""
-        size = st.session_state.get("trace_page_size", PAGE_SIZES[1])
-        scope = (job_id, where, size)
-        cursors = st.session_state.get("trace_cursors")
-        if not cursors or cursors["scope"] != scope:  # new job, filter or page size: page 1
-            cursors = st.session_state["trace_cursors"] = {"scope": scope, "after": [None]}
-        page, matching = store.trace_page(job_id, where, after=cursors["after"][-1], limit=size)
-        first = (len(cursors["after"]) - 1) * size
-        shown = (
-            f"{first + 1:,}–{first + len(page):,} of {matching:,}" if page else f"0 of {matching:,}"
+        after, size = page_start("trace", (job_id, where))
+        page, matching = store.trace_page(job_id, where, after=after, limit=size)
+        page_controls(
+            "trace",
+            "Traces",
+            len(page),
+            matching,
+            total_traces,
+            (page[-1]["prompt_id"], page[-1]["sample"]) if page else None,
         )
-        scope_note = "" if matching == total_traces else f" (filtered from {total_traces:,})"
-        c1, c2, c3, c4 = st.columns([5, 1, 1, 1.4], vertical_alignment="bottom")
-        c1.caption(f"Traces {shown}{scope_note}")
-        c2.button(
-            "← Previous",
-            key="trace_prev",
-            disabled=len(cursors["after"]) == 1,
-            on_click=cursors["after"].pop,
-        )
-        more = first + len(page) < matching
-        c3.button(
-            "Next →",
-            key="trace_next",
-            disabled=not more,
-            on_click=cursors["after"].append,
-            args=((page[-1]["prompt_id"], page[-1]["sample"]) if page else None,),
-        )
-        c4.selectbox("Per page", PAGE_SIZES, index=1, key="trace_page_size")
         table = pd.DataFrame(
             [
                 {
