@@ -245,6 +245,7 @@ def browser_first_render(home: Path, pages: list[str]) -> dict[str, float]:
                 wait_for_app(page)
             if visit == "returning browser" and "Traces" in pages:
                 page.get_by_role("link", name="Traces", exact=True).first.click()
+                page.get_by_text(re.compile(r"^Traces 1–50 of")).wait_for()  # the page is drawn
                 wait_for_app(page)
                 start = time.perf_counter()
                 page.get_by_role("button", name="Next →").click()
