@@ -57,12 +57,12 @@ def test_the_benchmark_runs_at_a_tiny_size(name, embedded_home, tmp_path):
 
 
 def test_the_stage_memory_benchmark_runs_at_a_tiny_size(tmp_path):
-    """bench/stage_memory.py end to end at 300 prompts (baseline 30): the import and the
+    """bench/stage_memory.py end to end at 120 prompts (baseline 12): the import and the
     critique job run as real processes, and each says its peak RSS."""
     home = tmp_path / "home"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CAI_HOME": str(home)}
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "stage_memory.py"), "--prompts", "300"]
+        [sys.executable, str(ROOT / "bench" / "stage_memory.py"), "--prompts", "120"]
         + ["--home", str(home)],
         capture_output=True,
         text=True,
@@ -72,5 +72,5 @@ def test_the_stage_memory_benchmark_runs_at_a_tiny_size(tmp_path):
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "critique peak RSS at N / at N/10 =" in run.stdout, run.stdout[-4000:]
-    assert "critique 900 rows" in run.stdout  # 300 prompts x (initial, critique, revision)
+    assert "critique 360 rows" in run.stdout  # 120 prompts x (initial, critique, revision)
     assert "cpu: " in run.stdout and "local dtype: " in run.stdout, run.stdout[:2000]
