@@ -5,7 +5,6 @@ so their text, marks and tooltips are in the DOM)."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from cai_engine import eval as evaluation
 from cai_engine.bundled import install_bundled
 from cai_engine.store import Store
 from tests.test_jobs import finish, kill_runners
+from tests.ui.row_counter import RowCounter
 from tests.ui.studio import browser_page, require_chromium, running_studio, wait_for_app
 
 PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "eval.py"
@@ -210,35 +210,6 @@ def test_the_charts_in_a_browser_read_in_words_show_zero_and_n_and_cut_nothing_s
 
 
 # -- a big eval: the page reads a page of prompts and one prompt's answers, never the set ------
-
-
-class RowCounter:
-    """Wraps every public query method of `Store` (the class, so the page's cached store is
-    covered too) and records how many rows each call returned (a page query: its page)."""
-
-    def __init__(self, monkeypatch):
-        self.calls: list[tuple[str, int]] = []
-        for name in dir(Store):
-            method = inspect.getattr_static(Store, name)
-            if name.startswith("_") or not inspect.isfunction(method):
-                continue  # static and class methods, properties, attributes
-            monkeypatch.setattr(Store, name, self._wrap(name, method))
-
-    def _wrap(self, name, method):
-        def counted(*args, **kwargs):
-            result = method(*args, **kwargs)
-            rows = result[0] if name.endswith("_page") else result
-            if isinstance(rows, list | set | dict):
-                self.calls.append((name, len(rows)))
-            return result
-
-        return counted
-
-    def most(self) -> tuple[str, int]:
-        return max(self.calls, key=lambda c: c[1])
-
-    def names(self) -> set[str]:
-        return {n for n, _ in self.calls}
 
 
 PROMPTS_CAPTION = re.compile(r"Prompts (?:\d+–\d+|0) of \d+(?: \(filtered from \d+\))?")

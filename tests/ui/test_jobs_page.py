@@ -232,7 +232,7 @@ def test_ten_thousand_jobs_are_filtered_and_paged_and_no_query_reads_more_than_a
     store, monkeypatch
 ):
     from tests.test_jobs import many_id, many_jobs
-    from tests.ui.test_eval_page import RowCounter
+    from tests.ui.row_counter import RowCounter
 
     many_jobs(store)
     counter = RowCounter(monkeypatch)
@@ -299,7 +299,7 @@ def test_a_job_linked_from_elsewhere_is_picked_though_not_on_the_page(store):
 
 def test_home_counts_ten_thousand_jobs_without_reading_them(store, monkeypatch):
     from tests.test_jobs import many_jobs
-    from tests.ui.test_eval_page import RowCounter
+    from tests.ui.row_counter import RowCounter
 
     many_jobs(store)
     counter = RowCounter(monkeypatch)

@@ -8,7 +8,6 @@ was clicked, mapped through the display order the page drew.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import re
@@ -24,6 +23,7 @@ from cai_engine.labels import submit_labels
 from cai_engine.pairs import cut_off_sides, submit_pairs
 from cai_engine.store import Store
 from tests.runners import finish
+from tests.ui.row_counter import RowCounter
 from tests.ui.test_pages import md_unescape
 
 PAGE = str(Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "labels.py")
@@ -289,38 +289,6 @@ def test_answers_cut_off_at_the_token_limit_are_marked_filtered_and_droppable(pa
 # -- at real sizes: the page reads pages, never the job -------------------------------------
 
 
-class RowCounter:
-    """Wraps every public query method of `Store` (the class, so the page's cached store is
-    covered too) and records how many rows each of the page's calls returned (the export tab's
-    counts included: they are SQL aggregates)."""
-
-    def __init__(self, monkeypatch):
-        self.calls: list[tuple[str, int]] = []
-        for name in dir(Store):
-            method = inspect.getattr_static(Store, name)
-            if name.startswith("_") or not inspect.isfunction(method):
-                continue  # static and class methods, properties, attributes
-            monkeypatch.setattr(Store, name, self._wrap(name, method))
-
-    def _wrap(self, name, method):
-        def counted(*args, **kwargs):
-            result = method(*args, **kwargs)
-            rows = result[0] if name in ("label_page", "next_review") else result
-            n = 1 if isinstance(rows, dict) else len(rows) if isinstance(rows, list | set) else 0
-            callers = {f.filename for f in inspect.stack()[1:]}
-            if PAGE in callers:  # the page's calls, not the test's own
-                self.calls.append((name, n))
-            return result
-
-        return counted
-
-    def most(self) -> tuple[str, int]:
-        return max(self.calls, key=lambda c: c[1])
-
-    def names(self) -> set[str]:
-        return {n for n, _ in self.calls}
-
-
 PAGE_CAPTION = re.compile(r"Labels (?:\d+–\d+|0) of ([\d,]+)(?: \(filtered from ([\d,]+)\))?")
 
 
@@ -344,7 +312,7 @@ def test_no_query_of_the_page_returns_more_than_a_page_of_a_big_job(cai_home, mo
     made = synthetic.label_job(store, 240, 80, shards=3)
     job_id = made["job"]
     everything = store.labels(job_id)  # the test's own reference, before counting
-    counter = RowCounter(monkeypatch)
+    counter = RowCounter(monkeypatch, PAGE)
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -10,7 +10,6 @@ user message>", so every step's text can be written out by hand.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from pathlib import Path
@@ -28,6 +27,7 @@ from cai_engine.store import Store
 from tests.fake_openai import BAD_REQUEST_MESSAGE, FakeOpenAI
 from tests.test_jobs import finish, kill_runners
 from tests.ui.pickers import version_box, version_seqs
+from tests.ui.row_counter import RowCounter
 from tests.ui.test_pages import PAYLOAD, UNESCAPED, markdown_strings, md_unescape
 
 PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "traces.py"
@@ -501,32 +501,6 @@ def test_a_job_with_no_revision_yet_offers_nothing_to_export(store, fake):
     assert trace_texts(at) == ["Name a cat.", "answer to: Name a cat."]
     assert len(at.download_button) == 0
     assert [c.value for c in at.caption if c.value.startswith("Nothing to export yet")]
-
-
-class RowCounter:
-    """Wraps every public query method of `Store` (the class, so the page's cached store is
-    covered too) and records how many rows each call returned."""
-
-    def __init__(self, monkeypatch):
-        self.calls: list[tuple[str, int]] = []
-        for name in dir(Store):
-            method = inspect.getattr_static(Store, name)
-            if name.startswith("_") or not inspect.isfunction(method):
-                continue  # static and class methods, properties, attributes
-            monkeypatch.setattr(Store, name, self._wrap(name, method))
-
-    def _wrap(self, name, method):
-        def counted(*args, **kwargs):
-            result = method(*args, **kwargs)
-            rows = result[0] if name == "trace_page" else result
-            if isinstance(rows, list | set | dict):
-                self.calls.append((name, len(rows)))
-            return result
-
-        return counted
-
-    def most(self) -> tuple[str, int]:
-        return max(self.calls, key=lambda c: c[1])
 
 
 def test_no_query_of_the_page_returns_more_than_a_page_of_a_big_job(cai_home, monkeypatch):
