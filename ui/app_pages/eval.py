@@ -155,7 +155,7 @@ with store.session():
         st.stop()
     st.caption(
         f"Reference for win rates: **{md_escape(names[reference])}** · judge: "
-        f"`{md_escape(job.config['judge'])}` · constitution: "
+        f"**{md_escape(job.config['judge'])}** · constitution: "
         f"**{md_escape(VersionNames(store)(job.config['constitution']))}**"
     )
 
