@@ -32,7 +32,10 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 
 
-def make_data(home: Path, n: int, new_tokens: int) -> tuple[list[dict], list[dict]]:
+def make_data(
+    home: Path, n: int, new_tokens: int, pairs: bool = True
+) -> tuple[list[dict], list[dict]]:
+    """SFT examples from one sampled answer per prompt; with `pairs`, DPO pairs from a second."""
     from cai_engine.bundled import install_bundled
     from cai_engine.models import SamplingParams, load_model
     from cai_engine.store import Store
@@ -46,7 +49,7 @@ def make_data(home: Path, n: int, new_tokens: int) -> tuple[list[dict], list[dic
             [p.messages for p in prompts],
             SamplingParams(temperature=1.0, max_new_tokens=new_tokens, seed=k),
         )
-        for k in range(2)
+        for k in range(2 if pairs else 1)
     ]
     sft = [
         {"prompt": p.messages, "completion": [{"role": "assistant", "content": a.text}]}
@@ -60,7 +63,8 @@ def make_data(home: Path, n: int, new_tokens: int) -> tuple[list[dict], list[dic
             "score": 1.0,
             "label_source": "ai",
         }
-        for p, a, b in zip(prompts, answers[0], answers[1], strict=True)
+        for p, a, b in zip(prompts, answers[0], answers[-1], strict=True)
+        if pairs
     ]
     return sft, prefs
 
@@ -151,9 +155,10 @@ def main() -> None:
     os.environ["CAI_HOME"] = str(home)
     t = time.perf_counter()
     print(describe())
-    sft, prefs = make_data(home, args.examples, args.answer_tokens)
+    kinds = args.kinds.split(",")
+    sft, prefs = make_data(home, args.examples, args.answer_tokens, pairs="dpo" in kinds)
     print(f"made {len(sft)} SFT and {len(prefs)} DPO examples in {time.perf_counter() - t:.0f}s")
-    for kind in args.kinds.split(","):
+    for kind in kinds:
         data = home / f"{kind}.json"
         data.write_text(json.dumps(sft if kind == "sft" else prefs))
         results = {}

@@ -27,7 +27,7 @@ RUNS = {
         "first page p95 / baseline =",
     ),
     "training": (
-        ["--steps", "2", "--examples", "8", "--kinds", "sft", "--answer-tokens", "16"],
+        ["--steps", "1", "--examples", "8", "--kinds", "sft", "--answer-tokens", "16"],
         "sft: ours / TRL defaults =",
     ),
 }

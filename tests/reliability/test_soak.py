@@ -2,7 +2,7 @@
 
 DuckDB lets one process at a time hold the file read-write, so every process opens the store
 briefly and retries a held lock for up to 30 s (`cai_engine/store/core.py`). For a bounded time
-(`CAI_SOAK_SECONDS`, default 120; `CAI_SOAK_SECONDS=600` is the long mode) this test runs, all
+(`CAI_SOAK_SECONDS`, default 60; `CAI_SOAK_SECONDS=600` is the long mode) this test runs, all
 at once and each in its own process:
 
 - the studio, a real `streamlit run`, with a headless Chromium reloading the Traces page and the
@@ -56,7 +56,7 @@ STALE_HEADER_SYMPTOMS = (
     "does not match stored checksum",
 )
 
-DEFAULT_SOAK_S = 120.0
+DEFAULT_SOAK_S = 60.0
 CLI_PERIOD_S = 3.0  # the CLI writer starts a constitution edit and a review this often
 LONG_TICK = {"delay_s": 0.05, "shard_size": 5}  # a shard (and an ingest) every ~0.25 s
 CHAIN_TICK = {"total": 30, "delay_s": 0.1, "shard_size": 3}  # ~5 s per job

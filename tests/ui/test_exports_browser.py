@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from cai_engine import export
 from cai_engine.store import Store
@@ -35,9 +36,19 @@ def studio(cai_home):
 
 
 def download(page, button: str) -> tuple[list[dict], dict]:
-    """Click a download button; the saved zip's data.jsonl rows and manifest."""
-    with page.expect_download(timeout=60_000) as info:
-        page.get_by_role("button", name=button).click()
+    """Click a download button once the page's run has finished; the saved zip's data.jsonl
+    rows and manifest. A click that lands on the button of a run that was then replaced asks
+    for a file id Streamlit has already dropped, so no download starts: click once more."""
+    wait_for_app(page)
+    for attempt in range(2):
+        try:
+            with page.expect_download(timeout=30_000 * (attempt + 1)) as info:
+                page.get_by_role("button", name=button).click()
+            break
+        except PlaywrightTimeout:
+            if attempt:
+                raise
+            wait_for_app(page)
     data = Path(info.value.path()).read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         lines = zf.read("data.jsonl").decode("utf-8").split("\n")
