@@ -182,9 +182,10 @@ def few_shot_gold(
         conversation = list(shot.conversation)
         if conversation[-1].role != "user" or shot.response_a.strip() == shot.response_b.strip():
             continue  # not a usable comparison (the constitution allows it as a few-shot)
+        suffix = f"-{i + 1}"  # a long name is shortened, never the number that tells shots apart
         out.append(
             GoldPair(
-                id=f"few-shot-{constitution.name}-{i + 1}"[:64],
+                id=f"few-shot-{constitution.name[: 64 - len('few-shot-') - len(suffix)]}{suffix}",
                 category="few-shot",
                 topic=shot.principle or "",
                 conversation=conversation,

@@ -129,12 +129,15 @@ def test_the_wheel_carries_the_studio_the_constitutions_and_the_prompt_sets(inst
         expected = {"ui/__init__.py", "ui/app.py", "ui/common.py"}
         expected |= {f"ui/app_pages/{p.name}" for p in (ROOT / "ui" / "app_pages").glob("*.py")}
         expected |= {f"cai_engine/data/prompt_sets/{p.name}" for p in (ROOT / "cai_engine" / "data" / "prompt_sets").glob("*.jsonl")}  # fmt: skip
+        expected.add("cai_engine/data/gold/gold.jsonl")  # the judge check's bundled gold set
         constitutions = sorted((ROOT / "constitutions").glob("*.yaml"))
         assert {"default.yaml", "harmless.yaml"} <= {p.name for p in constitutions}
         expected |= {f"cai_engine/data/constitutions/{p.name}" for p in constitutions}
         assert expected - names == set()
         for p in constitutions:
             assert whl.read(f"cai_engine/data/constitutions/{p.name}") == p.read_bytes()
+        gold = ROOT / "cai_engine" / "data" / "gold" / "gold.jsonl"
+        assert whl.read("cai_engine/data/gold/gold.jsonl") == gold.read_bytes()
         # only the two packages: no tests, benchmarks, data home or top-level constitutions
         assert {n.split("/")[0] for n in names} == {
             "cai_engine",
