@@ -61,11 +61,17 @@ def contrastive_prompts(principle: Principle) -> ContrastivePrompts:
     `You will answer ... by asking: "Which response is less harmful?" Write the answer the
     reviewer would pick as the best.` and the same ending "... as the worst.".
     """
-    question = " ".join(principle.preference_question.split())
-    positive = principle.positive_prompt or POSITIVE.format(question=question)
-    negative = principle.negative_prompt or NEGATIVE.format(question=question)
+    positive, negative = derived_prompts(principle.preference_question)
     derived = principle.positive_prompt is None or principle.negative_prompt is None
-    return ContrastivePrompts(positive, negative, derived)
+    return ContrastivePrompts(
+        principle.positive_prompt or positive, principle.negative_prompt or negative, derived
+    )
+
+
+def derived_prompts(preference_question: str) -> tuple[str, str]:
+    """The (positive, negative) system prompts derived from a preference question."""
+    question = " ".join(preference_question.split())
+    return POSITIVE.format(question=question), NEGATIVE.format(question=question)
 
 
 def draw_principle(principles: list[Principle], prompt_id: str, seed: int) -> Principle:
