@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from collections import Counter
+from datetime import datetime
 
 import pytest
 
@@ -394,43 +395,60 @@ def test_exports_of_labels_by_construction_are_trl_rows_counted_by_source(
     assert Counter(r["label_source"] for r in trl_rows) == {"contrastive": 5, "human": 1}
 
 
-def test_a_judge_on_contrastive_pairs_measures_its_agreement_with_the_construction(
-    seeded_store, capsys
-):
-    """Hand-built rows: 5 contrastive pairs (preferred A, A, B, B, A) and a judge whose
-    winners are A, B, B, tie, A: 4 decisive, 3 agree."""
-    pairs_id, judge_id = "pairs-00000000-000000-hand", "label-00000000-000000-hand"
+PAIRS_JOB, JUDGE_JOB = "pairs-00000000-000000-hand", "label-00000000-000000-hand"
+
+
+def hand_built_jobs(store) -> tuple[str, str]:
+    """A finished contrastive pairs job of 5 pairs (preferred A, A, B, B, A) and a judge's
+    label job on it whose winners are A, B, B, tie, A: 4 decisive, 3 agree."""
+    version = store.get_version("harmless")
     preferred = ["A", "A", "B", "B", "A"]
     winners = ["A", "B", "B", "tie", "A"]
     pairs = [
-        {"job_id": pairs_id, "prompt_set": "red-team", "prompt_id": f"p{i}", "pair": 0,
+        {"job_id": PAIRS_JOB, "prompt_set": "red-team", "prompt_id": f"p{i}", "pair": 0,
          "source": "contrastive", "source_job": None, "a_ref": "x", "b_ref": "y",
          "response_a": "a", "response_b": "b", "model": "m", "sampling": "{}", "seed_a": 0,
-         "seed_b": 0, "constitution_hash": "h", "flags": "", "preferred": side,
-         "principle_id": "harm", "prompts_derived": True}
+         "seed_b": 0, "constitution_hash": version.hash, "flags": "", "preferred": side,
+         "principle_id": "general-harm", "prompts_derived": True}
         for i, side in enumerate(preferred)
     ]  # fmt: skip
     soft = {"A": 0.8, "B": 0.2, "tie": 0.5}
     labels = [
-        {"job_id": judge_id, "pairs_job": pairs_id, "prompt_set": "red-team",
-         "prompt_id": f"p{i}", "pair": 0, "principle_id": "harm", "constitution": "harmless",
-         "constitution_hash": "h", "model": "judge", "mode": "logprob", "few_shots": 0,
-         "p_a_ab": soft[w], "p_a_ba": soft[w], "soft_label": soft[w], "winner": w,
-         "confidence": abs(soft[w] - 0.5) * 2, "consistent": w != "tie", "cot_ab": None,
-         "cot_ba": None, "prompt_tokens": 1, "cot_tokens": 0, "latency_s": 0.0,
-         "truncated_turns": 0, "flags": ""}
+        {"job_id": JUDGE_JOB, "pairs_job": PAIRS_JOB, "prompt_set": "red-team",
+         "prompt_id": f"p{i}", "pair": 0, "principle_id": "general-harm",
+         "constitution": "harmless", "constitution_hash": version.hash, "model": "judge",
+         "mode": "logprob", "few_shots": 0, "p_a_ab": soft[w], "p_a_ba": soft[w],
+         "soft_label": soft[w], "winner": w, "confidence": abs(soft[w] - 0.5) * 2,
+         "consistent": w != "tie", "cot_ab": None, "cot_ba": None, "prompt_tokens": 1,
+         "cot_tokens": 0, "latency_s": 0.0, "truncated_turns": 0, "flags": ""}
         for i, w in enumerate(winners)
     ]  # fmt: skip
+    configs = {
+        PAIRS_JOB: {
+            "prompts": "red-team:train",
+            "contrastive": True,
+            "constitution": version.pinned,
+        },  # fmt: skip
+        JUDGE_JOB: {"pairs": PAIRS_JOB, "constitution": version.pinned},
+    }
     for job_id, kind, table, rows in (
-        (pairs_id, "pairs", "pairs", pairs),
-        (judge_id, "label", "labels", labels),
+        (PAIRS_JOB, "pairs", "pairs", pairs),
+        (JUDGE_JOB, "label", "labels", labels),
     ):
-        run = RunFolder(runs_dir(seeded_store.home) / job_id)
+        run = RunFolder(runs_dir(store.home) / job_id)
         run.create({})
-        seeded_store.insert_job(job_id, kind, {"pairs": pairs_id}, str(run.path), "by hand")
+        store.insert_job(job_id, kind, configs[job_id], str(run.path), "by hand")
         run.write_shard(table, rows)
-        jobs.ingest(seeded_store, jobs.get_job(seeded_store, job_id))
+        run.write_status(state="succeeded", done=len(rows), total=len(rows), unit="pairs")
+        store.update_job(job_id, status="succeeded", finished_at=datetime.now())
+        jobs.ingest(store, jobs.get_job(store, job_id))
+    return PAIRS_JOB, JUDGE_JOB
 
+
+def test_a_judge_on_contrastive_pairs_measures_its_agreement_with_the_construction(
+    seeded_store, capsys
+):
+    _, judge_id = hand_built_jobs(seeded_store)
     got = seeded_store.construction_agreement(judge_id)
     assert got == ConstructionAgreement(pairs=5, decisive=4, agree=3)
     # Wilson at k = 3, n = 4, z = 1.96: denominator 1 + 3.84 / 4 = 1.96, centre
