@@ -295,8 +295,9 @@ def reveal_text(reveal: dict) -> str:
     p_first = reveal["soft"] if reveal["order"] == "AB" else 1 - reveal["soft"]
     ai_shown = "A" if p_first > 0.5 else "B" if p_first < 0.5 else "tie"
     said = review.VERDICT_NAMES[reveal["shown"]]
+    who = "The construction" if reveal.get("source") == "contrastive" else "The AI"
     parts = [
-        f"You said **{said}**. The AI gave **{p_first:.1%}** to A and **{1 - p_first:.1%}** "
+        f"You said **{said}**. {who} gave **{p_first:.1%}** to A and **{1 - p_first:.1%}** "
         f"to B (as you saw them): **{ai_shown if ai_shown == 'tie' else ai_shown + ' is better'}**"
     ]
     if reveal["shown"] in ("A", "B") and ai_shown != "tie":
@@ -327,6 +328,7 @@ def commit(label_row: dict, order: str, shown_verdict: str, reviewer: str, note_
         "order": order,
         "soft": label_row["soft_label"],
         "consistent": label_row["consistent"],
+        "source": label_row.get("label_source"),
     }
 
 
