@@ -410,3 +410,21 @@ def test_contrastive_pairs_are_labelled_by_construction_and_a_judge_measured_aga
     at.selectbox(key="label_job").set_value(job.id).run()
     assert any("Labelled by construction" in md_unescape(c.value) for c in at.caption)
     assert at.selectbox(key="label_job").options[0].endswith("by construction")
+
+
+def test_contrastive_pairs_are_launched_from_the_page_with_their_constitution_pinned(
+    seeded_store, tiny_spec
+):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    at.radio(key="pairs_source").set_value("Contrastive (RLCD)").run()
+    assert at.number_input(key="pairs_samples").disabled  # a positive and a negative answer
+    assert at.selectbox(key="pairs_constitution").value == "harmless"
+    at.number_input(key="pairs_limit").set_value(1)
+    at.text_input(key="pairs_model").input(tiny_spec)
+    next(b for b in at.button if b.label == "Start pairs job").click().run()
+    assert not at.exception, at.exception
+    (job,) = jobs.list_jobs(seeded_store, kind="pairs")
+    assert (job.config["contrastive"], job.config["samples"], job.config["limit"]) == (True, 2, 1)
+    assert job.config["constitution"] == seeded_store.get_version("harmless").pinned
+    assert any("label its pairs by construction" in md_unescape(s.value) for s in at.success)
