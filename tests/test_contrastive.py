@@ -462,10 +462,41 @@ def test_a_judge_on_contrastive_pairs_measures_its_agreement_with_the_constructi
     assert f"contrastive pairs: {got.describe()}" in capsys.readouterr().out
 
 
-def test_ordinary_pairs_give_no_agreement_with_a_construction(pairs_job):
-    store, job = pairs_job
-    assert all(p["preferred"] is None for p in store.pairs(job.id))  # read as before m007
-    assert store.construction_agreement("label-none") is None
+def test_rows_written_without_the_new_columns_read_as_before(seeded_store):
+    """Shards from before m007 (ordinary pairs, a judge's labels) have no preferred side, no
+    principle and no label source: they read as NULL and 'ai', and give no agreement."""
+    from cai_engine.pairs import pairs_from_samples
+    from tests.test_pairs import generation
+
+    pairs_id, judge_id = "pairs-00000000-000000-old", "label-00000000-000000-old"
+    rows = [generation("p0", k, f"answer {k}") for k in range(2)]
+    pairs = pairs_from_samples(rows, pairs_id)
+    assert "preferred" not in pairs[0]  # ordinary pairs write none of the new columns
+    labels = [
+        {"job_id": judge_id, "pairs_job": pairs_id, "prompt_set": "red-team",
+         "prompt_id": "p0", "pair": 0, "principle_id": "general-harm",
+         "constitution": "harmless", "constitution_hash": "h", "model": "judge",
+         "mode": "logprob", "few_shots": 0, "p_a_ab": 0.7, "p_a_ba": 0.7, "soft_label": 0.7,
+         "winner": "A", "confidence": 0.4, "consistent": True, "cot_ab": None,
+         "cot_ba": None, "prompt_tokens": 1, "cot_tokens": 0, "latency_s": 0.0,
+         "truncated_turns": 0, "flags": ""}
+    ]  # fmt: skip
+    for job_id, kind, table, written in (
+        (pairs_id, "pairs", "pairs", pairs),
+        (judge_id, "label", "labels", labels),
+    ):
+        run = RunFolder(runs_dir(seeded_store.home) / job_id)
+        run.create({})
+        seeded_store.insert_job(job_id, kind, {}, str(run.path), "by hand")
+        run.write_shard(table, written)
+        jobs.ingest(seeded_store, jobs.get_job(seeded_store, job_id))
+    (pair,) = seeded_store.pairs(pairs_id)
+    assert (pair["preferred"], pair["principle_id"], pair["prompts_derived"]) == (None, None, None)
+    (label,) = seeded_store.labels(judge_id)
+    assert label["label_source"] == "ai"
+    assert seeded_store.construction_agreement(judge_id) is None
+    examples, _ = export.labelled_prefs(seeded_store, judge_id)
+    assert [e["label_source"] for e in examples] == ["ai"]
 
 
 def test_the_pairs_sent_to_the_model_carry_the_principles_prompts(seeded_store, cai_home):
@@ -523,10 +554,10 @@ def test_a_contrastive_pairs_job_killed_and_resumed_gives_an_uninterrupted_runs_
         "model": f"hf:{tiny_model_dir}?dtype=float32&batch_size=1",
         "contrastive": True,
         "constitution": "harmless",
-        "limit": 5,
+        "limit": 4,
         "chunk_prompts": 2,
         "shard_rows": 1,
-        "sampling": {"max_new_tokens": 16},
+        "sampling": {"max_new_tokens": 8},
     }
     whole = finish(seeded_store, submit_pairs(seeded_store, config).id, timeout=DEADLINE)
     assert whole.status == "succeeded", whole.error
@@ -538,7 +569,7 @@ def test_a_contrastive_pairs_job_killed_and_resumed_gives_an_uninterrupted_runs_
     wait_until(lambda: not alive(pid), "the killed runner to die", timeout=10)
     assert job.id in jobs.reconcile(seeded_store)
     assert jobs.get_job(seeded_store, job.id).status == "interrupted"
-    assert len(seeded_store.pairs(job.id)) < 5, "the kill did not land mid-run"
+    assert len(seeded_store.pairs(job.id)) < 4, "the kill did not land mid-run"
     jobs.resume(seeded_store, job.id)
     job = finish(seeded_store, job.id, timeout=DEADLINE)
     assert job.status == "succeeded", job.error
@@ -548,7 +579,7 @@ def test_a_contrastive_pairs_job_killed_and_resumed_gives_an_uninterrupted_runs_
 
     pair_key = lambda r: (r["prompt_id"], r["pair"])  # noqa: E731
     answer_key = lambda r: (r["prompt_id"], r["sample"])  # noqa: E731
-    assert len(seeded_store.pairs(job.id)) == 5  # one pair per prompt
+    assert len(seeded_store.pairs(job.id)) == 4  # one pair per prompt
     assert comparable(seeded_store.pairs(job.id), pair_key) == comparable(
         seeded_store.pairs(whole.id), pair_key
     )
@@ -556,7 +587,7 @@ def test_a_contrastive_pairs_job_killed_and_resumed_gives_an_uninterrupted_runs_
         seeded_store.generations(whole.id), answer_key
     )
     # nothing was answered or paired twice
-    for table, key, n in (("generations", answer_key, 10), ("pairs", pair_key, 5)):
+    for table, key, n in (("generations", answer_key, 8), ("pairs", pair_key, 4)):
         written = Counter(key(r) for r in job.run.read_shard_rows(table))
         assert len(written) == n and max(written.values()) == 1, table
-    assert (job.done, job.total, job.unit) == (5, 5, "pairs")
+    assert (job.done, job.total, job.unit) == (4, 4, "pairs")
