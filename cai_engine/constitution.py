@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cai_engine.errors import CaiError
 from cai_engine.files import decode_user_bytes, read_user_bytes
@@ -66,6 +74,28 @@ class Principle(_Model):
         allow_inf_nan=False,
         description="Sampling weight; use enabled: false to drop one.",
     )
+    # Optional, so that constitutions written before them keep their hashes (canonical JSON
+    # leaves defaults out); `contrastive.contrastive_prompts` derives an absent one.
+    positive_prompt: Text | None = Field(
+        None,
+        description="Contrastive pairs: the system prompt asking for the answer this principle "
+        "favours (derived from its preference question when absent).",
+    )
+    negative_prompt: Text | None = Field(
+        None,
+        description="Contrastive pairs: the system prompt asking for the answer this principle "
+        "disfavours (derived from its preference question when absent).",
+    )
+
+    @field_validator("positive_prompt", "negative_prompt")
+    @classmethod
+    def _no_blank_prompt(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "must not be blank; leave it out to derive it from the principle's "
+                "preference question"
+            )
+        return value
 
 
 class FewShot(_Model):
@@ -461,9 +491,17 @@ def load_constitution(path) -> Constitution:
 # -- tables (the studio's principle editor) -----------------------------------------------
 
 PRINCIPLE_COLUMNS = [
-    "id", "title", "critique_request", "revision_request", "preference_question",
-    "tags", "enabled", "weight",
-]  # fmt: skip
+    "id",
+    "title",
+    "critique_request",
+    "revision_request",
+    "preference_question",
+    "tags",
+    "enabled",
+    "weight",
+    "positive_prompt",
+    "negative_prompt",
+]  # fmt: skip  (a blank positive/negative prompt cell: derived, see `contrastive`)
 
 
 def principles_to_rows(c: Constitution) -> list[dict]:

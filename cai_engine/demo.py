@@ -16,6 +16,11 @@ the stage in flight. Profiles: `default` (the embedded SmolLM2-135M-Instruct, si
 in under 20 minutes on a 2-core CPU) and `tiny` (a random 3M-parameter model with the same
 tokenizer and a handful of prompts: every stage runs for real in about a minute, and its
 text is gibberish by design).
+
+With `pairs: contrastive` (`cai demo --pairs contrastive`) stages 3 to 5 need no judge: the
+SFT model answers each prompt under a positive and a negative system prompt (RLCD, see
+`contrastive`), the label stage labels those pairs by construction, and DPO trains on them.
+Everything else is the same, so the two demos' eval tables compare side by side.
 """
 
 from __future__ import annotations
@@ -53,7 +58,20 @@ STAGE_TITLES = {
     "dpo": "DPO on the AI labels",
     "eval": "Evaluate base vs SFT vs DPO",
 }
+# the stages that differ with contrastive pairs (RLCD)
+CONTRASTIVE_TITLES = {
+    "pairs": "Sample contrastive pairs (positive and negative prompts) from the SFT model",
+    "label": "Labels by construction (no judge)",
+    "dpo": "DPO on the contrastive labels",
+}
 POLL_S = 1.0
+
+
+def stage_title(stage: str, pairs: str | None = "samples") -> str:
+    """A stage's title in a demo whose pairs are `pairs` ("samples" or "contrastive")."""
+    return (CONTRASTIVE_TITLES if pairs == "contrastive" else STAGE_TITLES).get(
+        stage, STAGE_TITLES[stage]
+    )
 
 
 class Profile(BaseModel):
@@ -104,6 +122,12 @@ class DemoConfig(BaseModel):
         description="Base model spec (default: the embedded model; tiny: a random tiny model).",
     )
     seed: int = Field(0, ge=0, description="Seeds every stage.")
+    pairs: Literal["samples", "contrastive"] = Field(
+        "samples",
+        description="samples: two sampled answers per prompt, labelled by the base model as"
+        " judge; contrastive: answers under a positive and a negative system prompt (RLCD),"
+        " labelled by construction.",
+    )
 
 
 def tiny_model_spec(home) -> str:
@@ -131,6 +155,11 @@ def stage_config(stage: str, cfg: DemoConfig, base: str, done: dict[str, str]) -
     if stage == "sft":
         return {"data": done["critique"], "model": base, **train, **p.sft}
     if stage == "pairs":
+        contrastive = (
+            {"contrastive": True, "constitution": cfg.constitution}
+            if cfg.pairs == "contrastive"
+            else {}
+        )
         return {
             "prompts": "red-team:train",
             "model": f"model:{done['sft']}",
@@ -138,7 +167,10 @@ def stage_config(stage: str, cfg: DemoConfig, base: str, done: dict[str, str]) -
             "limit": p.train_prompts,
             "seed": cfg.seed,
             "sampling": {**sampling, "temperature": 1.0},
+            **contrastive,
         }
+    if stage == "label" and cfg.pairs == "contrastive":
+        return {"pairs": done["pairs"], "source": "construction"}
     if stage == "label":
         return {
             "pairs": done["pairs"],
@@ -221,9 +253,10 @@ def run_demo(ctx: JobContext, config: DemoConfig) -> None:
         ctx.progress(stage=stage, stage_job=job.id, force=True)
         # the demo has no pace of its own (its stages differ too much): it says which stage
         # runs, with that stage's own progress and time left
-        ctx.phase(f"stage {n + 1}/{len(STAGES)}, {STAGE_TITLES[stage]}")
+        title = f"stage {n + 1}/{len(STAGES)}, {stage_title(stage, config.pairs)}"
+        ctx.phase(title)
         t0 = time.monotonic()
-        job = _wait(ctx, job.id, f"stage {n + 1}/{len(STAGES)}, {STAGE_TITLES[stage]}", tokens)
+        job = _wait(ctx, job.id, title, tokens)
         if job.status != "succeeded":
             raise CaiError(
                 f"stage {stage} ({job.id}) {job.status}: {job.error or 'see its log'}; "
@@ -268,7 +301,8 @@ def submit_demo(store: Store, config: dict | None = None, label: str | None = No
     running = [j for j in jobs.list_jobs(store, kind="demo") if j.status in jobs.ACTIVE]
     if running:
         raise CaiError(f"demo {running[0].id} is still running; wait for it or cancel it first")
-    return jobs.submit(store, "demo", config, label=label or f"demo ({cfg.profile})")
+    name = cfg.profile + (", contrastive pairs" if cfg.pairs == "contrastive" else "")
+    return jobs.submit(store, "demo", config, label=label or f"demo ({name})")
 
 
 JOB = JobKind(
@@ -290,7 +324,7 @@ def stage_rows(store: Store, demo_job) -> list[dict]:
         rows.append(
             {
                 "step": n,
-                "stage": STAGE_TITLES[stage],
+                "stage": stage_title(stage, demo_job.config.get("pairs")),
                 "kind": stage,
                 "job": job.id if job else None,
                 "status": job.status if job else "waiting",

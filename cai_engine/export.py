@@ -255,6 +255,14 @@ def labelled_prefs_counts(
     """A label job's preference export's counts, as its manifest gives them, from SQL (no
     example is read): what the Labels page shows on every run. Raises CaiError when the job
     has no labels or the filters leave none."""
+    return _labelled_counts(store, job_id, filters)[0]
+
+
+def _labelled_counts(
+    store: Store, job_id: str, filters: PrefFilters | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """`labelled_prefs_counts`, and the examples kept per label source (human, ai,
+    contrastive), from the same SQL pass."""
     query = (filters or PrefFilters()).query()
     job = _checked_job(store, job_id, "label", "--labels needs")
     counts = store.export_counts(query, job_id)
@@ -271,7 +279,7 @@ def labelled_prefs_counts(
         "labels": counts["units"],
         "human": counts["human"],
         **{f"skipped {k}": v for k, v in skipped.items()},
-    }
+    }, counts["by_source"]
 
 
 def labelled_prefs_manifest(
@@ -279,7 +287,7 @@ def labelled_prefs_manifest(
 ) -> dict:
     """The manifest of a label job's preference export (its counts from SQL)."""
     filters = filters or PrefFilters()
-    counts = labelled_prefs_counts(store, job_id, filters)
+    counts, by_source = _labelled_counts(store, job_id, filters)
     first = store.label_lineage(job_id) or {}
     return {
         "kind": "prefs",
@@ -299,7 +307,11 @@ def labelled_prefs_manifest(
             "drop_truncated": filters.drop_truncated,
         },
         "counts": counts,
-        "score": "probability that chosen is better (soft label; 1.0 for a human verdict)",
+        # the examples per label source: human (a verdict overrides), ai (a judge),
+        # contrastive (by construction, from the pairs' known better side)
+        "label_sources": by_source,
+        "score": "probability that chosen is better (soft label; 1.0 for a human verdict; the"
+        " job's score for a label by construction)",
         "command": command,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -4,6 +4,9 @@ Each pair is scored as given and swapped (see `judge` for the question and the m
 chain-of-thought mode the model first writes "Let's think step-by-step: ...", the options are
 scored after that text, and the probabilities are clamped (to [0.4, 0.6] by default), since
 reasoning makes them nearly 0 or 1.
+
+A label job can also label contrastive pairs by construction (`source = "construction"`): no
+model is loaded, and each pair gets P(preferred side) = `score` (see `contrastive`).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai_engine import jobs
 from cai_engine.constitution import Constitution, Principle
@@ -45,7 +48,22 @@ class LabelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pairs: str = Field(description="The pairs job whose pairs to label.")
-    constitution: str = Field(description="Constitution reference, e.g. harmless or harmless@2.")
+    constitution: str | None = Field(
+        None,
+        description="Constitution reference, e.g. harmless or harmless@2 (required for judge"
+        " labels; labels by construction use the pairs job's).",
+    )
+    source: Literal["judge", "construction"] = Field(
+        "judge",
+        description="judge: the feedback model scores each pair; construction: contrastive pairs"
+        " are labelled from their known better side, no model loaded.",
+    )
+    score: float = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="Labels by construction: P(the preferred answer is better) given to each pair.",
+    )
     model: str = Field(EMBEDDED, description="Feedback model spec (local or openai).")
     both_orders: bool = Field(True, description="Score each pair as given and swapped.")
     cot: bool = Field(False, description="Chain of thought: reason first, then read the options.")
@@ -82,6 +100,18 @@ class LabelConfig(BaseModel):
         if not 0.0 <= lo <= 0.5 <= hi <= 1.0:
             raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _source(self):
+        if self.source == "judge" and not self.constitution:
+            raise ValueError("a judge needs a constitution (its principles' questions)")
+        if self.source == "construction" and (self.cot or self.principle):
+            # (its model is never loaded: the rows name "construction" as their model)
+            raise ValueError(
+                "labels by construction ask no judge: leave out cot and principle (the pair's"
+                " own principle is kept)"
+            )
+        return self
 
 
 @dataclass
@@ -349,6 +379,10 @@ def submit_labels(store: Store, config: dict, label: str | None = None):
     """Check a label config against the store, pin the constitution version, and submit."""
 
     cfg = jobs.validate_config("label", config)
+    if cfg.source == "construction":
+        from cai_engine.contrastive import submit_construction_labels
+
+        return submit_construction_labels(store, cfg, config, label)
     source = jobs.get_job(store, cfg.pairs)
     if source.kind != "pairs":
         raise CaiError(f"job {source.id} is a {source.kind} job; --pairs needs a pairs job")
@@ -433,10 +467,20 @@ def _pending_pairs(store: Store, job_id: str, total: int, labelled, page: int) -
         after, left = (pairs[-1]["prompt_id"], int(pairs[-1]["pair"])), left - len(pairs)
 
 
+def run_label_job(ctx: JobContext, config: LabelConfig) -> None:
+    """A label job: scored by the judge (`run_labels`), or by construction (no model)."""
+    if config.source == "construction":
+        from cai_engine.contrastive import run_construction_labels
+
+        return run_construction_labels(ctx, config)
+    return run_labels(ctx, config)
+
+
 JOB = JobKind(
     name="label",
     config=LabelConfig,
-    run=run_labels,
-    description="RL-CAI: soft AI preference labels for pairs, in both orders.",
+    run=run_label_job,
+    description="RL-CAI: soft AI preference labels for pairs, in both orders (or contrastive"
+    " pairs' labels by construction).",
     tables=("labels",),
 )

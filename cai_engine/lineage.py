@@ -79,7 +79,10 @@ def lineage_rows(store: Store, spec: str) -> list[LineageRow]:
         if facts.get("constitution_hash"):
             text = constitution_text(store, facts.get("constitution"), facts["constitution_hash"])
             rows.append(LineageRow(spec, "constitution", text))
-        if facts.get("feedback_model"):
+        if facts.get("feedback_model") == "construction":  # contrastive pairs (RLCD)
+            text = "none: contrastive pairs labelled by construction"
+            rows.append(LineageRow(spec, "feedback model", text))
+        elif facts.get("feedback_model"):
             rows.append(LineageRow(spec, "feedback model", str(facts["feedback_model"])))
         if not facts.get("base_model"):
             return rows

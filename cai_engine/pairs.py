@@ -1,6 +1,8 @@
 """RL-CAI pairs (`pairs` job): two answers to one prompt, for a feedback model or a person to
 compare. Either k >= 2 sampled answers per prompt, every two of them a pair; or, from a critique
-job, each trace's initial answer against its final revision.
+job, each trace's initial answer against its final revision; or (`contrastive`, RLCD) two answers
+per prompt under a positive and a negative system prompt, the better side known by construction
+(see `contrastive`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai_engine import jobs
+from cai_engine.contrastive import Plan
 from cai_engine.errors import CaiError
 from cai_engine.generate import _row as generation_row
 from cai_engine.jobs import JobKind
@@ -40,7 +43,23 @@ class PairsConfig(BaseModel):
     model: str = Field(EMBEDDED, description="Model spec that writes the answers.")
     samples: int = Field(2, ge=2, le=8, description="Answers per prompt; every two form a pair.")
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
-    seed: int = Field(0, ge=0, description="Seeds which answer of a critique pair is shown as A.")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seeds which answer of a critique or contrastive pair is shown as A, and the"
+        " principle drawn for each contrastive pair.",
+    )
+    contrastive: bool = Field(
+        False,
+        description="RLCD: answer each prompt twice with the same sampling, under a positive and"
+        " a negative system prompt from a principle drawn per prompt; the better side is known"
+        " by construction.",
+    )
+    constitution: str | None = Field(
+        None,
+        description="Contrastive pairs: the constitution whose principles give the system"
+        " prompts, e.g. harmless or harmless@2 (pinned at submit).",
+    )
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=160)
     )
@@ -62,6 +81,20 @@ class PairsConfig(BaseModel):
     def _one_source(self):
         if bool(self.prompts) == bool(self.from_critique):
             raise ValueError("give exactly one of prompts (sample answers) or from_critique")
+        if self.contrastive:
+            if self.from_critique:
+                raise ValueError(
+                    "contrastive pairs answer prompts: give prompts, not from_critique"
+                )
+            if not self.constitution:
+                raise ValueError("contrastive pairs need a constitution (its principles give the"
+                                 " system prompts)")  # fmt: skip
+            if self.samples != 2:
+                raise ValueError("contrastive pairs are two answers per prompt (positive and"
+                                 " negative): leave samples at 2")  # fmt: skip
+        elif self.constitution:
+            raise ValueError("constitution is for contrastive pairs only: add contrastive, or"
+                             " leave the constitution out")  # fmt: skip
         return self
 
 
@@ -178,6 +211,10 @@ def submit_pairs(store: Store, config: dict, label: str | None = None):
     """Check a pairs config against the store, then submit the job."""
 
     cfg = jobs.validate_config("pairs", config)
+    if cfg.contrastive:  # the exact version, even if a newer one is saved while the job runs
+        version = store.get_version(cfg.constitution)
+        Plan.of(version, cfg.seed)  # a constitution with no principle to draw is refused now
+        config = {**config, "constitution": version.pinned}
     if cfg.prompts:
         count_prompts(store, cfg.prompts, cfg.limit)  # an empty selection is refused now
     else:
@@ -260,10 +297,20 @@ def _critique_pairs(ctx: JobContext, config: PairsConfig) -> tuple[int, Iterator
 def _sample_pairs(ctx: JobContext, config: PairsConfig, written) -> Iterator[list[dict]]:
     """Sample `config.samples` answers per prompt, a chunk of prompts at a time, and yield
     each chunk's pairs. Answers go to the `generations` shards as batches finish; a resumed
-    job reads back only the answers of prompts whose pairs it has not written."""
+    job reads back only the answers of prompts whose pairs it has not written.
+
+    Contrastive pairs are the same loop: sample 0 answers under the positive system prompt,
+    sample 1 under the negative one, both with the same sampling (the same seed)."""
     set_name, _ = parse_prompt_ref(config.prompts)
     k = config.samples
-    per_prompt = k * (k - 1) // 2
+    per_prompt = 1 if config.contrastive else k * (k - 1) // 2
+    if config.contrastive:
+        plan = Plan.of(ctx.store.get_version(config.constitution), config.seed)
+        ctx.event("constitution", ref=plan.version.ref, hash=plan.version.hash)
+        conversation, seeds, make_pairs = plan.conversation, lambda sample: 0, plan.pairs
+    else:
+        conversation = lambda p, sample: p.messages  # noqa: E731
+        seeds, make_pairs = lambda sample: sample, pairs_from_samples
     n_prompts = count_prompts(ctx.store, config.prompts, config.limit)
     prompts = iter_prompts(ctx.store, config.prompts, config.limit, page=config.chunk_prompts)
     # sampled first: progress counts answers, and turns to pairs at the end
@@ -298,16 +345,23 @@ def _sample_pairs(ctx: JobContext, config: PairsConfig, written) -> Iterator[lis
             for sample in range(k):
                 batch = [p for p in todo if (p.prompt_id, sample) not in have]
                 if batch:
-                    rows += _answer(ctx, model(), batch, set_name, config, sample, out.add)
+                    messages = [conversation(p, sample) for p in batch]
+                    params = config.sampling.model_copy(
+                        update={"seed": config.sampling.seed + seeds(sample)}
+                    )
+                    rows += _answer(ctx, model(), batch, messages, set_name, config, params,
+                                    sample, out.add)  # fmt: skip
                 ctx.check_cancelled()  # a prompt is paired only once all its answers exist
-            # 2) every two answers of a prompt form a pair
-            yield pairs_from_samples(rows, ctx.job_id)
+            # 2) every two answers of a prompt form a pair (contrastive: its two answers)
+            yield make_pairs(rows, ctx.job_id)
 
 
-def _answer(ctx: JobContext, model, batch, set_name, config, sample: int, emit) -> list[dict]:
-    """Answer `batch` once (sample `sample`, seed `seed + sample`, as `generate` does); each
-    finished batch of the model goes to `emit`. Returns the rows."""
-    params = config.sampling.model_copy(update={"seed": config.sampling.seed + sample})
+def _answer(
+    ctx: JobContext, model, batch, messages, set_name, config, params, sample: int, emit
+) -> list[dict]:
+    """Answer `batch` (its conversations `messages`) once as sample `sample` with `params`
+    (ordinary pairs: seed `seed + sample`, as `generate` does); each finished batch of the
+    model goes to `emit`. Returns the rows."""
     rows: list[dict] = []
 
     def save(indices, completions):
@@ -319,9 +373,7 @@ def _answer(ctx: JobContext, model, batch, set_name, config, sample: int, emit) 
         emit(new)
         rows.extend(new)
 
-    model.chat(
-        [p.messages for p in batch], params, should_stop=lambda: ctx.cancelled, on_batch=save
-    )
+    model.chat(messages, params, should_stop=lambda: ctx.cancelled, on_batch=save)
     return rows
 
 
@@ -329,6 +381,7 @@ JOB = JobKind(
     name="pairs",
     config=PairsConfig,
     run=run_pairs,
-    description="RL-CAI: pairs of answers to label (k samples per prompt, or critique traces).",
+    description="RL-CAI: pairs of answers to label (k samples per prompt, critique traces, or"
+    " contrastive: a positive and a negative system prompt).",
     tables=("generations", "pairs"),
 )

@@ -196,6 +196,18 @@ def import_anthropic(
     return ImportResult(constitution_from_data(data, "anthropic import"), "anthropic", notes)
 
 
+def export_losses(c: Constitution) -> list[str]:
+    """What the peer formats cannot hold of `c`, for the person exporting it (the YAML keeps
+    everything): principles' own contrastive prompts, which neither format has."""
+    own = [p.id for p in c.principles if p.positive_prompt or p.negative_prompt]
+    if not own:
+        return []
+    return [
+        f"the Anthropic and llm-swarm formats have no contrastive prompts: those of "
+        f"{', '.join(own)} are left out of them (the YAML keeps them)"
+    ]
+
+
 def export_anthropic(c: Constitution) -> dict[str, object]:
     """Return `{filename: json-able object}` for the three files."""
     critiques = {

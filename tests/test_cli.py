@@ -407,7 +407,8 @@ def test_validate_reports_a_bad_file_as_one_line_naming_the_file_and_line(capsys
     assert "Traceback" not in err
     assert err.splitlines() == [
         f"error: {path}:8: principles[0].enabeld: unknown key 'enabeld'; allowed keys here: "
-        "id, title, critique_request, revision_request, preference_question, tags, enabled, weight"
+        "id, title, critique_request, revision_request, preference_question, tags, enabled, weight, "
+        "positive_prompt, negative_prompt"
     ]
 
 

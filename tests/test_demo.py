@@ -123,3 +123,24 @@ def test_a_stage_that_dies_stops_the_demo_naming_the_stage_and_how_to_go_on(
     assert job.status == "failed"
     assert f"stage critique ({stage.id}) interrupted" in job.error
     assert "resume the demo to retry it" in job.error
+
+
+def test_the_contrastive_demo_labels_contrastive_pairs_by_construction_and_the_rest_is_the_same():
+    plain = demo.DemoConfig(profile="tiny", constitution="harmless@abc")
+    rlcd = demo.DemoConfig(profile="tiny", constitution="harmless@abc", pairs="contrastive")
+    done = {"critique": "c", "sft": "s", "pairs": "p", "label": "l", "dpo": "d"}
+    configs = {s: demo.stage_config(s, rlcd, "base", done) for s in demo.STAGES}
+    same = {s: demo.stage_config(s, plain, "base", done) for s in demo.STAGES}
+    # the pairs: the SFT model's, under the demo's constitution's positive/negative prompts
+    assert configs["pairs"] == {**same["pairs"], "contrastive": True, "constitution": "harmless@abc"}  # fmt: skip
+    # labels by construction instead of the base model as judge
+    assert configs["label"] == {"pairs": "p", "source": "construction"}
+    for stage in ("critique", "sft", "dpo", "eval"):
+        assert configs[stage] == same[stage], stage
+    from cai_engine.labels import LabelConfig
+    from cai_engine.pairs import PairsConfig
+
+    PairsConfig(**configs["pairs"])  # both validate as their jobs will
+    LabelConfig(**configs["label"])
+    assert demo.stage_title("label", "contrastive") == "Labels by construction (no judge)"
+    assert demo.stage_title("label", "samples") == demo.STAGE_TITLES["label"]

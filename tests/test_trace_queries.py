@@ -15,7 +15,7 @@ from cai_engine import traces
 from cai_engine.errors import CaiError
 from cai_engine.runs import RunFolder
 from cai_engine.store import Store
-from cai_engine.store.migrations import MIGRATIONS
+from cai_engine.store.migrations import m005_trace_summaries
 from cai_engine.traces import TraceFilter, filter_traces, group_traces, principle_stats
 
 TRACES = 90
@@ -186,7 +186,7 @@ def test_a_store_from_before_summaries_gets_them_and_its_edit_sizes_on_opening(t
     con.execute("DROP TABLE trace_summaries")
     con.execute("ALTER TABLE traces DROP COLUMN edit_size")
     con.execute("ALTER TABLE traces DROP COLUMN changed")
-    con.execute("DELETE FROM schema_migrations WHERE name = ?", [MIGRATIONS[-1].__name__])
+    con.execute("DELETE FROM schema_migrations WHERE name = ?", [m005_trace_summaries.__name__])
     con.close()
     reopened = Store(home)
     got, _ = reopened.trace_page(made["job"])

@@ -39,7 +39,8 @@ def _stage_printer(store: Store, demo, started: float):
             child = jobs.get_job(store, stages[stage])
             n = demo.STAGES.index(stage) + 1
             line = (
-                f"[{n}/{len(demo.STAGES)}] {demo.STAGE_TITLES[stage]}: {child.id} "
+                f"[{n}/{len(demo.STAGES)}] {demo.stage_title(stage, dj.config.get('pairs'))}: "
+                f"{child.id} "
                 f"{child.status} {progress_text(child)}"
             )
         if line != last[0]:

@@ -27,7 +27,19 @@ def register(sub, full: bool) -> None:
         from cai_engine.labels import LabelConfig
 
         add_config_flags(
-            p, LabelConfig, skip=("batch_pairs",), required=True, metavars={"pairs": "JOB"}
+            p,
+            LabelConfig,
+            skip=("batch_pairs",),
+            required=True,
+            metavars={"pairs": "JOB", "constitution": "NAME"},
+        )
+        p.add_argument(
+            "--from-construction",
+            dest="source",
+            action="store_const",
+            const="construction",
+            default=argparse.SUPPRESS,
+            help="label contrastive pairs by construction, no model loaded (--source construction)",
         )
         p.add_argument(
             "--one-order",

@@ -7,7 +7,8 @@ from cai_engine.cli.common import (
     add_config_flags,
     add_job_flags,
     config_from_args,
-    submit_and_follow,
+    follow,
+    open_store,
 )
 
 SAMPLING = ("max_new_tokens", "temperature", "seed")
@@ -16,7 +17,17 @@ SAMPLING = ("max_new_tokens", "temperature", "seed")
 def cmd_pairs(args) -> int:
     from cai_engine.pairs import PairsConfig, submit_pairs
 
-    return submit_and_follow(args, submit_pairs, config_from_args(args, PairsConfig, SAMPLING))
+    store = open_store(args)
+    job = submit_pairs(store, config_from_args(args, PairsConfig, SAMPLING), args.label)
+    print(f"submitted {job.id}")
+    code = follow(store, job) if args.wait else 0
+    if job.config.get("contrastive"):  # its labels need no judge: say how to make them
+        print(
+            "its pairs know their better side; label them by construction"
+            + (" when it finishes" if not args.wait else "")
+            + f": cai label --pairs {job.id} --from-construction"
+        )
+    return code
 
 
 def register(sub, full: bool) -> None:
@@ -29,6 +40,6 @@ def register(sub, full: bool) -> None:
             PairsConfig,
             sampling=SAMPLING,
             skip=("shard_rows",),
-            metavars={"from_critique": "JOB"},
+            metavars={"from_critique": "JOB", "constitution": "NAME"},
         )
     add_job_flags(p)

@@ -32,8 +32,13 @@ def cmd_review_stats(args) -> int:
     with store.session():  # the counts and the agreement, asked of DuckDB in one opening
         labels = store.label_facets(job.id)["labels"]
         a = store.agreement(job.id)
+        construction = store.construction_agreement(job.id)  # None: no contrastive pair
     kappa = "–" if a.kappa is None else f"{a.kappa:.3f}"
     print(f"label job {job.id} ({job.status}): {labels} labels")
+    if job.config.get("source") == "construction":
+        print(f"labelled by construction (contrastive pairs, score {job.config.get('score')})")
+    if construction is not None:
+        print(f"contrastive pairs: {construction.describe()}")
     print(
         f"position consistency: {_pct(a.consistency_rate)}; first-shown response won "
         f"{_pct(a.first_position_rate)} of orders"
@@ -45,7 +50,8 @@ def cmd_review_stats(args) -> int:
         f"reviewed: {a.reviews} verdicts ({a.ties} tie, {a.both_bad} both bad, "
         f"{a.ai_ties} on AI ties); decisive: {a.decisive}"
     )
-    print(f"agreement with the AI: {_pct(a.rate)} ({a.agree}/{a.decisive}); Cohen's kappa: {kappa}")
+    who = "the construction" if job.config.get("source") == "construction" else "the AI"
+    print(f"agreement with {who}: {_pct(a.rate)} ({a.agree}/{a.decisive}); Cohen's kappa: {kappa}")
     if a.by_principle:
         print("\nby principle:")
         rows = [

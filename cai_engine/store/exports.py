@@ -58,7 +58,7 @@ _STORE_STEPS = """
 """
 _STORE_LABELLED = """
     SELECT l.prompt_id, l.pair, l.principle_id, l.soft_label, l.winner, l.confidence,
-           l.consistent, {response_a} AS response_a, {response_b} AS response_b,
+           l.consistent, l.label_source, {response_a} AS response_a, {response_b} AS response_b,
            {flags} AS pair_flags, {messages} AS prompt_messages
     FROM labels l
     {joins}
@@ -149,6 +149,8 @@ ORDER BY prompt_id, sample
 # verdict on a pair by anyone, a skip being no verdict. A human A/B verdict scores 1.0, a
 # human tie or "both bad" 0.5; an AI label scores max(p, 1 - p) of its soft label p. The
 # confidence and consistency filters apply to AI labels only; the cut-off filter to every pair.
+# An example's `label_source` is 'human' where a verdict overrides, else its label's own:
+# 'ai' (a judge) or 'contrastive' (by construction).
 _LABELS = """
 verdicts AS (
     SELECT prompt_id, pair, arg_max(verdict, seq) AS verdict
@@ -179,6 +181,7 @@ candidates AS (
     FROM units
 )
 """
+_LABEL_SOURCE = "CASE WHEN human THEN 'human' ELSE coalesce(label_source, 'ai') END"
 _LABELS_ROWS = """
 SELECT coalesce(from_json(prompt_messages, $turns), []) AS prompt,
        [{'role': 'assistant',
@@ -189,7 +192,7 @@ SELECT coalesce(from_json(prompt_messages, $turns), []) AS prompt,
             WHEN win = 'tie' THEN 0.5::DOUBLE
             ELSE 1.0::DOUBLE
        END AS score,
-       CASE WHEN human THEN 'human' ELSE 'ai' END AS label_source,
+       {_LABEL_SOURCE} AS label_source,
        principle_id,
        consistent,
        prompt_id,
@@ -197,7 +200,7 @@ SELECT coalesce(from_json(prompt_messages, $turns), []) AS prompt,
 FROM candidates
 WHERE skip IS NULL
 ORDER BY prompt_id, pair
-"""
+""".replace("{_LABEL_SOURCE}", _LABEL_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ class ExportQuery:
     rows: str  # SELECT of the examples from `candidates`, in export order
     skips: tuple[str, ...]  # why candidates are left out, in the manifest's order
     params: dict = field(default_factory=dict)
+    # SQL over `candidates` naming where a kept example's label came from (counted by it)
+    label_source: str = "NULL::VARCHAR"
 
     @property
     def source(self) -> str:
@@ -253,7 +258,7 @@ def labels_query(
         "drop_inconsistent": bool(drop_inconsistent),
         "min_confidence": float(min_confidence),
     }
-    return ExportQuery("labels", _LABELS, _LABELS_ROWS, skips, params)
+    return ExportQuery("labels", _LABELS, _LABELS_ROWS, skips, params, _LABEL_SOURCE)
 
 
 _NAMED = re.compile(r"\$([a-z_]+)")
@@ -289,21 +294,33 @@ def _store_sources(query: ExportQuery, rows: bool = True) -> str:
 
 
 _COUNTS = """
-SELECT skip, count(*), count(*) FILTER (WHERE human), count(*) FILTER (WHERE lead)
+SELECT skip, {label_source}, count(*), count(*) FILTER (WHERE human),
+       count(*) FILTER (WHERE lead)
 FROM candidates
-GROUP BY skip
+GROUP BY ALL
 """
 
 
-def _counts(query: ExportQuery, rows: list[tuple]) -> dict[str, int]:
-    """{"units", "examples", "human", <each skip reason>} from `_COUNTS`'s rows."""
+def _counts_sql(query: ExportQuery) -> str:
+    return _COUNTS.format(label_source=query.label_source)  # the query's own SQL, no values
+
+
+def _counts(query: ExportQuery, rows: list[tuple]) -> dict:
+    """{"units", "examples", "human", <each skip reason>} from `_COUNTS`'s rows, and for
+    labels "by_source": the examples kept per label source (human, ai, contrastive)."""
     out = {"units": 0, "examples": 0, "human": 0} | dict.fromkeys(query.skips, 0)
-    for skip, n, human, units in rows:
+    by_source: dict[str, int] = {}
+    for skip, source, n, human, units in rows:
         out["units"] += int(units)
         if skip is None:
-            out["examples"], out["human"] = int(n), int(human)
+            out["examples"] += int(n)
+            out["human"] += int(human)
+            if source is not None:
+                by_source[source] = by_source.get(source, 0) + int(n)
         else:
-            out[skip] = int(n)
+            out[skip] += int(n)
+    if query.kind == "labels":
+        out["by_source"] = dict(sorted(by_source.items()))
     return out
 
 
@@ -317,11 +334,12 @@ COPY_FORMATS = {"jsonl": "json", "parquet": "parquet"}  # our format -> DuckDB's
 
 
 class ExportQueries(StoreCore):
-    def export_counts(self, query: ExportQuery, job_id: str) -> dict[str, int]:
+    def export_counts(self, query: ExportQuery, job_id: str) -> dict:
         """How many units (traces or labels) the job has, how many examples the export would
-        hold (`human`: of them, from a human verdict), and how many were left out, and why."""
+        hold (`human`: of them, from a human verdict; for labels, `by_source`: of them, per
+        label source), and how many were left out, and why."""
         sources = _store_sources(query, rows=False)
-        sql, params = _statement(query, sources, _COUNTS, {"job": job_id})
+        sql, params = _statement(query, sources, _counts_sql(query), {"job": job_id})
         with self.connect() as con:
             return _counts(query, con.rows(sql, params))
 
@@ -418,6 +436,7 @@ def _labels_table(rows: list[dict]):
             "winner": column("winner", pa.string()),
             "confidence": column("confidence", pa.float64()),
             "consistent": column("consistent", pa.bool_()),
+            "label_source": column("label_source", pa.string()),
             "response_a": column("response_a", pa.string()),
             "response_b": column("response_b", pa.string()),
             "pair_flags": column("pair_flags", pa.string()),
@@ -467,7 +486,7 @@ def examples_from_rows(
         wrapped = Conn(con)
         sql, params = _statement(query, sources, query.rows, {})
         examples = _fetch_dicts(wrapped, sql, params)
-        sql, params = _statement(query, sources, _COUNTS, {})
+        sql, params = _statement(query, sources, _counts_sql(query), {})
         counts = _counts(query, wrapped.rows(sql, params))
     finally:
         con.close()

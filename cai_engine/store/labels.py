@@ -222,3 +222,30 @@ class LabelQueries(StoreCore):
             "reviewed": int(reviewed),
             "principles": [p for (p,) in principles],
         }
+
+    def construction_agreement(self, job_id: str):
+        """How often a judge's labels agree with the construction: over the scored labels of
+        label job `job_id` (by a judge) whose pairs have a preferred side (contrastive pairs),
+        those where the judge named a winner, and those where it was the preferred side. None
+        when none of its pairs is contrastive, or its labels are themselves by construction."""
+        from cai_engine.contrastive import ConstructionAgreement
+
+        with self.connect() as con:
+            pairs, decisive, agree = con.one(
+                """
+                SELECT count(*),
+                       count(*) FILTER (WHERE l.winner IN ('A', 'B')),
+                       count(*) FILTER (WHERE l.winner = x.preferred)
+                FROM labels l
+                JOIN pairs x
+                  ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair
+                WHERE l.job_id = ?
+                  AND l.label_source = 'ai'
+                  AND l.soft_label IS NOT NULL
+                  AND x.preferred IS NOT NULL
+                """,
+                [job_id],
+            )
+        if not pairs:
+            return None
+        return ConstructionAgreement(int(pairs), int(decisive), int(agree))

@@ -308,4 +308,24 @@ def m005_trace_summaries(con) -> None:
         refresh_trace_summaries(con, job_id)
 
 
-MIGRATIONS = [m001_initial, m002_feedback, m003_models, m004_evals, m005_trace_summaries]
+def m007_contrastive(con) -> None:
+    """Contrastive pairs (RLCD) and labels by construction. Old rows read as before: their
+    pairs have no preferred side, and their labels came from a judge ('ai')."""
+    con.rows("ALTER TABLE pairs ADD COLUMN preferred VARCHAR")  # A | B by construction; else NULL
+    con.rows(
+        "ALTER TABLE pairs ADD COLUMN principle_id VARCHAR"
+    )  # the principle drawn (contrastive)
+    # contrastive: whether a system prompt was derived from the principle's texts
+    con.rows("ALTER TABLE pairs ADD COLUMN prompts_derived BOOLEAN")
+    # ai (a judge scored it) | contrastive (by construction); a human verdict overrides either
+    con.rows("ALTER TABLE labels ADD COLUMN label_source VARCHAR DEFAULT 'ai'")
+
+
+MIGRATIONS = [
+    m001_initial,
+    m002_feedback,
+    m003_models,
+    m004_evals,
+    m005_trace_summaries,
+    m007_contrastive,  # m006 (judge checks) comes before it once both branches are merged
+]

@@ -306,3 +306,52 @@ def test_user_text_in_the_diff_is_escaped(store, field):
     assert shown.splitlines()[-1] == f"+ {typed}"  # the new text, exactly as typed
     assert [s for s in markdown_strings(at) if UNESCAPED.search(s)] == []
     assert not any("[x](y)" in m.value or ":red[z]" in m.value for m in at.markdown)
+
+
+# -- contrastive prompts ----------------------------------------------------------------------
+
+
+def test_contrastive_prompts_show_as_derived_until_written_and_round_trip(store):
+    from cai_engine.contrastive import contrastive_prompts
+
+    at, tag = harmless(store)
+    v1 = store.get_version("harmless@1")
+    derived = contrastive_prompts(v1.constitution.principles[0])
+    positive = at.text_area(key=f"pform_{tag}_0_positive_prompt")
+    negative = at.text_area(key=f"pform_{tag}_0_negative_prompt")
+    # blank, the derived prompt greyed in, and the page says where it comes from
+    assert (positive.value, positive.placeholder) == ("", derived.positive)
+    assert (negative.value, negative.placeholder) == ("", derived.negative)
+    said = [md_unescape(c.value) for c in at.caption if "Derived from the principle's" in c.value]
+    assert len(said) == 2
+    # a principle's own positive prompt, written in the form, saves as a new version
+    positive.input("Answer as a wise and kind friend would.")
+    at.button(key="save_principles").click().run()
+    assert not at.error, problem_lines(at)
+    v2 = store.get_version("harmless@2")
+    p = v2.constitution.principles[0]
+    assert (p.positive_prompt, p.negative_prompt) == (
+        "Answer as a wise and kind friend would.",
+        None,
+    )
+    assert v2.constitution.principles[1:] == v1.constitution.principles[1:]
+    assert contrastive_prompts(p).derived is True  # its negative prompt is still derived
+    tag2 = v2.short_hash
+    assert at.text_area(key=f"pform_{tag2}_0_positive_prompt").value == p.positive_prompt
+    assert (
+        "positive_prompt: Answer as a wise and kind friend would."
+        in at.text_area(key=f"yaml_{tag2}").value
+    )
+    # the table holds it too: saving from the table (another cell edited) keeps it
+    seed_grid(at, tag2, edited={1: {"title": "Retitled"}})
+    at.button(key="save_principles").click().run()
+    assert not at.error, problem_lines(at)
+    v3 = store.get_version("harmless@3").constitution
+    assert v3.principles[0].positive_prompt == p.positive_prompt
+    assert v3.principles[1].title == "Retitled"
+    # the peer-format downloads say what they leave out
+    notes = [md_unescape(c.value) for c in at.caption if "no contrastive prompts" in c.value]
+    assert notes == [
+        "Note: the Anthropic and llm-swarm formats have no contrastive prompts: those of "
+        "general-harm are left out of them (the YAML keeps them)."
+    ]

@@ -369,3 +369,62 @@ def test_no_query_of_the_page_returns_more_than_a_page_of_a_big_job(cai_home, mo
     name, rows = counter.most()
     assert rows <= 25, (name, rows)
     assert not {"labels", "reviews"} & counter.names(), counter.names()
+
+
+# -- contrastive pairs ------------------------------------------------------------------------
+
+
+def test_contrastive_pairs_are_labelled_by_construction_and_a_judge_measured_against_it(
+    seeded_store,
+):
+    from tests.test_contrastive import hand_built_jobs
+
+    pairs_id, judge_id = hand_built_jobs(seeded_store)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    # the judge's label job is picked: one line says how often it agrees with the construction
+    assert at.selectbox(key="label_job").value == judge_id
+    (info,) = [md_unescape(i.value) for i in at.info if "construction" in i.value]
+    assert info == (
+        "The judge agrees with the construction on 75% [30%, 95%] of 4 contrastive pairs "
+        "(Wilson 95% interval); 1 judge ties left out."
+    )
+    # the launch form offers labels by construction for the contrastive pairs job
+    assert at.selectbox(key="label_pairs_job").value == pairs_id
+    assert at.selectbox(key="label_constitution").value == "harmless"  # a judge's, at first
+    at.radio(key="label_source").set_value("By construction (no model)").run()
+    assert not [s for s in at.selectbox if s.key == "label_constitution"]  # no judge to brief
+    at.number_input(key="label_score").set_value(0.8)
+    next(b for b in at.button if b.label == "Start label job").click().run()
+    assert not at.exception, at.exception
+    made = [j for j in jobs.list_jobs(seeded_store, kind="label") if j.id != judge_id]
+    (job,) = made
+    assert (job.config["source"], job.config["score"]) == ("construction", 0.8)
+    job = finish(seeded_store, job.id)
+    assert job.status == "succeeded", job.error
+    rows = seeded_store.labels(job.id)
+    assert [r["winner"] for r in rows] == ["A", "A", "B", "B", "A"]  # the pairs' preferred sides
+    assert {r["label_source"] for r in rows} == {"contrastive"}
+    # picked, it says how it was labelled
+    at.selectbox(key="label_job").set_value(job.id).run()
+    assert any("Labelled by construction" in md_unescape(c.value) for c in at.caption)
+    assert at.selectbox(key="label_job").options[0].endswith("by construction")
+
+
+def test_contrastive_pairs_are_launched_from_the_page_with_their_constitution_pinned(
+    seeded_store, tiny_spec
+):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    at.radio(key="pairs_source").set_value("Contrastive (RLCD)").run()
+    assert at.number_input(key="pairs_samples").disabled  # a positive and a negative answer
+    assert at.selectbox(key="pairs_constitution").value == "harmless"
+    at.number_input(key="pairs_limit").set_value(1)
+    at.text_input(key="pairs_model").input(tiny_spec)
+    next(b for b in at.button if b.label == "Start pairs job").click().run()
+    assert not at.exception, at.exception
+    (job,) = jobs.list_jobs(seeded_store, kind="pairs")
+    assert (job.config["contrastive"], job.config["samples"], job.config["limit"]) == (True, 2, 1)
+    assert job.config["constitution"] == seeded_store.get_version("harmless").pinned
+    assert any("label its pairs by construction" in md_unescape(s.value) for s in at.success)

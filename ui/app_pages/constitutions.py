@@ -24,8 +24,14 @@ from cai_engine.constitution import (
     to_yaml,
     word_diff,
 )
+from cai_engine.contrastive import derived_prompts
 from cai_engine.errors import CaiError
-from cai_engine.peer_formats import export_anthropic, export_llm_swarm, import_files
+from cai_engine.peer_formats import (
+    export_anthropic,
+    export_llm_swarm,
+    export_losses,
+    import_files,
+)
 from ui.common import flash, get_store, md_escape, show_error, show_flash
 
 store = get_store()
@@ -142,7 +148,10 @@ FORM_FIELDS = {
     "critique_request": "Critique request",
     "revision_request": "Revision request",
     "preference_question": "Preference question",
+    "positive_prompt": "Positive system prompt (contrastive pairs)",
+    "negative_prompt": "Negative system prompt (contrastive pairs)",
 }
+CONTRASTIVE = {"positive_prompt": 0, "negative_prompt": 1}  # field: its place in derived_prompts
 
 
 def _text(value) -> str:
@@ -218,13 +227,26 @@ def principle_form(tag: str, table: pd.DataFrame, base_ids: list[str]) -> dict:
         elif not edit and st.session_state[key] == starts[key] != current:
             st.session_state[key] = starts[key] = current  # untouched here, edited in the table
         widget = st.text_input if field == "title" else st.text_area
+        derived = None
+        if field in CONTRASTIVE:  # blank: derived from the question as it now reads
+            question = st.session_state.get(f"pform_{tag}_{idx}_preference_question")
+            question = question or _text(table.loc[idx, "preference_question"])
+            derived = derived_prompts(question)[CONTRASTIVE[field]] if question.strip() else ""
         value = widget(
             label,
             key=key,
             on_change=_keep_form_edit,
             args=(tag, idx, field),
-            **({} if field == "title" else {"height": 150}),
+            **({} if field == "title" else {"height": 100 if derived is not None else 150}),
+            **({"placeholder": derived} if derived else {}),
         )
+        if derived is not None and not value.strip():
+            st.caption(
+                md_escape(
+                    "Derived from the principle's texts (its preference question), as shown "
+                    "greyed above; write one to use your own."
+                )
+            )
         if value != starts[key] and current not in (starts[key], value):
             st.warning(
                 f"The table's {field} for this row changed too. Saving keeps neither until they "
@@ -387,6 +409,18 @@ if names:
                 "enabled": st.column_config.CheckboxColumn("enabled", width=80, default=True),
                 "weight": st.column_config.NumberColumn(
                     "weight", width=80, default=1.0, min_value=0.0
+                ),
+                "positive_prompt": st.column_config.TextColumn(
+                    "positive_prompt",
+                    width=200,
+                    help="Contrastive pairs: the system prompt asking for the answer this "
+                    "principle favours. Blank: derived from its preference question.",
+                ),
+                "negative_prompt": st.column_config.TextColumn(
+                    "negative_prompt",
+                    width=200,
+                    help="Contrastive pairs: the system prompt asking for the answer this "
+                    "principle disfavours. Blank: derived from its preference question.",
                 ),
             },
         )
@@ -568,6 +602,8 @@ if names:
             mime="application/json",
             key="dl_swarm",
         )
+        for loss in export_losses(constitution):
+            st.caption(md_escape(f"Note: {loss}."))
 
 st.subheader("Import")
 st.caption(

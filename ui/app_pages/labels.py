@@ -35,6 +35,8 @@ from ui.progress import show_progress
 REFRESH_S = 2.0
 CUT_FILTER = {"all": None, "only cut off": True, "not cut off": False}
 CUT_MARK = "✂ cut off at the token limit"
+CONTRASTIVE = "Contrastive (RLCD)"
+JUDGE, CONSTRUCTION = "A judge (feedback model)", "By construction (no model)"
 store = get_store()
 
 st.title("Labels")
@@ -48,14 +50,23 @@ def pairs_form() -> None:
     critiques = [j.id for j in jobs.list_jobs(store, kind="critique") if j.status == "succeeded"]
     source = st.radio(
         "Answers",
-        ["Sample answers", "From a critique job"],
+        ["Sample answers", "From a critique job", CONTRASTIVE],
         horizontal=True,
         key="pairs_source",
-        help="k answers per prompt (every two form a pair), or each trace's initial answer "
-        "against its final revision.",
+        help="k answers per prompt (every two form a pair); each trace's initial answer "
+        "against its final revision; or (RLCD) two answers per prompt, under a positive and a "
+        "negative system prompt from a principle drawn per prompt, the better one known.",
     )
+    version = None
+    if source == CONTRASTIVE:
+        version = pick_version(store, "pairs", default="harmless")
+        st.caption(
+            "Each prompt draws a principle; the model answers under its positive and its "
+            "negative system prompt (edit them on the Constitutions page). Label the pairs by "
+            "construction: no judge needed."
+        )
     with st.form("pairs_form"):
-        if source == "Sample answers":
+        if source != "From a critique job":
             c1, c2, c3, c4 = st.columns(4)
             set_name = c1.selectbox(
                 "Prompt set",
@@ -65,7 +76,12 @@ def pairs_form() -> None:
             )
             split = c2.selectbox("Split", ["train", "test", "all"], key="pairs_split")
             samples = number_input_for(
-                c3, PairsConfig, "samples", "Answers per prompt", key="pairs_samples"
+                c3,
+                PairsConfig,
+                "samples",
+                "Answers per prompt",
+                key="pairs_samples",
+                disabled=source == CONTRASTIVE,  # a positive and a negative answer
             )
             limit = c4.number_input("Limit (0 = all)", 0, 100_000, 16, key="pairs_limit")
             m1, m2, m3 = st.columns([3, 1, 1])
@@ -86,16 +102,18 @@ def pairs_form() -> None:
         go = st.form_submit_button("Start pairs job", type="primary")
     if not go:
         return
-    if source == "Sample answers":
+    if source != "From a critique job":
         config = {
             "prompts": set_name if split == "all" else f"{set_name}:{split}",
             "model": model.strip(),
-            "samples": int(samples),
+            "samples": 2 if source == CONTRASTIVE else int(samples),
             "limit": int(limit) or None,
             "sampling": sampling_with(
                 PairsConfig, temperature=float(temperature), max_new_tokens=int(max_new)
             ),
         }
+        if source == CONTRASTIVE:
+            config |= {"contrastive": True, "constitution": version.ref if version else ""}
     else:
         config = {"from_critique": critique_job}
     try:
@@ -103,7 +121,10 @@ def pairs_form() -> None:
     except CaiError as e:
         show_error(e, "Not started: ")
     else:
-        flash(f"Started {job.id}. It is picked under Labels; label its pairs when it finishes.")
+        how = " by construction" if source == CONTRASTIVE else ""
+        flash(
+            f"Started {job.id}. It is picked under Labels; label its pairs{how} when it finishes."
+        )
         st.session_state["_select_pairs"] = job.id
         st.rerun()
 
@@ -131,7 +152,22 @@ def label_form() -> None:
         ),
         key="label_pairs_job",
     )
-    version = pick_version(store, "label", default="harmless", columns=(c2, c3))
+    contrastive = bool(by_id[pairs_job].config.get("contrastive"))
+    by_construction = contrastive and (
+        st.radio(
+            "Labels from",
+            [JUDGE, CONSTRUCTION],
+            horizontal=True,
+            key="label_source",
+            help="These pairs are contrastive: the answer written under the positive prompt is "
+            "the better one by construction. A judge can still score them, which measures how "
+            "often it agrees with the construction.",
+        )
+        == CONSTRUCTION
+    )
+    version = None
+    if not by_construction:
+        version = pick_version(store, "label", default="harmless", columns=(c2, c3))
     if by_id[pairs_job].status != "succeeded":
         st.caption(
             f"{pairs_job} is {by_id[pairs_job].status}: a label job started now labels the "
@@ -139,6 +175,9 @@ def label_form() -> None:
             if by_id[pairs_job].status in jobs.ACTIVE
             else f"{pairs_job} is {by_id[pairs_job].status}."
         )
+    if by_construction:
+        construction_form(pairs_job)
+        return
     with st.form("label_form"):
         model = text_input_for(st, LabelConfig, "model", "Feedback model", key="label_model")
         o1, o2, o3, o4 = st.columns(4)
@@ -166,6 +205,32 @@ def label_form() -> None:
         "both_orders": both,
         "cot": cot,
         "few_shots": int(few_shots),
+        "limit": int(limit) or None,
+    }
+    try:
+        job = submit_labels(store, config)
+    except CaiError as e:
+        show_error(e, "Not started: ")
+    else:
+        show_job_next(job, "_select_labels", f"Started {job.id}.")
+
+
+def construction_form(pairs_job: str) -> None:
+    """Labels by construction for a contrastive pairs job: no model, P(preferred) = score."""
+    with st.form("construction_form"):
+        o1, o2 = st.columns(2)
+        score = number_input_for(
+            o1, LabelConfig, "score", "P(preferred answer is better)", step=0.05,
+            key="label_score",
+        )  # fmt: skip
+        limit = o2.number_input("Limit (0 = all)", 0, 1_000_000, 0, key="construction_limit")
+        go = st.form_submit_button("Start label job", type="primary")
+    if not go:
+        return
+    config = {
+        "pairs": pairs_job,
+        "source": "construction",
+        "score": float(score),
         "limit": int(limit) or None,
     }
     try:
@@ -230,8 +295,9 @@ def reveal_text(reveal: dict) -> str:
     p_first = reveal["soft"] if reveal["order"] == "AB" else 1 - reveal["soft"]
     ai_shown = "A" if p_first > 0.5 else "B" if p_first < 0.5 else "tie"
     said = review.VERDICT_NAMES[reveal["shown"]]
+    who = "The construction" if reveal.get("source") == "contrastive" else "The AI"
     parts = [
-        f"You said **{said}**. The AI gave **{p_first:.1%}** to A and **{1 - p_first:.1%}** "
+        f"You said **{said}**. {who} gave **{p_first:.1%}** to A and **{1 - p_first:.1%}** "
         f"to B (as you saw them): **{ai_shown if ai_shown == 'tie' else ai_shown + ' is better'}**"
     ]
     if reveal["shown"] in ("A", "B") and ai_shown != "tie":
@@ -262,6 +328,7 @@ def commit(label_row: dict, order: str, shown_verdict: str, reviewer: str, note_
         "order": order,
         "soft": label_row["soft_label"],
         "consistent": label_row["consistent"],
+        "source": label_row.get("label_source"),
     }
 
 
@@ -511,7 +578,13 @@ with store.session():
         pending="_select_labels",
         describe=lambda j: (
             f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
-            f"{'CoT' if j.config.get('cot') else 'log-prob'}"
+            + (
+                "by construction"
+                if j.config.get("source") == "construction"
+                else "CoT"
+                if j.config.get("cot")
+                else "log-prob"
+            )
         ),
     )
     job_id = picked.id
@@ -528,6 +601,18 @@ with store.session():
         ["Review", "Agreement", "All labels", "Export"]
     )
     stats = store.agreement(job_id)
+    if picked.config.get("source") == "construction":
+        st.caption(
+            md_escape(
+                f"Labelled by construction: each contrastive pair of {picked.config['pairs']} "
+                f"gives its positive-prompt answer P = {picked.config.get('score')}; no model "
+                "was asked."
+            )
+        )
+    construction = store.construction_agreement(job_id)  # a judge on contrastive pairs
+    if construction is not None:
+        text = construction.describe()
+        st.info(md_escape(text[:1].upper() + text[1:] + "."), icon="⚖️")
 
     # -- review -----------------------------------------------------------------------------
 
