@@ -527,3 +527,24 @@ def test_cai_judge_check_against_an_openai_server(fake, seeded_store, tmp_path, 
     assert main(["judge", "list"]) == 0
     listed = capsys.readouterr().out
     assert job_id in listed and "few-shots=0 logprob" in listed
+
+
+def test_an_eval_job_records_the_check_of_its_judge(seeded_store, tiny_spec, capsys):
+    from cai_engine import eval as evaluation
+
+    settings = {"models": [tiny_spec], "judge": tiny_spec, "limit": 2, "few_shots": 0}
+    settings |= {"helpful": None, "calibrate": "position"}
+    settings["sampling"] = {"temperature": 0.7, "max_new_tokens": 4, "seed": 0}
+    job = evaluation.submit_eval(seeded_store, settings)
+    job = finish(seeded_store, job.id, timeout=DEADLINE)
+    assert job.status == "succeeded", job.error
+
+    check = seeded_store.judge_check_for_job(job.id)
+    assert check.job_id == job.id and check.used_by == job.id and check.reused is False
+    assert check.settings == "few-shots=0 logprob"
+    assert check.calibrate == "position"
+    assert check.applied_bias == pytest.approx(check.position_bias)
+    assert [e["check_job"] for e in job.run.events() if e["event"] == "judge_check"] == [job.id]
+    assert main(["judge", "show", job.id]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(badge(check)) and "position-calibrated: " in out
