@@ -19,7 +19,7 @@ from cai_engine.cli.common import (
 def print_check(store, job_id: str) -> bool:
     """The report of the check behind job `job_id`; False when it has none (yet)."""
     from cai_engine import jobs
-    from cai_engine.judge_check import report
+    from cai_engine.judge_verdict import report
 
     jobs.ingest(store, jobs.get_job(store, job_id))
     check = store.judge_check_for_job(job_id)
@@ -65,7 +65,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from cai_engine.judge_check import badge
+    from cai_engine.judge_verdict import badge
 
     checks = open_store(args).judge_checks(limit=args.limit)
     if not checks:

@@ -1,7 +1,7 @@
 """Store queries for judge checks: the stored checks (to reuse one, to list them), a check's gold
 items, and the check a label or eval job's judge was given (`judge_check_uses`).
 
-Rows come back as `judge_check.CheckSummary` (imported when asked: the store stays light).
+Rows come back as `judge_verdict.CheckSummary` (imported when asked: the store stays light).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from cai_engine.store.core import StoreCore
 from cai_engine.store.records import records
 
 if TYPE_CHECKING:
-    from cai_engine.judge_check import CheckSummary
+    from cai_engine.judge_verdict import CheckSummary
 
 _USE_COLUMNS = """
 u.job_id AS used_by, u.reused, u.calibrate, u.position_bias AS applied_bias,
@@ -21,7 +21,7 @@ u.threshold AS use_threshold, u.alpha AS use_alpha, u.qualified AS use_qualified
 
 
 def _summary(row: dict) -> CheckSummary:
-    from cai_engine.judge_check import CheckSummary
+    from cai_engine.judge_verdict import CheckSummary
 
     return CheckSummary.from_row(row)
 
