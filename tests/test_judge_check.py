@@ -395,6 +395,13 @@ def test_a_check_job_stores_its_summary_and_is_reused(seeded_store, tiny_spec, t
         ["t-000", "t-001", "t-002", "t-003", "few-shot-harmless-3", "few-shot-harmless-4", "few-shot-harmless-5"]
     )  # fmt: skip
     assert s.correct == sum(i["correct"] for i in items)
+    # the stored summary reads back as it was computed from the items
+    assert s.consistent == sum(i["consistent"] for i in items) and s.both_orders == 7
+    want = summarize(items)
+    assert (s.first_wins, s.second_wins, s.per_category, s.bins) == (
+        want.first_wins, want.second_wins, want.per_category, want.bins
+    )  # fmt: skip
+    assert s.position_bias == pytest.approx(want.position_bias) and s.qualified == want.qualified
     assert (job.live["done"], job.live["total"], job.unit) == (7, 7, "gold pairs")
     assert job.tokens == s.tokens > 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cai_engine.store.core import StoreCore
-from cai_engine.store.records import records
+from cai_engine.store.records import none_for_nan, records
 
 if TYPE_CHECKING:
     from cai_engine.judge_verdict import CheckSummary
@@ -20,10 +20,16 @@ u.threshold AS use_threshold, u.alpha AS use_alpha, u.qualified AS use_qualified
 """
 
 
-def _summary(row: dict) -> CheckSummary:
+def _summaries(frame) -> list[CheckSummary]:
+    """`judge_checks` rows as summaries (not through `records`, which reads a column named
+    `consistent` as a boolean: here it counts pairs)."""
     from cai_engine.judge_verdict import CheckSummary
 
-    return CheckSummary.from_row(row)
+    rows = [{k: none_for_nan(v) for k, v in r.items()} for r in frame.to_dict("records")]
+    for r in rows:
+        if r.get("created_at") is not None:
+            r["created_at"] = r["created_at"].to_pydatetime()
+    return [CheckSummary.from_row(r) for r in rows]
 
 
 class JudgeCheckQueries(StoreCore):
@@ -43,16 +49,16 @@ class JudgeCheckQueries(StoreCore):
                 """,
                 [model, fingerprint, constitution_hash, gold_hash, settings],
             )
-        rows = records(frame)
-        return _summary(rows[0]) if rows else None
+        found = _summaries(frame)
+        return found[0] if found else None
 
     def judge_check(self, job_id: str) -> CheckSummary | None:
         """The check job `job_id` ran itself (a judge-check job, or a label/eval job that ran
         one inline)."""
         with self.connect() as con:
             frame = con.frame("SELECT * FROM judge_checks WHERE job_id = ?", [job_id])
-        rows = records(frame)
-        return _summary(rows[0]) if rows else None
+        found = _summaries(frame)
+        return found[0] if found else None
 
     def judge_check_for_job(self, job_id: str) -> CheckSummary | None:
         """The check behind a job's judge-derived numbers: for a label or eval job the check it
@@ -68,10 +74,8 @@ class JudgeCheckQueries(StoreCore):
                 """,
                 [job_id],
             )
-        rows = records(frame)
-        if rows:
-            return _summary(rows[0])
-        return self.judge_check(job_id)
+        found = _summaries(frame)
+        return found[0] if found else self.judge_check(job_id)
 
     def judge_checks(self, limit: int = 50) -> list[CheckSummary]:
         """Stored checks, newest first."""
@@ -80,7 +84,7 @@ class JudgeCheckQueries(StoreCore):
                 "SELECT * FROM judge_checks ORDER BY created_at DESC, job_id DESC LIMIT ?",
                 [limit],
             )
-        return [_summary(r) for r in records(frame)]
+        return _summaries(frame)
 
     def judge_check_items(self, job_id: str) -> list[dict]:
         """The gold pairs a check scored, in gold id order."""
