@@ -49,6 +49,7 @@ KIND_MODULES: dict[str, str] = {
     "dpo": "cai_engine.training.jobs:JOBS",
     "eval": "cai_engine.eval.job",
     "generate": "cai_engine.generate",
+    "judge-check": "cai_engine.judge_check",
     "label": "cai_engine.labels",
     "pairs": "cai_engine.pairs",
     "reward": "cai_engine.training.jobs:JOBS",

@@ -189,3 +189,99 @@ def draw_principle(principles: list[Principle], prompt_id: str, pair: int, seed:
     """The principle for one comparison: weighted, seeded, the same for both orders."""
     rng = seeded_rng(seed, "label", prompt_id, pair)
     return rng.choices(principles, weights=[p.weight for p in principles])[0]
+
+
+# -- position calibration -------------------------------------------------------------------
+#
+# A judge with position bias adds a constant to the logit of whichever answer it reads first.
+# Each gold pair is shown in both orders, so over the orders of a gold set an unbiased judge's
+# logits of P(first shown) average to about 0 (the better answer is first in half of them), and a
+# biased judge's average to its bias b. Contextual calibration (Zhao et al. 2021) subtracts b
+# from each order's logit before the orders are combined.
+
+P_EDGE = 1e-6  # probabilities are kept this far from 0 and 1 before taking a logit
+
+
+def logit(p: float) -> float:
+    p = min(1.0 - P_EDGE, max(P_EDGE, p))
+    return math.log(p / (1.0 - p))
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def position_bias(p_first: list[float]) -> float | None:
+    """The judge's order bias in logits: the mean logit of P(first shown) over the orders
+    scored (None without any)."""
+    if not p_first:
+        return None
+    return sum(logit(p) for p in p_first) / len(p_first)
+
+
+def debias(p_first: float, bias: float) -> float:
+    """P(first shown) with the position bias `bias` (logits) taken out: sigmoid(logit(p) - b)."""
+    return sigmoid(logit(p_first) - bias)
+
+
+# -- significance and calibration of a judge's verdicts -------------------------------------
+
+
+def binomial_two_sided(k: int, n: int) -> float:
+    """The exact two-sided binomial test of k successes in n trials against p = 0.5: the
+    probability of an outcome at least as far from n/2 as k, i.e. 2 * P(X <= min(k, n - k))
+    capped at 1 (at p = 0.5 this is also the sum over outcomes no likelier than k). n = 0
+    gives 1. Exact in integers, so any n works."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 1.0
+    low = min(k, n - k)
+    term, tail = 1, 0  # C(n, i) for i = 0, 1, ... and their running sum
+    for i in range(low + 1):
+        tail += term
+        term = term * (n - i) // (i + 1)
+    return min(1.0, 2 * tail / 2**n)
+
+
+ECE_BINS = 5  # confidence bins of width 0.1 over [0.5, 1]
+
+
+def ece_bins(
+    confidences: list[float], hits: list[bool], bins: int = ECE_BINS
+) -> tuple[float | None, list[dict]]:
+    """Expected calibration error of two-way verdicts, and its reliability bins.
+
+    Each verdict has a confidence in [0.5, 1] (the probability of the side it picked) and a hit
+    (the side was right). The bins split [0.5, 1] into `bins` equal widths, the last one closed;
+    each bin reports how many verdicts fell in it, their mean confidence and their accuracy.
+    ECE = sum over bins of (n_bin / N) * |accuracy_bin - confidence_bin|; None when N = 0.
+    """
+    if len(confidences) != len(hits):
+        raise ValueError("confidences and hits differ in length")
+    width = 0.5 / bins
+    grouped: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for c, h in zip(confidences, hits, strict=True):
+        if not 0.5 <= c <= 1.0:
+            raise ValueError(f"a confidence must lie in [0.5, 1], got {c}")
+        grouped[min(bins - 1, int((c - 0.5) / width))].append((c, bool(h)))
+    out, ece, total = [], 0.0, len(confidences)
+    for i, members in enumerate(grouped):
+        n = len(members)
+        conf = sum(c for c, _ in members) / n if n else None
+        acc = sum(h for _, h in members) / n if n else None
+        if n:
+            ece += n / total * abs(acc - conf)
+        out.append(
+            {
+                "low": round(0.5 + i * width, 10),
+                "high": round(0.5 + (i + 1) * width, 10),
+                "n": n,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
+    return (ece if total else None), out

@@ -31,6 +31,7 @@ from cai_engine.judge import (
     clamp,
     combine,
     comparison_turns,
+    debias,
     draw_principle,
     fit_conversation,
     question_text,
@@ -87,6 +88,24 @@ class LabelConfig(BaseModel):
     batch_pairs: int = Field(
         64, gt=0, le=4096, description="Pairs scored together and saved as one shard."
     )
+    judge_check: bool = Field(
+        True,
+        description="Check the feedback model on the gold set first (or reuse a stored check) "
+        "and record its verdict beside the labels.",
+    )
+    calibrate: Literal["none", "position"] = Field(
+        "none",
+        description="position: take the judge's order bias, measured by its check on the gold "
+        "set, out of each order's probability before the orders are averaged.",
+    )
+
+    @model_validator(mode="after")
+    def _calibration_needs_a_check(self):
+        if self.calibrate == "position" and not self.judge_check:
+            raise ValueError(
+                "calibrate 'position' reads the judge check's bias: keep judge_check on"
+            )
+        return self
 
     @field_validator("model")
     @classmethod
@@ -136,11 +155,14 @@ def label_pairs(
     emit: Callable[[list[dict]], None] | None = None,
     event: Callable[..., None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    position_bias: float | None = None,
 ) -> list[dict]:
     """Label `pairs` with `model` in batches of `config.batch_pairs`; returns one row per
     pair, in the order of `pairs`.
 
-    `emit(rows)` receives each batch's rows as soon as they are scored.
+    `emit(rows)` receives each batch's rows as soon as they are scored. With
+    `config.calibrate == "position"`, `position_bias` (logits, from the judge's check) is
+    taken out of each order's P(first shown) (`judge.debias`), after any CoT clamp.
     """
     out: list[dict] = []
     for rows in label_batches(
@@ -153,6 +175,7 @@ def label_pairs(
         emit=emit,
         event=event,
         should_stop=should_stop,
+        position_bias=position_bias,
     ):
         out += rows
     return out
@@ -169,10 +192,14 @@ def label_batches(
     emit: Callable[[list[dict]], None] | None = None,
     event: Callable[..., None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    position_bias: float | None = None,
 ) -> Iterator[list[dict]]:
     """`label_pairs` a batch at a time: yields each batch's rows once scored, taking the
     next `config.batch_pairs` pairs from `pairs` (a list or a stream) only then."""
     principles = check_constitution(constitution, config)
+    if config.calibrate == "position" and position_bias is None:
+        raise CaiError("calibrate 'position' needs the judge's position bias from a judge check")
+    bias = position_bias if config.calibrate == "position" else None
     event = event or (lambda *a, **k: None)
     shots = comparison_turns(
         select_comparison_shots(constitution.comparison_few_shots, config.few_shots),
@@ -201,7 +228,7 @@ def label_batches(
                 )
                 continue
             questions.append(q)
-        scored = _score(questions, model, config, should_stop)
+        scored = _score(questions, model, config, should_stop, bias)
         if scored is None:  # cancelled mid-batch: nothing of this batch is kept
             break
         for q, (p_ab, p_ba, cot, cot_tokens) in zip(questions, scored, strict=True):
@@ -285,8 +312,9 @@ def _question(pair, principles, shots, model, context, reserve, config) -> _Ques
     return q
 
 
-def _score(questions: list[_Question], model, config: LabelConfig, should_stop):
-    """(p_a_ab, p_a_ba or None, [cot texts], cot tokens) per question, or None if cancelled."""
+def _score(questions: list[_Question], model, config: LabelConfig, should_stop, bias=None):
+    """(p_a_ab, p_a_ba or None, [cot texts], cot tokens) per question, or None if cancelled.
+    With `bias` (logits), each order's P(first shown) is position-calibrated."""
     if not questions:
         return []
     n_orders = 2 if config.both_orders else 1
@@ -318,6 +346,8 @@ def _score(questions: list[_Question], model, config: LabelConfig, should_stop):
         p_first = [soft_label(*logprobs[i * n_orders + o]) for o in range(n_orders)]
         if config.cot:
             p_first = [clamp(p, config.clamp) for p in p_first]
+        if bias is not None:  # after the clamp: the check measured the bias on clamped values
+            p_first = [debias(p, bias) for p in p_first]
         p_ab = p_first[0]
         p_ba = 1.0 - p_first[1] if n_orders == 2 else None  # swapped: option (B) is response A
         texts = cots[i * n_orders : (i + 1) * n_orders] if config.cot else []
@@ -414,6 +444,11 @@ def run_labels(ctx: JobContext, config: LabelConfig) -> None:
         ctx.phase(f"scoring the first batch of {todo} pairs")
         with ctx.model(config.model) as model:
             ctx.event("constitution", ref=version.ref, hash=version.hash)
+            bias = None
+            if config.judge_check:  # run or reuse the judge's check; its bias if calibrating
+                from cai_engine.judge_check import ensure_check
+
+                bias = ensure_check(ctx, model, version, config).applied_bias
             with ctx.writer(
                 "labels",
                 flush_rows=config.batch_pairs,
@@ -431,6 +466,7 @@ def run_labels(ctx: JobContext, config: LabelConfig) -> None:
                     emit=out.add,
                     event=ctx.event,
                     should_stop=lambda: ctx.cancelled,
+                    position_bias=bias,
                 ):
                     pass
     ctx.check_cancelled()

@@ -103,7 +103,7 @@ def test_an_unknown_key_lists_the_allowed_keys(store):
 def test_an_unknown_kind_lists_the_known_kinds(store, cai_home):
     with pytest.raises(
         CaiError,
-        match=r"unknown job kind 'nope'; known kinds: critique, demo, dpo, eval, generate, label, pairs, reward, rl, sft, tick",
+        match=r"unknown job kind 'nope'; known kinds: critique, demo, dpo, eval, generate, judge-check, label, pairs, reward, rl, sft, tick",
     ):
         jobs.submit(store, "nope", {})
     assert job_count(store) == 0

@@ -28,6 +28,7 @@ GROUPS = (
     "critique",
     "pairs",
     "label",
+    "judge",
     "demo",
     "eval",
     "review",

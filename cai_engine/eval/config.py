@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
@@ -48,6 +50,16 @@ class EvalConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seeds the principle drawn per prompt.")
     bootstrap_rounds: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples.")
     batch: int = Field(64, gt=0, le=4096, description="Answers judged and saved together.")
+    judge_check: bool = Field(
+        True,
+        description="Check the judge on the gold set first (or reuse a stored check) and "
+        "record its verdict beside the results.",
+    )
+    calibrate: Literal["none", "position"] = Field(
+        "none",
+        description="position: take the judge's order bias, measured by its check, out of "
+        "each comparison's probabilities before the orders are averaged.",
+    )
 
     @field_validator("models")
     @classmethod
@@ -69,6 +81,10 @@ class EvalConfig(BaseModel):
         names = list(self.set_names().values())
         if len(set(names)) != len(names):
             raise ValueError(f"harmful and helpful must be different prompt sets, got {names[0]}")
+        if self.calibrate == "position" and not self.judge_check:
+            raise ValueError(
+                "calibrate 'position' reads the judge check's bias: keep judge_check on"
+            )
         return self
 
     @property

@@ -102,6 +102,12 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
     ctx.phase("answering the first batch of prompts")
     answers = collect_answers(ctx, config, prompts)
     ctx.check_cancelled()
+    bias = None
+    if config.judge_check:  # run or reuse the judge's check (loading the judge only to run one)
+        from cai_engine.judge_check import ensure_check
+
+        with ctx.lazy_model(config.judge, "judge_loaded", model=config.judge) as judge:
+            bias = ensure_check(ctx, judge, version, label_config(config, version.ref)).applied_bias
     ctx.phase("judging the first batch")
     judgements = judge_all(
         ctx,
@@ -111,6 +117,7 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
         answers,
         ctx.resume("eval_judgements").rows,
         critique[1] if critique else None,
+        position_bias=bias,
     )
     ctx.check_cancelled()
     lineages = {spec: model_lineage(ctx.store, spec) for spec in config.answering}

@@ -41,6 +41,8 @@ def label_config(cfg: EvalConfig, constitution: str, few_shots: int | None = Non
         few_shots=cfg.few_shots if few_shots is None else few_shots,
         seed=cfg.seed,
         batch_pairs=cfg.batch,
+        judge_check=cfg.judge_check,
+        calibrate=cfg.calibrate,
     )
 
 
@@ -76,9 +78,10 @@ def _judgement_row(
 
 
 def judge_all(
-    ctx: JobContext, cfg, version, prompts, answers, previous, critique_rows
+    ctx: JobContext, cfg, version, prompts, answers, previous, critique_rows, position_bias=None
 ) -> list[dict]:
-    """Every verdict the metrics need, continuing from the job's shards."""
+    """Every verdict the metrics need, continuing from the job's shards. `position_bias`: the
+    judge check's bias, taken out of every comparison with `cfg.calibrate == "position"`."""
 
     # 1) what is left to judge: win-rate comparisons, refusal verdicts, revision progress
     done = {_judgement_key(r) for r in previous}
@@ -114,7 +117,7 @@ def judge_all(
             ("helpful", comparisons["helpful"], helpfulness, helpfulness.hash, 0),
             ("revision", revisions, version.constitution, version.hash, None),
         ):
-            _judge_pairs(ctx, cfg, version, task, judge, emit)
+            _judge_pairs(ctx, cfg, version, task, judge, emit, position_bias)
     return rows
 
 
@@ -214,7 +217,7 @@ def _judge_refusals(ctx: JobContext, cfg, refusals, judge, emit) -> None:
         )
 
 
-def _judge_pairs(ctx: JobContext, cfg, version, task, judge, emit) -> None:
+def _judge_pairs(ctx: JobContext, cfg, version, task, judge, emit, position_bias=None) -> None:
     """One metric's comparisons, in batches, as soft labels from the judge (`judge` loads it).
     `task` is (metric, pairs, constitution, its hash, few-shots or None for the config's)."""
     metric, pairs, constitution, chash, few_shots = task
@@ -226,7 +229,13 @@ def _judge_pairs(ctx: JobContext, cfg, version, task, judge, emit) -> None:
         ctx.check_cancelled()
         batch = pairs[start : start + cfg.batch]
         labels = label_pairs(
-            batch, constitution, chash, model, label_cfg, should_stop=lambda: ctx.cancelled
+            batch,
+            constitution,
+            chash,
+            model,
+            label_cfg,
+            should_stop=lambda: ctx.cancelled,
+            position_bias=position_bias,
         )
         ctx.check_cancelled()
         emit(

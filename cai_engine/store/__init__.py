@@ -13,6 +13,7 @@ from cai_engine.store.eval import EvalQueries
 from cai_engine.store.exports import ExportQueries
 from cai_engine.store.generations import GenerationQueries
 from cai_engine.store.jobs import JobQueries
+from cai_engine.store.judge_checks import JudgeCheckQueries
 from cai_engine.store.labels import LabelQueries
 from cai_engine.store.models import ModelQueries
 from cai_engine.store.pairs import PairQueries
@@ -32,6 +33,7 @@ class Store(
     ReviewQueries,
     ModelQueries,
     EvalQueries,
+    JudgeCheckQueries,
     ExportQueries,
     StoreCore,
 ):

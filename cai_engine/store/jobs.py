@@ -34,6 +34,9 @@ INGESTIBLE_TABLES = frozenset(
         "eval_answers",
         "eval_judgements",
         "eval_results",
+        "judge_check_items",
+        "judge_checks",
+        "judge_check_uses",
     }
 )
 

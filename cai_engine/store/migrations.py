@@ -308,6 +308,95 @@ def m005_trace_summaries(con) -> None:
         refresh_trace_summaries(con, job_id)
 
 
+def m006_judge_checks(con) -> None:
+    """Judge qualification: each gold pair a judge check scored, one summary per check, and
+    which check every label or eval job used (see `cai_engine/judge_check.py`)."""
+    con.rows(
+        """
+        CREATE TABLE judge_check_items (      -- one gold pair as the judge scored it
+            job_id        VARCHAR NOT NULL,   -- the judge-check job, or the label/eval job that ran it
+            gold_id       VARCHAR NOT NULL,
+            category      VARCHAR NOT NULL,
+            topic         VARCHAR NOT NULL,
+            preferred     VARCHAR NOT NULL,   -- the gold side: A | B
+            principle_id  VARCHAR NOT NULL,   -- drawn for this comparison, as label jobs draw it
+            p_a_ab        DOUBLE,             -- P(A better), shown A first
+            p_a_ba        DOUBLE,             -- P(A better), shown B first
+            soft_label    DOUBLE,             -- their average; NULL: the pair did not fit
+            correct       BOOLEAN NOT NULL,   -- the average favours the gold side (0.5: wrong)
+            consistent    BOOLEAN,            -- both orders favour the same side
+            tokens        INTEGER NOT NULL,   -- tokens the judge read (and wrote: CoT)
+            latency_s     DOUBLE NOT NULL,
+            flags         VARCHAR NOT NULL,
+            PRIMARY KEY (job_id, gold_id)
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE judge_checks (           -- one finished check: its numbers and verdict
+            job_id            VARCHAR PRIMARY KEY,
+            model             VARCHAR NOT NULL,   -- the judge's model spec
+            fingerprint       VARCHAR NOT NULL,   -- what the spec pointed at (models.local)
+            constitution      VARCHAR NOT NULL,   -- the pinned reference, e.g. harmless@3
+            constitution_hash VARCHAR NOT NULL,
+            gold_hash         VARCHAR NOT NULL,
+            gold_sources      VARCHAR NOT NULL,   -- in words, with each source's pair count
+            settings          VARCHAR NOT NULL,   -- the reuse key: few-shots, mode, clamp, seed
+            few_shots         INTEGER NOT NULL,
+            cot               BOOLEAN NOT NULL,
+            clamp_low         DOUBLE NOT NULL,
+            clamp_high        DOUBLE NOT NULL,
+            seed              INTEGER NOT NULL,
+            n                 INTEGER NOT NULL,   -- gold pairs
+            correct           INTEGER NOT NULL,
+            accuracy          DOUBLE,
+            accuracy_low      DOUBLE,             -- Wilson 95%
+            accuracy_high     DOUBLE,
+            per_category      VARCHAR NOT NULL,   -- JSON {category: {n, correct, accuracy}}
+            orders            INTEGER NOT NULL,   -- orders scored (two per pair)
+            first_wins        INTEGER NOT NULL,   -- orders whose P(first shown) > 0.5
+            second_wins       INTEGER NOT NULL,   -- ... < 0.5
+            first_share       DOUBLE,
+            first_p           DOUBLE NOT NULL,    -- exact two-sided binomial test of 0.5
+            both_orders       INTEGER NOT NULL,   -- pairs scored in both orders
+            consistent        INTEGER NOT NULL,   -- ... whose orders agree
+            consistency       DOUBLE,
+            position_bias     DOUBLE,             -- mean logit of P(first shown)
+            calibrated_accuracy    DOUBLE,        -- after position calibration, 2-fold
+            calibrated_consistency DOUBLE,
+            ece               DOUBLE,             -- expected calibration error
+            bins              VARCHAR NOT NULL,   -- JSON reliability bins
+            tokens            BIGINT NOT NULL,
+            seconds           DOUBLE NOT NULL,
+            threshold         DOUBLE NOT NULL,
+            alpha             DOUBLE NOT NULL,
+            qualified         BOOLEAN NOT NULL,
+            created_at        TIMESTAMP NOT NULL
+        )
+        """
+    )
+    con.rows(
+        "CREATE INDEX judge_checks_key ON judge_checks"
+        " (fingerprint, constitution_hash, gold_hash, settings)"
+    )
+    con.rows(
+        """
+        CREATE TABLE judge_check_uses (       -- the check a label or eval job's judge was given
+            job_id         VARCHAR PRIMARY KEY,
+            check_job      VARCHAR NOT NULL,  -- judge_checks.job_id
+            reused         BOOLEAN NOT NULL,  -- found stored (else run by this job)
+            threshold      DOUBLE NOT NULL,   -- the job's bar, and its verdict under it
+            alpha          DOUBLE NOT NULL,
+            qualified      BOOLEAN NOT NULL,
+            calibrate      VARCHAR NOT NULL,  -- none | position
+            position_bias  DOUBLE,            -- the bias subtracted (calibrate = position)
+            created_at     TIMESTAMP NOT NULL
+        )
+        """
+    )
+
+
 def m007_contrastive(con) -> None:
     """Contrastive pairs (RLCD) and labels by construction. Old rows read as before: their
     pairs have no preferred side, and their labels came from a judge ('ai')."""
@@ -327,5 +416,6 @@ MIGRATIONS = [
     m003_models,
     m004_evals,
     m005_trace_summaries,
-    m007_contrastive,  # m006 (judge checks) comes before it once both branches are merged
+    m006_judge_checks,
+    m007_contrastive,
 ]
