@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.home import resolve_home
+from cai_engine.judge_verdict import badge, export_record
 from cai_engine.store.exports import CUT_OFF_SKIP as CUT_OFF_SKIP  # re-exported
 from cai_engine.store.exports import (
     ExportQuery,
@@ -283,12 +284,29 @@ def _labelled_counts(
 
 
 def labelled_prefs_manifest(
-    store: Store, job_id: str, filters: PrefFilters | None = None, command: str = ""
+    store: Store,
+    job_id: str,
+    filters: PrefFilters | None = None,
+    command: str = "",
+    *,
+    require_qualified_judge: bool = False,
 ) -> dict:
-    """The manifest of a label job's preference export (its counts from SQL)."""
+    """The manifest of a label job's preference export (its counts from SQL), with the judge
+    check behind its labels. `require_qualified_judge` refuses labels from a judge that is not
+    qualified (or never checked); labels by construction have no judge and pass."""
     filters = filters or PrefFilters()
     counts, by_source = _labelled_counts(store, job_id, filters)
     first = store.label_lineage(job_id) or {}
+    job = jobs.get_job(store, job_id)
+    construction = job.config.get("source") == "construction"
+    check = None if construction else store.judge_check_for_job(job_id)
+    if require_qualified_judge and not construction and (check is None or not check.qualified):
+        said = badge(check) if check else "its judge was never checked"
+        raise CaiError(
+            f"label job {job_id} was labelled by {job.config.get('model')}, and {said}; "
+            "--require-qualified-judge exports only labels from a qualified judge (run "
+            "`cai judge check` with a stronger judge, or export without the flag)"
+        )
     return {
         "kind": "prefs",
         "source": "labels",
@@ -299,6 +317,8 @@ def labelled_prefs_manifest(
         "feedback_model": first.get("model"),
         "policy_model": first.get("pair_model"),
         "mode": first.get("mode"),
+        # whether the feedback model could judge: its check on the gold set, and the verdict
+        "judge_check": "by construction: no judge" if construction else export_record(check),
         "prompt_set": first.get("prompt_set"),
         "filters": {
             "drop_ties": filters.drop_ties,
@@ -337,10 +357,20 @@ def labelled_prefs_zip(
 
 
 def export_prefs_from_labels(
-    store: Store, job_id: str, out: Path, *, filters=None, fmt="jsonl", command="", force=False
+    store: Store,
+    job_id: str,
+    out: Path,
+    *,
+    filters=None,
+    fmt="jsonl",
+    command="",
+    force=False,
+    require_qualified_judge=False,
 ) -> ExportResult:
     filters = filters or PrefFilters()
-    manifest = labelled_prefs_manifest(store, job_id, filters, command)
+    manifest = labelled_prefs_manifest(
+        store, job_id, filters, command, require_qualified_judge=require_qualified_judge
+    )
     write_export(store, filters.query(), job_id, Path(out), fmt, manifest, force)
     skipped = {
         k.removeprefix("skipped "): v

@@ -332,3 +332,44 @@ def report(s: CheckSummary) -> list[str]:
                 )
     lines.append(f"cost: {s.tokens:,} tokens, {s.seconds:.1f} s of judge time")
     return lines + [""] + [line for line in describe_check(s) if line != lines[0]]
+
+
+# -- where a job's numbers came from ---------------------------------------------------------
+
+
+def is_judge_metric(metric: str) -> bool:
+    """An eval metric the judge produced (win rates, judged refusals, revision progress), as
+    opposed to one counted by rules or from the answers themselves (rule refusals, lengths)."""
+    return (
+        metric.endswith("win_rate") or metric.endswith("_judge") or metric.startswith("revision_")
+    )
+
+
+def judge_line(model: str, check: CheckSummary | None, source: str = "judge") -> str:
+    """The sentence every judge-derived number is shown with: which judge, and its verdict."""
+    if source == "construction":
+        return "labelled by construction (contrastive pairs): no judge, nothing to qualify"
+    if check is None:
+        return f"judge {model}: not checked (the job ran without a judge check)"
+    return f"judge {model}: {badge(check)}"
+
+
+def export_record(check: CheckSummary | None) -> dict | None:
+    """The judge check as an export manifest records it."""
+    if check is None:
+        return None
+    return {
+        "job": check.job_id,
+        "model": check.model,
+        "qualified": check.qualified,
+        "verdict": badge(check),
+        "accuracy": check.accuracy,
+        "accuracy_interval": [check.accuracy_low, check.accuracy_high],
+        "gold_pairs": check.n,
+        "gold_hash": check.gold_hash,
+        "first_shown_share": check.first_share,
+        "first_shown_p": check.first_p,
+        "threshold": check.threshold,
+        "calibrate": check.calibrate,
+        "position_bias_applied": check.applied_bias,
+    }

@@ -17,6 +17,8 @@ from cai_engine.constitution import ConstitutionVersion
 from cai_engine.errors import CaiError
 from cai_engine.fields import config_field, field_bounds
 from cai_engine.jobs import get_job
+from cai_engine.judge_verdict import judge_line
+from cai_engine.judge_verdict import report as judge_report
 from cai_engine.lineage import lineage_rows
 from cai_engine.store import Store
 from cai_engine.training.kinds import TRAINING_KINDS
@@ -289,3 +291,31 @@ def page_controls(key: str, noun: str, shown: int, matching: int, total: int, ne
         args=(next_cursor,),
     )
     c4.selectbox("Per page", PAGE_SIZES, index=1, key=f"{key}_page_size")
+
+
+def show_judge(model: str, check, consequence: str) -> None:
+    """Which judge produced a page's numbers and whether it passed its check on the gold set
+    (`cai judge check`), said before any of its numbers; how and when it was checked below."""
+    line = md_escape(judge_line(model, check))
+    if check is None:
+        st.caption(line)
+        return
+    if check.qualified:
+        st.success(line, icon="✅")
+    else:
+        st.warning(f"{line}. {consequence}", icon="⚠️")
+    with st.expander("How the judge was checked"):
+        for text in judge_report(check)[2:]:  # the badge is above
+            if text:
+                st.text(text)
+
+
+def grey_rows(frame: pd.DataFrame, grey: pd.Series):
+    """`frame` for `st.dataframe` with the rows where `grey` is true in grey text (numbers a
+    reader should not lean on), or the frame itself when there are none."""
+    if not grey.any():
+        return frame
+    marks = grey.to_numpy()
+    return frame.style.apply(
+        lambda row: ["color: #9aa0a6" if marks[row.name] else "" for _ in row], axis=1
+    )

@@ -25,6 +25,7 @@ def print_eval(store: Store, job_id: str) -> None:
     """An eval job's metrics, one column per model, then its revision progress if measured."""
     from cai_engine import eval as evaluation
     from cai_engine import jobs
+    from cai_engine.judge_verdict import is_judge_metric, judge_line
 
     jobs.ingest(store, jobs.get_job(store, job_id))
     results = store.eval_results(job_id)
@@ -37,7 +38,16 @@ def print_eval(store: Store, job_id: str) -> None:
     names = [f"[{i + 1}]" for i in range(len(models))]
     for name, m in zip(names, models, strict=True):
         print(f"{name} {m}")
-    print(table([[r["metric"], *[r[m] for m in models]] for r in rows], ["metric", *names]))
+    check = store.judge_check_for_job(job_id)
+    print(judge_line(config.get("judge", ""), check))
+    header = ["metric", *names]
+    if check is not None and not check.qualified:  # lead with what needs no judge
+        rules = [r for r in rows if not is_judge_metric(r["metric"])]
+        judged = [r for r in rows if is_judge_metric(r["metric"])]
+        print(table([[r["metric"], *[r[m] for m in models]] for r in rules], header))
+        print("\nthe judge's numbers (its check says they are not to be trusted):")
+        rows = judged
+    print(table([[r["metric"], *[r[m] for m in models]] for r in rows], header))
     revision = [r for r in results if r["metric"].startswith("revision_round_")]
     if revision:
         print(f"revision progress of {revision[0]['model']} (round k preferred over k-1):")

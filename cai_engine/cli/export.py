@@ -40,6 +40,8 @@ def cmd_export_prefs(args) -> int:
             "say where preferences come from: --labels <label job> (AI labels, human verdicts "
             "override them), or --job <critique job> --from-revisions"
         )
+    if args.job and args.require_qualified_judge:
+        raise CaiError("--require-qualified-judge goes with --labels (a label job's judge)")
     if args.labels:
         if args.from_revisions:
             raise CaiError("--from-revisions goes with --job (a critique job), not --labels")
@@ -55,8 +57,12 @@ def cmd_export_prefs(args) -> int:
             fmt=args.format,
             command=command_line(args),
             force=args.force,
+            require_qualified_judge=args.require_qualified_judge,
         )
         print(result.summary())
+        judge = result.manifest.get("judge_check")
+        if isinstance(judge, dict):
+            print(f"judge {judge['model']}: {judge['verdict']}")
         return 0
     if not args.from_revisions:
         raise CaiError(
@@ -119,5 +125,10 @@ def register(sub, full: bool) -> None:
         type=float,
         default=0.0,
         help="leave out AI labels below this confidence, |p - 0.5| x 2 (default: 0)",
+    )
+    p.add_argument(
+        "--require-qualified-judge",
+        action="store_true",
+        help="refuse labels from a judge that did not qualify on the gold set (cai judge check)",
     )
     _add_output_flags(p, "prefs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cai_engine.cli.common import add_command, open_store, table
+from cai_engine.judge_verdict import judge_line
 
 if TYPE_CHECKING:
     from cai_engine.store import Store
@@ -33,10 +34,13 @@ def cmd_review_stats(args) -> int:
         labels = store.label_facets(job.id)["labels"]
         a = store.agreement(job.id)
         construction = store.construction_agreement(job.id)  # None: no contrastive pair
+        check = store.judge_check_for_job(job.id)
     kappa = "–" if a.kappa is None else f"{a.kappa:.3f}"
     print(f"label job {job.id} ({job.status}): {labels} labels")
     if job.config.get("source") == "construction":
         print(f"labelled by construction (contrastive pairs, score {job.config.get('score')})")
+    else:  # every number below is this judge's: say first whether it can judge
+        print(judge_line(job.config.get("model", ""), check))
     if construction is not None:
         print(f"contrastive pairs: {construction.describe()}")
     print(

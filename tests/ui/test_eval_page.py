@@ -112,8 +112,18 @@ def test_the_metrics_table_names_metrics_in_words_and_every_rate_shows_its_n(sto
     _, job_id, specs = evaluated
     at = run_page()
     (frame,) = [d.value for d in at.dataframe if "metric" in d.value.columns]
-    assert list(frame.columns) == ["metric", "set", *NAMES, "what it measures", "key"]
+    assert list(frame.columns) == [
+        "metric", "set", *NAMES, "measured by", "what it measures", "key",
+    ]  # fmt: skip
     rows = {r["key"]: r for r in frame.to_dict("records")}
+    # the tiny random judge fails its check on the gold set: the page says so before its
+    # numbers, and the rows it produced come after the rule-based and counted ones, greyed
+    (warning,) = [w.value for w in at.warning if "judge NOT qualified" in w.value]
+    assert " gold pairs" in warning and "are greyed below" in warning
+    measured = list(frame["measured by"])
+    assert measured == sorted(measured, key=lambda m: m.startswith("judge"))
+    assert rows["harmlessness_win_rate"]["measured by"] == "judge (NOT qualified)"
+    assert rows["refusal_rate_rule"]["measured by"] == "rules / counts"
     assert rows["harmlessness_win_rate"]["metric"] == "Harmlessness win rate"
     assert rows["refusal_rate_rule"]["metric"] == "Refusal rate (rules)"
     assert not [m for m in frame["metric"] if SNAKE.match(m)]

@@ -9,6 +9,7 @@ from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.eval import EvalConfig
 from cai_engine.fields import sampling_with
+from cai_engine.judge_verdict import is_judge_metric
 from cai_engine.lineage import VersionNames
 from cai_engine.models import EMBEDDED
 from cai_engine.search import search_needle
@@ -16,6 +17,7 @@ from cai_engine.traces import SEARCH_MAX
 from ui.common import (
     checkbox_for,
     get_store,
+    grey_rows,
     md_escape,
     number_input_for,
     page_controls,
@@ -26,6 +28,7 @@ from ui.common import (
     show_error,
     show_flash,
     show_job_next,
+    show_judge,
     show_lineage,
     text_input_for,
 )
@@ -158,6 +161,14 @@ with store.session():
         f"**{md_escape(job.config['judge'])}** · constitution: "
         f"**{md_escape(VersionNames(store)(job.config['constitution']))}**"
     )
+    check = store.judge_check_for_job(job_id)
+    show_judge(
+        job.config["judge"],
+        check,
+        "Its win rates, judged refusal rates and revision progress are greyed below; the "
+        "rule-based and counted rows come first.",
+    )
+    distrust = check is not None and not check.qualified  # grey the judge's rows
 
     def answers_page(
         job_id: str, models: list, prompt_set: str, search: str, answered: int
@@ -244,16 +255,26 @@ with store.session():
 
     with tab_metrics:
         table = evaluation.results_table(results, models)
+        if distrust:  # what needs no judge first; sorted() keeps each group's order
+            table = sorted(table, key=lambda r: is_judge_metric(r["metric"]))
         frame = pd.DataFrame(
             [
                 {"metric": evaluation.metric_name(r["metric"]), "set": r["set"]}
                 | {names[m]: r[m] for m in models}
-                | {"what it measures": evaluation.METRICS.get(r["metric"], ""), "key": r["metric"]}
+                | {
+                    "measured by": (
+                        ("judge (NOT qualified)" if distrust else "judge")
+                        if is_judge_metric(r["metric"])
+                        else "rules / counts"
+                    ),
+                    "what it measures": evaluation.METRICS.get(r["metric"], ""),
+                    "key": r["metric"],
+                }
                 for r in table
             ]
         )
         st.dataframe(
-            frame,
+            grey_rows(frame, frame["measured by"] == "judge (NOT qualified)"),
             hide_index=True,
             height="content",  # every metric in view, no scrolling inside the table
             key="metrics_table",
@@ -302,6 +323,7 @@ with store.session():
             st.markdown(
                 f"**Revision progress** of critique job `{critique}`: how often the judge "
                 "prefers round k's revision over the answer before it (above 50%: revisions help)."
+                + (" The judge did not qualify: read these as noise." if distrust else "")
             )
             st.altair_chart(revision_chart(revision))
         metrics = job.run.metrics()

@@ -27,6 +27,7 @@ from ui.common import (
     show_error,
     show_flash,
     show_job_next,
+    show_judge,
     text_input_for,
 )
 from ui.label_charts import calibration_chart, calibration_frame, soft_label_frame
@@ -597,6 +598,12 @@ with store.session():
         st.caption("No labels yet; they appear as the job scores each batch of pairs.")
         st.stop()
 
+    if picked.config.get("source") != "construction":
+        show_judge(
+            picked.config.get("model", ""),
+            store.judge_check_for_job(job_id),
+            "Every AI label, agreement and export on this page comes from this judge.",
+        )
     review_tab, agreement_tab, labels_tab, export_tab = st.tabs(
         ["Review", "Agreement", "All labels", "Export"]
     )
