@@ -21,7 +21,7 @@ from datetime import datetime
 
 import pytest
 
-from cai_engine import jobs
+from cai_engine import export, jobs
 from cai_engine.cli import main
 from cai_engine.gold import as_pairs, gold_set
 from cai_engine.judge import binomial_two_sided, debias, ece_bins, logit, position_bias, sigmoid
@@ -555,3 +555,42 @@ def test_an_eval_job_records_the_check_of_its_judge(seeded_store, tiny_spec, cap
     assert main(["judge", "show", job.id]) == 0
     out = capsys.readouterr().out
     assert out.startswith(badge(check)) and "position-calibrated: " in out
+
+
+def test_the_verdict_is_said_beside_a_label_jobs_numbers_and_gates_its_export(
+    pairs_job, tiny_spec, tmp_path, monkeypatch, capsys
+):
+    store, pairs = pairs_job
+    monkeypatch.setenv("CAI_HOME", str(store.home))
+    settings = {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec}
+    job = finish(store, submit_labels(store, {**settings, "few_shots": 0, "limit": 4}).id)
+    assert job.status == "succeeded", job.error
+    check = store.judge_check_for_job(job.id)
+    assert not check.qualified  # a random tiny model
+
+    assert main(["review", "stats", "--labels", job.id]) == 0
+    out = capsys.readouterr().out
+    assert f"judge {job.config['model']}: {badge(check)}" in out.splitlines()[1]
+
+    # the export says which check its labels rest on, and the flag refuses an unqualified one
+    out_dir = tmp_path / "refused"
+    args = ["export", "prefs", "--labels", job.id, "--require-qualified-judge"]
+    assert main([*args, "--out", str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"label job {job.id} was labelled by {job.config['model']}" in err
+    assert badge(check) in err and not out_dir.exists()
+    result = export.export_prefs_from_labels(store, job.id, tmp_path / "kept")
+    recorded = result.manifest["judge_check"]
+    assert recorded["job"] == check.job_id and recorded["qualified"] is False
+    assert recorded["verdict"] == badge(check) and recorded["gold_pairs"] == check.n
+    on_disk = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert on_disk["judge_check"] == recorded
+
+    # the same job under a bar its judge clears: the flag lets it through
+    with store.connect() as con:
+        con.rows("UPDATE judge_check_uses SET qualified = true WHERE job_id = ?", [job.id])
+    assert main([*args, "--out", str(tmp_path / "passed")]) == 0
+    out = capsys.readouterr().out
+    assert "judge qualified: " in out
+    passed = json.loads((tmp_path / "passed" / "manifest.json").read_text())["judge_check"]
+    assert passed["qualified"] is True and passed["verdict"].startswith("judge qualified: ")

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from cai_engine import export, jobs, review
 from cai_engine.bundled import install_bundled
+from cai_engine.judge_verdict import badge
 from cai_engine.labels import submit_labels
 from cai_engine.pairs import cut_off_sides, submit_pairs
 from cai_engine.store import Store
@@ -82,6 +83,17 @@ def test_without_label_jobs_the_page_says_how_to_make_one(seeded_store):
     assert not at.exception
     assert any("No label jobs yet" in i.body for i in at.info)
     assert [b.label for b in at.button] == ["Start pairs job"]
+
+
+def test_the_page_names_the_judge_and_its_verdict_before_its_numbers(page, labelled_home):
+    home, _, label_id = labelled_home
+    check = Store(home).judge_check_for_job(label_id)
+    (warning,) = [w.value for w in page.warning if "judge NOT qualified" in w.value]
+    assert badge(check).split(":")[1].strip() in warning.replace("\\", "")
+    assert "Every AI label, agreement and export on this page comes from this judge" in warning
+    (how,) = [e for e in page.expander if e.label == "How the judge was checked"]
+    said = " ".join(t.value for t in how.text)
+    assert f"{check.correct}/{check.n} gold pairs" in said and f"checked by job {label_id}" in said
 
 
 def test_the_review_waits_for_a_reviewer_name(page):
