@@ -351,7 +351,7 @@ def judge_line(model: str, check: CheckSummary | None, source: str = "judge") ->
         return "labelled by construction (contrastive pairs): no judge, nothing to qualify"
     if check is None:
         return f"judge {model}: not checked (the job ran without a judge check)"
-    return f"judge {model}: {badge(check)}"
+    return f"judge {model}: " + badge(check).removeprefix("judge ")
 
 
 def export_record(check: CheckSummary | None) -> dict | None:

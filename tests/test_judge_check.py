@@ -570,7 +570,8 @@ def test_the_verdict_is_said_beside_a_label_jobs_numbers_and_gates_its_export(
 
     assert main(["review", "stats", "--labels", job.id]) == 0
     out = capsys.readouterr().out
-    assert f"judge {job.config['model']}: {badge(check)}" in out.splitlines()[1]
+    verdict = badge(check).removeprefix("judge ")  # "NOT qualified: 44% [35, 54] on ..."
+    assert out.splitlines()[1] == f"judge {job.config['model']}: {verdict}"
 
     # the export says which check its labels rest on, and the flag refuses an unqualified one
     out_dir = tmp_path / "refused"

@@ -305,9 +305,7 @@ def show_judge(model: str, check, consequence: str) -> None:
     else:
         st.warning(f"{line}. {consequence}", icon="⚠️")
     with st.expander("How the judge was checked"):
-        for text in judge_report(check)[2:]:  # the badge is above
-            if text:
-                st.text(text)
+        st.text("\n".join(line for line in judge_report(check)[2:] if line))  # badge above
 
 
 def grey_rows(frame: pd.DataFrame, grey: pd.Series):

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from cai_engine import critique, jobs
 from cai_engine import eval as evaluation
 from cai_engine.bundled import install_bundled
+from cai_engine.judge_verdict import badge
 from cai_engine.store import Store
 from tests.test_jobs import finish, kill_runners
 from tests.ui.row_counter import RowCounter
@@ -171,6 +172,11 @@ def test_the_charts_in_a_browser_read_in_words_show_zero_and_n_and_cut_nothing_s
         page.goto(f"{url}/eval")
         wait_for_app(page)
         page.get_by_text("Reference for win rates").wait_for()
+        # the judge's verdict before its numbers; its rows greyed (checked in the AppTest)
+        check = store.judge_check_for_job(evaluated[1])
+        alert = page.get_by_role("alert").filter(has_text="judge NOT qualified")
+        assert badge(check).split(": ", 1)[1] in alert.inner_text()
+        assert "greyed below" in alert.inner_text()
         rates, revision = (page.locator("[data-testid=stVegaLiteChart] svg").nth(i) for i in (0, 1))
         rates.wait_for()
         revision.wait_for()

@@ -11,6 +11,7 @@ import pytest
 
 from cai_engine import review
 from cai_engine.bundled import install_bundled
+from cai_engine.judge_verdict import badge
 from cai_engine.labels import submit_labels
 from cai_engine.pairs import submit_pairs
 from cai_engine.store import Store
@@ -59,6 +60,10 @@ def test_three_pairs_reviewed_with_the_keyboard_update_the_agreement(labelled):
         page.goto(f"{url}/labels")
         wait_for_app(page)
         page.get_by_text("Type your name above").wait_for()
+        # the feedback model and its verdict on the gold set, above every number it produced
+        verdict = badge(store.judge_check_for_job(label_id))
+        alert = page.get_by_role("alert").filter(has_text="judge NOT qualified")
+        assert verdict.split(": ", 1)[1] in alert.inner_text()
         name = page.get_by_role("textbox", name="Reviewer")
         name.fill("kim")
         name.press("Enter")
