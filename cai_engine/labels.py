@@ -98,6 +98,13 @@ class LabelConfig(BaseModel):
         description="position: take the judge's order bias, measured by its check on the gold "
         "set, out of each order's probability before the orders are averaged.",
     )
+    judge_threshold: float = Field(
+        0.7,
+        ge=0.0,
+        lt=1.0,
+        description="The judge qualifies when its gold-set accuracy's lower 95% bound is above "
+        "this (and it shows no significant position bias).",
+    )
 
     @model_validator(mode="after")
     def _calibration_needs_a_check(self):
@@ -448,7 +455,9 @@ def run_labels(ctx: JobContext, config: LabelConfig) -> None:
             if config.judge_check:  # run or reuse the judge's check; its bias if calibrating
                 from cai_engine.judge_check import ensure_check
 
-                bias = ensure_check(ctx, model, version, config).applied_bias
+                bias = ensure_check(
+                    ctx, model, version, config, threshold=config.judge_threshold
+                ).applied_bias
             with ctx.writer(
                 "labels",
                 flush_rows=config.batch_pairs,

@@ -587,6 +587,12 @@ def test_the_verdict_is_said_beside_a_label_jobs_numbers_and_gates_its_export(
     on_disk = json.loads((tmp_path / "kept" / "manifest.json").read_text())
     assert on_disk["judge_check"] == recorded
 
+    # a job's own bar: the stored check is reused and judged under it
+    low = {**settings, "few_shots": 0, "limit": 2, "judge_threshold": 0.2}
+    low = finish(store, submit_labels(store, low).id)
+    used = store.judge_check_for_job(low.id)
+    assert (used.job_id, used.reused, used.threshold) == (check.job_id, True, 0.2)
+
     # the same job under a bar its judge clears: the flag lets it through
     with store.connect() as con:
         con.rows("UPDATE judge_check_uses SET qualified = true WHERE job_id = ?", [job.id])

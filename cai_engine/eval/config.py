@@ -60,6 +60,13 @@ class EvalConfig(BaseModel):
         description="position: take the judge's order bias, measured by its check, out of "
         "each comparison's probabilities before the orders are averaged.",
     )
+    judge_threshold: float = Field(
+        0.7,
+        ge=0.0,
+        lt=1.0,
+        description="The judge qualifies when its gold-set accuracy's lower 95% bound is above "
+        "this (and it shows no significant position bias).",
+    )
 
     @field_validator("models")
     @classmethod

@@ -107,7 +107,10 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
         from cai_engine.judge_check import ensure_check
 
         with ctx.lazy_model(config.judge, "judge_loaded", model=config.judge) as judge:
-            bias = ensure_check(ctx, judge, version, label_config(config, version.ref)).applied_bias
+            labelling = label_config(config, version.ref)
+            bias = ensure_check(
+                ctx, judge, version, labelling, threshold=config.judge_threshold
+            ).applied_bias
     ctx.phase("judging the first batch")
     judgements = judge_all(
         ctx,

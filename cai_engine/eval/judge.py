@@ -43,6 +43,7 @@ def label_config(cfg: EvalConfig, constitution: str, few_shots: int | None = Non
         batch_pairs=cfg.batch,
         judge_check=cfg.judge_check,
         calibrate=cfg.calibrate,
+        judge_threshold=cfg.judge_threshold,
     )
 
 
