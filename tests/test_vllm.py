@@ -6,6 +6,7 @@ minutes to start, so one server serves the whole module.
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -118,3 +119,46 @@ def test_soft_labels_through_vllm_match_the_local_backend(vllm_spec, embedded_ho
         {"messages": questions[0], "add_generation_prompt": False, "continue_final_message": True}
     )
     assert ids[-len(local.render(questions[0])) :] == local.render(questions[0])
+
+
+def test_cai_judge_check_through_vllm_scores_the_gold_set_as_the_local_backend_does(
+    vllm_spec, embedded_home, local, tmp_path, monkeypatch, capsys
+):
+    """`cai judge check --model openai:…` as a job against vLLM: one item per gold pair, both
+    orders, the verdict printed; each pair's soft label within 0.05 of the local backend's."""
+    from cai_engine.bundled import install_bundled
+    from cai_engine.cli import main
+    from cai_engine.gold import BUNDLED_GOLD, as_pairs, gold_set
+    from cai_engine.judge_verdict import badge
+    from cai_engine.labels import LabelConfig, label_pairs
+    from cai_engine.store import Store
+
+    home = tmp_path / "home"
+    store = Store(home)
+    install_bundled(store)
+    monkeypatch.setenv("CAI_HOME", str(home))
+    gold_file = tmp_path / "gold.jsonl"  # six bundled pairs: two of each category
+    lines = BUNDLED_GOLD.read_text(encoding="utf-8").splitlines()
+    picked = []
+    for category in ("harmless", "over-refusal", "quality"):
+        picked += [ln for ln in lines if json.loads(ln)["category"] == category][:2]
+    gold_file.write_text("\n".join(picked) + "\n", encoding="utf-8")
+
+    args = ["judge", "check", "--model", vllm_spec, "--constitution", "harmless", "--wait"]
+    args += ["--gold", str(gold_file), "--no-bundled-gold", "--few-shots", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    (check,) = store.judge_checks()
+    version = store.get_version("harmless")
+    gold = gold_set(bundled=False, files=[gold_file], constitution=version.constitution,
+                    ref=version.ref)  # fmt: skip
+    assert check.n == len(gold) and check.orders == 2 * check.n
+    assert badge(check) in out and check.model == vllm_spec
+
+    ours = label_pairs(
+        as_pairs(gold), version.constitution, version.hash, local,
+        LabelConfig(pairs="gold", constitution=version.ref, few_shots=0),
+    )  # fmt: skip
+    theirs = {i["gold_id"]: i["soft_label"] for i in store.judge_check_items(check.job_id)}
+    for row in ours:
+        assert abs(row["soft_label"] - theirs[row["prompt_id"]]) < 0.05, row["prompt_id"]
