@@ -74,17 +74,25 @@ LEFT JOIN prompts p ON p.set_name = s.prompt_set AND p.prompt_id = s.prompt_id
 
 def refresh_trace_summaries(con: Conn, job_id: str, shards: list[str] | None = None) -> None:
     """Rebuild the summaries of job `job_id`'s traces: all of them, or (given `shards`, the
-    Parquet files just ingested) only the traces those shards added steps to."""
+    Parquet files just ingested) only the traces those shards added steps to.
+
+    A job with no summaries yet (its first ingest: every trace it has came in this batch)
+    gets all of them by a plain INSERT, without reading the shards' keys back or merging
+    into rows that cannot be there."""
+    first = not con.scalar(
+        "SELECT EXISTS (SELECT 1 FROM trace_summaries WHERE job_id = ?)", [job_id]
+    )
     touched = ""
     params: list = [CUT_OFF]
-    if shards is not None:
+    if shards is not None and not first:
         touched = (
             "SEMI JOIN (SELECT DISTINCT prompt_id, sample FROM read_parquet(?)) k"
             " ON k.prompt_id = t.prompt_id AND k.sample = t.sample"
         )
         params.append(shards)
     select = _SUMMARY_SELECT.replace("{touched}", touched)
-    con.rows(f"INSERT OR REPLACE INTO trace_summaries {select}", [*params, job_id])
+    verb = "INSERT" if first else "INSERT OR REPLACE"
+    con.rows(f"{verb} INTO trace_summaries {select}", [*params, job_id])
 
 
 def revision_changes(steps: list[dict]) -> list[tuple[float, bool]]:
