@@ -85,7 +85,7 @@ def run_eval(ctx: JobContext, config: EvalConfig) -> None:
     ctx.check_cancelled()
     ctx.phase("judging the first batch")
     with ctx.resume_index("eval_answers", key=ANSWER_KEY) as answers:
-        judge_all(ctx, config, version, answers, critique and critique[0], done=n_answers)
+        judge_all(ctx, config, version, answers, critique[0] if critique else None, done=n_answers)
     ctx.check_cancelled()
     # 2) the summary: SQL over the shards, never their rows in a list
     lineages = {spec: model_lineage(ctx.store, spec) for spec in config.answering}
