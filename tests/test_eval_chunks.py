@@ -96,6 +96,20 @@ def run_here(store, job_id: str, config: dict, monkeypatch, calls: dict, fail_at
     run_eval(JobContext(store, job, jobs.get_kind("eval")), EvalConfig(**config))
 
 
+def count_reads(monkeypatch) -> list[tuple[int, int]]:
+    """(prompt ids asked, rows read back) of each read of the job's own shards."""
+    asked: list[tuple[int, int]] = []
+    rows_for = ShardIndex.rows_for
+
+    def counted(self, column, values):
+        rows = rows_for(self, column, values)
+        asked.append((len(values), len(rows)))
+        return rows
+
+    monkeypatch.setattr(ShardIndex, "rows_for", counted)
+    return asked
+
+
 def settings(specs, **extra) -> dict:
     return {
         "models": list(specs),
@@ -124,15 +138,7 @@ def test_an_eval_job_reads_and_judges_a_chunk_at_a_time_and_sums_up_in_sql(
     config = settings(specs)
     job = new_eval_job(seeded_store, config, "eval-00000000-000000-chunks")
     counter = RowCounter(monkeypatch)
-    asked: list[tuple[int, int]] = []  # (prompt ids asked, rows read back) per shard read
-    rows_for = ShardIndex.rows_for
-
-    def counted(self, column, values):
-        rows = rows_for(self, column, values)
-        asked.append((len(values), len(rows)))
-        return rows
-
-    monkeypatch.setattr(ShardIndex, "rows_for", counted)
+    asked = count_reads(monkeypatch)
     calls: dict = {}
     run_here(seeded_store, job.id, config, monkeypatch, calls)
 
@@ -168,16 +174,21 @@ def test_the_numbers_do_not_depend_on_the_chunk_and_a_failed_judge_resumes_judgi
     run_here(seeded_store, one_go.id, whole, monkeypatch, {})
     expected = numbers(one_go.run.read_shard_rows("eval_results"))
 
-    # chunks of 3; the judge fails on its 5th batch, then the job resumes
+    # chunks of 3; the judge fails on its 8th batch: the first chunk took 5 (3 batches of
+    # refusals, 2 of comparisons), so it fails in the second chunk
     config = settings(specs, reuse_answers=False)
     job = new_eval_job(seeded_store, config, "eval-00000000-000000-resumed")
     with pytest.raises(RuntimeError, match="the judge went away"):
-        run_here(seeded_store, job.id, config, monkeypatch, {}, fail_at=5)
+        run_here(seeded_store, job.id, config, monkeypatch, {}, fail_at=8)
     kept = job.run.read_shard_rows("eval_judgements")
-    assert 1 <= len(kept) < 48 and len(job.run.read_shard_rows("eval_answers")) == 32
+    assert len(kept) == 3 * 2 + 3 + 2 * 2  # chunk 1 (6 refusals, 3 comparisons), 2 batches
+    assert len(job.run.read_shard_rows("eval_answers")) == 32
+    asked = count_reads(monkeypatch)
     calls: dict = {}
     run_here(seeded_store, job.id, config, monkeypatch, calls)
     assert "chat" not in calls  # every answer was there: none generated again
+    # the first chunk was judged whole: its answers were not read back
+    assert [ids for ids, _ in asked] == [3, 2] + [3, 3, 2]
     verdicts = job.run.read_shard_rows("eval_judgements")
     keys = [(v["metric"], v["model"], v["prompt_set"], v["prompt_id"]) for v in verdicts]
     assert len(keys) == len(set(keys)) == 48  # each judged once, across the two attempts

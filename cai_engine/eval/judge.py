@@ -114,6 +114,8 @@ def judge_all(
             for chunk in prompt_chunks(ctx.store, ref, cfg):
                 ids = [p.prompt_id for p in chunk]
                 have = judged.done_among("prompt_id", ids)
+                if have and _all_judged(cfg, task[0], set_name, answers, ids, have):
+                    continue  # judged by an earlier attempt: its answers are not read back
                 rows = [
                     a for a in answers.rows_for("prompt_id", ids) if a["prompt_set"] == set_name
                 ]
@@ -132,6 +134,19 @@ def judge_all(
                 pairs = [p for p in pairs if _revision_key(critique.id, p) not in have]
                 task = ("revision", pairs, version.constitution, version.hash, None)
                 _judge_pairs(ctx, cfg, version, task, judge, out.add)
+
+
+def _all_judged(cfg, metric, set_name, answers: ShardIndex, ids, have) -> bool:
+    """Whether every verdict a chunk's answers need is in `have`: asked of the indexes' keys,
+    without reading the answers back."""
+    answered = {(m, pid) for m, s, pid in answers.done_among("prompt_id", ids) if s == set_name}
+    for m, pid in answered:
+        if ("refusal", m, set_name, pid, 0) not in have:
+            return False
+        compared = m != cfg.ref_model and (cfg.ref_model, pid) in answered
+        if compared and (metric, m, set_name, pid, 0) not in have:
+            return False
+    return True
 
 
 def _revision_key(critique_job: str, p: dict) -> tuple:
