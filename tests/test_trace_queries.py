@@ -169,6 +169,38 @@ def test_a_live_job_refreshes_only_the_traces_its_new_shards_touch(tmp_path):
             assert new == old
 
 
+def test_a_shard_that_repeats_stored_steps_adds_only_its_new_ones_and_keeps_the_first(tmp_path):
+    """Ingest inserts a batch of new steps with a plain INSERT; a shard that repeats steps the
+    store has (a copy, or a key written twice) makes it fall back to INSERT OR IGNORE for the
+    whole batch: the new steps go in, the stored ones keep their first text."""
+    from cai_engine import jobs
+
+    store = Store(tmp_path / "home")
+    made = synthetic.critique_job(store, 4, rounds=1, shards=1, job_id="critique-1-1-again")
+    job_id = made["job"]
+    before, _ = store.trace_page(job_id)
+    rows = store.traces(job_id)
+    # a shard with two of the stored steps (other text) and one new step of the first trace
+    first = before[0]["prompt_id"]
+    repeated = [
+        {k: v for k, v in r.items() if k not in ("prompt_messages", "category")} | {"text": "no"}
+        for r in rows[:2]
+    ]
+    new = {**repeated[0], "prompt_id": first, "round": 2, "step": "critique", "text": "late"}
+    new |= {"principle_id": "late", "edit_size": None, "changed": None}
+    run = RunFolder(store.home / "runs" / job_id)
+    run.write_shard("traces", [*repeated, new])
+    assert jobs.ingest(store, jobs.get_job(store, job_id)) == 1  # only the new step
+    texts = {(r["prompt_id"], r["round"], r["step"]): r["text"] for r in store.traces(job_id)}
+    assert len(texts) == 4 * 3 + 1
+    for r in rows[:2]:
+        assert texts[(r["prompt_id"], r["round"], r["step"])] == r["text"]  # the first kept
+    after, _ = store.trace_page(job_id)
+    grown = {r["prompt_id"]: r for r in after}[first]
+    assert (grown["steps"], grown["principles"]) == (4, [before[0]["principles"][0], "late"])
+    assert [r for r in after if r["prompt_id"] != first] == before[1:]
+
+
 def page_keys_ids(rows, n: int) -> set[str]:
     return {r["prompt_id"] for r in rows[:n]}
 

@@ -21,6 +21,11 @@ prompt with the model's fingerprint (its weights' names, sizes and times) and th
 later eval of the same checkpoint reuses them instead of generating again. A resumed job skips
 the answers and verdicts its shards already hold; a judge that fails mid-run keeps both.
 
+A job of any size holds a chunk of prompts at a time (`chunk_prompts`): each model answers the
+sets chunk by chunk, then the judge reads back and judges each chunk's answers; the summary is
+SQL over the job's shards (`store.eval_summary`), the same SQL `metrics.summarise` runs over
+lists.
+
 Modules, in the order the job uses them: `config`, `answers`, `refusals`, `revisions`, `judge`,
 `stats`, `metrics`, `report`, and `job` (submit and run).
 """

@@ -1,65 +1,83 @@
-"""Eval answers: every (model, set, prompt) answered once, from the job's shards, reused
-from an earlier eval of the same weights and sampling, or generated now.
+"""Eval answers: every (model, set, prompt) answered once, a chunk of prompts at a time: from
+the job's shards, reused from an earlier eval of the same weights and sampling, or generated
+now. The answers go to the job's `eval_answers` shards; the job holds one chunk of them.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from cai_engine.eval.config import EvalConfig
 from cai_engine.models import parse_spec
 from cai_engine.models.local import model_fingerprint
+from cai_engine.prompts import iter_prompts
 
 if TYPE_CHECKING:
+    from cai_engine.prompts import Prompt
     from cai_engine.runner import JobContext
+    from cai_engine.store import Store
+
+ANSWER_KEY = ("model", "prompt_set", "prompt_id")  # one answer
 
 
 def answer_key(r: dict) -> tuple:
-    return (r["model"], r["prompt_set"], r["prompt_id"])
+    return tuple(r[c] for c in ANSWER_KEY)
 
 
-def collect_answers(ctx: JobContext, cfg: EvalConfig, prompts: dict) -> list[dict]:
-    """Every (model, set, prompt) answered: from the job's shards, reused from earlier eval
-    jobs of the same weights and sampling, or generated now. Returns all answer rows."""
+def prompt_chunks(store: Store, ref: str, cfg: EvalConfig) -> Iterator[list[Prompt]]:
+    """The prompts of one eval set (its first `cfg.limit`), `cfg.chunk_prompts` at a time."""
+    prompts = iter_prompts(store, ref, cfg.limit, page=cfg.chunk_prompts)
+    while chunk := list(itertools.islice(prompts, cfg.chunk_prompts)):
+        yield chunk
 
-    previous = ctx.resume("eval_answers", key=answer_key)
-    have = set(previous.done)
+
+def collect_answers(ctx: JobContext, cfg: EvalConfig) -> int:
+    """Every (model, set, prompt) answered, a chunk of prompts at a time: from the job's
+    shards, reused from earlier eval jobs of the same weights and sampling, or generated now
+    (a model loads only if it has something to answer). Returns how many answers the job's
+    shards hold."""
+
+    names = cfg.set_names()
     sampling = cfg.sampling.model_dump_json()
-    rows = list(previous.rows)
-    # finished answers are kept whatever happens next
-    with ctx.writer("eval_answers", flush_rows=cfg.batch, done=len(rows)) as out:
-
-        def add(new: list[dict]) -> None:
-            out.add(new)
-            rows.extend(new)
-            have.update(answer_key(r) for r in new)
-
+    # what earlier attempts answered, asked a chunk at a time; finished answers are kept
+    # whatever happens next
+    with (
+        ctx.resume_index("eval_answers", key=ANSWER_KEY) as previous,
+        ctx.writer("eval_answers", flush_rows=cfg.batch, done=previous.keys) as out,
+    ):
         for spec in cfg.answering:
             fingerprint = model_fingerprint(parse_spec(spec), ctx.store.home)
-            todo = []
-            for set_name, set_prompts in prompts.items():
-                if cfg.reuse_answers:
-                    reused = _reuse(ctx, spec, fingerprint, sampling, set_name, set_prompts, have)
+            with ctx.lazy_model(spec, model=spec) as model:
+                for role, ref in cfg.sets():
+                    set_name, reused = names[role], 0
+                    for chunk in prompt_chunks(ctx.store, ref, cfg):
+                        have = previous.done_among("prompt_id", [p.prompt_id for p in chunk])
+                        todo = [p for p in chunk if (spec, set_name, p.prompt_id) not in have]
+                        if todo and cfg.reuse_answers:
+                            found = _reuse(ctx, spec, fingerprint, sampling, set_name, todo)
+                            out.add(found)
+                            reused += len(found)
+                            got = {a["prompt_id"] for a in found}
+                            todo = [p for p in todo if p.prompt_id not in got]
+                        if todo:
+                            ctx.check_cancelled()
+                            _generate(ctx, cfg, model(), (spec, fingerprint, sampling),
+                                      set_name, todo, out.add)  # fmt: skip
+                            ctx.check_cancelled()
                     if reused:
-                        add(reused)
-                        ctx.event("answers_reused", model=spec, prompt_set=set_name, n=len(reused))
-                todo += [
-                    (set_name, p) for p in set_prompts if (spec, set_name, p.prompt_id) not in have
-                ]
-            if todo:
-                ctx.check_cancelled()
-                _generate(ctx, cfg, spec, fingerprint, sampling, todo, add)
-                ctx.check_cancelled()
-    return rows
+                        ctx.event("answers_reused", model=spec, prompt_set=set_name, n=reused)
+    return out.done
 
 
-def _reuse(ctx: JobContext, spec, fingerprint, sampling, set_name, set_prompts, have) -> list[dict]:
-    """Answers earlier eval jobs stored for these weights, sampling and prompts, as this job's."""
-    missing = {p.prompt_id for p in set_prompts if (spec, set_name, p.prompt_id) not in have}
-    if not missing:
-        return []
-    stored = ctx.store.reusable_answers(spec, fingerprint, sampling, set_name, ctx.job_id)
+def _reuse(ctx: JobContext, spec, fingerprint, sampling, set_name, todo) -> list[dict]:
+    """Answers earlier eval jobs stored for these weights, sampling and prompts (`todo`, one
+    chunk), as this job's."""
+    stored = ctx.store.reusable_answers(
+        spec, fingerprint, sampling, set_name, ctx.job_id, [p.prompt_id for p in todo]
+    )
     return [
         {
             **{k: old[k] for k in _ANSWER_COLUMNS},
@@ -67,12 +85,13 @@ def _reuse(ctx: JobContext, spec, fingerprint, sampling, set_name, set_prompts, 
             "reused_from": old["reused_from"] or old["job_id"],
         }
         for old in stored
-        if old["prompt_id"] in missing
     ]
 
 
-def _generate(ctx: JobContext, cfg, spec, fingerprint, sampling, todo, add) -> None:
-    """Answer `todo` [(set name, prompt)] with one model, handing each finished batch to `add`."""
+def _generate(ctx: JobContext, cfg, model, answering, set_name, todo, add) -> None:
+    """Answer `todo` (prompts of set `set_name`) with `model`; `answering` is its (spec,
+    fingerprint, sampling). Each finished batch goes to `add`."""
+    spec, fingerprint, sampling = answering
 
     def save(indices, completions):
         nonlocal clock
@@ -83,14 +102,13 @@ def _generate(ctx: JobContext, cfg, spec, fingerprint, sampling, todo, add) -> N
         for i, c in zip(indices, completions, strict=True):
             if c.finish_reason == "cancelled":
                 continue  # abandoned mid-answer: not stored, redone on resume
-            set_name, p = todo[i]
             new.append(
                 {
                     "job_id": ctx.job_id,
                     "model": spec,
                     "fingerprint": fingerprint,
                     "prompt_set": set_name,
-                    "prompt_id": p.prompt_id,
+                    "prompt_id": todo[i].prompt_id,
                     "sampling": sampling,
                     "text": c.text,
                     "prompt_tokens": c.prompt_tokens,
@@ -103,14 +121,13 @@ def _generate(ctx: JobContext, cfg, spec, fingerprint, sampling, todo, add) -> N
             ctx.add_tokens(c.completion_tokens)
         add(new)
 
-    with ctx.model(spec, model=spec) as model:
-        clock = time.perf_counter()  # after loading: a batch's time is only its generation
-        model.chat(
-            [p.messages for _, p in todo],
-            cfg.sampling,
-            should_stop=lambda: ctx.cancelled,
-            on_batch=save,
-        )
+    clock = time.perf_counter()  # after loading: a batch's time is only its generation
+    model.chat(
+        [p.messages for p in todo],
+        cfg.sampling,
+        should_stop=lambda: ctx.cancelled,
+        on_batch=save,
+    )
 
 
 _ANSWER_COLUMNS = (

@@ -49,6 +49,14 @@ class EvalConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, description="Seeds the principle drawn per prompt.")
     bootstrap_rounds: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples.")
+    # 256 = 4 batches of 64: a job holds one chunk of answers and verdicts, whatever the sets' size
+    chunk_prompts: int = Field(
+        256,
+        gt=0,
+        le=100_000,
+        description="Prompts the job takes at a time, per set: answered, then judged a chunk at"
+        " a time (memory holds one chunk; the numbers do not depend on it).",
+    )
     batch: int = Field(64, gt=0, le=4096, description="Answers judged and saved together.")
     judge_check: bool = Field(
         True,

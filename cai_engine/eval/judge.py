@@ -1,5 +1,5 @@
 """The eval job's verdicts: win-rate comparisons against the reference, refusal verdicts,
-and revision progress, continuing from the job's shards.
+and revision progress, a chunk of prompts at a time, continuing from the job's shards.
 """
 
 from __future__ import annotations
@@ -8,15 +8,16 @@ import time
 from typing import TYPE_CHECKING
 
 from cai_engine.constitution import Constitution, Principle
-from cai_engine.eval.answers import answer_key
+from cai_engine.eval.answers import prompt_chunks
 from cai_engine.eval.config import EvalConfig
 from cai_engine.eval.refusals import judge_refusals, refusal_rule
-from cai_engine.eval.revisions import revision_pairs
+from cai_engine.eval.revisions import critique_answer_pages, revision_pairs
 from cai_engine.labels import LabelConfig, label_pairs
 from cai_engine.pairs import pair_flags
 
 if TYPE_CHECKING:
     from cai_engine.runner import JobContext
+    from cai_engine.store.shards import ShardIndex
 
 
 HELPFULNESS = Principle(
@@ -51,8 +52,7 @@ def helpfulness_constitution() -> Constitution:
     return Constitution(name="helpfulness", principles=[HELPFULNESS])
 
 
-def _judgement_key(r: dict) -> tuple:
-    return (r["metric"], r["model"], r["prompt_set"], r["prompt_id"], int(r["item"]))
+JUDGEMENT_KEY = ("metric", "model", "prompt_set", "prompt_id", "item")  # one verdict
 
 
 def _judgement_row(
@@ -79,107 +79,131 @@ def _judgement_row(
 
 
 def judge_all(
-    ctx: JobContext, cfg, version, prompts, answers, previous, critique_rows, position_bias=None
-) -> list[dict]:
-    """Every verdict the metrics need, continuing from the job's shards. `position_bias`: the
-    judge check's bias, taken out of every comparison with `cfg.calibrate == "position"`."""
+    ctx: JobContext,
+    cfg: EvalConfig,
+    version,
+    answers: ShardIndex,
+    critique=None,
+    *,
+    done=0,
+    position_bias=None,
+) -> None:
+    """Every verdict the metrics need, a chunk of prompts at a time, continuing from the
+    job's shards: for each chunk of each eval set, a refusal verdict on every answer and the
+    comparisons against the reference; then the critique job's revisions, a page of traces
+    at a time. The verdicts go to the job's `eval_judgements` shards as they are made.
 
-    # 1) what is left to judge: win-rate comparisons, refusal verdicts, revision progress
-    done = {_judgement_key(r) for r in previous}
-    messages = {(s, p.prompt_id): p.messages for s, ps in prompts.items() for p in ps}
-    comparisons = _comparisons_todo(ctx, cfg, prompts, answers, messages, done)
-    refusals = _refusals_todo(answers, messages, done)
-    revisions = _revisions_todo(cfg, critique_rows, done)
-    todo = sum(map(len, comparisons.values())) + len(refusals) + len(revisions)
-    n_answers = len(cfg.answering) * sum(map(len, prompts.values()))
-    ctx.progress(done=len(answers) + len(done), total=n_answers + len(done) + todo, force=True)
-    rows = list(previous)
-    if not todo:
-        return rows
-    # 2) judge them, refusals first: their rules need no model (the judge loads when needed)
+    Args:
+        answers (`ShardIndex`):
+            The job's answers (all written), read back a chunk of prompts at a time.
+        critique (`Job`, *optional*):
+            The critique job whose revisions are compared round against round.
+        done (`int`, *optional*, defaults to `0`):
+            The progress count before the first verdict (the answers).
+        position_bias (`float`, *optional*):
+            The judge check's bias (logits), taken out of every comparison when
+            `cfg.calibrate == "position"`.
+    """
+    names = cfg.set_names()
     helpfulness = helpfulness_constitution()
     with (
+        ctx.resume_index("eval_judgements", key=JUDGEMENT_KEY) as judged,
         ctx.lazy_model(cfg.judge, "judge_loaded", model=cfg.judge) as judge,
         ctx.writer(
             "eval_judgements",
             flush_rows=cfg.batch,
             checkpoint=True,  # a judged batch is a checkpoint
-            done=len(answers) + len(rows),
+            done=done + judged.keys,
         ) as out,
     ):
+        # 1) each eval set, a chunk of prompts at a time: refusals first (their rules need no
+        # model; the judge loads when needed), then the comparisons against the reference
+        for role, ref in cfg.sets():
+            set_name = names[role]
+            if role == "harmful":
+                task = ("harmless", version.constitution, version.hash, None)
+            else:
+                task = ("helpful", helpfulness, helpfulness.hash, 0)
+            for chunk in prompt_chunks(ctx.store, ref, cfg):
+                ids = [p.prompt_id for p in chunk]
+                have = judged.done_among("prompt_id", ids)
+                if have and _all_judged(cfg, task[0], set_name, answers, ids, have):
+                    continue  # judged by an earlier attempt: its answers are not read back
+                rows = [
+                    a for a in answers.rows_for("prompt_id", ids) if a["prompt_set"] == set_name
+                ]
+                messages = {p.prompt_id: p.messages for p in chunk}
+                _judge_refusals(
+                    ctx, cfg, _refusals_todo(rows, messages, have),
+                    judge if cfg.judge_refusals else None, out.add,
+                )  # fmt: skip
+                pairs = _comparisons_todo(ctx, cfg, task[0], set_name, chunk, rows, have)
+                task_pairs = (task[0], pairs, *task[1:])
+                _judge_pairs(ctx, cfg, version, task_pairs, judge, out.add, position_bias)
+        # 2) the critique job's revisions, a page of whole traces at a time
+        if critique is not None:
+            for page in critique_answer_pages(ctx.store, critique.id, cfg.chunk_prompts):
+                pairs = revision_pairs(page)
+                have = judged.done_among("prompt_id", sorted({p["prompt_id"] for p in pairs}))
+                pairs = [p for p in pairs if _revision_key(critique.id, p) not in have]
+                task = ("revision", pairs, version.constitution, version.hash, None)
+                _judge_pairs(ctx, cfg, version, task, judge, out.add, position_bias)
 
-        def emit(new: list[dict]):
-            out.add(new)
-            rows.extend(new)
 
-        _judge_refusals(ctx, cfg, refusals, judge if cfg.judge_refusals else None, emit)
-        for task in (
-            ("harmless", comparisons["harmless"], version.constitution, version.hash, None),
-            ("helpful", comparisons["helpful"], helpfulness, helpfulness.hash, 0),
-            ("revision", revisions, version.constitution, version.hash, None),
-        ):
-            _judge_pairs(ctx, cfg, version, task, judge, emit, position_bias)
-    return rows
+def _all_judged(cfg, metric, set_name, answers: ShardIndex, ids, have) -> bool:
+    """Whether every verdict a chunk's answers need is in `have`: asked of the indexes' keys,
+    without reading the answers back."""
+    answered = {(m, pid) for m, s, pid in answers.done_among("prompt_id", ids) if s == set_name}
+    for m, pid in answered:
+        if ("refusal", m, set_name, pid, 0) not in have:
+            return False
+        compared = m != cfg.ref_model and (cfg.ref_model, pid) in answered
+        if compared and (metric, m, set_name, pid, 0) not in have:
+            return False
+    return True
 
 
-def _comparisons_todo(
-    ctx: JobContext, cfg, prompts, answers, messages, done
-) -> dict[str, list[dict]]:
-    """metric -> the pairs (a model's answer, the reference's) still to compare."""
-    by_key = {answer_key(a): a for a in answers}
+def _revision_key(critique_job: str, p: dict) -> tuple:
+    return ("revision", critique_job, p["prompt_set"], p["prompt_id"], p["item"])
+
+
+def _comparisons_todo(ctx: JobContext, cfg, metric, set_name, chunk, rows, have) -> list[dict]:
+    """The pairs (a model's answer, the reference's) of one chunk still to compare."""
+    by_key = {(a["model"], a["prompt_id"]): a for a in rows}
     ref = cfg.ref_model
-    set_of = cfg.set_names()
-    comparisons: dict[str, list[dict]] = {"harmless": [], "helpful": []}
-    for metric, role in (("harmless", "harmful"), ("helpful", "helpful")):
-        if role not in set_of:
+    comparisons = []
+    for spec in cfg.models:
+        if spec == ref:
             continue
-        set_name = set_of[role]
-        for spec in cfg.models:
-            if spec == ref:
+        for p in chunk:
+            if (metric, spec, set_name, p.prompt_id, 0) in have:
                 continue
-            for p in prompts[set_name]:
-                if (metric, spec, set_name, p.prompt_id, 0) in done:
-                    continue
-                mine, theirs = (
-                    by_key.get((spec, set_name, p.prompt_id)),
-                    by_key.get((ref, set_name, p.prompt_id)),
-                )
-                if mine is None or theirs is None:
-                    continue  # an answer the model could not give (cancelled): nothing to judge
-                comparisons[metric].append(
-                    {
-                        "job_id": ctx.job_id,
-                        "prompt_set": set_name,
-                        "prompt_id": p.prompt_id,
-                        "pair": 0,  # the same principle for every model on this prompt
-                        "model": spec,
-                        "item": 0,
-                        "response_a": mine["text"],
-                        "response_b": theirs["text"],
-                        "flags": pair_flags(mine["text"], theirs["text"]),
-                        "prompt_messages": messages[(set_name, p.prompt_id)],
-                    }
-                )
+            mine, theirs = by_key.get((spec, p.prompt_id)), by_key.get((ref, p.prompt_id))
+            if mine is None or theirs is None:
+                continue  # an answer the model could not give (cancelled): nothing to judge
+            comparisons.append(
+                {
+                    "job_id": ctx.job_id,
+                    "prompt_set": set_name,
+                    "prompt_id": p.prompt_id,
+                    "pair": 0,  # the same principle for every model on this prompt
+                    "model": spec,
+                    "item": 0,
+                    "response_a": mine["text"],
+                    "response_b": theirs["text"],
+                    "flags": pair_flags(mine["text"], theirs["text"]),
+                    "prompt_messages": p.messages,
+                }
+            )
     return comparisons
 
 
-def _refusals_todo(answers, messages, done) -> list[dict]:
+def _refusals_todo(rows, messages, have) -> list[dict]:
     """Every answer gets a refusal verdict: the rules always, the judge when asked."""
     return [
-        {**a, "prompt_messages": messages.get((a["prompt_set"], a["prompt_id"]), [])}
-        for a in answers
-        if ("refusal", a["model"], a["prompt_set"], a["prompt_id"], 0) not in done
-    ]
-
-
-def _revisions_todo(cfg, critique_rows, done) -> list[dict]:
-    """The critique job's (round k-1, round k) pairs still to compare."""
-    if not critique_rows:
-        return []
-    return [
-        p
-        for p in revision_pairs(critique_rows)
-        if ("revision", cfg.critique_job, p["prompt_set"], p["prompt_id"], p["item"]) not in done
+        {**a, "prompt_messages": messages.get(a["prompt_id"], [])}
+        for a in rows
+        if ("refusal", a["model"], a["prompt_set"], a["prompt_id"], 0) not in have
     ]
 
 

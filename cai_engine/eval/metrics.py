@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from cai_engine.eval.config import EvalConfig
 from cai_engine.eval.refusals import REFUSAL_PATTERNS
-from cai_engine.eval.revisions import revision_pairs, summarise_rounds
+from cai_engine.eval.revisions import RoundProgress
 from cai_engine.eval.stats import Rate, bootstrap_ci, wilson
+from cai_engine.store import eval_summary
 
 METRICS: dict[str, str] = {
     "harmlessness_win_rate": "Harmlessness win rate vs the reference (soft; ties count 1/2)",
@@ -80,21 +81,38 @@ def _result(
 def summarise(
     cfg: EvalConfig, job_id: str, answers, judgements, lineages, critique=None
 ) -> list[dict]:
-    """The summary rows: one per model and metric, each with its interval and sample size."""
-    by_metric: dict[tuple[str, str, str], list[dict]] = {}
-    for j in judgements:
-        by_metric.setdefault((j["metric"], j["model"], j["prompt_set"]), []).append(j)
+    """The summary rows of answers and verdicts given as lists (as a job writes them): the
+    same SQL a job runs over its shards (`summarise_tables`), over an in-memory DuckDB."""
+    with eval_summary.scratch(list(answers), list(judgements)) as con:
+        return summarise_tables(cfg, job_id, con, lineages, critique)
+
+
+def summarise_tables(cfg: EvalConfig, job_id: str, con, lineages, critique=None) -> list[dict]:
+    """The summary rows: one per model and metric, each with its interval and sample size.
+
+    Args:
+        con (`Conn`):
+            A DuckDB connection with the job's `eval_answers` and `eval_judgements` (see
+            `store.eval_summary`): counts and sums come from SQL aggregates, and a bootstrap
+            reads the one column it resamples, never the rows.
+        critique (`tuple`, *optional*):
+            (the critique job, its model spec) when the job measured revision progress.
+    """
+    answers = eval_summary.answer_stats(con)
+    verdicts = eval_summary.verdict_stats(con)
     out = []
     for spec in cfg.answering:
-        mine = [a for a in answers if a["model"] == spec]
+        mine = {s: a for (m, s), a in answers.items() if m == spec}
+        fingerprints = [a["fingerprint"] for a in mine.values() if a["fingerprint"]]
         s = _Summary(
             cfg,
             job_id,
             spec,
-            by_metric,
+            con,
+            verdicts,
             common={
                 "lineage": lineages.get(spec, {}),
-                "fingerprint": mine[0]["fingerprint"] if mine else None,
+                "fingerprint": min(fingerprints) if fingerprints else None,
             },
         )
         # 1) per prompt set: win rate against the reference, refusal rates, answer length
@@ -102,12 +120,12 @@ def summarise(
             if spec != cfg.ref_model:
                 out.append(s.win_rate(role, set_name))
             out += s.refusal_rates(role, set_name)
-            out.append(s.chars(role, [a for a in mine if a["prompt_set"] == set_name]))
+            out.append(s.chars(role, set_name))
         # 2) over both sets: what answering cost
         out += s.costs(mine)
     # 3) the critique job's revisions, round against round
     if critique:
-        out += _revision_progress(cfg, job_id, by_metric, *critique)
+        out += _revision_progress(cfg, job_id, con, *critique)
     return out
 
 
@@ -118,7 +136,8 @@ class _Summary:
     cfg: EvalConfig
     job_id: str
     spec: str
-    by_metric: dict[tuple[str, str, str], list[dict]]
+    con: object  # the tables' connection: the bootstraps read their columns from it
+    verdicts: dict[tuple[str, str, str], dict]  # `eval_summary.verdict_stats`
     common: dict  # detail every row of the model carries: its lineage and fingerprint
 
     def result(self, metric, eval_set, rate, method, judge=None, reference=None, **detail):
@@ -142,15 +161,8 @@ class _Summary:
         """Soft win rate against the reference model, with hard counts and order consistency."""
         cfg = self.cfg
         judge_metric = "harmless" if role == "harmful" else "helpful"
-        verdicts = [
-            j
-            for j in self.by_metric.get((judge_metric, self.spec, set_name), [])
-            if j["value"] is not None
-        ]
-        soft = [j["value"] for j in verdicts]
-        both = [
-            j for j in verdicts if j["consistent"] is not None and "identical" not in j["flags"]
-        ]
+        v = self.verdicts.get((judge_metric, self.spec, set_name), _NO_VERDICTS)
+        soft = eval_summary.verdict_values(self.con, judge_metric, self.spec, set_name)
         return self.result(
             "harmlessness_win_rate" if role == "harmful" else "helpfulness_win_rate",
             dict(cfg.sets())[role],
@@ -158,103 +170,102 @@ class _Summary:
             "bootstrap",
             cfg.judge,
             cfg.ref_model,
-            hard_wins=sum(v > 0.5 for v in soft),
-            ties=sum(v == 0.5 for v in soft),
-            losses=sum(v < 0.5 for v in soft),
-            consistency=(sum(bool(j["consistent"]) for j in both) / len(both)) if both else None,
+            hard_wins=v["above"],
+            ties=v["ties"],
+            losses=v["below"],
+            consistency=v["consistent"] / v["both_orders"] if v["both_orders"] else None,
             constitution=cfg.constitution if role == "harmful" else "helpfulness",
         )
 
     def refusal_rates(self, role: str, set_name: str) -> list[dict]:
         """The refusal rate by the rules, and by the judge when it was asked."""
         eval_set = dict(self.cfg.sets())[role]
-        refusal = self.by_metric.get(("refusal", self.spec, set_name), [])
+        v = self.verdicts.get(("refusal", self.spec, set_name), _NO_VERDICTS)
         prefix = "refusal_rate" if role == "harmful" else "over_refusal_rate"
+        hits = v.get("rules", {})
         out = [
             self.result(
                 f"{prefix}_rule",
                 eval_set,
-                wilson(sum(j["rule"] is not None for j in refusal), len(refusal)),
+                wilson(v["rule_hits"], v["verdicts"]),
                 "wilson",
-                rules={
-                    name: sum(j["rule"] == name for j in refusal)
-                    for name in REFUSAL_PATTERNS
-                    if any(j["rule"] == name for j in refusal)
-                },
+                rules={name: hits[name] for name in REFUSAL_PATTERNS if hits.get(name)},
             )
         ]
         if self.cfg.judge_refusals:
-            judged = [j for j in refusal if j["value"] is not None]
-            n = len(judged)
+            n = v["judged"]
             out.append(
                 self.result(
                     f"{prefix}_judge",
                     eval_set,
-                    wilson(sum(j["value"] > 0.5 for j in judged), n),
+                    wilson(v["above"], n),
                     "wilson",
                     self.cfg.judge,
-                    mean_p_refusal=sum(j["value"] for j in judged) / n if judged else None,
-                    agree_with_rules=(
-                        sum((j["value"] > 0.5) == (j["rule"] is not None) for j in judged) / n
-                        if judged
-                        else None
-                    ),
+                    mean_p_refusal=v["value_sum"] / n if n else None,
+                    agree_with_rules=v["agree_with_rules"] / n if n else None,
                 )
             )
         return out
 
-    def chars(self, role: str, set_answers: list[dict]) -> dict:
+    def chars(self, role: str, set_name: str) -> dict:
         return self.result(
             f"chars_{role}",
             dict(self.cfg.sets())[role],
-            self.bootstrap([len(a["text"]) for a in set_answers]),
+            self.bootstrap(eval_summary.answer_chars(self.con, self.spec, set_name)),
             "bootstrap",
         )
 
-    def costs(self, mine: list[dict]) -> list[dict]:
-        """Tokens and seconds per answer, and the tokens in all, over both sets."""
+    def costs(self, mine: dict[str, dict]) -> list[dict]:
+        """Tokens and seconds per answer, and the tokens in all, over both sets (`mine`: the
+        model's `eval_summary.answer_stats` per prompt set)."""
         all_sets = ", ".join(dict(self.cfg.sets()).values())
-        total = sum(a["completion_tokens"] for a in mine)
+        order = list(self.cfg.set_names().values())
+        tokens, seconds = eval_summary.answer_costs(self.con, self.spec, order)
+        total = sum(int(a["tokens"]) for a in mine.values())
         return [
             self.result(
                 "tokens_per_answer",
                 all_sets,
-                self.bootstrap([a["completion_tokens"] for a in mine]),
+                self.bootstrap(tokens),
                 "bootstrap",
-                truncated=sum(a["finish_reason"] == "length" for a in mine),
+                truncated=sum(int(a["truncated"]) for a in mine.values()),
             ),
             self.result(
                 "seconds_per_answer",
                 all_sets,
-                self.bootstrap([a["latency_s"] for a in mine]),
+                self.bootstrap(seconds),
                 "bootstrap",
-                reused=sum(a["reused_from"] is not None for a in mine),
+                reused=sum(int(a["reused"]) for a in mine.values()),
             ),
             self.result(
                 "tokens_total",
                 all_sets,
-                Rate(total, len(mine), float(total), None, None),
+                Rate(total, len(tokens), float(total), None, None),
                 "total",
-                seconds=sum(a["latency_s"] for a in mine),
+                seconds=sum(seconds),
             ),
         ]
 
 
-def _revision_progress(cfg, job_id, by_metric, source, trace_rows) -> list[dict]:
+# a model with no verdicts of a kind: every count zero
+_NO_VERDICTS = dict.fromkeys(
+    ("verdicts", "judged", "value_sum", "above", "ties", "below", "both_orders", "consistent",
+     "rule_hits", "agree_with_rules"),
+    0,
+)  # fmt: skip
+
+
+def _revision_progress(cfg, job_id, con, source, critique_model: str) -> list[dict]:
     """Per round k, how often the judge preferred round k's revision to round k-1's answer."""
-    pairs = revision_pairs(trace_rows)
-    verdict = (
-        {
-            (j["prompt_id"], j["item"]): j["value"]
-            for j in by_metric.get(("revision", source.id, pairs[0]["prompt_set"]), [])
-        }
-        if pairs
-        else {}
-    )
-    progress = summarise_rounds(
-        [p["round"] for p in pairs], [verdict.get((p["prompt_id"], p["item"])) for p in pairs]
-    )
-    model = trace_rows[0]["model"] if trace_rows else ""
+    progress = [
+        RoundProgress(
+            round=int(r["round"]),
+            pairs=int(r["judged"]),
+            preferred=wilson(r["value_sum"], int(r["judged"])),
+            wins=wilson(int(r["above"]), int(r["judged"])),
+        )
+        for r in eval_summary.round_stats(con, source.id)
+    ]
     return [
         _result(
             job_id,
@@ -267,7 +278,7 @@ def _revision_progress(cfg, job_id, by_metric, source, trace_rows) -> list[dict]
             f"round {rp.round - 1}",
             hard_wins=rp.wins.k,
             hard_win_rate=rp.wins.value,
-            critique_model=model,
+            critique_model=critique_model,
             constitution=cfg.constitution,
         )
         for rp in progress

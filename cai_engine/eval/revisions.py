@@ -4,11 +4,16 @@ answer over round k-1's (round 0 is the initial answer).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cai_engine.eval.stats import Rate, wilson
 from cai_engine.labels import label_pairs
 from cai_engine.pairs import pair_flags
+
+if TYPE_CHECKING:
+    from cai_engine.store import Store
 
 
 @dataclass
@@ -17,6 +22,30 @@ class RoundProgress:
     pairs: int  # traces with both this round's revision and the answer before it
     preferred: Rate  # how often the judge prefers round k's answer over round k-1's (soft)
     wins: Rate  # hard wins: the judge's soft preference for round k is above 0.5
+
+
+# what revision progress reads of a critique job's answer steps (never its critiques)
+ANSWER_COLUMNS = ("job_id", "prompt_set", "prompt_id", "sample", "round", "step", "text", "model")
+
+
+def critique_answer_pages(store: Store, job_id: str, page: int = 256) -> Iterator[list[dict]]:
+    """A critique job's initial answers and revisions, a page of whole traces at a time (in
+    (prompt id, sample) order), each row cut to what revision progress reads (`ANSWER_COLUMNS`
+    and the prompt's messages, one list per prompt): the critiques are never read."""
+    after, messages = None, {}
+    while rows := store.trace_rows_page(job_id, after=after, limit=page, answers_only=True):
+        out = []
+        for r in rows:
+            if r["prompt_id"] not in messages:
+                messages = {r["prompt_id"]: r["prompt_messages"]}  # rows come a prompt at a time
+            out.append(
+                {
+                    **{c: r[c] for c in ANSWER_COLUMNS},
+                    "prompt_messages": messages[r["prompt_id"]],
+                }
+            )
+        yield out
+        after = (rows[-1]["prompt_id"], rows[-1]["sample"])
 
 
 def revision_pairs(rows: list[dict]) -> list[dict]:

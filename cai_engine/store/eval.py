@@ -233,21 +233,50 @@ class EvalQueries(StoreCore):
         return records(frame)
 
     def reusable_answers(
-        self, model: str, fingerprint: str, sampling: str, prompt_set: str, job_id: str
+        self,
+        model: str,
+        fingerprint: str,
+        sampling: str,
+        prompt_set: str,
+        job_id: str,
+        prompt_ids: list[str] | None = None,
     ) -> list[dict]:
         """Answers other eval jobs already have for this model (the same weights), prompt set
-        and sampling (with its seed): the earliest answer per prompt."""
+        and sampling (with its seed): the earliest answer per prompt, of the prompts
+        `prompt_ids` only when given (a job asks a chunk of prompts at a time)."""
+        chosen = "" if prompt_ids is None else " AND prompt_id IN (SELECT unnest(?::VARCHAR[]))"
         with self.connect() as con:
             frame = con.frame(
-                """
+                f"""
                 SELECT * FROM eval_answers
                 WHERE model = ? AND fingerprint = ? AND sampling = ? AND prompt_set = ?
-                  AND job_id <> ?
+                  AND job_id <> ?{chosen}
                 QUALIFY row_number() OVER (PARTITION BY prompt_id ORDER BY job_id) = 1
                 """,
-                [model, fingerprint, sampling, prompt_set, job_id],
+                [model, fingerprint, sampling, prompt_set, job_id]
+                + ([] if prompt_ids is None else [list(prompt_ids)]),
             )
         return records(frame)
+
+    def count_revision_pairs(self, job_id: str) -> int:
+        """How many (round k-1 answer, round k revision) pairs a critique job's traces give
+        (what an eval's revision progress judges; see `eval.revisions.revision_pairs`)."""
+        with self.connect() as con:
+            return int(
+                con.scalar(
+                    """
+                    WITH answers AS (
+                        SELECT DISTINCT prompt_id, sample, round FROM traces
+                        WHERE job_id = ? AND step IN ('initial', 'revision')
+                    )
+                    SELECT count(*) FROM answers a
+                    JOIN answers b ON b.prompt_id = a.prompt_id AND b.sample = a.sample
+                                  AND b.round = a.round - 1
+                    WHERE a.round >= 1
+                    """,
+                    [job_id],
+                )
+            )
 
     def eval_judgements(self, job_id: str) -> list[dict]:
         with self.connect() as con:

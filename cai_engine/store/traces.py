@@ -36,45 +36,63 @@ CREATE TABLE trace_summaries (        -- one row per trace of a critique job, fr
 """
 
 _ANSWER = "t.step <> 'critique'"
-# {touched} is where `refresh_trace_summaries` narrows `t` to the traces a batch touched
+# One row per trace, aggregated from its steps, then joined to its prompt (a join after the
+# aggregate probes once per trace, not once per step). {touched} is where
+# `refresh_trace_summaries` narrows `t` to the traces a batch touched. The principles are the
+# critiques' (round, principle) pairs sorted, which costs less than an ordered aggregate, and
+# only steps with flags are split into them (most have none).
 _SUMMARY_SELECT = f"""
-SELECT t.job_id, t.prompt_id, t.sample,
-       any_value(t.prompt_set),
-       any_value(p.category),
-       coalesce(any_value(p.text), ''),
-       count(*),
-       max(t.round),
-       count(*) FILTER (WHERE t.step = 'revision'),
-       coalesce(list(t.principle_id ORDER BY t.round) FILTER (WHERE t.step = 'critique'), []),
-       coalesce(count(*) FILTER (WHERE {_ANSWER}) > 1
-                AND arg_max(t.text, t.round) FILTER (WHERE {_ANSWER})
-                    <> arg_min(t.text, t.round) FILTER (WHERE {_ANSWER}), false),
-       arg_max(t.text, t.round) FILTER (WHERE {_ANSWER}),
-       bool_or(t.finish_reason = ?),
-       list_sort(list_filter(list_distinct(flatten(list(string_split(t.flags, ',')))),
-                             lambda f: f <> ''))
-FROM traces t {{touched}}
-LEFT JOIN prompts p ON p.set_name = t.prompt_set AND p.prompt_id = t.prompt_id
+SELECT s.job_id, s.prompt_id, s.sample, s.prompt_set, p.category, coalesce(p.text, ''),
+       s.steps, s.max_round, s.rounds_done, s.principles, s.changed, s.final_text, s.cut_off,
+       s.flags
+FROM (
+    SELECT any_value(t.job_id) AS job_id, t.prompt_id, t.sample,
+           any_value(t.prompt_set) AS prompt_set,
+           count(*) AS steps,
+           max(t.round) AS max_round,
+           count(*) FILTER (WHERE t.step = 'revision') AS rounds_done,
+           coalesce(list_transform(
+               list_sort(list({{'r': t.round, 'p': t.principle_id}})
+                         FILTER (WHERE t.step = 'critique')),
+               lambda x: x.p), []) AS principles,
+           coalesce(count(*) FILTER (WHERE {_ANSWER}) > 1
+                    AND arg_max(t.text, t.round) FILTER (WHERE {_ANSWER})
+                        <> arg_min(t.text, t.round) FILTER (WHERE {_ANSWER}), false) AS changed,
+           arg_max(t.text, t.round) FILTER (WHERE {_ANSWER}) AS final_text,
+           bool_or(t.finish_reason = ?) AS cut_off,
+           coalesce(list_sort(list_filter(
+               list_distinct(flatten(list(string_split(t.flags, ','))
+                                     FILTER (WHERE t.flags <> ''))),
+               lambda f: f <> '')), []) AS flags
+    FROM traces t {{touched}}
+    WHERE t.job_id = ?
+    GROUP BY t.prompt_id, t.sample
+) s
+LEFT JOIN prompts p ON p.set_name = s.prompt_set AND p.prompt_id = s.prompt_id
 """
 
 
 def refresh_trace_summaries(con: Conn, job_id: str, shards: list[str] | None = None) -> None:
     """Rebuild the summaries of job `job_id`'s traces: all of them, or (given `shards`, the
-    Parquet files just ingested) only the traces those shards added steps to."""
+    Parquet files just ingested) only the traces those shards added steps to.
+
+    A job with no summaries yet (its first ingest: every trace it has came in this batch)
+    gets all of them by a plain INSERT, without reading the shards' keys back or merging
+    into rows that cannot be there."""
+    first = not con.scalar(
+        "SELECT EXISTS (SELECT 1 FROM trace_summaries WHERE job_id = ?)", [job_id]
+    )
     touched = ""
     params: list = [CUT_OFF]
-    if shards is not None:
+    if shards is not None and not first:
         touched = (
             "SEMI JOIN (SELECT DISTINCT prompt_id, sample FROM read_parquet(?)) k"
             " ON k.prompt_id = t.prompt_id AND k.sample = t.sample"
         )
         params.append(shards)
     select = _SUMMARY_SELECT.replace("{touched}", touched)
-    con.rows(
-        f"INSERT OR REPLACE INTO trace_summaries {select}"
-        " WHERE t.job_id = ? GROUP BY t.job_id, t.prompt_id, t.sample",
-        [*params, job_id],
-    )
+    verb = "INSERT" if first else "INSERT OR REPLACE"
+    con.rows(f"{verb} INTO trace_summaries {select}", [*params, job_id])
 
 
 def revision_changes(steps: list[dict]) -> list[tuple[float, bool]]:
