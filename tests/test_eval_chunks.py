@@ -119,6 +119,7 @@ def settings(specs, **extra) -> dict:
         "chunk_prompts": CHUNK,
         "batch": BATCH,
         "bootstrap_rounds": 200,
+        "judge_check": False,  # the judge's calls here are the eval's own (test_judge_check)
         **extra,
     }
 

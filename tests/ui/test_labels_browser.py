@@ -62,7 +62,7 @@ def test_three_pairs_reviewed_with_the_keyboard_update_the_agreement(labelled):
         page.get_by_text("Type your name above").wait_for()
         # the feedback model and its verdict on the gold set, above every number it produced
         verdict = badge(store.judge_check_for_job(label_id))
-        alert = page.get_by_role("alert").filter(has_text="judge NOT qualified")
+        alert = page.get_by_role("alert").filter(has_text="NOT qualified")
         assert verdict.split(": ", 1)[1] in alert.inner_text()
         name = page.get_by_role("textbox", name="Reviewer")
         name.fill("kim")

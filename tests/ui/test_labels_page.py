@@ -88,7 +88,7 @@ def test_without_label_jobs_the_page_says_how_to_make_one(seeded_store):
 def test_the_page_names_the_judge_and_its_verdict_before_its_numbers(page, labelled_home):
     home, _, label_id = labelled_home
     check = Store(home).judge_check_for_job(label_id)
-    (warning,) = [w.value for w in page.warning if "judge NOT qualified" in w.value]
+    (warning,) = [w.value for w in page.warning if "NOT qualified" in w.value]
     assert badge(check).split(":")[1].strip() in warning.replace("\\", "")
     assert "Every AI label, agreement and export on this page comes from this judge" in warning
     (how,) = [e for e in page.expander if e.label == "How the judge was checked"]
