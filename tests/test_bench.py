@@ -21,7 +21,7 @@ RUNS = {
         ["--prompts", "2", "--naive-prompts", "1", "--new-tokens", "16"],
         "ours / naive =",
     ),
-    "labels": (["--pairs", "4", "--baseline-pairs", "2"], "ratio (ours / baseline)"),
+    "labels": (["--pairs", "2", "--baseline-pairs", "1"], "ratio (ours / baseline)"),
     "store": (
         ["--rows", "20000", "--shards", "4", "--repeat", "3", "--browser"],
         "first page p95 / baseline =",

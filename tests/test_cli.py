@@ -710,6 +710,8 @@ def test_review_stats_prints_agreement_kappa_calibration_and_principles(capsys, 
     assert (rc, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == f"label job {rl.labels_job} (succeeded): 4 labels"
+    # the judge and its verdict on the gold set come before any of its numbers
+    assert lines.pop(1).startswith(f"judge {rl.store.labels(rl.labels_job)[0]['model']}: ")
     assert lines[1].startswith("position consistency: ")
     assert "first-shown response won " in lines[1]
     assert lines[2].startswith("position bias: ")  # the evidence is always stated

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cai_engine.cli.common import add_command, open_store, table
-from cai_engine.judge_verdict import judge_line
 
 if TYPE_CHECKING:
     from cai_engine.store import Store
@@ -28,6 +27,8 @@ def _pct(x) -> str:
 
 
 def cmd_review_stats(args) -> int:
+    from cai_engine.judge_verdict import judge_line
+
     store = open_store(args)
     job = label_job(store, args.labels)
     with store.session():  # the counts and the agreement, asked of DuckDB in one opening

@@ -288,6 +288,8 @@ def test_a_label_job_killed_ten_times_ends_with_exactly_a_clean_runs_labels(
         "model": f"hf:{tiny_model_dir}?dtype=float32&batch_size=1",
         "few_shots": 0,
         "batch_pairs": 1,
+        # the labels are what is tortured here; a check killed mid-way is test_judge_check's
+        "judge_check": False,
     }
     run_torture(
         seeded_store,
