@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import add_model_args, describe, describe_model, model_dir, model_spec  # noqa: E402
 
 NEW_TOKENS = 128
 TEMPERATURE = 0.7
@@ -42,13 +42,11 @@ def workload(home: str, n: int) -> list[list[dict]]:
     return [p.messages for p in prompts]
 
 
-def run_naive(home: str, n: int, out) -> None:
+def run_naive(home: str, n: int, which: tuple, out) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cai_engine.models.embedded import ensure_embedded
-
-    path = ensure_embedded(Path(home), log=lambda *_: None)
+    path = model_dir(home, *which)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     convs = workload(home, n)
@@ -74,10 +72,10 @@ def run_naive(home: str, n: int, out) -> None:
     )
 
 
-def run_local(home: str, n: int, out) -> None:
+def run_local(home: str, n: int, which: tuple, out) -> None:
     from cai_engine.models import SamplingParams, load_model
 
-    model = load_model("smollm2-135m-instruct", home)
+    model = load_model(model_spec(home, *which), home)
     convs = workload(home, n)
     sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS, seed=0)
     model.chat(convs[:4], sampling.model_copy(update={"max_new_tokens": 4}))  # warm up
@@ -96,16 +94,15 @@ def run_local(home: str, n: int, out) -> None:
     )
 
 
-def run_vllm(home: str, n: int, out) -> None:
+def run_vllm(home: str, n: int, which: tuple, out) -> None:
     from cai_engine import vllm_server
     from cai_engine.models import SamplingParams, load_model
-    from cai_engine.models.embedded import ensure_embedded
 
-    model_dir = ensure_embedded(Path(home), log=lambda *_: None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = vllm_server.start(model_dir, "smollm2-135m-instruct", port, Path(home) / "vllm.log")
+    path = model_dir(home, *which)
+    proc = vllm_server.start(path, "smollm2-135m-instruct", port, Path(home) / "vllm.log")
     try:
         ready = vllm_server.wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=600)
         model = load_model(
@@ -138,10 +135,10 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(fn, home: str, n: int):
+def measure(fn, home: str, n: int, which: tuple):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=fn, args=(home, n, queue))
+    proc = ctx.Process(target=fn, args=(home, n, which, queue))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -157,21 +154,21 @@ def main() -> None:
     parser.add_argument("--naive-prompts", type=int, default=8)
     parser.add_argument("--no-vllm", action="store_true")
     parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
+    add_model_args(parser)
     args = parser.parse_args()
 
     home = args.home or tempfile.mkdtemp(prefix="cai-bench-")
-    from cai_engine.models.embedded import ensure_embedded
-
-    ensure_embedded(Path(home))
+    which = (args.random_init, args.tokenizer)
     print(describe())
+    print(describe_model(home, *which))
     print(f"workload: {args.prompts} red-team prompts x {NEW_TOKENS} new tokens, T={TEMPERATURE}\n")
     results = {}
-    results["naive"] = measure(run_naive, home, args.naive_prompts)
-    results["local"] = measure(run_local, home, args.prompts)
+    results["naive"] = measure(run_naive, home, args.naive_prompts, which)
+    results["local"] = measure(run_local, home, args.prompts, which)
     from cai_engine import vllm_server
 
     if not args.no_vllm and (vllm_server.VENV / "bin" / "python").exists():
-        results["vllm"] = measure(run_vllm, home, args.prompts)
+        results["vllm"] = measure(run_vllm, home, args.prompts, which)
     else:
         print("vllm: skipped (no vLLM venv; `make vllm-install`)\n")
 

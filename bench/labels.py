@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import add_model_args, describe, describe_model, model_dir, model_spec  # noqa: E402
 
 LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 
@@ -167,25 +167,27 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--baseline-pairs", type=int, default=24)
     ap.add_argument("--home", help="data home with the converted model (default: a temp dir)")
+    add_model_args(ap)
     args = ap.parse_args()
 
     from cai_engine import labels
     from cai_engine.bundled import install_bundled
     from cai_engine.models import load_model
-    from cai_engine.models.embedded import ensure_embedded
     from cai_engine.store import Store
 
     home = Path(args.home or tempfile.mkdtemp(prefix="cai-bench-labels-"))
     os.environ["CAI_HOME"] = str(home)
     store = Store(home)
     install_bundled(store)
-    path = str(ensure_embedded(home, log=lambda *_: None))
-    model = load_model("smollm2-135m-instruct", home)
+    which = (args.random_init, args.tokenizer)
+    path = str(model_dir(home, *which))
+    model = load_model(model_spec(home, *which), home)
     version = store.get_version("harmless")
     config = labels.LabelConfig(
         pairs="bench", constitution="harmless", few_shots=2, batch_pairs=args.pairs
     )
     print(describe())
+    print(describe_model(home, *which))
     print(f"model: {model.info().details}")
 
     t = time.perf_counter()

@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import add_model_args, describe, describe_model, model_dir, model_spec  # noqa: E402
 
 
 def make_data(
-    home: Path, n: int, new_tokens: int, pairs: bool = True
+    home: Path, n: int, new_tokens: int, which: tuple, pairs: bool = True
 ) -> tuple[list[dict], list[dict]]:
     """SFT examples from one sampled answer per prompt; with `pairs`, DPO pairs from a second."""
     from cai_engine.bundled import install_bundled
@@ -43,7 +43,7 @@ def make_data(
     store = Store(home)
     install_bundled(store)
     prompts = store.get_prompts("helpful")[:n]
-    model = load_model("smollm2-135m-instruct", home)
+    model = load_model(model_spec(home, *which), home)
     answers = [
         model.chat(
             [p.messages for p in prompts],
@@ -69,17 +69,16 @@ def make_data(
     return sft, prefs
 
 
-def child(kind: str, variant: str, data_path: str, home: str, steps: int) -> dict:
+def child(kind: str, variant: str, data_path: str, home: str, steps: int, which: tuple) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from cai_engine.models.embedded import ensure_embedded
     from cai_engine.training import trainers
     from cai_engine.training.kinds import TRAINING_KINDS
     from cai_engine.training.run import _length_for, decide_precision
 
-    base = str(ensure_embedded(Path(home), log=lambda *_: None))
+    base = str(model_dir(home, *which))
     rows = json.loads(Path(data_path).read_text())
     tokenizer = AutoTokenizer.from_pretrained(base)
     ours = variant == "ours"
@@ -145,18 +144,21 @@ def main() -> None:
     ap.add_argument("--answer-tokens", type=int, default=96, help="length of the sampled answers")
     ap.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "VARIANT", "DATA", "HOME"))
+    add_model_args(ap)
     args = ap.parse_args()
+    which = (args.random_init, args.tokenizer)
     if args.child:
         kind, variant, data_path, home = args.child
-        print("RESULT " + json.dumps(child(kind, variant, data_path, home, args.steps)))
+        print("RESULT " + json.dumps(child(kind, variant, data_path, home, args.steps, which)))
         return
 
     home = Path(args.home or tempfile.mkdtemp(prefix="cai-bench-train-"))
     os.environ["CAI_HOME"] = str(home)
     t = time.perf_counter()
     print(describe())
+    print(describe_model(home, *which))
     kinds = args.kinds.split(",")
-    sft, prefs = make_data(home, args.examples, args.answer_tokens, pairs="dpo" in kinds)
+    sft, prefs = make_data(home, args.examples, args.answer_tokens, which, pairs="dpo" in kinds)
     print(f"made {len(sft)} SFT and {len(prefs)} DPO examples in {time.perf_counter() - t:.0f}s")
     for kind in kinds:
         data = home / f"{kind}.json"
@@ -165,7 +167,8 @@ def main() -> None:
         for variant in ("ours", "trl"):
             out = subprocess.run(
                 [sys.executable, __file__, "--steps", str(args.steps), "--child", kind, variant,
-                 str(data), str(home)],
+                 str(data), str(home)]
+                + [f"--{k}={v}" for k, v in zip(("random-init", "tokenizer"), which, strict=True) if v],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)

@@ -194,6 +194,7 @@ def eval_settings(models, judge, **extra) -> dict:
         "limit": 3,
         "few_shots": 0,
         "sampling": TINY_SAMPLING,
+        "judge_check": False,  # the judge's check is test_judge_check's: each costs seconds
         **extra,
     }
 
@@ -305,8 +306,8 @@ def test_a_judge_that_fails_mid_run_keeps_the_answers_and_the_job_resumes(seeded
         fake.plan = ["ok"] * 12
         fake.then = "500"
         judge = fake.spec(retries=0, timeout=5)
+        # (no check: the plan counts the verdicts' requests alone)
         settings = eval_settings([tiny_spec], judge=judge, limit=6, batch=2, helpful=None)
-        settings["judge_check"] = False  # the plan counts the verdicts' requests alone
         job = finish(
             seeded_store, evaluation.submit_eval(seeded_store, settings).id, timeout=DEADLINE
         )

@@ -596,7 +596,9 @@ def test_a_label_job_labels_every_pair_with_the_pinned_constitution(pairs_job, t
     store, pairs = pairs_job
     version = store.get_version("harmless")
     job = submit_labels(
-        store, {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec, "few_shots": 0}
+        store,
+        {"pairs": pairs.id, "constitution": "harmless", "model": tiny_spec, "few_shots": 0}
+        | {"judge_check": False},  # the check before the labels is test_judge_check's
     )
     assert job.config["constitution"] == f"harmless@{version.hash[:12]}"
     job = finish(store, job.id, timeout=DEADLINE)
@@ -648,7 +650,7 @@ def test_submit_labels_refuses_a_bad_job_before_any_process_starts(
 def test_a_killed_label_job_resumes_with_one_label_per_pair(pairs_job, tiny_spec, tiny):
     store, pairs_source = pairs_job
     settings = {"pairs": pairs_source.id, "constitution": "harmless", "model": tiny_spec}
-    settings |= {"few_shots": 0, "batch_pairs": 4}
+    settings |= {"few_shots": 0, "batch_pairs": 4, "judge_check": False}
     job = submit_labels(store, settings)
     shards = job.run.path / "shards" / "labels"
     wait_until(lambda: shards.exists() and job.run.shards("labels"), "a labels shard", timeout=60)
@@ -696,7 +698,7 @@ def test_a_label_job_reads_its_pairs_a_page_at_a_time_and_labels_the_first_limit
     store, pairs_source = pairs_job
     # 10 of the 36 pairs in batches (and pages) of 4: 4 + 4 + 2
     settings = {"pairs": pairs_source.id, "constitution": "harmless", "model": tiny_spec}
-    settings |= {"few_shots": 0, "batch_pairs": 4, "limit": 10}
+    settings |= {"few_shots": 0, "batch_pairs": 4, "limit": 10, "judge_check": False}
     job = finish(store, submit_labels(store, settings).id, timeout=DEADLINE)
     assert job.status == "succeeded", job.error
 
