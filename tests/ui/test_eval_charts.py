@@ -145,3 +145,38 @@ def test_metric_names_are_words_for_every_metric_and_revision_round():
     assert evaluation.metric_name("over_refusal_rate_judge") == "Over-refusal rate (judge)"
     assert evaluation.metric_name("revision_round_3") == "Revision round 3 over round 2"
     assert evaluation.metric_name("something_new") == "something_new"  # unknown: as it is
+
+
+def test_an_unqualified_judges_rates_come_after_the_rules_greyed_and_named_so():
+    labels = evaluation.model_labels([A, B])
+    trusted = rate_rows(RESULTS, labels)
+    assert not any(r["untrusted"] for r in trusted)  # a qualified (or unchecked) judge: as is
+    rows = rate_rows(RESULTS, labels, distrust=True)
+    assert [(r["metric"], r["untrusted"]) for r in rows] == [
+        ("Refusal rate (rules)", False),
+        ("Refusal rate (rules)", False),
+        ("Harmlessness win rate · judge NOT qualified", True),
+    ]
+    spec = rates_chart(rows).to_dict()
+    assert spec["facet"]["row"]["sort"] == [
+        "Refusal rate (rules)",
+        "Harmlessness win rate · judge NOT qualified",
+    ]
+    by_mark = {mark(layer): layer for layer in layers(spec)}
+    for name in ("bar", "point"):  # the bar and the dot: grey where untrusted, else by model
+        colour = by_mark[name]["encoding"]["color"]
+        assert colour["condition"] == {"test": "datum.untrusted", "value": "#b8b8b8"}, name
+        assert colour["field"] == "model", name
+    assert by_mark["text"]["encoding"]["color"]["condition"]["test"] == "datum.untrusted"
+
+
+def test_an_unqualified_judges_revision_progress_is_grey_and_titled_so():
+    spec = revision_chart(revision_rows(RESULTS), distrust=True).to_dict()
+    assert spec["title"]["text"] == "Judge NOT qualified: these shares are noise"
+    drawn = [layer for layer in spec["layer"] if "tooltip" in layer["encoding"]]
+    assert drawn and all(layer["mark"]["color"] == "#b8b8b8" for layer in drawn)
+    plain = revision_chart(revision_rows(RESULTS)).to_dict()
+    assert "title" not in plain
+    assert not any(
+        isinstance(layer["mark"], dict) and "color" in layer["mark"] for layer in plain["layer"][2:]
+    )

@@ -312,7 +312,7 @@ with store.session():
                 + ". A cut-off answer is judged as it stands; raise *New tokens per answer* to "
                 "let them finish."
             )
-        rows = rate_rows(results, {m: names[m] for m in models})
+        rows = rate_rows(results, {m: names[m] for m in models}, distrust)
         if rows:
             st.altair_chart(rates_chart(rows))
         revision = revision_rows(results)
@@ -325,7 +325,7 @@ with store.session():
                 "prefers round k's revision over the answer before it (above 50%: revisions help)."
                 + (" The judge did not qualify: read these as noise." if distrust else "")
             )
-            st.altair_chart(revision_chart(revision))
+            st.altair_chart(revision_chart(revision, distrust))
         metrics = job.run.metrics()
         if metrics:
             last = metrics[-1]
