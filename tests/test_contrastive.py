@@ -591,3 +591,58 @@ def test_a_contrastive_pairs_job_killed_and_resumed_gives_an_uninterrupted_runs_
         written = Counter(key(r) for r in job.run.read_shard_rows(table))
         assert len(written) == n and max(written.values()) == 1, table
     assert (job.done, job.total, job.unit) == (4, 4, "pairs")
+
+
+def hand_built_pairs(store, n: int) -> str:
+    """A finished contrastive pairs job of `n` pairs, the preferred side alternating."""
+    job_id = "pairs-00000000-000000-many"
+    version = store.get_version("harmless")
+    pairs = [
+        {"job_id": job_id, "prompt_set": "red-team", "prompt_id": f"p{i:03d}", "pair": 0,
+         "source": "contrastive", "source_job": None, "a_ref": "x", "b_ref": "y",
+         "response_a": f"a{i}", "response_b": f"b{i}", "model": "m", "sampling": "{}",
+         "seed_a": 0, "seed_b": 0, "constitution_hash": version.hash, "flags": "",
+         "preferred": "AB"[i % 2], "principle_id": "general-harm", "prompts_derived": True}
+        for i in range(n)
+    ]  # fmt: skip
+    run = RunFolder(runs_dir(store.home) / job_id)
+    run.create({})
+    config = {"prompts": "red-team:train", "contrastive": True, "constitution": version.pinned}
+    store.insert_job(job_id, "pairs", config, str(run.path), "by hand")
+    run.write_shard("pairs", pairs)
+    run.write_status(state="succeeded", done=n, total=n, unit="pairs")
+    store.update_job(job_id, status="succeeded", finished_at=datetime.now())
+    jobs.ingest(store, jobs.get_job(store, job_id))
+    return job_id
+
+
+def test_a_construction_label_job_killed_mid_run_resumes_with_one_label_per_pair(seeded_store):
+    # One pair a page and a shard: each page is read from the store, so holding the store's
+    # lock stops the job between two labels, where the kill -9 lands.
+    config = {"pairs": hand_built_pairs(seeded_store, 12), "source": "construction"}
+    config |= {"batch_pairs": 1}
+    whole = finish(seeded_store, submit_labels(seeded_store, config).id, timeout=DEADLINE)
+    assert whole.status == "succeeded", whole.error
+
+    job = submit_labels(seeded_store, config)
+    pid = wait_until(lambda: jobs.get_job(seeded_store, job.id).pid, "the runner to start")
+    wait_until(lambda: job.run.shards("labels"), "a first label", poll=0.002)
+    with seeded_store.connect():  # the job's next page waits for this lock
+        os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not alive(pid), "the killed runner to die", timeout=10)
+    assert job.id in jobs.reconcile(seeded_store)
+    assert jobs.get_job(seeded_store, job.id).status == "interrupted"
+    kept = len(job.run.read_shard_rows("labels"))
+    assert 0 < kept < 12, f"the kill did not land mid-run ({kept} labels)"
+
+    jobs.resume(seeded_store, job.id)
+    job = finish(seeded_store, job.id, timeout=DEADLINE)
+    assert job.status == "succeeded", job.error
+    written = Counter((r["prompt_id"], r["pair"]) for r in job.run.read_shard_rows("labels"))
+    assert len(written) == 12 and max(written.values()) == 1  # none labelled twice
+
+    def comparable(rows):
+        return {(r["prompt_id"], r["pair"]): {k: v for k, v in r.items() if k not in ("job_id", "latency_s")} for r in rows}  # fmt: skip
+
+    assert comparable(seeded_store.labels(job.id)) == comparable(seeded_store.labels(whole.id))
+    assert (job.done, job.total, job.unit) == (12, 12, "pairs")

@@ -49,9 +49,7 @@ def rate_rows(results: list[dict], labels: dict[str, str], distrust: bool = Fals
         and r["metric"] in evaluation.RATE_METRICS
         and r["value"] is not None
     ]
-    return sorted(
-        rows, key=lambda r: (r["untrusted"], order[r["key"]], models.index(r["spec"]))
-    )
+    return sorted(rows, key=lambda r: (r["untrusted"], order[r["key"]], models.index(r["spec"])))
 
 
 def _tooltip(*first) -> list:
@@ -72,9 +70,7 @@ def rates_chart(rows: list[dict]) -> alt.FacetChart:
     x = alt.X(
         "value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1], clamp=True)
     )
-    colour = alt.condition(
-        "datum.untrusted", alt.value(GREY), alt.Color("model:N", legend=None)
-    )
+    colour = alt.condition("datum.untrusted", alt.value(GREY), alt.Color("model:N", legend=None))
     base = alt.Chart().encode(y=model, tooltip=tooltip)
     bars = base.mark_bar(opacity=0.75).encode(x=x, color=colour)
     whiskers = base.mark_rule(color="#333").encode(x="low:Q", x2="high:Q")
@@ -144,9 +140,7 @@ def revision_chart(rows: list[dict], distrust: bool = False) -> alt.LayerChart:
     line = base.mark_line(point=alt.OverlayMarkDef(size=60, **ink), **ink).encode(
         y=alt.Y("preferred:Q", **share)
     )
-    values = base.mark_text(dy=-12, **ink).encode(
-        y=alt.Y("preferred:Q", **share), text="shown:N"
-    )
+    values = base.mark_text(dy=-12, **ink).encode(y=alt.Y("preferred:Q", **share), text="shown:N")
     even = (
         alt.Chart(pd.DataFrame({"even": [0.5]}))
         .mark_rule(strokeDash=[4, 4], color="#888")

@@ -127,6 +127,30 @@ def test_home_shows_what_the_store_holds(store):
     assert [t.value for t in at.title] == ["CAI Studio"]
 
 
+def test_the_demo_launcher_starts_a_contrastive_demo_on_the_picked_profile(store, cai_home):
+    from cai_engine import jobs
+    from tests.runners import kill_runners
+
+    at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=60)
+    at.run()
+    pairs = at.radio(key="demo_pairs")
+    assert pairs.value == "samples"  # the judge's labels, as `cai demo`
+    assert list(pairs.options) == [  # the choices as shown
+        "Two sampled answers, labelled by the AI judge (RLAIF)",
+        "Contrastive pairs: a positive and a negative prompt, preferred side known (RLCD)",
+    ]
+    at.radio(key="demo_profile").set_value("tiny")
+    pairs.set_value("contrastive")
+    try:
+        at.button(key="run_demo").click().run()
+        assert not at.exception, at.exception
+        (job,) = jobs.list_jobs(store, kind="demo")
+        assert (job.config["profile"], job.config["pairs"]) == ("tiny", "contrastive")
+        assert job.config["constitution"].startswith("harmless@")
+    finally:
+        kill_runners(cai_home)
+
+
 def test_router_runs_every_page_without_exceptions():
     at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=30)
     at.run()

@@ -50,11 +50,29 @@ profile = d1.radio(
     horizontal=True,
     help=profile_field.description,
 )
+PAIRS_TEXT = {
+    "samples": "Two sampled answers, labelled by the AI judge (RLAIF)",
+    "contrastive": "Contrastive pairs: a positive and a negative prompt, preferred side known (RLCD)",
+}
+pairs_field, default_pairs = config_field(demo.DemoConfig, "pairs")
+pairs = d1.radio(
+    "Preference pairs",
+    list(PAIRS_TEXT),
+    index=list(PAIRS_TEXT).index(default_pairs),
+    format_func=PAIRS_TEXT.get,
+    key="demo_pairs",
+    help=pairs_field.description,
+)
 demo_version = pick_version(store, "demo", default="harmless", columns=st.columns([3, 2]))
 if d2.button("Run the demo", type="primary", key="run_demo"):
     try:
         demo.submit_demo(
-            store, {"profile": profile, "constitution": demo_version.ref if demo_version else ""}
+            store,
+            {
+                "profile": profile,
+                "pairs": pairs,
+                "constitution": demo_version.ref if demo_version else "",
+            },
         )
     except CaiError as e:
         show_error(e)
