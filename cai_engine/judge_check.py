@@ -367,10 +367,9 @@ def ensure_check(
     check = own[-1] if own else find_check(ctx.store, *wanted)
     reused = check is not None and check.job_id != ctx.job_id
     if check is None:
-        before = ctx._live.get("phase"), ctx._live.get("setup")  # what the job was saying
-        judge = model() if callable(model) and not hasattr(model, "score_choices") else model
-        check = check_judge(ctx, judge, version, gold, cfg, progress=False)
-        ctx.phase(before[0], setup=bool(before[1]))
+        with ctx.aside():  # then the job says again what it was doing
+            judge = model() if callable(model) and not hasattr(model, "score_choices") else model
+            check = check_judge(ctx, judge, version, gold, cfg, progress=False)
     # 3) its verdict under this job's bar, and the bias it takes out
     check = check.judged(threshold, alpha)
     bias = check.position_bias if config.calibrate == "position" else None

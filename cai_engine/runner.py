@@ -253,6 +253,16 @@ class JobContext:
             yield get()
 
     @contextmanager
+    def aside(self) -> Iterator[None]:
+        """A detour (loading a model, checking the judge) that says its own phases: after it,
+        the job says again what it was saying before."""
+        before = self._live.get("phase"), bool(self._live.get("setup"))
+        try:
+            yield
+        finally:
+            self.phase(before[0], setup=before[1])
+
+    @contextmanager
     def lazy_model(
         self, spec: str, event: str = "model_loaded", **details
     ) -> Iterator[Callable[[], object]]:
@@ -263,11 +273,10 @@ class JobContext:
 
         def get():
             if not loaded:
-                before = self._live.get("phase"), self._live.get("setup")
-                self.phase("loading the model", setup=True)
-                loaded.append(load_model(spec, self.store.home))
-                self.event(event, **details, **loaded[0].info().details)
-                self.phase(before[0], setup=before[1])  # back to what it was doing
+                with self.aside():
+                    self.phase("loading the model", setup=True)
+                    loaded.append(load_model(spec, self.store.home))
+                    self.event(event, **details, **loaded[0].info().details)
             return loaded[0]
 
         try:
