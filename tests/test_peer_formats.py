@@ -124,7 +124,7 @@ def test_a_yaml_file_is_detected_by_its_extension():
                 "system_chat": [[{"role": "user", "content": "hi"}]],
             },
             "llm-swarm",
-            r"system_chat\[0\]: expected 6 messages",
+            r"system_chat\[0\]: 1 message; expected question, answer, then one or more rounds",
         ),
     ],
 )
