@@ -225,7 +225,7 @@ def _rl_transcript(text: str, where: str) -> list[dict]:
     if not isinstance(text, str) or not text.strip():
         raise PeerFormatError(f"{where}: expected a transcript string")
     parts = re.split(r"\n\n(Human|Assistant):", "\n\n" + text.lstrip("\n"))
-    if parts[0] != "" or len(parts) < 5:
+    if parts[0] != "" or len(parts) < 3:
         raise PeerFormatError(
             f"{where}: expected a transcript of '\\n\\nHuman: …' and '\\n\\nAssistant: …' turns "
             "ending in '\\n\\nAssistant:'"
@@ -237,6 +237,8 @@ def _rl_transcript(text: str, where: str) -> list[dict]:
             f"{where}: the transcript must end with an empty final 'Assistant:' turn (the answers "
             f"are 'corrects' and 'incorrects'); it ends with {text[-40:]!r}"
         )
+    if len(turns) < 2:
+        raise PeerFormatError(f"{where}: no 'Human:' turn before the final 'Assistant:'")
     out = []
     for k, (role, content) in enumerate(turns[:-1]):
         expected = "Human" if k % 2 == 0 else "Assistant"
@@ -331,9 +333,9 @@ def import_rl_cot_few_shots(items: list) -> list[dict]:
                 raise PeerFormatError(
                     f"{where}: conversation turn {k + 1} ('{role}:') is "
                     + (
-                        "empty"
+                        "out of order; turns alternate H/A, starting with H"
                         if content.strip()
-                        else "out of order; turns alternate H/A, starting with H"
+                        else "empty"
                     )
                 )
             conversation.append(
