@@ -516,10 +516,10 @@ def import_anthropic(
     return ImportResult(constitution_from_data(data, "anthropic import"), "anthropic", notes)
 
 
-def export_losses(c: Constitution) -> list[str]:
+def export_losses(c: Constitution, fmt: str | None = None) -> list[str]:
     """What the peer formats cannot hold of `c`, for the person exporting it (the YAML keeps
-    everything): principles' own contrastive prompts, which neither format has, and the
-    principle that a comparison few-shot names."""
+    everything): principles' own contrastive prompts, which neither format has; with `fmt`
+    ('anthropic' or 'llm-swarm') also what that format loses of the comparison few-shots."""
     out = []
     own = [p.id for p in c.principles if p.positive_prompt or p.negative_prompt]
     if own:
@@ -527,6 +527,13 @@ def export_losses(c: Constitution) -> list[str]:
             f"the Anthropic and llm-swarm formats have no contrastive prompts: those of "
             f"{', '.join(own)} are left out of them (the YAML keeps them)"
         )
+    if fmt == "llm-swarm" and c.comparison_few_shots:
+        out.append(
+            f"llm-swarm has no comparison few-shots: {len(c.comparison_few_shots)} are left out "
+            "(the YAML and the Anthropic format keep them)"
+        )
+    if fmt != "anthropic":
+        return out
     named = [i for i, s in enumerate(c.comparison_few_shots) if s.principle]
     if named:
         out.append(

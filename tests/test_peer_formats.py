@@ -12,6 +12,7 @@ from cai_engine.peer_formats import (
     PeerFormatError,
     export_anthropic,
     export_llm_swarm,
+    export_losses,
     import_files,
     import_paths,
 )
@@ -466,3 +467,17 @@ def test_the_cli_imports_the_rl_files_and_exports_them_back(seeded_store, tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in ALL_ANTHROPIC)
     assert main(["constitution", "import", *map(str, folder.iterdir()), "--name", "paper"]) == 0
     assert "unchanged: identical to paper@1" in capsys.readouterr().out
+
+
+def test_export_losses_name_what_each_format_leaves_out_of_the_comparisons():
+    c = load_constitution(ROOT / "constitutions" / "harmless.yaml")
+    n = len(c.comparison_few_shots)
+    assert n and export_losses(c) == []  # the plain call (the page's) is unchanged
+    assert export_losses(c, "llm-swarm") == [
+        f"llm-swarm has no comparison few-shots: {n} are left out (the YAML and the Anthropic "
+        "format keep them)"
+    ]
+    (loss,) = export_losses(c, "anthropic")
+    assert loss.startswith("the Anthropic RL few-shot files name no principle")
+    cot = export_anthropic(c)["RLMadisonPrecogFewShotPrompts.json"]
+    assert len(cot) == n and all(x["prompt"].count("{}") == 1 for x in cot)
