@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from cai_engine.constitution import ConstitutionError, load_constitution
+from cai_engine.constitution import (
+    ConstitutionError,
+    load_constitution,
+    parse_constitution,
+    to_yaml,
+)
 from cai_engine.critique import few_shot_turns
 from cai_engine.peer_formats import (
     PeerFormatError,
@@ -274,6 +279,8 @@ def test_round_trips_keep_the_hash_and_the_bytes(source):
         c = import_paths([SWARM_MULTI], name="x").constitution
     else:
         c = load_constitution(ROOT / "constitutions" / f"{source}.yaml")
+    # The studio's YAML keeps everything, leading spaces and earlier rounds included.
+    assert parse_constitution(to_yaml(c), "c.yaml").hash == c.hash
     # Anthropic: import → export → import gives the same hash; export → import → export the
     # same bytes.
     once = import_files(anthropic_bytes(c), "auto", "x").constitution
