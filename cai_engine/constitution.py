@@ -98,16 +98,46 @@ class Principle(_Model):
         return value
 
 
+class FewShotRound(_Model):
+    """An earlier critique→revision round of a multi-round few-shot, requests as written."""
+
+    critique_request: Text
+    critique: Text
+    revision_request: Text
+    revision: Text
+
+
 class FewShot(_Model):
-    """A critique→revision example: the conversation ends with the answer being critiqued."""
+    """A critique→revision example: the conversation ends with the answer being critiqued.
+
+    A multi-round example (llm-swarm chats with several rounds) lists its earlier rounds in
+    `earlier_rounds`; the last round's critique and revision are `critique` and `revision`,
+    and each round critiques the revision before it. The optional fields are left out of
+    canonical JSON when unset, so adding them changed no constitution's hash.
+    """
 
     principle: Slug | None = None
     conversation: list[Message] = Field(min_length=2)
+    earlier_rounds: list[FewShotRound] = Field(
+        [], description="Earlier critique→revision rounds, oldest first (multi-round few-shots)."
+    )
+    critique_request: Text | None = Field(
+        None,
+        description="The critique request as written, when it is not the principle's own "
+        "(kept from an imported chat).",
+    )
     critique: Text
+    revision_request: Text | None = Field(
+        None,
+        description="The revision request as written, when it is not the principle's own.",
+    )
     revision: Text
 
     @property
     def answer(self) -> str:
+        """The answer that the last round critiques."""
+        if self.earlier_rounds:
+            return self.earlier_rounds[-1].revision
         return self.conversation[-1].content
 
     @property
@@ -178,6 +208,7 @@ _MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
     ("principles",): Principle,
     ("few_shots",): FewShot,
     ("few_shots", "conversation"): Message,
+    ("few_shots", "earlier_rounds"): FewShotRound,
     ("comparison_few_shots",): ComparisonFewShot,
     ("comparison_few_shots", "conversation"): Message,
 }

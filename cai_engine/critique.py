@@ -146,17 +146,29 @@ def select_few_shots(bank: list[FewShot], n: int) -> list[FewShot]:
 
 
 def few_shot_turns(shots: list[FewShot], c: Constitution) -> list[list[dict]]:
-    """Each few-shot as a block of chat turns: question, answer, critique, revision."""
+    """Each few-shot as a block of chat turns: question, answer, then critique request,
+    critique, revision request and revision for each round (a multi-round few-shot has
+    several, as a multi-round trace does)."""
     blocks = []
     for shot in shots:
         p = c.principle(shot.principle) if shot.principle else c.principles[0]
+        rounds = [
+            (r.critique_request, r.critique, r.revision_request, r.revision)
+            for r in shot.earlier_rounds
+        ] + [
+            (
+                shot.critique_request or p.critique_request,
+                shot.critique,
+                shot.revision_request or p.revision_request,
+                shot.revision,
+            )
+        ]
         blocks.append(
             [{"role": m.role, "content": m.content} for m in shot.conversation]
             + [
-                {"role": "user", "content": p.critique_request},
-                {"role": "assistant", "content": shot.critique},
-                {"role": "user", "content": p.revision_request},
-                {"role": "assistant", "content": shot.revision},
+                {"role": role, "content": text}
+                for r in rounds
+                for role, text in zip(("user", "assistant") * 2, r, strict=True)
             ]
         )
     return blocks

@@ -299,6 +299,7 @@ def test_export_to_the_anthropic_format_writes_three_files_that_import_back(
         "CritiqueRevisionFewShotPrompts.json",
         "CritiqueRevisionInstructions.json",
         "RLMadisonInstructions.json",
+        "RLMadisonPrecogFewShotPrompts.json",  # harmless's chain-of-thought comparisons
     ]
     assert sorted(p.name for p in folder.iterdir()) == names
     assert sorted(out.splitlines()) == [f"wrote {folder / n}" for n in names]
@@ -315,6 +316,10 @@ def test_export_to_the_anthropic_format_writes_three_files_that_import_back(
         [getattr(p, f) for f in fields] for p in original.principles
     ]
     assert len(back.few_shots) == len(original.few_shots)
+    keep = ("response_a", "response_b", "preferred", "reasoning")
+    assert [[getattr(s, k) for k in keep] for s in back.comparison_few_shots] == [
+        [getattr(s, k) for k in keep] for s in original.comparison_few_shots
+    ]
 
 
 def test_export_to_llm_swarm_writes_one_file_that_imports_back(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from cai_engine.cli.common import add_command, one_line, open_store, table
@@ -100,7 +101,7 @@ def cmd_constitution_import(args) -> int:
 
 def cmd_constitution_export(args) -> int:
     from cai_engine.constitution import to_yaml
-    from cai_engine.peer_formats import export_anthropic, export_llm_swarm
+    from cai_engine.peer_formats import export_anthropic, export_llm_swarm, export_losses
 
     c = open_store(args).get_version(args.ref).constitution
     if args.format == "yaml":
@@ -124,6 +125,8 @@ def cmd_constitution_export(args) -> int:
     for path, obj in targets.items():
         _write_new(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", args.force)
         print(f"wrote {path}")
+    for loss in export_losses(c, args.format):
+        print(f"note: {loss}", file=sys.stderr)
     return 0
 
 
@@ -187,7 +190,9 @@ def register(sub, full: bool) -> None:
     p.add_argument(
         "files",
         nargs="+",
-        help="a YAML file; the Anthropic critique file (+ RL and few-shot files); or an llm-swarm JSON",
+        help="a YAML file; the Anthropic critique file (+ any of the RL instructions, critique "
+        "few-shot, RL few-shot and chain-of-thought few-shot files, in any order); or an "
+        "llm-swarm JSON (chats of one or more critique→revision rounds)",
     )
     p.add_argument("--format", choices=["auto", "yaml", "anthropic", "llm-swarm"], default="auto")
     p.add_argument("--name", help="store under this name (default: the file's name field)")
@@ -198,7 +203,10 @@ def register(sub, full: bool) -> None:
     p.add_argument("ref")
     p.add_argument("--format", choices=["yaml", "anthropic", "llm-swarm"], default="yaml")
     p.add_argument(
-        "--out", help="file (yaml, llm-swarm) or folder (anthropic); default: stdout / ."
+        "--out",
+        help="file (yaml, llm-swarm) or folder (anthropic: the critique, RL instruction and "
+        "few-shot files, plus the RL few-shot files when there are comparison few-shots); "
+        "default: stdout / .",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p = add_command(csub, "diff", cmd_constitution_diff, "what changed between two versions")

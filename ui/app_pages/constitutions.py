@@ -497,6 +497,20 @@ if names:
                 for m in shot.conversation:
                     with st.chat_message(m.role):
                         st.text(m.content)
+                for k, r in enumerate(shot.earlier_rounds, start=1):
+                    st.markdown(
+                        f"**Round {k}: critique request, critique, revision request, revision**"
+                    )
+                    for text in (r.critique_request, r.critique, r.revision_request, r.revision):
+                        st.text(text)
+                if shot.earlier_rounds:
+                    st.markdown(f"**Round {len(shot.earlier_rounds) + 1}**")
+                for label, own in (
+                    ("critique", shot.critique_request),
+                    ("revision", shot.revision_request),
+                ):
+                    if own:
+                        st.caption(md_escape(f"Its own {label} request (no principle's): {own}"))
                 st.markdown("**Critique**")
                 st.text(shot.critique)
                 st.markdown("**Revision**")
@@ -608,7 +622,8 @@ if names:
 st.subheader("Import")
 st.caption(
     "A YAML constitution; Anthropic's CritiqueRevisionInstructions.json (optionally with "
-    "RLMadisonInstructions.json and a few-shot file); or an llm-swarm JSON. Importing adds a new "
+    "RLMadisonInstructions.json, a few-shot file and the RL few-shot files, in any order); or an "
+    "llm-swarm JSON (chats of one or more critique→revision rounds). Importing adds a new "
     "version; nothing existing changes."
 )
 uploads = st.file_uploader(
