@@ -114,17 +114,23 @@ class PromptQueries(StoreCore):
 
     def list_prompt_sets(self) -> list[PromptSetSummary]:
         with self.connect() as con:
+            # Counted per set first, then joined: grouping the join by every set column was
+            # 4x slower at 300,000 prompts (the Traces and Prompts pages ask on every run).
             rows = con.rows(
                 """
-                SELECT s.name, s.description, s.source,
-                       count(p.prompt_id),
-                       count(p.prompt_id) FILTER (WHERE p.split = 'train'),
-                       count(p.prompt_id) FILTER (WHERE p.split = 'test'),
-                       count(DISTINCT p.category),
+                WITH counts AS (
+                    SELECT set_name, count(*) AS n,
+                           count(*) FILTER (WHERE split = 'train') AS train,
+                           count(*) FILTER (WHERE split = 'test') AS test,
+                           count(DISTINCT category) AS categories
+                    FROM prompts
+                    GROUP BY set_name
+                )
+                SELECT s.name, s.description, s.source, coalesce(c.n, 0),
+                       coalesce(c.train, 0), coalesce(c.test, 0), coalesce(c.categories, 0),
                        s.created_at
                 FROM prompt_sets s
-                LEFT JOIN prompts p ON p.set_name = s.name
-                GROUP BY ALL
+                LEFT JOIN counts c ON c.set_name = s.name
                 ORDER BY s.name
                 """
             )
