@@ -20,6 +20,7 @@ from cai_engine.jobs import get_job
 from cai_engine.judge_verdict import judge_line
 from cai_engine.judge_verdict import report as judge_report
 from cai_engine.lineage import lineage_rows
+from cai_engine.progress import format_duration
 from cai_engine.store import Store
 from cai_engine.training.kinds import TRAINING_KINDS
 
@@ -317,3 +318,60 @@ def grey_rows(frame: pd.DataFrame, grey: pd.Series):
     return frame.style.apply(
         lambda row: ["color: #9aa0a6" if marks[row.name] else "" for _ in row], axis=1
     )
+
+
+# -- job tables (Jobs, and Home's recent jobs) ------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def time_left(job) -> str:
+    left = job.eta
+    return format_duration(left) if left else ""
+
+
+def jobs_frame(listed: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": j.id,
+                "kind": j.kind,
+                "label": j.label or "",
+                "status": j.status,
+                "progress": j.progress
+                if j.progress is not None
+                else (1.0 if j.status == "succeeded" else 0.0),
+                "done": f"{j.done}/{j.total}" if j.total else str(j.done or ""),
+                "elapsed": duration(j.elapsed),
+                "left": time_left(j),
+                "tokens": j.tokens,
+                "created": j.created_at,
+            }
+            for j in listed
+        ],
+        columns=[
+            "id",
+            "kind",
+            "label",
+            "status",
+            "progress",
+            "done",
+            "elapsed",
+            "left",
+            "tokens",
+            "created",
+        ],
+    )
+
+
+JOB_COLUMNS = {
+    "progress": st.column_config.ProgressColumn(
+        "progress", min_value=0.0, max_value=1.0, format="percent"
+    ),
+    "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+}

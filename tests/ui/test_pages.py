@@ -147,6 +147,9 @@ def test_the_demo_launcher_starts_a_contrastive_demo_on_the_picked_profile(store
         (job,) = jobs.list_jobs(store, kind="demo")
         assert (job.config["profile"], job.config["pairs"]) == ("tiny", "contrastive")
         assert job.config["constitution"].startswith("harmless@")
+        # Home's recent jobs list it at once (the demo and, soon, its first stage)
+        recent = next(d.value for d in at.dataframe if {"id", "created"} <= set(d.value.columns))
+        assert job.id in set(recent["id"]) and len(recent) <= 5
     finally:
         kill_runners(cai_home)
 

@@ -6,10 +6,11 @@ import streamlit as st
 from cai_engine import demo, jobs
 from cai_engine.errors import CaiError
 from cai_engine.fields import config_field
-from ui.common import get_store, md_escape, pick_version, show_error
+from ui.common import JOB_COLUMNS, get_store, jobs_frame, md_escape, pick_version, show_error
 from ui.progress import show_progress
 
 REFRESH_S = 2.0
+RECENT_JOBS = 5
 
 st.title("CAI Studio")
 st.caption(
@@ -129,6 +130,12 @@ def demo_status(job_id: str) -> None:
 
 if latest:
     demo_status(latest.id)
+
+recent = jobs.list_jobs(store, limit=RECENT_JOBS)  # the newest few, by SQL, however many
+if recent:
+    st.subheader("Recent jobs")
+    st.dataframe(jobs_frame(recent), hide_index=True, key="recent_jobs", column_config=JOB_COLUMNS)
+    st.page_link("app_pages/jobs.py", label="Every job, its log, cancel and resume", icon="⚙️")
 
 st.subheader("Get started")
 st.page_link("app_pages/constitutions.py", label="Edit a constitution", icon="📜")

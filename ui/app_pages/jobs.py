@@ -10,13 +10,16 @@ import streamlit as st
 
 from cai_engine import jobs
 from cai_engine.errors import CaiError
-from cai_engine.progress import format_duration, terminal_text, token_rate
+from cai_engine.progress import terminal_text, token_rate
 from cai_engine.search import search_needle
 from cai_engine.traces import SEARCH_MAX
 from ui.common import (
+    JOB_COLUMNS,
     RESULTS_PAGE,
+    duration,
     flash,
     get_store,
+    jobs_frame,
     linked_job,
     md_escape,
     page_controls,
@@ -24,6 +27,7 @@ from ui.common import (
     results_link,
     show_error,
     show_flash,
+    time_left,
 )
 from ui.progress import show_progress
 
@@ -34,52 +38,6 @@ store = get_store()
 
 st.title("Jobs")
 show_flash()
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def time_left(job) -> str:
-    left = job.eta
-    return format_duration(left) if left else ""
-
-
-def jobs_frame(listed: list) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "id": j.id,
-                "kind": j.kind,
-                "label": j.label or "",
-                "status": j.status,
-                "progress": j.progress
-                if j.progress is not None
-                else (1.0 if j.status == "succeeded" else 0.0),
-                "done": f"{j.done}/{j.total}" if j.total else str(j.done or ""),
-                "elapsed": duration(j.elapsed),
-                "left": time_left(j),
-                "tokens": j.tokens,
-                "created": j.created_at,
-            }
-            for j in listed
-        ],
-        columns=[
-            "id",
-            "kind",
-            "label",
-            "status",
-            "progress",
-            "done",
-            "elapsed",
-            "left",
-            "tokens",
-            "created",
-        ],
-    )
 
 
 counts = jobs.job_counts(store)
@@ -143,17 +101,7 @@ def job_table(where: dict, after, size: int) -> None:
     with store.session():
         page, _ = jobs.job_page(store, **where, after=after, limit=size)
         frame = jobs_frame(page)  # reads the status file of each job shown
-    st.dataframe(
-        frame,
-        hide_index=True,
-        key="jobs_table",
-        column_config={
-            "progress": st.column_config.ProgressColumn(
-                "progress", min_value=0.0, max_value=1.0, format="percent"
-            ),
-            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
-        },
-    )
+    st.dataframe(frame, hide_index=True, key="jobs_table", column_config=JOB_COLUMNS)
 
 
 # One opening of the store for the listing (not for cancelling below: that waits on the job's
