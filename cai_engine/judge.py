@@ -24,6 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from cai_engine.constitution import ComparisonFewShot, Constitution, Principle
 from cai_engine.seeding import seeded_rng
@@ -159,6 +162,56 @@ def soft_label(logprob_a: float, logprob_b: float) -> float:
 def clamp(p: float, bounds: tuple[float, float]) -> float:
     lo, hi = bounds
     return min(hi, max(lo, p))
+
+
+def _clamp_bounds(value: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = value
+    if not 0.0 <= lo <= 0.5 <= hi <= 1.0:
+        raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {value}")
+    return value
+
+
+THRESHOLD = 0.7  # a judge qualifies when its gold accuracy's lower 95% bound is above this
+ALPHA = 0.05  # its position bias is significant when the binomial p-value is below this
+
+
+class JudgeSettings(BaseModel):
+    """What a job whose numbers come from a judge (label, eval) says about checking it: the
+    same three fields and rule in each."""
+
+    judge_check: bool = Field(
+        True,
+        description="Check the judge on the gold set first (or reuse a stored check) and "
+        "record its verdict beside the numbers it gives.",
+    )
+    calibrate: Literal["none", "position"] = Field(
+        "none",
+        description="position: take the judge's order bias, measured by its check on the gold "
+        "set, out of each order's probability before the orders are averaged.",
+    )
+    judge_threshold: float = Field(
+        THRESHOLD,
+        ge=0.0,
+        lt=1.0,
+        description="The judge qualifies when its gold-set accuracy's lower 95% bound is above "
+        "this (and it shows no significant position bias).",
+    )
+
+    @model_validator(mode="after")
+    def _calibration_needs_a_check(self):
+        if self.calibrate == "position" and not self.judge_check:
+            raise ValueError(
+                "calibrate 'position' reads the judge check's bias: keep judge_check on"
+            )
+        return self
+
+
+# The configs' `clamp` field: the range chain-of-thought probabilities are clamped to.
+Clamp = Annotated[
+    tuple[float, float],
+    AfterValidator(_clamp_bounds),
+    Field(description="Chain-of-thought probabilities are clamped to this range."),
+]
 
 
 @dataclass

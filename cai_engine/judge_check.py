@@ -29,7 +29,7 @@ from cai_engine.critique import check_constitution
 from cai_engine.errors import CaiError
 from cai_engine.gold import GoldPair, GoldSet, as_pairs, gold_set
 from cai_engine.jobs import JobKind
-from cai_engine.judge import select_comparison_shots
+from cai_engine.judge import Clamp, select_comparison_shots
 from cai_engine.judge_verdict import (
     ALPHA,
     THRESHOLD,
@@ -71,9 +71,7 @@ class JudgeCheckConfig(BaseModel):
         2, ge=0, le=16, description="Labelled comparisons from the constitution to prepend."
     )
     cot: bool = Field(False, description="Chain of thought: reason first, then read the options.")
-    clamp: tuple[float, float] = Field(
-        (0.4, 0.6), description="Chain-of-thought probabilities are clamped to this range."
-    )
+    clamp: Clamp = (0.4, 0.6)
     threshold: float = Field(
         THRESHOLD,
         ge=0.0,
@@ -95,14 +93,6 @@ class JudgeCheckConfig(BaseModel):
     @classmethod
     def _spec(cls, value: str) -> str:
         return str(parse_spec(value))
-
-    @field_validator("clamp")
-    @classmethod
-    def _clamp(cls, value: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = value
-        if not 0.0 <= lo <= 0.5 <= hi <= 1.0:
-            raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {value}")
-        return value
 
 
 def label_config(cfg: JudgeCheckConfig, constitution_ref: str) -> LabelConfig:

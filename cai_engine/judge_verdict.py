@@ -23,11 +23,15 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from cai_engine.eval.stats import wilson
-from cai_engine.judge import binomial_two_sided, combine, debias, ece_bins, position_bias
-
-THRESHOLD = 0.7  # qualified: accuracy's lower 95% bound above this
-ALPHA = 0.05  # position bias is significant when the binomial p-value is below this
-
+from cai_engine.judge import (
+    ALPHA,
+    THRESHOLD,
+    binomial_two_sided,
+    combine,
+    debias,
+    ece_bins,
+    position_bias,
+)
 
 # -- the numbers ----------------------------------------------------------------------------
 

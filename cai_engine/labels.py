@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cai_engine import jobs
 from cai_engine.constitution import Constitution, Principle
@@ -28,6 +28,8 @@ from cai_engine.judge import (
     ANSWER_PREFIX,
     COT_PREFIX,
     OPTIONS,
+    Clamp,
+    JudgeSettings,
     clamp,
     combine,
     comparison_turns,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from cai_engine.store import Store
 
 
-class LabelConfig(BaseModel):
+class LabelConfig(JudgeSettings):
     model_config = ConfigDict(extra="forbid")
 
     pairs: str = Field(description="The pairs job whose pairs to label.")
@@ -68,9 +70,7 @@ class LabelConfig(BaseModel):
     model: str = Field(EMBEDDED, description="Feedback model spec (local or openai).")
     both_orders: bool = Field(True, description="Score each pair as given and swapped.")
     cot: bool = Field(False, description="Chain of thought: reason first, then read the options.")
-    clamp: tuple[float, float] = Field(
-        (0.4, 0.6), description="Chain-of-thought probabilities are clamped to this range."
-    )
+    clamp: Clamp = (0.4, 0.6)
     few_shots: int = Field(
         2, ge=0, le=16, description="Labelled comparisons from the constitution to prepend."
     )
@@ -88,44 +88,11 @@ class LabelConfig(BaseModel):
     batch_pairs: int = Field(
         64, gt=0, le=4096, description="Pairs scored together and saved as one shard."
     )
-    judge_check: bool = Field(
-        True,
-        description="Check the feedback model on the gold set first (or reuse a stored check) "
-        "and record its verdict beside the labels.",
-    )
-    calibrate: Literal["none", "position"] = Field(
-        "none",
-        description="position: take the judge's order bias, measured by its check on the gold "
-        "set, out of each order's probability before the orders are averaged.",
-    )
-    judge_threshold: float = Field(
-        0.7,
-        ge=0.0,
-        lt=1.0,
-        description="The judge qualifies when its gold-set accuracy's lower 95% bound is above "
-        "this (and it shows no significant position bias).",
-    )
-
-    @model_validator(mode="after")
-    def _calibration_needs_a_check(self):
-        if self.calibrate == "position" and not self.judge_check:
-            raise ValueError(
-                "calibrate 'position' reads the judge check's bias: keep judge_check on"
-            )
-        return self
 
     @field_validator("model")
     @classmethod
     def _spec(cls, value: str) -> str:
         return str(parse_spec(value))
-
-    @field_validator("clamp")
-    @classmethod
-    def _clamp(cls, value: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = value
-        if not 0.0 <= lo <= 0.5 <= hi <= 1.0:
-            raise ValueError(f"clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {value}")
-        return value
 
     @model_validator(mode="after")
     def _source(self):

@@ -310,7 +310,11 @@ def add_config_flags(
 
     metavars, defaults = metavars or {}, defaults or {}
     have = {s for a in parser._actions for s in a.option_strings}
-    for name, field in model_cls.model_fields.items():
+    # The class's own fields first, then those it shares through a base (e.g. the judge
+    # check's settings): pydantic lists inherited fields first.
+    own = model_cls.__dict__.get("__annotations__", {})
+    fields = sorted(model_cls.model_fields.items(), key=lambda item: item[0] not in own)
+    for name, field in fields:
         flag = "--" + name.replace("_", "-")
         kind = _plain_type(field.annotation)
         if flag in have or name in skip or (isinstance(kind, type) and issubclass(kind, BaseModel)):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from cai_engine.judge import JudgeSettings
 from cai_engine.models import EMBEDDED, SamplingParams, parse_spec
 from cai_engine.prompts import parse_prompt_ref
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(JudgeSettings):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str] = Field(
@@ -58,23 +57,6 @@ class EvalConfig(BaseModel):
         " a time (memory holds one chunk; the numbers do not depend on it).",
     )
     batch: int = Field(64, gt=0, le=4096, description="Answers judged and saved together.")
-    judge_check: bool = Field(
-        True,
-        description="Check the judge on the gold set first (or reuse a stored check) and "
-        "record its verdict beside the results.",
-    )
-    calibrate: Literal["none", "position"] = Field(
-        "none",
-        description="position: take the judge's order bias, measured by its check, out of "
-        "each comparison's probabilities before the orders are averaged.",
-    )
-    judge_threshold: float = Field(
-        0.7,
-        ge=0.0,
-        lt=1.0,
-        description="The judge qualifies when its gold-set accuracy's lower 95% bound is above "
-        "this (and it shows no significant position bias).",
-    )
 
     @field_validator("models")
     @classmethod
@@ -96,10 +78,6 @@ class EvalConfig(BaseModel):
         names = list(self.set_names().values())
         if len(set(names)) != len(names):
             raise ValueError(f"harmful and helpful must be different prompt sets, got {names[0]}")
-        if self.calibrate == "position" and not self.judge_check:
-            raise ValueError(
-                "calibrate 'position' reads the judge check's bias: keep judge_check on"
-            )
         return self
 
     @property
