@@ -1,6 +1,7 @@
 """The demo from the Home page in a real Chromium against a real `streamlit run`: pick the tiny
-profile, press "Run the demo", watch the stage table fill in live (no reload), then open Eval
-from the finished demo and read the metrics and the answers side by side."""
+profile and contrastive pairs (the judge-labelled demo is `test_demo`'s, through the CLI),
+press "Run the demo", watch the stage table fill in live (no reload), then open Eval from the
+finished demo and read the metrics and the answers side by side."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def test_the_tiny_demo_runs_from_home_live_and_opens_in_eval(studio, cai_home):
         wait_for_app(page)
         page.get_by_text("Tiny random model", exact=False).click()
         wait_for_app(page)
+        page.get_by_text("Contrastive pairs: a positive and a negative prompt").click()
+        wait_for_app(page)
         page.get_by_role("button", name="Run the demo").click()
         start = time.monotonic()
         page.get_by_text(re.compile(r"^demo demo-.*: (queued|running)")).wait_for()
@@ -63,8 +66,9 @@ def test_the_tiny_demo_runs_from_home_live_and_opens_in_eval(studio, cai_home):
 
         store = Store(cai_home)
         (demo_job,) = jobs.list_jobs(store, kind="demo")
-        assert demo_job.config["profile"] == "tiny"
+        assert (demo_job.config["profile"], demo_job.config["pairs"]) == ("tiny", "contrastive")
         stages = demo.read_stages(demo_job.run)
+        assert jobs.get_job(store, stages["label"]).config["source"] == "construction"
         wait_for_app(page)
         page.get_by_text("The demo finished").wait_for()
         page.get_by_role("button", name="Open Eval").click()
