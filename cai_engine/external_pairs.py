@@ -813,3 +813,25 @@ def export_annotated(store: Store, labels_job: str, out: str | Path, *, force: b
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out)
     return out, len(data["comparisons"]), len(data["annotators"])
+
+
+def import_lineage(store: Store, labels_job) -> str | None:
+    """In words, where a label job's imported pairs (and, for dataset labels, the labels)
+    came from; None when its pairs were made here. E.g. "The labels of the dataset: the side
+    the file marks as chosen (TRL preference rows), imported from prefs.jsonl (TRL preference
+    rows, 3 rows, sha256 …) on 2026-12-03 21:40. No model was asked."."""
+    pairs_job = labels_job.config.get("pairs")
+    record = store.import_record(pairs_job) if pairs_job else None
+    if record is None:
+        return None
+    annotator = store.import_annotator(labels_job.id)
+    where = describe_import(record)
+    if annotator is not None:
+        return (
+            f"The labels of {describe_annotator(annotator)}, {where} as pairs job {pairs_job}"
+            f" (prompt set '{record['prompt_set']}'). No model was asked."
+        )
+    return (
+        f"Its pairs (pairs job {pairs_job}, prompt set '{record['prompt_set']}') were {where};"
+        " the side the dataset prefers is known, so the judge's agreement with it is measured."
+    )
