@@ -50,6 +50,7 @@ def test_imported_pairs_and_their_labels_show_with_their_lineage(seeded_store):
     assert f"imported from {FIXTURES / 'hh.jsonl'} (HH-RLHF transcripts, 4 rows" in lineage
     assert lineage.endswith("No model was asked.")
     assert not [w for w in at.warning if "qualified" in w.value]  # no judge to qualify
+    assert [m.label for m in at.metric][1] == "Agreement with the dataset · n=0"
     # its pairs can be reviewed: no principle, and the dataset's label shows after the verdict
     at.text_input(key="reviewer").input("ada").run()
     assert any("no principle was drawn" in md_unescape(m.value) for m in at.markdown)

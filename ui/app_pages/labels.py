@@ -584,12 +584,12 @@ with store.session():
         "`cai label`.",
         pending="_select_labels",
         describe=lambda j: (
-            f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
+            f"{j.id} · {j.status} · imported labels ({j.label})"
+            if j.config.get("source") == "dataset"
+            else f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
             + (
                 "by construction"
                 if j.config.get("source") == "construction"
-                else f"imported labels ({j.label})"
-                if j.config.get("source") == "dataset"
                 else "CoT"
                 if j.config.get("cot")
                 else "log-prob"
@@ -607,6 +607,7 @@ with store.session():
         st.stop()
 
     imported = import_lineage(store, picked)  # pairs brought in with `cai import`
+    imported_labels = picked.config.get("source") == "dataset"  # ... and labels with them
     if imported:
         st.info(md_escape(imported), icon="📥")
     if picked.config.get("source") not in ("construction", "dataset"):
@@ -649,7 +650,7 @@ with store.session():
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Reviewed", f"{progress.reviewed} of {progress.total}")
         m2.metric(
-            f"Agreement with AI · n={stats.decisive}",
+            f"Agreement with {'the dataset' if imported_labels else 'AI'} · n={stats.decisive}",
             "–" if stats.rate is None else f"{stats.rate:.0%}",
         )
         m3.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.2f}")
