@@ -162,7 +162,7 @@ def _hh_pair(where: str, record: dict) -> ExternalPair:
     for name, turns in (("chosen", chosen), ("rejected", rejected)):
         if turns[-1]["role"] != "assistant":
             raise _Bad(name, "no 'Assistant:' turn after the last 'Human:' turn")
-        if turns[-2:-1] and turns[-2]["role"] != "user" or len(turns) < 2:
+        if len(turns) < 2 or turns[-2]["role"] != "user":
             raise _Bad(name, "the last 'Assistant:' turn does not answer a 'Human:' turn")
     if chosen[:-1] != rejected[:-1]:
         raise _Bad("rejected", "its conversation before the last 'Assistant:' turn differs from"
@@ -256,7 +256,7 @@ def _prefs_pair(where: str, record: dict, style: list) -> ExternalPair:
     return ExternalPair(where, messages, a, b, {SOURCE: p})
 
 
-def _read_table(path: str, fmt: str, skip_bad: bool) -> tuple[int, list, list[BadRow], str]:
+def _read_table(path: str, fmt: str) -> tuple[int, list, list[BadRow], str]:
     """(rows read, ExternalPairs or prompt conversations, bad rows, mode) of an hh or prefs
     file; mode is "pairs" or "prompts" (hh transcripts)."""
     rows, out, bad = 0, [], []
@@ -520,7 +520,7 @@ def import_pairs(
         metadata, annotators, rows, items, bad = _read_annotated(label)
         mode = "pairs"
     else:
-        rows, items, bad, mode = _read_table(label, fmt, skip_bad)
+        rows, items, bad, mode = _read_table(label, fmt)
         annotators = [
             Annotator(
                 SOURCE,

@@ -294,6 +294,19 @@ def test_a_judge_on_imported_pairs_shows_its_agreement_with_the_dataset(
     assert seeded_store.construction_agreement(label_job_of(result)) is None  # not a judge's
 
 
+def test_review_stats_say_where_imported_labels_came_from(seeded_store, capsys):
+    result = import_pairs(seeded_store, FIXTURES / "hh.jsonl", "hh", "stats")
+    judge_job = judge_labels(seeded_store, result.pairs_job, prefer_longer=True)
+    assert main(["review", "stats", "--labels", judge_job]) == 0
+    assert "imported pairs: the judge agrees with the dataset's label on 100%" in (
+        capsys.readouterr().out
+    )
+    assert main(["review", "stats", "--labels", label_job_of(result)]) == 0
+    out = capsys.readouterr().out
+    assert f"labels imported with pairs job {result.pairs_job} (cai import): no judge" in out
+    assert "agreement with the dataset:" in out
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 BAD = [
