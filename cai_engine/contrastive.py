@@ -301,6 +301,16 @@ class ConstructionAgreement:
     pairs: int  # contrastive pairs the judge scored
     decisive: int  # of those, where the judge named a winner (not a tie)
     agree: int  # ... and it was the preferred side
+    source: str = SOURCE  # the pairs' source: contrastive, or dataset (imported, `cai import`)
+
+    @property
+    def reference(self) -> str:
+        """What the judge is compared with, in words."""
+        return "the dataset's label" if self.source == "dataset" else "the construction"
+
+    @property
+    def kind(self) -> str:
+        return "imported" if self.source == "dataset" else "contrastive"
 
     @property
     def rate(self):
@@ -313,13 +323,13 @@ class ConstructionAgreement:
         pairs (Wilson 95% interval)"."""
         if not self.decisive:
             return (
-                f"the judge named no winner on any of its {self.pairs} contrastive pairs: no "
-                "agreement with the construction to measure"
+                f"the judge named no winner on any of its {self.pairs} {self.kind} pairs: no "
+                f"agreement with {self.reference} to measure"
             )
         r = self.rate
         ties = self.pairs - self.decisive
         return (
-            f"the judge agrees with the construction on {r.value:.0%} [{r.low:.0%}, "
-            f"{r.high:.0%}] of {self.decisive} contrastive pairs (Wilson 95% interval)"
+            f"the judge agrees with {self.reference} on {r.value:.0%} [{r.low:.0%}, "
+            f"{r.high:.0%}] of {self.decisive} {self.kind} pairs (Wilson 95% interval)"
             + (f"; {ties} judge ties left out" if ties else "")
         )

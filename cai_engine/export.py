@@ -298,7 +298,8 @@ def labelled_prefs_manifest(
     counts, by_source = _labelled_counts(store, job_id, filters)
     first = store.label_lineage(job_id) or {}
     job = jobs.get_job(store, job_id)
-    construction = job.config.get("source") == "construction"
+    # no judge behind labels by construction, nor behind a dataset's own (imported) labels
+    construction = job.config.get("source") in ("construction", "dataset")
     check = None if construction else store.judge_check_for_job(job_id)
     if require_qualified_judge and not construction and (check is None or not check.qualified):
         said = badge(check) if check else "its judge was never checked"
@@ -318,7 +319,7 @@ def labelled_prefs_manifest(
         "policy_model": first.get("pair_model"),
         "mode": first.get("mode"),
         # whether the feedback model could judge: its check on the gold set, and the verdict
-        "judge_check": "by construction: no judge" if construction else export_record(check),
+        "judge_check": _NO_JUDGE.get(job.config.get("source")) or export_record(check),
         "prompt_set": first.get("prompt_set"),
         "filters": {
             "drop_ties": filters.drop_ties,
@@ -335,6 +336,13 @@ def labelled_prefs_manifest(
         "command": command,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+# labels no judge gave: by construction, or a dataset's own (imported with its pairs)
+_NO_JUDGE = {
+    "construction": "by construction: no judge",
+    "dataset": "imported with the pairs: no judge",
+}
 
 
 def labelled_prefs(

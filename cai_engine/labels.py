@@ -56,10 +56,14 @@ class LabelConfig(JudgeSettings):
         description="Constitution reference, e.g. harmless or harmless@2 (required for judge"
         " labels; labels by construction use the pairs job's).",
     )
-    source: Literal["judge", "construction"] = Field(
+    source: Literal["judge", "construction", "dataset"] = Field(
         "judge",
         description="judge: the feedback model scores each pair; construction: contrastive pairs"
-        " are labelled from their known better side, no model loaded.",
+        " are labelled from their known better side, no model loaded; dataset: labels that came"
+        " with imported pairs (`cai import`), recorded, never run.",
+    )
+    annotator: str | None = Field(
+        None, description="Dataset labels: the source's annotator whose labels these are."
     )
     score: float = Field(
         1.0,
@@ -98,6 +102,8 @@ class LabelConfig(JudgeSettings):
     def _source(self):
         if self.source == "judge" and not self.constitution:
             raise ValueError("a judge needs a constitution (its principles' questions)")
+        if self.source == "dataset" and (self.cot or self.principle):
+            raise ValueError("dataset labels ask no judge: leave out cot and principle")
         if self.source == "construction" and (self.cot or self.principle):
             # (its model is never loaded: the rows name "construction" as their model)
             raise ValueError(
@@ -383,6 +389,8 @@ def submit_labels(store: Store, config: dict, label: str | None = None):
     """Check a label config against the store, pin the constitution version, and submit."""
 
     cfg = jobs.validate_config("label", config)
+    if cfg.source == "dataset":
+        raise CaiError("dataset labels are recorded by `cai import`, not submitted as a job")
     if cfg.source == "construction":
         from cai_engine.contrastive import submit_construction_labels
 
@@ -481,6 +489,8 @@ def _pending_pairs(store: Store, job_id: str, total: int, labelled, page: int) -
 
 def run_label_job(ctx: JobContext, config: LabelConfig) -> None:
     """A label job: scored by the judge (`run_labels`), or by construction (no model)."""
+    if config.source == "dataset":
+        raise CaiError(f"the labels of {config.pairs} were imported; there is nothing to run")
     if config.source == "construction":
         from cai_engine.contrastive import run_construction_labels
 

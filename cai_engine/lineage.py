@@ -82,6 +82,9 @@ def lineage_rows(store: Store, spec: str) -> list[LineageRow]:
         if facts.get("feedback_model") == "construction":  # contrastive pairs (RLCD)
             text = "none: contrastive pairs labelled by construction"
             rows.append(LineageRow(spec, "feedback model", text))
+        elif str(facts.get("feedback_model") or "").startswith("dataset"):  # `cai import`
+            text = "none: labels imported with the pairs (the dataset's own)"
+            rows.append(LineageRow(spec, "feedback model", text))
         elif facts.get("feedback_model"):
             rows.append(LineageRow(spec, "feedback model", str(facts["feedback_model"])))
         if not facts.get("base_model"):

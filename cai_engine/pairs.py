@@ -63,6 +63,11 @@ class PairsConfig(BaseModel):
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=160)
     )
+    imported: str | None = Field(
+        None,
+        description="Set by `cai import`: the file these pairs were imported from (prompts names"
+        " the prompt set made from its conversations). Such a job samples nothing.",
+    )
     shard_rows: int = Field(64, gt=0, le=100_000, description="Rows per shard (at most).")
     chunk_prompts: int = Field(
         256,
@@ -79,6 +84,9 @@ class PairsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self):
+        if self.imported and (self.from_critique or self.contrastive):
+            raise ValueError("imported pairs come from a file: leave out from_critique and"
+                             " contrastive")  # fmt: skip
         if bool(self.prompts) == bool(self.from_critique):
             raise ValueError("give exactly one of prompts (sample answers) or from_critique")
         if self.contrastive:
@@ -211,6 +219,8 @@ def submit_pairs(store: Store, config: dict, label: str | None = None):
     """Check a pairs config against the store, then submit the job."""
 
     cfg = jobs.validate_config("pairs", config)
+    if cfg.imported:
+        raise CaiError("imported pairs are recorded by `cai import`, not submitted as a job")
     if cfg.contrastive:  # the exact version, even if a newer one is saved while the job runs
         version = store.get_version(cfg.constitution)
         Plan.of(version, cfg.seed)  # a constitution with no principle to draw is refused now
@@ -230,6 +240,8 @@ FLAGS = ("identical", "empty", "a_cut_off", "b_cut_off")
 
 
 def run_pairs(ctx: JobContext, config: PairsConfig) -> None:
+    if config.imported:
+        raise CaiError(f"these pairs were imported from {config.imported}; there is nothing to run")
 
     # pairs an earlier attempt wrote, asked a chunk at a time
     with ctx.resume_index("pairs", key=("prompt_id", "pair")) as written:

@@ -17,7 +17,8 @@ import sys
 
 from cai_engine.cli.common import add_config_flags, command_of, config_from_args, flag_table, follow
 
-# In `cai --help` order. Each module registers the command of its name (studio: init and studio).
+# In `cai --help` order. Each module registers the command of its name (studio: init and studio;
+# `import`, a Python keyword, is `cli/imports.py`).
 GROUPS = (
     "studio",
     "constitution",
@@ -32,10 +33,13 @@ GROUPS = (
     "demo",
     "eval",
     "review",
+    "import",
     "export",
     "train",
     "vllm",
 )
+
+MODULES = {"import": "imports"}
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -52,7 +56,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     selected = None if argv is None else command_of(argv)
     for name in GROUPS:
-        module = importlib.import_module(f"cai_engine.cli.{name}")
+        module = importlib.import_module(f"cai_engine.cli.{MODULES.get(name, name)}")
         module.register(sub, full=argv is None or selected == name)
     return parser
 

@@ -82,6 +82,18 @@ def cmd_export_prefs(args) -> int:
     return 0
 
 
+def cmd_export_annotated(args) -> int:
+    from cai_engine.external_pairs import export_annotated
+
+    out = Path(args.out) if args.out else _out(args, f"{args.job}-annotated.json")
+    path, comparisons, annotators = export_annotated(
+        open_store(args), args.job, out, force=args.force
+    )
+    print(f"{comparisons} comparisons, {annotators} annotators (the label job and its reviewers)"
+          f" in {path}")  # fmt: skip
+    return 0
+
+
 def _add_output_flags(p, name: str) -> None:
     p.add_argument(
         "--drop-truncated",
@@ -132,3 +144,12 @@ def register(sub, full: bool) -> None:
         help="refuse labels from a judge that did not qualify on the gold set (cai judge check)",
     )
     _add_output_flags(p, "prefs")
+    p = add_command(
+        esub,
+        "annotated",
+        cmd_export_annotated,
+        "a label job and its human reviews as annotated pairs (ICAI / feedback-forensics JSON)",
+    )
+    p.add_argument("job", metavar="LABEL_JOB", help="a label job")
+    p.add_argument("--out", help="output JSON file (default: <home>/exports/<job>-annotated.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")

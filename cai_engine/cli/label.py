@@ -29,7 +29,7 @@ def register(sub, full: bool) -> None:
         add_config_flags(
             p,
             LabelConfig,
-            skip=("batch_pairs",),
+            skip=("batch_pairs", "annotator"),
             required=True,
             metavars={"pairs": "JOB", "constitution": "NAME"},
         )

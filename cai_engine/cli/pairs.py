@@ -39,7 +39,7 @@ def register(sub, full: bool) -> None:
             p,
             PairsConfig,
             sampling=SAMPLING,
-            skip=("shard_rows",),
+            skip=("shard_rows", "imported"),
             metavars={"from_critique": "JOB", "constitution": "NAME"},
         )
     add_job_flags(p)

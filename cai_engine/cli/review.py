@@ -40,10 +40,12 @@ def cmd_review_stats(args) -> int:
     print(f"label job {job.id} ({job.status}): {labels} labels")
     if job.config.get("source") == "construction":
         print(f"labelled by construction (contrastive pairs, score {job.config.get('score')})")
+    elif job.config.get("source") == "dataset":  # imported with its pairs: no judge was asked
+        print(f"labels imported with pairs job {job.config.get('pairs')} (cai import): no judge")
     else:  # every number below is this judge's: say first whether it can judge
         print(judge_line(job.config.get("model", ""), check))
     if construction is not None:
-        print(f"contrastive pairs: {construction.describe()}")
+        print(f"{construction.kind} pairs: {construction.describe()}")
     print(
         f"position consistency: {_pct(a.consistency_rate)}; first-shown response won "
         f"{_pct(a.first_position_rate)} of orders"
@@ -55,7 +57,9 @@ def cmd_review_stats(args) -> int:
         f"reviewed: {a.reviews} verdicts ({a.ties} tie, {a.both_bad} both bad, "
         f"{a.ai_ties} on AI ties); decisive: {a.decisive}"
     )
-    who = "the construction" if job.config.get("source") == "construction" else "the AI"
+    who = {"construction": "the construction", "dataset": "the dataset"}.get(
+        job.config.get("source"), "the AI"
+    )
     print(f"agreement with {who}: {_pct(a.rate)} ({a.agree}/{a.decisive}); Cohen's kappa: {kappa}")
     if a.by_principle:
         print("\nby principle:")

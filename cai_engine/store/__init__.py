@@ -12,6 +12,7 @@ from cai_engine.store.core import DEFAULT_LOCK_TIMEOUT, StoreCore, StoreError
 from cai_engine.store.eval import EvalQueries
 from cai_engine.store.exports import ExportQueries
 from cai_engine.store.generations import GenerationQueries
+from cai_engine.store.imports import ImportQueries
 from cai_engine.store.jobs import JobQueries
 from cai_engine.store.judge_checks import JudgeCheckQueries
 from cai_engine.store.labels import LabelQueries
@@ -35,6 +36,7 @@ class Store(
     EvalQueries,
     JudgeCheckQueries,
     ExportQueries,
+    ImportQueries,
     StoreCore,
 ):
     """The data home's DuckDB store. Safe to share between threads; holds no open connection."""

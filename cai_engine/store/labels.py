@@ -141,7 +141,7 @@ class LabelQueries(StoreCore):
             frame = con.frame(
                 f"""
                 SELECT l.*, x.response_a, x.response_b, x.a_ref, x.b_ref,
-                       x.source, x.model AS pair_model, x.flags AS pair_flags,
+                       x.source, x.model AS pair_model, x.flags AS pair_flags, x.external_id,
                        p.messages AS prompt_messages, p.category
                 FROM labels l {_JOINS}
                 WHERE l.job_id = ?
@@ -224,18 +224,20 @@ class LabelQueries(StoreCore):
         }
 
     def construction_agreement(self, job_id: str):
-        """How often a judge's labels agree with the construction: over the scored labels of
-        label job `job_id` (by a judge) whose pairs have a preferred side (contrastive pairs),
-        those where the judge named a winner, and those where it was the preferred side. None
-        when none of its pairs is contrastive, or its labels are themselves by construction."""
+        """How often a judge's labels agree with the pairs' known better side: over the scored
+        labels of label job `job_id` (by a judge) whose pairs have a preferred side (contrastive
+        pairs: by construction; imported pairs: the dataset's label), those where the judge
+        named a winner, and those where it was the preferred side. None when none of its pairs
+        has one, or its labels are themselves by construction or from the dataset."""
         from cai_engine.contrastive import ConstructionAgreement
 
         with self.connect() as con:
-            pairs, decisive, agree = con.one(
+            pairs, decisive, agree, source = con.one(
                 """
                 SELECT count(*),
                        count(*) FILTER (WHERE l.winner IN ('A', 'B')),
-                       count(*) FILTER (WHERE l.winner = x.preferred)
+                       count(*) FILTER (WHERE l.winner = x.preferred),
+                       any_value(x.source)
                 FROM labels l
                 JOIN pairs x
                   ON x.job_id = l.pairs_job AND x.prompt_id = l.prompt_id AND x.pair = l.pair
@@ -248,4 +250,4 @@ class LabelQueries(StoreCore):
             )
         if not pairs:
             return None
-        return ConstructionAgreement(int(pairs), int(decisive), int(agree))
+        return ConstructionAgreement(int(pairs), int(decisive), int(agree), source)

@@ -410,6 +410,42 @@ def m007_contrastive(con) -> None:
     con.rows("ALTER TABLE labels ADD COLUMN label_source VARCHAR DEFAULT 'ai'")
 
 
+def m008_imports(con) -> None:
+    """Preference data brought in from elsewhere (`cai import`): HH-RLHF transcripts, TRL
+    preference sets, annotated pairs. Each import is a pairs job (`pairs.source = 'dataset'`)
+    plus one label job per annotator (`labels.label_source = 'dataset'`); this records where
+    the file came from. Old rows read as before: no import, no external id."""
+    con.rows("ALTER TABLE pairs ADD COLUMN external_id VARCHAR")  # the source's comparison id
+    con.rows(
+        """
+        CREATE TABLE imports (                -- one imported file: its pairs job and its source
+            pairs_job   VARCHAR PRIMARY KEY,
+            file        VARCHAR NOT NULL,     -- the path as given
+            format      VARCHAR NOT NULL,     -- hh | prefs | annotated
+            sha256      VARCHAR NOT NULL,     -- of the file (a folder: of its files, in order)
+            rows        INTEGER NOT NULL,     -- rows (comparisons) read
+            pairs       INTEGER NOT NULL,     -- pairs imported
+            skipped     INTEGER NOT NULL,     -- bad rows left out (--skip-bad)
+            prompt_set  VARCHAR NOT NULL,     -- the prompt set made from the conversations
+            metadata    VARCHAR,              -- JSON: the source's own metadata (annotated pairs)
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )
+        """
+    )
+    con.rows(
+        """
+        CREATE TABLE import_annotators (      -- who gave an imported label job's labels
+            labels_job   VARCHAR PRIMARY KEY,
+            pairs_job    VARCHAR NOT NULL,    -- imports.pairs_job
+            annotator_id VARCHAR NOT NULL,    -- the source's id (annotated pairs), else 'dataset'
+            name         VARCHAR,
+            description  VARCHAR NOT NULL,
+            type         VARCHAR NOT NULL     -- human | principle | unknown | dataset | ...
+        )
+        """
+    )
+
+
 MIGRATIONS = [
     m001_initial,
     m002_feedback,
@@ -418,4 +454,5 @@ MIGRATIONS = [
     m005_trace_summaries,
     m006_judge_checks,
     m007_contrastive,
+    m008_imports,
 ]

@@ -7,6 +7,7 @@ import streamlit as st
 from cai_engine import export, jobs, review
 from cai_engine.constitution import pinned_ref
 from cai_engine.errors import CaiError
+from cai_engine.external_pairs import import_lineage
 from cai_engine.fields import field_default, sampling_with
 from cai_engine.labels import LabelConfig, submit_labels
 from cai_engine.lineage import VersionNames
@@ -296,7 +297,9 @@ def reveal_text(reveal: dict) -> str:
     p_first = reveal["soft"] if reveal["order"] == "AB" else 1 - reveal["soft"]
     ai_shown = "A" if p_first > 0.5 else "B" if p_first < 0.5 else "tie"
     said = review.VERDICT_NAMES[reveal["shown"]]
-    who = "The construction" if reveal.get("source") == "contrastive" else "The AI"
+    who = {"contrastive": "The construction", "dataset": "The dataset"}.get(
+        reveal.get("source"), "The AI"
+    )
     parts = [
         f"You said **{said}**. {who} gave **{p_first:.1%}** to A and **{1 - p_first:.1%}** "
         f"to B (as you saw them): **{ai_shown if ai_shown == 'tie' else ai_shown + ' is better'}**"
@@ -342,10 +345,13 @@ def review_pair(row: dict, reviewer: str) -> None:
         if order == "AB"
         else (row["response_b"], row["response_a"])
     )
-    version = store.get_version(pinned_ref(row["constitution"], row["constitution_hash"]))
-    principle = version.constitution.principle(row["principle_id"])
-    st.markdown(f"**Principle:** {md_escape(principle.title)}")
-    st.caption(md_escape(principle.preference_question))
+    if row["constitution"]:
+        version = store.get_version(pinned_ref(row["constitution"], row["constitution_hash"]))
+        principle = version.constitution.principle(row["principle_id"])
+        st.markdown(f"**Principle:** {md_escape(principle.title)}")
+        st.caption(md_escape(principle.preference_question))
+    else:  # imported labels: no principle was drawn
+        st.markdown("**Which answer is better?** (imported pair: no principle was drawn)")
     for m in row["prompt_messages"]:
         with st.chat_message(m["role"]):
             st.text(m["content"])
@@ -578,7 +584,9 @@ with store.session():
         "`cai label`.",
         pending="_select_labels",
         describe=lambda j: (
-            f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
+            f"{j.id} · {j.status} · imported labels ({j.label})"
+            if j.config.get("source") == "dataset"
+            else f"{j.id} · {j.status} · {version_names(j.config.get('constitution'))} · "
             + (
                 "by construction"
                 if j.config.get("source") == "construction"
@@ -598,7 +606,11 @@ with store.session():
         st.caption("No labels yet; they appear as the job scores each batch of pairs.")
         st.stop()
 
-    if picked.config.get("source") != "construction":
+    imported = import_lineage(store, picked)  # pairs brought in with `cai import`
+    imported_labels = picked.config.get("source") == "dataset"  # ... and labels with them
+    if imported:
+        st.info(md_escape(imported), icon="📥")
+    if picked.config.get("source") not in ("construction", "dataset"):
         show_judge(
             picked.config.get("model", ""),
             store.judge_check_for_job(job_id),
@@ -638,7 +650,7 @@ with store.session():
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Reviewed", f"{progress.reviewed} of {progress.total}")
         m2.metric(
-            f"Agreement with AI · n={stats.decisive}",
+            f"Agreement with {'the dataset' if imported_labels else 'AI'} · n={stats.decisive}",
             "–" if stats.rate is None else f"{stats.rate:.0%}",
         )
         m3.metric("Cohen's κ", "–" if stats.kappa is None else f"{stats.kappa:.2f}")
