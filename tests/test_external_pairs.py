@@ -392,3 +392,23 @@ def test_cli_imports_and_exports(store, capsys, tmp_path):
     assert "line 2: field 'rejected'" in capsys.readouterr().err
     assert main([*home, "import", "hh", str(bad), "--name", "cli-bad", "--skip-bad"]) == 0
     assert "1 bad rows skipped" in capsys.readouterr().out
+
+
+def test_dpo_trains_on_imported_labels_and_its_lineage_names_the_import(store, tiny_spec):
+    from cai_engine.training import jobs as training_jobs
+    from tests.runners import finish, kill_runners
+
+    result = import_pairs(store, FIXTURES / "trl_standard.jsonl", "prefs", "trl-dpo")
+    labels = label_job_of(result)
+    run = {"max_steps": 1, "batch_size": 2, "grad_accum": 1, "sample_tokens": 4}
+    try:
+        job = training_jobs.submit(
+            store, "dpo", {"model": tiny_spec, "data": labels, "name": "dpo-imported", **run}
+        )
+        job = finish(store, job.id, timeout=300)
+    finally:
+        kill_runners(store.home)
+    assert job.status == "succeeded", job.error
+    lineage = store.model_named("dpo-imported")
+    assert lineage["data_manifest"]["job"] == labels
+    assert lineage["data_manifest"]["judge_check"] == "imported with the pairs: no judge"
