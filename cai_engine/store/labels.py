@@ -116,7 +116,7 @@ def label_detail(con: Conn, job_id: str, prompt_id: str, pair: int) -> dict | No
     cursor = con.raw.execute(  # a row, not a frame: pandas costs more than the query
         f"""
         SELECT l.*, x.response_a, x.response_b, x.a_ref, x.b_ref,
-               x.source, x.model AS pair_model, x.flags AS pair_flags,
+               x.source, x.model AS pair_model, x.flags AS pair_flags, x.external_id,
                p.messages AS prompt_messages, p.category
         FROM labels l {_JOINS}
         WHERE l.job_id = ? AND l.prompt_id = ? AND l.pair = ?
