@@ -183,7 +183,12 @@ def test_the_charts_in_a_browser_read_in_words_show_zero_and_n_and_cut_nothing_s
         texts = [t.strip() for t in rates.locator("text").all_text_contents()]
 
         # 1) metric names in words; no key in sight
-        assert {"Harmlessness win rate", "Refusal rate (rules)"} <= set(texts), texts
+        # (the judge did not qualify: its panels say so, after the rules' ones)
+        wanted = {"Harmlessness win rate · judge NOT qualified", "Refusal rate (rules)"}
+        assert wanted <= set(texts), texts
+        assert texts.index("Refusal rate (rules)") < texts.index(
+            "Harmlessness win rate · judge NOT qualified"
+        ), texts
         assert not [t for t in texts if SNAKE.match(t)], texts
         # 2) both long look-alike names whole, nothing cut with an ellipsis
         assert set(NAMES) <= set(texts), texts
