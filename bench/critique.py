@@ -5,9 +5,14 @@ Workload: 64 red-team prompts x 2 critique→revision rounds with the embedded m
 each variant in its own child process:
 1. ours: `critique()` with the `local` backend (each step batched across all prompts);
 2. naive: the same conversations, one prompt and one step at a time, HF `generate` in fp32
-   (on a subset, default 4 prompts; its rate does not depend on the count).
-Prints completed traces/min, tokens/s, the ratio, and the share of the bf16 compute ceiling
-(about 2,200 tokens/s for this 135M model on these CPUs).
+   (on a subset, default 4 prompts; its rate does not depend on the count);
+3. plain: the same model answering the same prompts once (no few-shots, no history), as the
+   `local` backend generates anywhere else: the rate the critique stage is measured against
+   (issue 17's target: critique >= 0.6x plain generation).
+Prints completed traces/min, tokens/s, the ratios, the share of the bf16 compute ceiling
+(about 2,200 tokens/s for this 135M model on these CPUs), and where the critique stage spent
+its time: prefilling prompts (the shared few-shot prefix once per batch, each trace's own
+history) against decoding, with the batch sizes and context lengths it ran at.
 
     .venv/bin/python bench/critique.py [--prompts 64] [--naive-prompts 4]
 """
@@ -103,6 +108,53 @@ class NaiveModel:
         return out
 
 
+class Phases:
+    """Times `decode.prefill` inside `decode.decode` calls: what share of the stage is reading
+    prompts and what share is generating, at which batch sizes and context lengths."""
+
+    def __init__(self):
+        from cai_engine.models import decode
+
+        self.prefill_s = self.decode_s = 0.0
+        self.prompt_tokens = self.own_tokens = self.generated = 0
+        self.batches: list[tuple[int, int, int]] = []  # (rows, shared prefix, longest row)
+        prefill, run = decode.prefill, decode.decode
+
+        def timed_prefill(model, rows, cache, pad_id, keep=1):
+            started = time.perf_counter()
+            out = prefill(model, rows, cache, pad_id, keep)
+            self.prefill_s += time.perf_counter() - started
+            shared = decode.common_prefix(rows) if len(rows) > 1 else 0
+            shared = shared if shared >= decode.MIN_SHARED_PREFIX else 0
+            self.prompt_tokens += sum(len(r) for r in rows)
+            self.own_tokens += sum(len(r) - shared for r in rows)
+            self.batches.append((len(rows), shared, max(len(r) for r in rows)))
+            return out
+
+        def timed_decode(model, rows, **kwargs):
+            started = time.perf_counter()
+            out = run(model, rows, **kwargs)
+            self.decode_s += time.perf_counter() - started
+            self.generated += sum(len(d.tokens) for d in out)
+            return out
+
+        decode.prefill, decode.decode = timed_prefill, timed_decode
+
+    def summary(self) -> str:
+        n = max(1, len(self.batches))
+        rows = sum(b[0] for b in self.batches) / n
+        shared = sum(b[1] for b in self.batches) / n
+        longest = sum(b[2] for b in self.batches) / n
+        return (
+            f"{len(self.batches)} batches of {rows:.0f} rows on average (shared prefix "
+            f"{shared:.0f} tokens, longest prompt {longest:.0f}); prefill "
+            f"{self.prefill_s:.1f}s = {self.prefill_s / max(self.decode_s, 1e-9):.0%} of the "
+            f"model time ({self.own_tokens} own prompt tokens, "
+            f"{self.own_tokens / max(self.generated, 1):.1f} per generated token), "
+            f"generating {self.decode_s - self.prefill_s:.1f}s"
+        )
+
+
 def run(variant: str, home: str, n: int, new_tokens: int, which: tuple, queue) -> None:
     from cai_engine.critique import critique
     from cai_engine.models import load_model
@@ -110,14 +162,20 @@ def run(variant: str, home: str, n: int, new_tokens: int, which: tuple, queue) -
     version, prompts, config = setup(home, n, new_tokens)
     path = model_dir(home, *which)
     model = NaiveModel(path) if variant == "naive" else load_model(model_spec(home, *which), home)
+    phases = Phases() if variant != "naive" else None
     started = time.perf_counter()
+    if variant == "plain":
+        done = model.chat([p.messages for p in prompts], config.sampling)
+        elapsed = time.perf_counter() - started
+        queue.put((variant, len(done), sum(c.completion_tokens for c in done), elapsed, ""))
+        return
     rows = critique(prompts, version.constitution, version.hash, model, config)
     elapsed = time.perf_counter() - started
     tokens = sum(r["completion_tokens"] for r in rows)
     traces = len(
         {(r["prompt_id"], r["sample"]) for r in rows if r["step"] == "revision" and r["round"] == 2}
     )
-    queue.put((variant, traces, tokens, elapsed))
+    queue.put((variant, traces, tokens, elapsed, phases.summary() if phases else ""))
 
 
 def main() -> None:
@@ -140,7 +198,11 @@ def main() -> None:
     )
     ctx = mp.get_context("spawn")
     results = {}
-    for variant, n in (("naive", args.naive_prompts), ("ours", args.prompts)):
+    for variant, n in (
+        ("naive", args.naive_prompts),
+        ("ours", args.prompts),
+        ("plain", args.prompts),
+    ):
         queue = ctx.Queue()
         proc = ctx.Process(target=run, args=(variant, home, n, args.new_tokens, which, queue))
         proc.start()
@@ -149,14 +211,21 @@ def main() -> None:
             raise SystemExit(f"{variant} failed with exit code {proc.exitcode}")
         results[variant] = queue.get()
     rates = {}
-    for variant, traces, tokens, elapsed in results.values():
+    for variant, traces, tokens, elapsed, phases in results.values():
         rates[variant] = tokens / elapsed
+        what = "answers" if variant == "plain" else "traces"
         print(
-            f"{variant:5s} {traces:3d} traces in {elapsed:7.1f}s = {60 * traces / elapsed:6.1f} traces/min, "
+            f"{variant:5s} {traces:3d} {what} in {elapsed:7.1f}s = {60 * traces / elapsed:6.1f} {what}/min, "
             f"{tokens:6d} tokens = {rates[variant]:6.1f} tokens/s"
             + ("" if args.random_init else f" ({rates[variant] / CEILING:.1%} of the bf16 ceiling)")
         )
+        if phases:
+            print(f"      {phases}")
     print(f"\nours / naive = {rates['ours'] / rates['naive']:.2f}x tokens/s   (target >= 3x)")
+    print(
+        f"critique / plain generation = {rates['ours'] / rates['plain']:.2f}x tokens/s   "
+        "(issue 17 target >= 0.6x)"
+    )
 
 
 if __name__ == "__main__":

@@ -239,6 +239,8 @@ def browser_first_render(home: Path, pages: list[str]) -> dict[str, float]:
             page.set_default_timeout(120_000)
             page.goto(f"{url}/")  # the server's first script run (imports) is not the page's
             wait_for_app(page)
+            # a user sees Home drawn, its Recent jobs table included, before following a link
+            page.locator("[data-testid=stDataFrame]").first.wait_for()
             for title in pages:
                 start = time.perf_counter()
                 page.get_by_role("link", name=title, exact=True).first.click()

@@ -188,34 +188,20 @@ def construction_label(pair: dict, score: float, constitution: str, *, job_id: s
         )
     flags = [f for f in (pair.get("flags") or "").split(",") if f in ("identical", "empty")]
     p_a = 0.5 if "identical" in flags else score if preferred == "A" else 1.0 - score
-    winner = "A" if p_a > 0.5 else "B" if p_a < 0.5 else "tie"
-    return {
-        "job_id": job_id,
-        "pairs_job": pair["job_id"],
-        "prompt_set": pair["prompt_set"],
-        "prompt_id": pair["prompt_id"],
-        "pair": int(pair["pair"]),
-        "principle_id": pair.get("principle_id") or "",
-        "constitution": constitution,
-        "constitution_hash": pair.get("constitution_hash") or "",
-        "model": CONSTRUCTION,
-        "mode": CONSTRUCTION,
-        "few_shots": 0,
-        "p_a_ab": p_a,  # the label as given: there is no other order to read
-        "p_a_ba": None,
-        "soft_label": p_a,
-        "winner": winner,
-        "confidence": abs(p_a - 0.5) * 2,
-        "consistent": None,  # no order was scored, so none can disagree
-        "cot_ab": None,
-        "cot_ba": None,
-        "prompt_tokens": 0,
-        "cot_tokens": 0,
-        "latency_s": 0.0,
-        "truncated_turns": 0,
-        "flags": ",".join(flags),
-        "label_source": SOURCE,
-    }
+    from cai_engine.labels import given_label_row
+
+    return given_label_row(
+        pair,
+        p_a,
+        job_id=job_id,
+        model=CONSTRUCTION,
+        source=SOURCE,
+        mode=CONSTRUCTION,
+        principle_id=pair.get("principle_id") or "",
+        constitution=constitution,
+        constitution_hash=pair.get("constitution_hash") or "",
+        flags=",".join(flags),
+    )
 
 
 def construction_labels(

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 from cai_engine import jobs
 from cai_engine.errors import CaiError
 from cai_engine.home import runs_dir
+from cai_engine.labels import given_label_row
 from cai_engine.pairs import pair_flags
 from cai_engine.prompts import (
     DEFAULT_SPLIT_SEED,
@@ -456,37 +457,6 @@ def _record_job(
     return job_id
 
 
-def _label_row(pair: dict, p_a: float, model: str, labels_job: str) -> dict:
-    winner = "A" if p_a > 0.5 else "B" if p_a < 0.5 else "tie"
-    return {
-        "job_id": labels_job,
-        "pairs_job": pair["job_id"],
-        "prompt_set": pair["prompt_set"],
-        "prompt_id": pair["prompt_id"],
-        "pair": pair["pair"],
-        "principle_id": "",
-        "constitution": "",
-        "constitution_hash": "",
-        "model": model,
-        "mode": SOURCE,
-        "few_shots": 0,
-        "p_a_ab": p_a,  # the label as given: there is no other order to read
-        "p_a_ba": None,
-        "soft_label": p_a,
-        "winner": winner,
-        "confidence": abs(p_a - 0.5) * 2,
-        "consistent": None,
-        "cot_ab": None,
-        "cot_ba": None,
-        "prompt_tokens": 0,
-        "cot_tokens": 0,
-        "latency_s": 0.0,
-        "truncated_turns": 0,
-        "flags": "",
-        "label_source": SOURCE,
-    }
-
-
 def _check_name(store: Store, name: str) -> None:
     if not _NAME.match(name or ""):
         raise CaiError(
@@ -577,7 +547,10 @@ def import_pairs(
             continue  # an annotator whose every annotation states no preference
 
         def label_rows(job_id: str, labelled=labelled, model=model) -> list[dict]:
-            return [_label_row(pair, p_a, model, job_id) for pair, p_a in labelled]
+            return [
+                given_label_row(pair, p_a, job_id=job_id, model=model, source=SOURCE)
+                for pair, p_a in labelled
+            ]
 
         job = _record_job(
             store,

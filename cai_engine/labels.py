@@ -381,6 +381,52 @@ def _row(
     }
 
 
+def given_label_row(
+    pair: dict,
+    p_a: float,
+    *,
+    job_id: str,
+    model: str,
+    source: str,
+    mode: str | None = None,
+    principle_id: str = "",
+    constitution: str = "",
+    constitution_hash: str = "",
+    flags: str = "",
+) -> dict:
+    """A label row for a preference no model read here (by construction, or from a dataset):
+    P(A) = `p_a`, recorded as its one order, with the row's `label_source` (and `mode`, which
+    defaults to it)."""
+    winner = "A" if p_a > 0.5 else "B" if p_a < 0.5 else "tie"
+    return {
+        "job_id": job_id,
+        "pairs_job": pair["job_id"],
+        "prompt_set": pair["prompt_set"],
+        "prompt_id": pair["prompt_id"],
+        "pair": int(pair["pair"]),
+        "principle_id": principle_id,
+        "constitution": constitution,
+        "constitution_hash": constitution_hash,
+        "model": model,
+        "mode": mode or source,
+        "few_shots": 0,
+        "p_a_ab": p_a,  # the label as given: there is no other order to read
+        "p_a_ba": None,
+        "soft_label": p_a,
+        "winner": winner,
+        "confidence": abs(p_a - 0.5) * 2,
+        "consistent": None,  # no order was scored, so none can disagree
+        "cot_ab": None,
+        "cot_ba": None,
+        "prompt_tokens": 0,
+        "cot_tokens": 0,
+        "latency_s": 0.0,
+        "truncated_turns": 0,
+        "flags": flags,
+        "label_source": source,
+    }
+
+
 # The tokens a label job counts: the questions it scored (both orders) and any reasoning it wrote.
 TOKENS = ("prompt_tokens", "cot_tokens")
 

@@ -20,7 +20,7 @@ RUNS = {
     "generation": (["--prompts", "4", "--naive-prompts", "1", "--no-vllm"], "local / naive ="),
     "critique": (
         ["--prompts", "2", "--naive-prompts", "1", "--new-tokens", "16"],
-        "ours / naive =",
+        "critique / plain generation =",
     ),
     "labels": (["--pairs", "2", "--baseline-pairs", "1"], "ratio (ours / baseline)"),
     "store": (
