@@ -118,16 +118,16 @@ class Phases:
         self.prefill_s = self.decode_s = 0.0
         self.prompt_tokens = self.own_tokens = self.generated = 0
         self.batches: list[tuple[int, int, int]] = []  # (rows, shared prefix, longest row)
+        self.kv = ""  # what the kept caches saved
         prefill, run = decode.prefill, decode.decode
 
-        def timed_prefill(model, rows, cache, pad_id, keep=1):
+        def timed_prefill(model, rows, cache, pad_id, keep=1, past=None):
             started = time.perf_counter()
-            out = prefill(model, rows, cache, pad_id, keep)
+            out = prefill(model, rows, cache, pad_id, keep, past)
             self.prefill_s += time.perf_counter() - started
-            shared = decode.common_prefix(rows) if len(rows) > 1 else 0
-            shared = shared if shared >= decode.MIN_SHARED_PREFIX else 0
+            shared, reused = out[3], out[4]
             self.prompt_tokens += sum(len(r) for r in rows)
-            self.own_tokens += sum(len(r) - shared for r in rows)
+            self.own_tokens += sum(len(r) - shared - n for r, n in zip(rows, reused, strict=True))
             self.batches.append((len(rows), shared, max(len(r) for r in rows)))
             return out
 
@@ -149,9 +149,10 @@ class Phases:
             f"{len(self.batches)} batches of {rows:.0f} rows on average (shared prefix "
             f"{shared:.0f} tokens, longest prompt {longest:.0f}); prefill "
             f"{self.prefill_s:.1f}s = {self.prefill_s / max(self.decode_s, 1e-9):.0%} of the "
-            f"model time ({self.own_tokens} own prompt tokens, "
+            f"model time ({self.own_tokens} own prompt tokens computed, "
             f"{self.own_tokens / max(self.generated, 1):.1f} per generated token), "
             f"generating {self.decode_s - self.prefill_s:.1f}s"
+            + (f"\n      {self.kv}" if self.kv else "")
         )
 
 
@@ -169,8 +170,18 @@ def run(variant: str, home: str, n: int, new_tokens: int, which: tuple, queue) -
         elapsed = time.perf_counter() - started
         queue.put((variant, len(done), sum(c.completion_tokens for c in done), elapsed, ""))
         return
+    if variant == "no-reuse":
+        config = config.model_copy(update={"reuse_cache": False})
     rows = critique(prompts, version.constitution, version.hash, model, config)
     elapsed = time.perf_counter() - started
+    kv = getattr(model, "kv", None)
+    if kv is not None:
+        st = kv.stats()
+        phases.kv = (
+            f"kept caches: {st['hits']} of {st['hits'] + st['misses']} continuing steps reused"
+            f" their trace's cache; {st['reused_tokens']} prompt tokens reused, "
+            f"{st['reused_share']:.0%} of the traces' own prompt tokens"
+        )
     tokens = sum(r["completion_tokens"] for r in rows)
     traces = len(
         {(r["prompt_id"], r["sample"]) for r in rows if r["step"] == "revision" and r["round"] == 2}
@@ -185,6 +196,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="also run our stage without keeping each trace's cache between steps (the ratio"
+        " says what keeping it gains)",
+    )
     parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     add_model_args(parser)
     args = parser.parse_args()
@@ -198,11 +215,9 @@ def main() -> None:
     )
     ctx = mp.get_context("spawn")
     results = {}
-    for variant, n in (
-        ("naive", args.naive_prompts),
-        ("ours", args.prompts),
-        ("plain", args.prompts),
-    ):
+    variants = [("naive", args.naive_prompts), ("ours", args.prompts)]
+    variants += [("no-reuse", args.prompts)] if args.no_reuse else []
+    for variant, n in [*variants, ("plain", args.prompts)]:
         queue = ctx.Queue()
         proc = ctx.Process(target=run, args=(variant, home, n, args.new_tokens, which, queue))
         proc.start()
@@ -215,13 +230,15 @@ def main() -> None:
         rates[variant] = tokens / elapsed
         what = "answers" if variant == "plain" else "traces"
         print(
-            f"{variant:5s} {traces:3d} {what} in {elapsed:7.1f}s = {60 * traces / elapsed:6.1f} {what}/min, "
+            f"{variant:8s} {traces:3d} {what} in {elapsed:7.1f}s = {60 * traces / elapsed:6.1f} {what}/min, "
             f"{tokens:6d} tokens = {rates[variant]:6.1f} tokens/s"
             + ("" if args.random_init else f" ({rates[variant] / CEILING:.1%} of the bf16 ceiling)")
         )
         if phases:
             print(f"      {phases}")
     print(f"\nours / naive = {rates['ours'] / rates['naive']:.2f}x tokens/s   (target >= 3x)")
+    if "no-reuse" in rates:
+        print(f"kept caches / no reuse = {rates['ours'] / rates['no-reuse']:.2f}x tokens/s")
     print(
         f"critique / plain generation = {rates['ours'] / rates['plain']:.2f}x tokens/s   "
         "(issue 17 target >= 0.6x)"

@@ -75,6 +75,11 @@ class CritiqueConfig(BaseModel):
     skip_unchanged: bool = Field(
         False, description="Skip the revision when the critique says no change is needed."
     )
+    reuse_cache: bool = Field(
+        True,
+        description="Local models: each trace keeps its keys and values from one step to the"
+        " next, so a step prefills only its new turns, not the whole conversation again.",
+    )
     seed: int = Field(0, ge=0, description="Seeds principle draws and sampling.")
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_new_tokens=160))
     shard_rows: int = Field(64, gt=0, le=100_000, description="Rows per shard (at most).")
@@ -305,7 +310,7 @@ def critique_chunks(
     event = event or (lambda *a, **k: None)
     stopped = should_stop or (lambda: False)
     earlier = done if hasattr(done, "for_chunk") else _DoneRows(done or [])
-    skipped, skipped_tokens = 0, 0
+    skipped, skipped_tokens, kept = 0, 0, None
     stream = iter(prompts)
     while chunk := list(itertools.islice(stream, config.chunk_prompts)):
         if stopped():
@@ -326,10 +331,17 @@ def critique_chunks(
             if stopped():
                 return
         skipped += sum(1 for r in run.added if "skipped" in r["flags"].split(","))
+        kept = model.drop_cache() if _reuses_cache(model, config) else None
         yield run.everything()
-    # 4) what skipping unneeded revisions saved
+    # 4) what skipping unneeded revisions and keeping each trace's cache saved
     if config.skip_unchanged:
         event("skipped_revisions", revisions=skipped, tokens_saved=skipped_tokens)
+    if _reuses_cache(model, config) and kept:
+        event("kv_cache", **kept)
+
+
+def _reuses_cache(model, config: CritiqueConfig) -> bool:
+    return config.reuse_cache and getattr(model, "reuses_cache", False)
 
 
 @dataclass
@@ -466,8 +478,16 @@ def _step(run: _Traces, index: int, model, shots, event, should_stop) -> int:
         run.commit(batch)
 
     if asks:
+        reuse = {}
+        if _reuses_cache(model, run.config):  # the last step's keys are not needed again
+            last = index == run.config.steps_per_trace - 1
+            reuse = {"cache_keys": [a[0] for a in asks], "keep_cache": not last}
         model.chat(
-            [a[1] for a in asks], run.config.sampling, should_stop=should_stop, on_batch=save
+            [a[1] for a in asks],
+            run.config.sampling,
+            should_stop=should_stop,
+            on_batch=save,
+            **reuse,
         )
     return skipped_tokens
 

@@ -9,14 +9,17 @@ cache concatenation, logits processors. This loop keeps only what we need:
 2. the KV cache grows by doubling, not by concatenating every step;
 3. each row samples with its own seeded generator by inverse CDF, so a row's text does not
    depend on which other rows share its batch;
-4. finished rows are dropped from the batch once enough of them have finished.
+4. finished rows are dropped from the batch once enough of them have finished;
+5. optionally, a row continues from keys and values kept from an earlier call (`RowKV`, kept
+   in a bounded `PrefixCache`): a conversation that grows by a few turns (the critique stage's
+   answer → critique → revision) prefills only its new tokens, not its whole history again.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -73,9 +76,82 @@ class GrowingLayer(DynamicLayer):
 
 
 @dataclass
+class RowKV:
+    """One row's keys and values for `tokens[start:]`, per layer ([kv heads, n, head dim]):
+    what a later call whose row starts with the same tokens can reuse instead of prefilling.
+    The first `start` tokens are a shared prefix that every batch prefills once anyway."""
+
+    tokens: list[int]
+    start: int
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
+
+@dataclass
+class PrefixCache:
+    """Rows' keys and values kept between calls, by a caller's key (a trace), within a byte
+    budget. A row taken is removed (its continuation replaces it). When the budget is full a
+    new row is not kept: rows are used in the order they were made, so evicting the oldest
+    (LRU) would throw away exactly the rows wanted next, and no row would ever be reused."""
+
+    budget_bytes: int
+    entries: dict[Hashable, RowKV] = field(default_factory=dict)
+    used_bytes: int = 0
+    hits: int = 0  # rows that continued from the row kept for their key
+    misses: int = 0  # rows whose key had no row kept (the budget was full), or none usable
+    not_kept: int = 0  # rows the budget had no room for
+    reused_tokens: int = 0  # prompt tokens not prefilled thanks to a kept row
+    prefilled_tokens: int = 0  # prompt tokens of keyed rows that were prefilled
+
+    refused: set = field(default_factory=set)  # keys whose row the budget had no room for
+
+    def take(self, key: Hashable) -> RowKV | None:
+        row = self.entries.pop(key, None)
+        if row is not None:
+            self.used_bytes -= row.nbytes
+        elif key in self.refused:
+            self.refused.discard(key)
+            self.misses += 1
+        return row
+
+    def put(self, key: Hashable, row: RowKV) -> None:
+        self.take(key)
+        if self.used_bytes + row.nbytes > self.budget_bytes:
+            self.not_kept += 1
+            self.refused.add(key)
+            return
+        self.entries[key] = row
+        self.used_bytes += row.nbytes
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.refused.clear()
+        self.used_bytes = 0
+
+    def stats(self) -> dict:
+        asked = self.hits + self.misses
+        total = self.reused_tokens + self.prefilled_tokens
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hits / asked if asked else None,
+            "not_kept": self.not_kept,
+            "reused_tokens": self.reused_tokens,
+            "prefilled_tokens": self.prefilled_tokens,
+            "reused_share": self.reused_tokens / total if total else None,
+        }
+
+
+@dataclass
 class Decoded:
     tokens: list[int]  # generated ids, up to and including the first end-of-sequence id
     finish: str  # "stop" | "length" | "cancelled"
+    kv: RowKV | None = None  # with keep_kv: the row's keys and values, prompt and answer
+    reused: int = 0  # prompt tokens whose keys came from `past`
+    prefilled: int = 0  # prompt tokens computed for this row alone (not the shared prefix)
 
 
 def _cache_kwarg(model) -> str:
@@ -114,12 +190,36 @@ def sample(
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1).squeeze(-1)
 
 
-def prefill(model, rows: list[list[int]], cache, pad_id: int, keep: int = 1):
-    """Run the prompts `rows` through `model` into `cache`; returns (logits, mask, positions).
+def matched(row: list[int], kept: RowKV | None, shared: int, keep: int) -> int:
+    """How many of `row`'s tokens after the shared prefix `kept` already holds keys for."""
+    if kept is None or kept.start > shared:  # it lacks keys between the prefix and its start
+        return 0
+    limit = min(len(row) - keep, len(kept.tokens))  # the last `keep` tokens give logits
+    if limit <= shared or row[:shared] != kept.tokens[:shared]:
+        return 0
+    n = shared
+    while n < limit and row[n] == kept.tokens[n]:
+        n += 1
+    return n - shared
+
+
+def prefill(
+    model,
+    rows: list[list[int]],
+    cache,
+    pad_id: int,
+    keep: int = 1,
+    past: list[RowKV | None] | None = None,
+):
+    """Run the prompts `rows` through `model` into `cache`; returns (logits, mask, positions,
+    shared prefix length, tokens reused per row).
 
     A common prefix of at least MIN_SHARED_PREFIX tokens is computed once and copied into
-    every row. The rest is left-padded, so row i's last `keep` logits are `logits[i, -keep:]`.
-    `mask` and `positions` cover the prefix and the padded tails.
+    every row. A row with keys kept from an earlier call (`past[i]`, whose tokens it starts
+    with) gets them copied in next, and only its remaining tokens are computed. Rows are laid
+    out [prefix | padding | kept | padding | own tokens]; the mask hides the padding, and
+    each key was rotated at its own position, so attention sees exactly the row. Row i's last
+    `keep` logits are `logits[i, -keep:]`; `mask` and `positions` cover the whole layout.
     """
     device = next(model.parameters()).device
     key = _cache_kwarg(model)
@@ -128,6 +228,11 @@ def prefill(model, rows: list[list[int]], cache, pad_id: int, keep: int = 1):
     shared = shared if shared >= MIN_SHARED_PREFIX else 0
     shared = min(shared, min(len(r) for r in rows) - keep)  # each row keeps `keep` own tokens
     shared = max(shared, 0)
+    if past and any(p is not None for p in past):
+        # a kept row starts after its own batch's prefix: keep the prefix within every start
+        starts = [p.start for p in past if p is not None and p.start <= shared]
+        shared = min(starts) if starts else shared
+    reused = [matched(r, p, shared, keep) for r, p in zip(rows, past, strict=True)] if past else []
     if shared > 0:
         prefix = torch.tensor([rows[0][:shared]], device=device)
         model(
@@ -139,16 +244,22 @@ def prefill(model, rows: list[list[int]], cache, pad_id: int, keep: int = 1):
         )
         for layer in cache.layers:
             layer.expand_batch(size)
-    tails = [r[shared:] for r in rows]
+    held = max(reused, default=0)
+    if held:
+        _copy_kept(cache, past, reused, shared, held, size)
+    front = shared + held
+    tails = [r[shared + (reused[i] if reused else 0) :] for i, r in enumerate(rows)]
     width = max(len(t) for t in tails)
     ids = torch.full((size, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((size, shared + width), dtype=torch.long)
+    mask = torch.zeros((size, front + width), dtype=torch.long)
     mask[:, :shared] = 1
     for i, t in enumerate(tails):
+        if held and reused[i]:
+            mask[i, front - reused[i] : front] = 1
         ids[i, width - len(t) :] = torch.tensor(t, dtype=torch.long)
-        mask[i, shared + width - len(t) :] = 1
+        mask[i, front + width - len(t) :] = 1
     ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, front:]
     logits = model(
         input_ids=ids,
         attention_mask=mask,
@@ -157,7 +268,23 @@ def prefill(model, rows: list[list[int]], cache, pad_id: int, keep: int = 1):
         logits_to_keep=keep,
         **{key: cache},
     ).logits
-    return logits, mask, positions
+    return logits, mask, positions, shared, reused or [0] * size
+
+
+def _copy_kept(cache, past, reused, shared, held, size) -> None:
+    """Append each row's kept keys and values (right-aligned in `held` slots) to `cache`."""
+    first = next(p for p, n in zip(past, reused, strict=True) if n)
+    for index, (k0, _) in enumerate(first.layers):
+        shape = (size, k0.shape[0], held, k0.shape[-1])
+        keys = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        values = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        for i, (p, n) in enumerate(zip(past, reused, strict=True)):
+            if n:
+                lo = shared - p.start
+                k, v = p.layers[index]
+                keys[i, :, held - n :] = k[:, lo : lo + n]
+                values[i, :, held - n :] = v[:, lo : lo + n]
+        cache.update(keys, values, index)
 
 
 def choice_logprobs(
@@ -180,7 +307,7 @@ def choice_logprobs(
     size = len(rows)
     cache = Cache(layer_class_to_replicate=GrowingLayer)
     with torch.inference_mode():
-        logits, mask, positions = prefill(
+        logits, mask, positions, _, _ = prefill(
             model, [r + head for r in rows], cache, pad_id, keep=common + 1
         )
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # [size, common + 1, vocab]
@@ -232,11 +359,15 @@ def decode(
     pad_id: int,
     stop_check: Callable[[list[int]], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    past: list[RowKV | None] | None = None,
+    keep_kv: bool = False,
 ) -> list[Decoded]:
     """Generate for a batch of prompt token lists. `seeds[i]` seeds row i's sampling.
 
     `stop_check(tokens)` is called with a row's generated tokens after each step and returns
-    True when a stop string has appeared.
+    True when a stop string has appeared. `past[i]`, when given, holds keys and values of an
+    earlier row that row i starts with (only the rest is prefilled); with `keep_kv` each
+    finished row returns its own (`Decoded.kv`) for a later call to continue from.
     """
     device = next(model.parameters()).device
     key = _cache_kwarg(model)
@@ -245,10 +376,23 @@ def decode(
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     out: list[list[int]] = [[] for _ in range(size)]
     finish = ["length"] * size
+    kept: list[RowKV | None] = [None] * size
+    ended: dict[int, int] = {}  # row -> the cache width when it finished (later columns: junk)
 
-    # 1) the shared prefix, once; then each row's own tokens after padding.
+    def save(rows_at: list[tuple[int, int]]) -> None:
+        """Copy out the keys and values of finished rows (original index, batch row)."""
+        for a, j in rows_at:
+            if finish[a] == "cancelled" or a not in ended:
+                continue
+            own = mask[j, shared : ended[a]].nonzero().squeeze(-1) + shared
+            tokens = rows[a] + out[a][:-1]  # the last token was sampled, never fed
+            layers = [(layer.keys[j][:, own], layer.values[j][:, own]) for layer in cache.layers]
+            assert len(tokens) - shared == own.numel(), (len(tokens), shared, own.numel())
+            kept[a] = RowKV(tokens, shared, layers)
+
+    # 1) the shared prefix, once; kept keys; then each row's own tokens after padding.
     with torch.inference_mode():
-        logits, mask, positions = prefill(model, rows, cache, pad_id)
+        logits, mask, positions, shared, reused = prefill(model, rows, cache, pad_id, past=past)
         logits = logits[:, -1]
         batch = list(range(size))  # original row index of each batch row
         done = [False] * size
@@ -269,10 +413,13 @@ def decode(
                 out[a].append(tok)
                 if tok in eos_ids or (stop_check and stop_check(out[a])):
                     finish[a], done[a] = "stop", True
+                    ended[a] = mask.shape[1]
             live = [j for j, a in enumerate(batch) if not done[a]]
             if not live or step == max_new_tokens - 1:
                 break
             if (len(batch) - len(live)) * COMPACT_FRACTION >= len(batch):
+                if keep_kv:
+                    save([(a, j) for j, a in enumerate(batch) if done[a]])
                 index = torch.tensor(live, device=device)
                 cache.batch_select_indices(index)
                 mask, last_pos, nxt = mask[index], last_pos[index], nxt[index]
@@ -288,4 +435,11 @@ def decode(
                 use_cache=True,
                 **{key: cache},
             ).logits[:, -1]
-    return [Decoded(out[i], finish[i]) for i in range(size)]
+        if keep_kv:
+            for a in batch:
+                ended.setdefault(a, mask.shape[1])  # stopped at the token limit
+            save(list((a, j) for j, a in enumerate(batch)))
+    return [
+        Decoded(out[i], finish[i], kept[i], reused[i], len(rows[i]) - shared - reused[i])
+        for i in range(size)
+    ]

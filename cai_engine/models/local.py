@@ -36,6 +36,7 @@ from cai_engine.models.embedded import ensure_embedded
 from cai_engine.models.spec import ModelSpec
 
 CPU_BATCH = 64  # measured best on 2 cores for a 135M model (bench/generation.py)
+KV_BUDGET = 2 * 1024**3  # bytes of rows' keys and values kept between calls (`cache_keys`)
 GPU_BATCH = 128
 TOKEN_BUDGET = {"cpu": 48 * 1024, "cuda": 512 * 1024}  # padded tokens per batch
 
@@ -146,6 +147,8 @@ def check_model_available(spec: ModelSpec, home: Path) -> None:
 
 
 class LocalModel(ChatModel):
+    reuses_cache = True  # `chat` takes `cache_keys`: a growing conversation continues its cache
+
     def __init__(self, spec: ModelSpec, home: Path):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -195,6 +198,15 @@ class LocalModel(ChatModel):
         self.eos_ids = set(eos) | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
         )
+        self.kv = None  # PrefixCache, made by the first call with cache_keys
+
+    def drop_cache(self) -> dict | None:
+        """Forget every kept row (a caller is done with its conversations); returns the
+        cache's counts (hits, misses, tokens reused) so far, or None if nothing was kept."""
+        if self.kv is None:
+            return None
+        self.kv.clear()
+        return self.kv.stats()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -264,10 +276,18 @@ class LocalModel(ChatModel):
         *,
         should_stop: Callable[[], bool] | None = None,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+        cache_keys: list | None = None,
+        keep_cache: bool = True,
     ) -> list[Completion]:
-        from cai_engine.models.decode import decode
+        """As `ChatModel.chat`. With `cache_keys` (one hashable per conversation, e.g. a
+        trace), a conversation continues from the keys and values kept for its key by an
+        earlier call, when it starts with that call's prompt and answer, and (with
+        `keep_cache`) keeps its own for the next call, within `KV_BUDGET` bytes."""
+        from cai_engine.models.decode import PrefixCache, decode
 
         sampling = sampling or SamplingParams()
+        if cache_keys is not None and self.kv is None:
+            self.kv = PrefixCache(KV_BUDGET)
         room = self.max_context - sampling.max_new_tokens
         if room < 1:
             raise ContextOverflowError(
@@ -288,6 +308,7 @@ class LocalModel(ChatModel):
             start += size
             if should_stop and should_stop():
                 break
+            past = [self.kv.take(cache_keys[i]) for i in idx] if cache_keys is not None else None
             t0 = time.perf_counter()
             decoded = decode(
                 self.model,
@@ -300,8 +321,12 @@ class LocalModel(ChatModel):
                 pad_id=self.tokenizer.pad_token_id,
                 stop_check=stop_check,
                 should_stop=should_stop,
+                past=past,
+                keep_kv=cache_keys is not None and keep_cache,
             )
             latency = time.perf_counter() - t0
+            if cache_keys is not None:
+                self._keep(idx, past, decoded, cache_keys)
             done = []
             for i, d in zip(idx, decoded, strict=True):
                 results[i] = self._completion(d, len(prompts[i]), sampling, latency, dropped[i])
@@ -312,6 +337,17 @@ class LocalModel(ChatModel):
             if r is None:  # stopped before its batch ran
                 results[i] = Completion("", len(prompts[i]), 0, "cancelled", 0.0, dropped[i])
         return results  # type: ignore[return-value]
+
+    def _keep(self, idx, past, decoded, cache_keys) -> None:
+        """Count what kept rows saved, and keep the new ones."""
+        for i, p, d in zip(idx, past, decoded, strict=True):
+            if p is not None:  # a row with nothing kept is a miss only if the budget refused it
+                self.kv.hits += bool(d.reused)
+                self.kv.misses += not d.reused
+            self.kv.reused_tokens += d.reused
+            self.kv.prefilled_tokens += d.prefilled
+            if d.kv is not None:
+                self.kv.put(cache_keys[i], d.kv)
 
     def _stop_check(self, stops: list[str]):
         """True once any stop string appears in the last few decoded tokens of a row."""
