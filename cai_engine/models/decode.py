@@ -105,7 +105,6 @@ class PrefixCache:
     not_kept: int = 0  # rows the budget had no room for
     reused_tokens: int = 0  # prompt tokens not prefilled thanks to a kept row
     prefilled_tokens: int = 0  # prompt tokens of keyed rows that were prefilled
-
     refused: set = field(default_factory=set)  # keys whose row the budget had no room for
 
     def take(self, key: Hashable) -> RowKV | None:
@@ -386,8 +385,9 @@ def decode(
                 continue
             own = mask[j, shared : ended[a]].nonzero().squeeze(-1) + shared
             tokens = rows[a] + out[a][:-1]  # the last token was sampled, never fed
+            if len(tokens) - shared != own.numel():  # not the row it claims: keep nothing
+                continue
             layers = [(layer.keys[j][:, own], layer.values[j][:, own]) for layer in cache.layers]
-            assert len(tokens) - shared == own.numel(), (len(tokens), shared, own.numel())
             kept[a] = RowKV(tokens, shared, layers)
 
     # 1) the shared prefix, once; kept keys; then each row's own tokens after padding.

@@ -36,9 +36,9 @@ from cai_engine.models.embedded import ensure_embedded
 from cai_engine.models.spec import ModelSpec
 
 CPU_BATCH = 64  # measured best on 2 cores for a 135M model (bench/generation.py)
-KV_BUDGET = 2 * 1024**3  # bytes of rows' keys and values kept between calls (`cache_keys`)
 GPU_BATCH = 128
 TOKEN_BUDGET = {"cpu": 48 * 1024, "cuda": 512 * 1024}  # padded tokens per batch
+KV_BUDGET = 2 * 1024**3  # bytes of rows' keys and values kept between calls (`cache_keys`)
 
 
 def row_seed(seed: int, conversation: Conversation) -> int:
