@@ -31,12 +31,15 @@ def _unit(*parts) -> float:
 
 
 class Double(ChatModel):
-    """A model double: its answers and its judge's probabilities depend only on the text
-    (so they do not depend on the chunk or the batch); it records each call's size, and
-    fails on its `fail_at`-th scoring call when given."""
+    """A model double: its answers and its judge's probabilities depend only on the text and
+    the model's folder name (so not on the chunk, the batch or the temporary path); it
+    records each call's size, and fails on its `fail_at`-th scoring call when given."""
 
     def __init__(self, spec: str, calls: dict, fail_at: int | None = None):
         self.spec, self.calls, self.fail_at = spec, calls, fail_at
+        # the texts depend on the model's folder name, not on pytest's temporary path: the
+        # batches the judge scores (an identical pair is not scored) are the same on every run
+        self.name = spec.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
 
     def chat(self, conversations, sampling=None, *, should_stop=None, on_batch=None):
         self.calls.setdefault("chat", []).append(len(conversations))
@@ -45,8 +48,9 @@ class Double(ChatModel):
             batch = conversations[start : start + BATCH]
             done = []
             for c in batch:
-                words = 1 + int(9 * _unit(self.spec, c[-1]["content"]))
+                words = 1 + int(9 * _unit(self.name, c[-1]["content"]))
                 text = ("I'm sorry, but no. " if words % 3 == 0 else "") + "word " * words
+                text += self.name  # never the other model's text: no pair is 'identical'
                 done.append(Completion(text.strip(), 7, words, "length" if words > 7 else "stop"))
             if on_batch:
                 on_batch(list(range(start, start + len(batch))), done)
