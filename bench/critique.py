@@ -121,9 +121,9 @@ class Phases:
         self.kv = ""  # what the kept caches saved
         prefill, run = decode.prefill, decode.decode
 
-        def timed_prefill(model, rows, cache, pad_id, keep=1, past=None):
+        def timed_prefill(model, rows, cache, pad_id, keep=1, **kwargs):
             started = time.perf_counter()
-            out = prefill(model, rows, cache, pad_id, keep, past)
+            out = prefill(model, rows, cache, pad_id, keep, **kwargs)
             self.prefill_s += time.perf_counter() - started
             shared, reused = out[3], out[4]
             self.prompt_tokens += sum(len(r) for r in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from cai_engine.models.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def peaked_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with its logits scaled 60x: peaked next-token distributions, as a trained
+    model's are, where the tiny one's are near-uniform over 49k tokens.
+
+    For tests that compare sampled texts made by different computations of the same thing (a
+    trace's keys kept from its last step against computed again after a kill): from a
+    near-uniform distribution, any float rounding (CPU kernels pick their blocking by matrix
+    shape; on some CPUs a decoding step's products round differently from a prefill's) moves
+    a draw to another token; from a peaked one only a draw within rounding of a token's edge
+    could move."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("peaked-model") / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 60
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,12 @@ def model(tiny_spec, tmp_path_factory):
     return load_model(tiny_spec, tmp_path_factory.mktemp("home"))
 
 
+@pytest.fixture(scope="module")
+def peaked(peaked_model_dir, tmp_path_factory):
+    """The tiny model with peaked distributions (see `peaked_model_dir`)."""
+    return load_model(f"hf:{peaked_model_dir}?dtype=float32", tmp_path_factory.mktemp("home"))
+
+
 def run(model, reuse: bool, temperature: float, samples: int = 2):
     cfg = CritiqueConfig(
         constitution="harmless",
@@ -46,8 +52,13 @@ def run(model, reuse: bool, temperature: float, samples: int = 2):
     return texts, dict(events).get(("kv_cache",))
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.9], ids=["greedy", "sampled"])
-def test_a_critique_run_keeping_each_traces_cache_writes_exactly_the_same_texts(model, temperature):
+@pytest.mark.parametrize(
+    ("which", "temperature"), [("model", 0.0), ("peaked", 0.9)], ids=["greedy", "sampled"]
+)
+def test_a_critique_run_keeping_each_traces_cache_writes_exactly_the_same_texts(
+    request, which, temperature
+):
+    model = request.getfixturevalue(which)
     model.kv = None  # fresh counts
     plain, none = run(model, reuse=False, temperature=temperature)
     kept, stats = run(model, reuse=True, temperature=temperature)
@@ -120,3 +131,74 @@ def test_matched_counts_only_the_tokens_a_kept_row_shares():
     assert matched([1, 2, 3, 4, 5, 6, 7], kept, shared=1, keep=1) == 0  # lacks token 2's keys
     assert matched([1, 9, 3, 4, 5, 6, 7], kept, shared=3, keep=1) == 0  # another prefix
     assert matched([1, 2, 3, 4, 5, 6, 7], None, shared=2, keep=1) == 0
+
+
+def test_the_shared_prefix_kept_once_decodes_exactly_as_copied_into_every_row(model, monkeypatch):
+    """Cascade attention (the few-shot prefix's keys once per batch) against the prefix copied
+    into every row, greedy: the same tokens, with rows of different lengths. (Sampled texts
+    can differ where a draw lands within float rounding of a token's edge in the cumulative
+    distribution, as they can between batch compositions; the attention itself is compared
+    numerically below.)"""
+    from cai_engine.models import decode as decoding
+
+    system = {"role": "system", "content": "You answer with care and explain yourself. " * 12}
+    rows = [
+        model.render([system, {"role": "user", "content": "Tell me about locks. " * n}])
+        for n in (1, 4, 2, 7)
+    ]
+
+    def run():
+        return decode(
+            model.model,
+            rows,
+            max_new_tokens=24,
+            temperature=0.0,
+            top_p=1.0,
+            seeds=[5, 6, 7, 8],
+            eos_ids=set(model.eos_ids),
+            pad_id=model.tokenizer.pad_token_id,
+        )
+
+    assert decoding.use_cascade(model.model)
+    once = [d.tokens for d in run()]
+    monkeypatch.setattr(decoding, "CASCADE_MODELS", set())
+    copied = [d.tokens for d in run()]
+    assert once == copied
+
+
+@pytest.mark.parametrize("queries", [1, 5], ids=["decoding", "prefilling"])
+def test_cascade_attention_equals_attention_over_the_prefix_copied_into_each_row(queries):
+    """On random tensors: 3 rows, a 9-token shared prefix, own keys with left padding, grouped
+    query heads (4 query heads over 2 key-value heads)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from cai_engine.models.decode import cascade_attention
+
+    torch.manual_seed(0)
+    b, heads, kv_heads, d, prefix, own = 3, 4, 2, 8, 9, 6
+    module = torch.nn.Module()
+    module.layer_idx, module.num_key_value_groups, module.is_causal = 0, heads // kv_heads, True
+    query = torch.randn(b, heads, queries, d)
+    key, value = torch.randn(b, kv_heads, own, d), torch.randn(b, kv_heads, own, d)
+    pk, pv = torch.randn(kv_heads, prefix, d), torch.randn(kv_heads, prefix, d)
+    allowed = torch.ones(b, 1, queries, own, dtype=torch.bool).tril(own - queries)
+    allowed[1, :, :, :2] = False  # row 1 is left-padded by two
+    allowed[2, :, :, :1] = False
+    if queries > 1:
+        allowed[2, :, 0, :] = False  # a padding query: it sees none of its own keys
+    # the row's own keys where the cache keeps them: a view of a longer buffer
+    key = torch.cat([key, torch.randn(b, kv_heads, 4, d)], 2)[:, :, :own]
+    value = torch.cat([value, torch.randn(b, kv_heads, 4, d)], 2)[:, :, :own]
+    got, _ = cascade_attention(module, query, key, value, allowed, prefix_kv=[(pk, pv)])
+    full_mask = torch.cat([torch.ones(b, 1, queries, prefix, dtype=torch.bool), allowed], -1)
+    want, _ = sdpa_attention_forward(
+        module,
+        query,
+        torch.cat([pk[None].expand(b, -1, -1, -1), key], 2),
+        torch.cat([pv[None].expand(b, -1, -1, -1), value], 2),
+        full_mask,
+        is_causal=False,
+    )
+    assert got.shape == want.shape == (b, queries, heads, d)
+    assert torch.allclose(got, want, atol=1e-5)

@@ -168,10 +168,99 @@ def common_prefix(rows: list[list[int]]) -> int:
     return n
 
 
+CASCADE = "cai_cascade"  # our attention: the shared prefix's keys are kept once, not per row
+CASCADE_MODELS = {"llama"}  # plain causal attention (no soft-capping, no sliding window)
+
+
+def cascade_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, prefix_kv=None, **kw
+):
+    """Attention over [shared prefix | the row's own keys] with the prefix's keys and values
+    stored once for the batch ([kv heads, S, head dim]), not copied into every row.
+
+    On CPU the two parts are two flash-attention calls that also return each query's
+    log-sum-exp, merged exactly (cascade attention, as FlashInfer does it): the prefix part
+    is one call for every row's queries at once, each key-value head's queries stacked, so
+    it is one large matrix product, not one per row; the own part reads the cache where it
+    lies (a copy of it per step would cost more than the attention). Elsewhere, and without
+    `prefix_kv`, SDPA runs over the prefix expanded as a view.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if prefix_kv is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw
+        )
+    pk, pv = prefix_kv[module.layer_idx]
+    b, heads, q, d = query.shape
+    kv_heads, own = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scaling = scaling if scaling is not None else d**-0.5
+    allowed = _own_mask(attention_mask, b, q, own, query.device)  # [b, 1, q, own] bool
+    if query.device.type != "cpu":
+        prefix_ok = torch.ones((b, 1, q, pk.shape[1]), dtype=torch.bool, device=query.device)
+        return sdpa_attention_forward(
+            module,
+            query,
+            torch.cat([pk[None].expand(b, -1, -1, -1), key], dim=2),
+            torch.cat([pv[None].expand(b, -1, -1, -1), value], dim=2),
+            torch.cat([prefix_ok, allowed], dim=-1),
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=False,
+        )
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    # a key-value head's `group` query heads are its queries: [b, kv, group * q, d]
+    qg = query.reshape(b, kv_heads, group * q, d)
+    bias = torch.zeros(allowed.shape, dtype=query.dtype).masked_fill_(~allowed, float("-inf"))
+    bias = bias.repeat(1, 1, group, 1) if q > 1 else bias
+    o_own, l_own = flash(qg, key, value, 0.0, False, attn_mask=bias, scale=scaling)
+    # a query that sees none of its own keys (left padding) has only the prefix
+    l_own = l_own.masked_fill(~allowed.any(-1).repeat(1, 1, group), float("-inf"))
+    stacked = qg.transpose(0, 1).reshape(1, kv_heads, b * group * q, d)
+    o_pre, l_pre = flash(stacked, pk[None], pv[None], 0.0, False, scale=scaling)
+    o_pre = o_pre[0].view(kv_heads, b, group * q, d).transpose(0, 1)
+    l_pre = l_pre[0].view(kv_heads, b, group * q).transpose(0, 1)
+    top = torch.maximum(l_own, l_pre)
+    w_own, w_pre = (l_own - top).exp_(), (l_pre - top).exp_()
+    total = w_own + w_pre
+    out = o_own.float().nan_to_num_(0.0).mul_((w_own / total)[..., None])
+    out = out.add_(o_pre.float().mul_((w_pre / total)[..., None])).to(query.dtype)
+    return out.view(b, heads, q, d).transpose(1, 2).contiguous(), None
+
+
+def _own_mask(attention_mask, b: int, q: int, own: int, device) -> torch.Tensor:
+    """The boolean [b, 1, q, own] mask of the row's own keys, whatever form the mask came in."""
+    if attention_mask is None:  # no padding: causal only
+        causal = torch.ones((q, own), dtype=torch.bool, device=device).tril(own - q)
+        return causal.expand(b, 1, q, own)
+    m = attention_mask[:, :, -q:, -own:]
+    return (m if m.dtype == torch.bool else m == 0).expand(b, 1, q, own)
+
+
+def use_cascade(model) -> bool:
+    """Switch `model` to the cascade attention when its architecture is known to be plain
+    causal attention; returns whether it is on."""
+    if getattr(model.config, "model_type", "") not in CASCADE_MODELS:
+        return False
+    if model.config._attn_implementation != CASCADE:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(CASCADE, cascade_attention)
+        AttentionMaskInterface.register(CASCADE, sdpa_mask)
+        model.set_attn_implementation(CASCADE)
+    return True
+
+
+NUCLEUS_CANDIDATES = 256  # top-p looks among this many tokens first (a full sort is 20x slower)
+
+
 def sample(
     logits, temperature: float, top_p: float, generators: list[torch.Generator]
 ) -> torch.Tensor:
-    """One token per row. Each row draws from its own generator (inverse CDF)."""
+    """One token per row. Each row draws from its own generator (inverse CDF over the tokens
+    by falling probability, ties by token id)."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -179,14 +268,44 @@ def sample(
     u = torch.cat([torch.rand(1, generator=g) for g in generators]).unsqueeze(-1)
     u = u.to(logits.device)
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        cdf = sorted_probs.cumsum(-1)
-        sorted_probs[(cdf - sorted_probs) > top_p] = 0.0  # keep the smallest set reaching top_p
-        cdf = sorted_probs.cumsum(-1)
-        pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1)
-        return order.gather(-1, pick).squeeze(-1)
+        return _nucleus(probs, u, top_p)
     cdf = probs.cumsum(-1)
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1).squeeze(-1)
+
+
+def _nucleus(probs, u, top_p: float) -> torch.Tensor:
+    """Top-p sampling: the smallest set of most likely tokens reaching `top_p`, drawn from at
+    `u`. Sorting the whole vocabulary costs about as much as the model's step on CPU, so the
+    `NUCLEUS_CANDIDATES` most likely tokens are tried first: a row whose nucleus ends among
+    them, strictly above their smallest probability (so no tie crosses the cut), draws
+    exactly what the full sort would give; the other rows are sorted whole."""
+    k = min(NUCLEUS_CANDIDATES, probs.shape[-1])
+    values, ids = probs.topk(k, dim=-1)
+    ids, by_id = ids.sort(dim=-1)  # ties by token id, as the full stable sort orders them
+    values, order = values.gather(-1, by_id).sort(dim=-1, descending=True, stable=True)
+    ids = ids.gather(-1, order)
+    picks, kept = _draw(values, u, top_p)
+    last = values.gather(-1, (kept - 1).clamp(min=0)[:, None]).squeeze(-1)
+    exact = (kept < k) & (last > values[:, -1])
+    out = ids.gather(-1, picks[:, None]).squeeze(-1)
+    rest = (~exact).nonzero().squeeze(-1)
+    if rest.numel():
+        values, ids = probs[rest].sort(dim=-1, descending=True, stable=True)
+        picks, _ = _draw(values, u[rest], top_p)
+        out[rest] = ids.gather(-1, picks[:, None]).squeeze(-1)
+    return out
+
+
+def _draw(sorted_probs, u, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The position drawn at `u` in each row of probabilities sorted high to low, keeping the
+    smallest set reaching `top_p`; and how many that set holds."""
+    sorted_probs = sorted_probs.clone()
+    cdf = sorted_probs.cumsum(-1)
+    dropped = (cdf - sorted_probs) > top_p
+    sorted_probs[dropped] = 0.0
+    cdf = sorted_probs.cumsum(-1)
+    pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=sorted_probs.shape[-1] - 1)
+    return pick.squeeze(-1), (~dropped).sum(-1)
 
 
 def matched(row: list[int], kept: RowKV | None, shared: int, keep: int) -> int:
@@ -209,9 +328,15 @@ def prefill(
     pad_id: int,
     keep: int = 1,
     past: list[RowKV | None] | None = None,
+    cascade: bool = False,
 ):
     """Run the prompts `rows` through `model` into `cache`; returns (logits, mask, positions,
-    shared prefix length, tokens reused per row).
+    shared prefix length, tokens reused per row, the prefix's keys and values or None).
+
+    With `cascade` (the model switched by `use_cascade`), the prefix's keys and values are
+    returned once for the batch ([kv heads, S, head dim] per layer) instead of copied into
+    every row of `cache`, which then holds only the rows' own keys; pass them to every later
+    forward as `prefix_kv`, with the mask's own columns (`mask[:, shared:]`).
 
     A common prefix of at least MIN_SHARED_PREFIX tokens is computed once and copied into
     every row. A row with keys kept from an earlier call (`past[i]`, whose tokens it starts
@@ -232,17 +357,24 @@ def prefill(
         starts = [p.start for p in past if p is not None and p.start <= shared]
         shared = min(starts) if starts else shared
     reused = [matched(r, p, shared, keep) for r, p in zip(rows, past, strict=True)] if past else []
+    prefix_kv = None
     if shared > 0:
         prefix = torch.tensor([rows[0][:shared]], device=device)
+        once = Cache(layer_class_to_replicate=GrowingLayer) if cascade else cache
         model(
             input_ids=prefix,
             position_ids=torch.arange(shared, device=device)[None],
             use_cache=True,
             logits_to_keep=1,
-            **{key: cache},
+            **{key: once},
         )
-        for layer in cache.layers:
-            layer.expand_batch(size)
+        if cascade:
+            prefix_kv = [
+                (layer.keys[0].contiguous(), layer.values[0].contiguous()) for layer in once.layers
+            ]
+        else:
+            for layer in cache.layers:
+                layer.expand_batch(size)
     held = max(reused, default=0)
     if held:
         _copy_kept(cache, past, reused, shared, held, size)
@@ -259,15 +391,17 @@ def prefill(
         mask[i, front + width - len(t) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, front:]
+    extra = {"prefix_kv": prefix_kv} if prefix_kv is not None else {}
     logits = model(
         input_ids=ids,
-        attention_mask=mask,
+        attention_mask=mask[:, shared:] if prefix_kv is not None else mask,
         position_ids=positions,
         use_cache=True,
         logits_to_keep=keep,
         **{key: cache},
+        **extra,
     ).logits
-    return logits, mask, positions, shared, reused or [0] * size
+    return logits, mask, positions, shared, reused or [0] * size, prefix_kv
 
 
 def _copy_kept(cache, past, reused, shared, held, size) -> None:
@@ -306,7 +440,7 @@ def choice_logprobs(
     size = len(rows)
     cache = Cache(layer_class_to_replicate=GrowingLayer)
     with torch.inference_mode():
-        logits, mask, positions, _, _ = prefill(
+        logits, mask, positions, _, _, _ = prefill(
             model, [r + head for r in rows], cache, pad_id, keep=common + 1
         )
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # [size, common + 1, vocab]
@@ -387,12 +521,17 @@ def decode(
             tokens = rows[a] + out[a][:-1]  # the last token was sampled, never fed
             if len(tokens) - shared != own.numel():  # not the row it claims: keep nothing
                 continue
-            layers = [(layer.keys[j][:, own], layer.values[j][:, own]) for layer in cache.layers]
+            at = own - cut
+            layers = [(layer.keys[j][:, at], layer.values[j][:, at]) for layer in cache.layers]
             kept[a] = RowKV(tokens, shared, layers)
 
     # 1) the shared prefix, once; kept keys; then each row's own tokens after padding.
     with torch.inference_mode():
-        logits, mask, positions, shared, reused = prefill(model, rows, cache, pad_id, past=past)
+        logits, mask, positions, shared, reused, prefix_kv = prefill(
+            model, rows, cache, pad_id, past=past, cascade=use_cascade(model)
+        )
+        extra = {"prefix_kv": prefix_kv} if prefix_kv is not None else {}
+        cut = shared if prefix_kv is not None else 0  # the cache's first column is the mask's
         logits = logits[:, -1]
         batch = list(range(size))  # original row index of each batch row
         done = [False] * size
@@ -430,10 +569,11 @@ def decode(
             last_pos = last_pos + 1
             logits = model(
                 input_ids=nxt[:, None],
-                attention_mask=mask,
+                attention_mask=mask[:, cut:],
                 position_ids=last_pos,
                 use_cache=True,
                 **{key: cache},
+                **extra,
             ).logits[:, -1]
         if keep_kv:
             for a in batch:

@@ -199,6 +199,11 @@ class LocalModel(ChatModel):
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
         )
         self.kv = None  # PrefixCache, made by the first call with cache_keys
+        # a batch's shared prefix is held once, not per row (decode.cascade_attention): the
+        # batch size then counts only each row's own tokens
+        from cai_engine.models.decode import use_cascade
+
+        self.cascade = use_cascade(self.model)
 
     def drop_cache(self) -> dict | None:
         """Forget every kept row (a caller is done with its conversations); returns the
@@ -283,7 +288,7 @@ class LocalModel(ChatModel):
         trace), a conversation continues from the keys and values kept for its key by an
         earlier call, when it starts with that call's prompt and answer, and (with
         `keep_cache`) keeps its own for the next call, within `KV_BUDGET` bytes."""
-        from cai_engine.models.decode import PrefixCache, decode
+        from cai_engine.models.decode import PrefixCache, common_prefix, decode
 
         sampling = sampling or SamplingParams()
         if cache_keys is not None and self.kv is None:
@@ -301,9 +306,12 @@ class LocalModel(ChatModel):
         order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
         results: list[Completion | None] = [None] * len(prompts)
         stop_check = self._stop_check(sampling.stop) if sampling.stop else None
+        # what every prompt shares (the few-shots) is held once per batch with the cascade
+        shared = common_prefix(prompts) if self.cascade and len(prompts) > 1 else 0
         start = 0
         while start < len(order):
-            size = self.batch_size_for(len(prompts[order[start]]) + sampling.max_new_tokens)
+            own = len(prompts[order[start]]) - shared
+            size = self.batch_size_for(own + sampling.max_new_tokens)
             idx = order[start : start + size]
             start += size
             if should_stop and should_stop():
