@@ -20,6 +20,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 # 0.05 nats per token on average. vLLM computes in bf16, the local reference in fp32; we saw
 # about 0.005 nats per token.
 PER_TOKEN_TOLERANCE = 0.05
+# A soft label from the bf16 server against the fp32 reference: bf16 through 30 layers moves
+# the gap between the (A) and (B) log-probabilities by up to about 0.2 nats, 0.05 in the label
+# near 0.5; measured 0.051 on a 2-core Xeon with AMX (2026-12-04), under 0.05 elsewhere.
+SOFT_LABEL_TOLERANCE = 0.08
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -113,7 +117,7 @@ def test_soft_labels_through_vllm_match_the_local_backend(vllm_spec, embedded_ho
     ours = local.score_choices(questions, list(OPTIONS))
     theirs = remote.score_choices(questions, list(OPTIONS))
     for a, b in zip(ours, theirs, strict=True):
-        assert abs(soft_label(*a) - soft_label(*b)) < 0.05, (a, b)
+        assert abs(soft_label(*a) - soft_label(*b)) < SOFT_LABEL_TOLERANCE, (a, b)
         assert [abs(x - y) for x, y in zip(a, b, strict=True)] < [0.2, 0.2]
     # The prefill is continued, not answered: the tokens end with "The answer is:".
     ids = remote._tokenize(
@@ -126,7 +130,8 @@ def test_cai_judge_check_through_vllm_scores_the_gold_set_as_the_local_backend_d
     vllm_spec, embedded_home, local, tmp_path, monkeypatch, capsys
 ):
     """`cai judge check --model openai:…` as a job against vLLM: one item per gold pair, both
-    orders, the verdict printed; each pair's soft label within 0.05 of the local backend's."""
+    orders, the verdict printed; each pair's soft label within SOFT_LABEL_TOLERANCE of the
+    local backend's."""
     from cai_engine.bundled import install_bundled
     from cai_engine.cli import main
     from cai_engine.gold import BUNDLED_GOLD, as_pairs, gold_set
@@ -162,4 +167,6 @@ def test_cai_judge_check_through_vllm_scores_the_gold_set_as_the_local_backend_d
     )  # fmt: skip
     theirs = {i["gold_id"]: i["soft_label"] for i in store.judge_check_items(check.job_id)}
     for row in ours:
-        assert abs(row["soft_label"] - theirs[row["prompt_id"]]) < 0.05, row["prompt_id"]
+        assert abs(row["soft_label"] - theirs[row["prompt_id"]]) < SOFT_LABEL_TOLERANCE, row[
+            "prompt_id"
+        ]
