@@ -2,7 +2,9 @@
 its new turns, and the texts are exactly those of a run that prefills everything again.
 
 All on the tiny random Llama in float32 (real tokenizer and chat template), so token ids are
-compared, not just texts.
+compared, not just texts; sampled runs on its peaked copy (`peaked_model_dir`: a near-uniform
+distribution turns any float rounding into another draw). The real model in float32 is in
+`test_embedded_model.py`.
 """
 
 from __future__ import annotations
