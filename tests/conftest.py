@@ -72,7 +72,9 @@ def peaked_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_spec(tiny_model_dir) -> str:
-    """The tiny model as a model spec string; float32 so results do not depend on the CPU."""
+    """The tiny model as a model spec string; float32, so a computation gives the same results
+    on any CPU (a different computation of the same thing can round differently: see
+    `peaked_model_dir`)."""
     return f"hf:{tiny_model_dir}?dtype=float32"
 
 
