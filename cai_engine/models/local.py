@@ -429,8 +429,12 @@ class LocalModel(ChatModel):
     def score_choices(
         self, prompts: list[str | Conversation], choices: list[str]
     ) -> list[list[float]]:
-        """One prompt pass per prompt for all choices (see `decode.choice_logprobs`)."""
-        from cai_engine.models.decode import choice_logprobs
+        """One prompt pass per prompt for all choices (see `decode.choice_logprobs`).
+
+        Consecutive prompts that share more than every prompt does (a pair's two orders)
+        are scored in one batch with their shared part computed once; with the cascade, what
+        every prompt shares (the few-shots) is held once per batch."""
+        from cai_engine.models.decode import MIN_SHARED_PREFIX, choice_logprobs, common_prefix
 
         tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
         for c, t in zip(choices, tokens, strict=True):
@@ -443,15 +447,37 @@ class LocalModel(ChatModel):
             if not ids:
                 raise ModelError(f"the prompt {prompt!r} has no tokens; scoring needs one")
             rows.append(ids)
-        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
+        every = common_prefix(rows) if len(rows) > 1 else 0
+        groups: list[list[int]] = []
+        for i, r in enumerate(rows):
+            # a row joins the group before it when it shares more than every prompt does
+            # with the group, and no less than with the row after it
+            with_group = common_prefix([rows[groups[-1][0]], r]) if groups else 0
+            with_next = common_prefix([r, rows[i + 1]]) if i + 1 < len(rows) else 0
+            if with_group >= max(every + MIN_SHARED_PREFIX, with_next):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        size_of = {id(g): max(len(rows[i]) for i in g) for g in groups}
+        groups.sort(key=lambda g: (-size_of[id(g)], g[0]))
+        held = every if self.cascade else 0
         out: list[list[float]] = [[] for _ in rows]
         start = 0
-        while start < len(order):
-            size = self.batch_size_for(len(rows[order[start]]) + longest)
-            idx = order[start : start + size]
-            start += size
+        while start < len(groups):
+            size = self.batch_size_for(size_of[id(groups[start])] - held + longest)
+            batch = [groups[start]]
+            start += 1
+            while start < len(groups) and sum(map(len, batch)) + len(groups[start]) <= size:
+                batch.append(groups[start])
+                start += 1
+            idx = [i for g in batch for i in g]
             scored = choice_logprobs(
-                self.model, [rows[i] for i in idx], tokens, self.tokenizer.pad_token_id
+                self.model,
+                [rows[i] for i in idx],
+                tokens,
+                self.tokenizer.pad_token_id,
+                sizes=[len(g) for g in batch],
+                cascade=self.cascade,
             )
             for i, s in zip(idx, scored, strict=True):
                 out[i] = s
