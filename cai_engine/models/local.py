@@ -458,13 +458,13 @@ class LocalModel(ChatModel):
                 groups[-1].append(i)
             else:
                 groups.append([i])
-        size_of = {id(g): max(len(rows[i]) for i in g) for g in groups}
-        groups.sort(key=lambda g: (-size_of[id(g)], g[0]))
+        groups.sort(key=lambda g: (-max(len(rows[i]) for i in g), g[0]))  # longest first
         held = every if self.cascade else 0
         out: list[list[float]] = [[] for _ in rows]
         start = 0
         while start < len(groups):
-            size = self.batch_size_for(size_of[id(groups[start])] - held + longest)
+            first = max(len(rows[i]) for i in groups[start])
+            size = self.batch_size_for(first - held + longest)
             batch = [groups[start]]
             start += 1
             while start < len(groups) and sum(map(len, batch)) + len(groups[start]) <= size:
