@@ -291,7 +291,8 @@ def main() -> None:
     print(f"ours / lean generate-and-parse on our model = {ours_rate / rates['lean']:.1f}x")
 
     flops = linear_flops_per_token(model.model)
-    peak = matmul_rate(details["dtype"])
+    shape = model.model.config
+    peak = matmul_rate(details["dtype"], shape.hidden_size, shape.intermediate_size)
     print(
         f"\nprefill: {question_tokens} question tokens scored in {ours_s:.1f}s = "
         f"{question_tokens / ours_s:,.0f} tokens/s read; {real} computed after sharing "

@@ -154,31 +154,40 @@ def describe_model(home, random_init: str | None = None, tokenizer: str | None =
     return f"model: {path.name} ({kind}; {shape})"
 
 
-def matmul_rate(dtype: str, rows: int = 2048, inner: int = 576, cols: int = 1536) -> float:
-    """FLOP/s of one matrix product in `dtype` ("bfloat16" or "float32") at the shape of a
-    SmolLM2-135M MLP layer over a batch of tokens (best of 5): the ceiling a forward pass of
-    that model can approach, measured on this machine in this process."""
+def matmul_rate(dtype: str, inner: int = 576, cols: int = 1536, rows: int = 2048) -> float:
+    """FLOP/s of one matrix product in `dtype` ("bfloat16" or "float32") on the accelerator
+    (the CPU without one), at the shape of an MLP layer (`inner` = the model's hidden size,
+    `cols` = its intermediate size) over a batch of tokens, best of 5: the ceiling a forward
+    pass of that model can approach, measured on this machine in this process."""
     import time
 
     import torch
 
+    device = accelerator()
     kind = getattr(torch, dtype)
-    a, b = torch.randn(rows, inner, dtype=kind), torch.randn(inner, cols, dtype=kind)
+    a = torch.randn(rows, inner, dtype=kind, device=device)
+    b = torch.randn(inner, cols, dtype=kind, device=device)
     a @ b  # warm up
     best = float("inf")
     for _ in range(5):
+        if device == "cuda":
+            torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(10):
             a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 10 * 2 * rows * inner * cols / best
 
 
 def linear_flops_per_token(model) -> float:
-    """2 x the parameters a token's forward pass multiplies by, embeddings excepted (the
-    tied output layer counted only where logits are kept, so not here)."""
+    """2 x the parameters a token's forward pass multiplies by: the decoder layers' linear
+    weights (not the embeddings, nor the output layer, which runs only where logits are kept)."""
     return 2.0 * sum(
-        p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.dim() == 2 and "embed" not in n and "lm_head" not in n
     )
 
 
