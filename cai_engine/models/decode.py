@@ -25,7 +25,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 MIN_SHARED_PREFIX = 8  # tokens; shorter common prefixes are not worth a separate prefill
-COMPACT_FRACTION = 8  # drop finished rows once 1/8 of the batch has finished
+COMPACT_FRACTION = 8  # drop finished rows once 1/8 of the batch has finished (and it pays)
 
 
 class GrowingLayer(DynamicLayer):
@@ -66,6 +66,23 @@ class GrowingLayer(DynamicLayer):
         if self.is_initialized:
             self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
             self.keys, self.values = self.kbuf[:, :, : self.length], self.vbuf[:, :, : self.length]
+
+    def keep_rows(self, indices, room: int) -> None:
+        """Keep only the rows `indices`, in a buffer with room for `room` more tokens: a
+        copy of the keys written so far plus that room, not of the whole buffer."""
+        if self.is_initialized:
+            end = min(self.kbuf.shape[-2], self.length + room)
+            self.kbuf = self.kbuf[:, :, :end].index_select(0, indices)
+            self.vbuf = self.vbuf[:, :, :end].index_select(0, indices)
+            self.keys, self.values = self.kbuf[:, :, : self.length], self.vbuf[:, :, : self.length]
+
+    def adopt(self, keys, values, length: int) -> None:
+        """Take `keys` and `values` ([batch, kv heads, capacity, head dim], the first `length`
+        positions written) as this empty layer's buffers."""
+        self.device, self.dtype = keys.device, keys.dtype
+        self.kbuf, self.vbuf, self.length = keys, values, length
+        self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+        self.is_initialized = True
 
     def expand_batch(self, size: int) -> None:
         """Copy a batch-1 cache (a shared prefix) into `size` rows."""
@@ -196,8 +213,8 @@ def cascade_attention(
     kv_heads, own = key.shape[1], key.shape[2]
     group = heads // kv_heads
     scaling = scaling if scaling is not None else d**-0.5
-    allowed = _own_mask(attention_mask, b, q, own, query.device)  # [b, 1, q, own] bool
     if query.device.type != "cpu":
+        allowed = _own_mask(attention_mask, b, q, own, query.device)  # [b, 1, q, own] bool
         prefix_ok = torch.ones((b, 1, q, pk.shape[1]), dtype=torch.bool, device=query.device)
         return sdpa_attention_forward(
             module,
@@ -212,21 +229,38 @@ def cascade_attention(
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     # a key-value head's `group` query heads are its queries: [b, kv, group * q, d]
     qg = query.reshape(b, kv_heads, group * q, d)
-    bias = torch.zeros(allowed.shape, dtype=query.dtype).masked_fill_(~allowed, float("-inf"))
-    bias = bias.repeat(1, 1, group, 1) if q > 1 else bias
+    bias, empty = _own_bias(attention_mask, b, q, own, group, query.dtype)
     o_own, l_own = flash(qg, key, value, 0.0, False, attn_mask=bias, scale=scaling)
-    # a query that sees none of its own keys (left padding) has only the prefix
-    l_own = l_own.masked_fill(~allowed.any(-1).repeat(1, 1, group), float("-inf"))
+    if empty is not None:  # a query that sees none of its own keys has only the prefix
+        l_own = l_own.masked_fill(empty, float("-inf"))
+        o_own = o_own.nan_to_num(0.0)
     stacked = qg.transpose(0, 1).reshape(1, kv_heads, b * group * q, d)
     o_pre, l_pre = flash(stacked, pk[None], pv[None], 0.0, False, scale=scaling)
     o_pre = o_pre[0].view(kv_heads, b, group * q, d).transpose(0, 1)
     l_pre = l_pre[0].view(kv_heads, b, group * q).transpose(0, 1)
-    top = torch.maximum(l_own, l_pre)
-    w_own, w_pre = (l_own - top).exp_(), (l_pre - top).exp_()
-    total = w_own + w_pre
-    out = o_own.float().nan_to_num_(0.0).mul_((w_own / total)[..., None])
-    out = out.add_(o_pre.float().mul_((w_pre / total)[..., None])).to(query.dtype)
+    total = torch.logaddexp(l_own, l_pre)
+    out = o_own.float().mul_((l_own - total).exp_()[..., None])
+    out = out.add_(o_pre.float().mul_((l_pre - total).exp_()[..., None])).to(query.dtype)
     return out.view(b, heads, q, d).transpose(1, 2).contiguous(), None
+
+
+_BIAS: list = [None, None, None]  # [the mask object, its shape key, (bias, empty)]
+
+
+def _own_bias(attention_mask, b: int, q: int, own: int, group: int, dtype):
+    """The additive [b, 1, group * q or 1, own] bias of the rows' own keys, and which queries
+    see none of them ([b, 1, group * q] bool, None when every query sees some). Made once per
+    forward pass: every layer gets the same mask object, so the last one is kept."""
+    shape = (b, q, own, group, dtype)
+    if _BIAS[0] is attention_mask and _BIAS[1] == shape:
+        return _BIAS[2]
+    allowed = _own_mask(attention_mask, b, q, own, "cpu")  # [b, 1, q, own] bool
+    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
+    bias = bias.repeat(1, 1, group, 1) if q > 1 else bias
+    empty = ~allowed.any(-1)
+    empty = empty.repeat(1, 1, group) if bool(empty.any()) else None
+    _BIAS[:] = [attention_mask, shape, (bias, empty)]
+    return bias, empty
 
 
 def _own_mask(attention_mask, b: int, q: int, own: int, device) -> torch.Tensor:
@@ -329,9 +363,11 @@ def prefill(
     keep: int = 1,
     past: list[RowKV | None] | None = None,
     cascade: bool = False,
+    room: int = 0,
 ):
     """Run the prompts `rows` through `model` into `cache`; returns (logits, mask, positions,
     shared prefix length, tokens reused per row, the prefix's keys and values or None).
+    `room`: tokens the caller will append after the prompts (kept rows' buffers get it).
 
     With `cascade` (the model switched by `use_cascade`), the prefix's keys and values are
     returned once for the batch ([kv heads, S, head dim] per layer) instead of copied into
@@ -376,11 +412,11 @@ def prefill(
             for layer in cache.layers:
                 layer.expand_batch(size)
     held = max(reused, default=0)
-    if held:
-        _copy_kept(cache, past, reused, shared, held, size)
-    front = shared + held
     tails = [r[shared + (reused[i] if reused else 0) :] for i, r in enumerate(rows)]
     width = max(len(t) for t in tails)
+    if held:
+        _copy_kept(cache, past, reused, shared, held, size, width + room)
+    front = shared + held
     ids = torch.full((size, width), pad_id, dtype=torch.long)
     mask = torch.zeros((size, front + width), dtype=torch.long)
     mask[:, :shared] = 1
@@ -404,20 +440,31 @@ def prefill(
     return logits, mask, positions, shared, reused or [0] * size, prefix_kv
 
 
-def _copy_kept(cache, past, reused, shared, held, size) -> None:
-    """Append each row's kept keys and values (right-aligned in `held` slots) to `cache`."""
+def _copy_kept(cache, past, reused, shared, held, size, room: int) -> None:
+    """Append each row's kept keys and values (right-aligned in `held` slots, zeros before
+    them) to `cache`. Into an empty cache they are written straight into each layer's buffer,
+    with `room` more slots, instead of staged in a tensor and copied again."""
     first = next(p for p, n in zip(past, reused, strict=True) if n)
     for index, (k0, _) in enumerate(first.layers):
-        shape = (size, k0.shape[0], held, k0.shape[-1])
-        keys = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
-        values = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        fresh = index >= len(cache.layers)
+        shape = (size, k0.shape[0], held + (room if fresh else 0), k0.shape[-1])
+        keys = torch.empty(shape, dtype=k0.dtype, device=k0.device)
+        values = torch.empty(shape, dtype=k0.dtype, device=k0.device)
         for i, (p, n) in enumerate(zip(past, reused, strict=True)):
+            if n < held:  # padding: masked, but must be finite
+                keys[i, :, : held - n] = 0
+                values[i, :, : held - n] = 0
             if n:
                 lo = shared - p.start
                 k, v = p.layers[index]
-                keys[i, :, held - n :] = k[:, lo : lo + n]
-                values[i, :, held - n :] = v[:, lo : lo + n]
-        cache.update(keys, values, index)
+                keys[i, :, held - n : held] = k[:, lo : lo + n]
+                values[i, :, held - n : held] = v[:, lo : lo + n]
+        if fresh:
+            layer = GrowingLayer()
+            layer.adopt(keys, values, held)
+            cache.layers.append(layer)
+        else:
+            cache.update(keys, values, index)
 
 
 def branch_prefill(
@@ -610,7 +657,7 @@ def decode(
     # 1) the shared prefix, once; kept keys; then each row's own tokens after padding.
     with torch.inference_mode():
         logits, mask, positions, shared, reused, prefix_kv = prefill(
-            model, rows, cache, pad_id, past=past, cascade=use_cascade(model)
+            model, rows, cache, pad_id, past=past, cascade=use_cascade(model), room=max_new_tokens
         )
         extra = {"prefix_kv": prefix_kv} if prefix_kv is not None else {}
         cut = shared if prefix_kv is not None else 0  # the cache's first column is the mask's
@@ -638,11 +685,15 @@ def decode(
             live = [j for j, a in enumerate(batch) if not done[a]]
             if not live or step == max_new_tokens - 1:
                 break
-            if (len(batch) - len(live)) * COMPACT_FRACTION >= len(batch):
+            finished, remaining = len(batch) - len(live), max_new_tokens - 1 - step
+            # dropping rows copies every live row's keys once (read and write); it pays when
+            # the finished rows would otherwise be read for enough of the remaining steps
+            if finished * COMPACT_FRACTION >= len(batch) and finished * remaining >= 2 * len(live):
                 if keep_kv:
                     save([(a, j) for j, a in enumerate(batch) if done[a]])
                 index = torch.tensor(live, device=device)
-                cache.batch_select_indices(index)
+                for layer in cache.layers:
+                    layer.keep_rows(index, remaining)
                 mask, last_pos, nxt = mask[index], last_pos[index], nxt[index]
                 batch = [batch[j] for j in live]
             mask = torch.cat(
