@@ -23,9 +23,9 @@ from tests.ui.studio import browser_page, require_chromium, running_studio, wait
 
 pytestmark = pytest.mark.browser
 
-# 6 prompts x (1 initial + 2 rounds x (critique + revision)) = 30 steps of up to 96 new tokens
+# 6 prompts x (1 initial + 2 rounds x (critique + revision)) = 30 steps of up to 320 new tokens
 # of the tiny random model: several polls of the page find it running past its first batch.
-LIMIT, ROUNDS, MAX_NEW = 6, 2, 96
+LIMIT, ROUNDS, MAX_NEW = 6, 2, 320
 STEPS = LIMIT * (1 + 2 * ROUNDS)
 DEADLINE_S = 120  # for the whole job, from submit
 
